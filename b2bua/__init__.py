@@ -1,0 +1,1 @@
+"""callrec b2bua package."""

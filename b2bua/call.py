@@ -1,0 +1,590 @@
+"""One call through the B2BUA: leg A (the caller's dialog) and leg B (the callee's).
+
+The call reacts to events handed to it by `b2bua.server` (requests and responses already
+parsed and matched to transactions) and asks the server, through `CallServices`, to send
+messages. It owns the media session and the call detail record. It never parses bytes.
+Leg A is always the calling side (a phone for outbound calls, the trunk for inbound
+ones), which is also media leg "a".
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+from b2bua.dialog import Dialog
+from b2bua.message import (
+    CSeq,
+    Headers,
+    NameAddr,
+    SipRequest,
+    SipResponse,
+    generate_call_id,
+    generate_tag,
+    make_response,
+)
+from b2bua.peer import Peer
+from b2bua.sdp import SdpError, parse_sdp, rewrite_sdp
+from media.relay import MediaSession
+from media.rtp import MediaError
+
+log = logging.getLogger("callrec.call")
+
+ResponseHandler = Callable[[SipResponse | None], None]
+
+# Headers that belong to one hop or one dialog and are rebuilt on each leg; everything
+# else is passed through unchanged.
+LEG_HEADERS = frozenset(
+    h.lower()
+    for h in (
+        "Via",
+        "Route",
+        "Record-Route",
+        "From",
+        "To",
+        "Call-ID",
+        "CSeq",
+        "Contact",
+        "Max-Forwards",
+        "Content-Length",
+        "Proxy-Authorization",
+        "Authorization",
+        "Proxy-Authenticate",
+        "WWW-Authenticate",
+        "RSeq",
+        "RAck",
+    )
+)
+
+SDP_TYPE = "application/sdp"
+
+
+class CallServices(Protocol):
+    """What a call needs from the server around it."""
+
+    def send_request(
+        self, request: SipRequest, peer: Peer, on_response: ResponseHandler
+    ) -> None: ...
+
+    def send_response(self, response: SipResponse) -> None: ...
+
+    def send_ack(self, ack: SipRequest, peer: Peer) -> None: ...
+
+    def via(self, peer: Peer) -> str: ...
+
+    def contact(self, peer: Peer) -> str: ...
+
+    def media_address(self) -> str: ...
+
+    def call_ended(self, call: Call) -> None: ...
+
+    def register_dialog(self, call: Call, call_id: str, local_tag: str, leg: str) -> None: ...
+
+    def record_cdr(self, call: Call, **fields: object) -> None: ...
+
+
+class CallState(enum.Enum):
+    """Where the call is in its life."""
+
+    SETUP = "setup"
+    EARLY = "early"
+    CONFIRMED = "confirmed"
+    ENDED = "ended"
+
+
+@dataclass
+class Party:
+    """The caller or callee as the CDR shows them."""
+
+    extension: str | None
+    name: str | None
+
+
+@dataclass
+class Target:
+    """One place to send leg B's INVITE: a trunk URI or a registered device's contact."""
+
+    request_uri: str
+    peer: Peer
+
+
+@dataclass
+class Branch:
+    """One forked INVITE of leg B."""
+
+    target: Target
+    invite: SipRequest
+    provisional: bool = False
+    cancel_pending: bool = False
+    final: int | None = None
+    ack: SipRequest | None = None
+
+
+@dataclass
+class PendingInvite:
+    """A (re-)INVITE relayed across the call, waiting for its ACK to be relayed."""
+
+    from_leg: str
+    late_offer: bool
+    ack_for_other: SipRequest | None = None
+    other_peer: Peer | None = None
+    answered: bool = False
+
+
+@dataclass(eq=False)
+class Call:
+    """A call: the caller's dialog (leg A), the forked callee dialogs (leg B), media, CDR."""
+
+    services: CallServices
+    invite_a: SipRequest
+    peer_a: Peer
+    direction: str
+    caller: Party
+    callee: Party
+    media: MediaSession | None = None
+    state: CallState = CallState.SETUP
+    a_tag: str = field(default_factory=generate_tag)
+    b_call_id: str = field(default_factory=generate_call_id)
+    b_tag: str = field(default_factory=generate_tag)
+    b_cseq: int = 1
+    dialog_a: Dialog | None = None
+    dialog_b: Dialog | None = None
+    peer_b: Peer | None = None
+    branches: list[Branch] = field(default_factory=list)
+    cancelled: bool = False
+    cdr_id: int | None = None
+    started_at: float = field(default_factory=time.time)
+    answered_at: float | None = None
+    ended_at: float | None = None
+    final_status: int | None = None
+    pending: PendingInvite | None = None
+    on_end: list[Callable[[Call], None]] = field(default_factory=list)
+
+    @property
+    def call_id(self) -> str:
+        header = self.invite_a.headers.get("Call-ID")
+        return header or ""
+
+    # ----------------------------------------------------------------- setup (leg B)
+    def start(self, targets: list[Target]) -> None:
+        """Send leg B's INVITE to every target (several when a user has many devices)."""
+        self.services.register_dialog(self, self.call_id, self.a_tag, "a")
+        self.services.register_dialog(self, self.b_call_id, self.b_tag, "b")
+        body = self._sdp_towards("b", self.invite_a.body, learn_from="a")
+        for target in targets:
+            invite = self._build_b_invite(target, body)
+            branch = Branch(target=target, invite=invite)
+            self.branches.append(branch)
+            self.services.send_request(
+                invite, target.peer, lambda resp, b=branch: self._on_branch_response(b, resp)
+            )
+        log.info(
+            "call %s: %s %s -> %s, %d target(s)",
+            self.call_id,
+            self.direction,
+            self.caller.extension,
+            self.callee.extension,
+            len(targets),
+        )
+
+    def _build_b_invite(self, target: Target, body: bytes) -> SipRequest:
+        source = self.invite_a.headers
+        headers = Headers()
+        headers.add("Via", self.services.via(target.peer))
+        headers.add("Max-Forwards", str(self._max_forwards() - 1))
+        from_ = NameAddr.parse(source.get("From") or "")
+        from_.params["tag"] = self.b_tag
+        to = NameAddr.parse(source.get("To") or "")
+        to.params.pop("tag", None)
+        headers.add("From", str(from_))
+        headers.add("To", str(to))
+        headers.add("Call-ID", self.b_call_id)
+        headers.add("CSeq", f"{self.b_cseq} INVITE")
+        headers.add("Contact", self.services.contact(target.peer))
+        _copy_passthrough(source, headers)
+        _drop_reliable_provisionals(headers)
+        return SipRequest("INVITE", target.request_uri, headers, body)
+
+    def _max_forwards(self) -> int:
+        value = self.invite_a.headers.get("Max-Forwards")
+        return int(value) if value and value.strip().isdigit() else 70
+
+    def _on_branch_response(self, branch: Branch, response: SipResponse | None) -> None:
+        if response is None:
+            branch.final = 408
+            self._maybe_fail()
+            return
+        status = response.status
+        if status < 200:
+            branch.provisional = True
+            if branch.cancel_pending or self.cancelled:
+                self._cancel_branch(branch)
+                return
+            if status > 100 and self.state in (CallState.SETUP, CallState.EARLY):
+                self.state = CallState.EARLY
+                self._relay_setup_response(response, learn_b=True)
+            return
+        if status < 300:
+            self._on_branch_answered(branch, response)
+            return
+        branch.final = status
+        if self.dialog_b is None:
+            self._maybe_fail(response)
+
+    def _on_branch_answered(self, branch: Branch, response: SipResponse) -> None:
+        if branch.ack is not None:
+            # A retransmitted 2xx: our ACK was lost.
+            self.services.send_ack(branch.ack, branch.target.peer)
+            return
+        dialog = Dialog.uac(branch.invite, response)
+        ack = dialog.ack(branch.invite)
+        ack.headers.add("Via", self.services.via(branch.target.peer), first=True)
+        winner = self.dialog_b is None and not self.cancelled and self.state != CallState.ENDED
+        if not winner:
+            # A second fork answered, or the caller cancelled meanwhile: accept and hang up.
+            branch.ack = ack
+            branch.final = response.status
+            self.services.send_ack(ack, branch.target.peer)
+            self._send_bye(dialog, branch.target.peer)
+            return
+        branch.final = response.status
+        self.dialog_b = dialog
+        self.peer_b = branch.target.peer
+        for other in self.branches:
+            if other is not branch and other.final is None:
+                self._cancel_branch(other)
+        late_offer = not self.invite_a.body
+        if late_offer:
+            # The offer is in this 2xx; the answer comes in the caller's ACK.
+            self.pending = PendingInvite("a", late_offer=True, other_peer=branch.target.peer)
+            self.pending.ack_for_other = ack
+        else:
+            branch.ack = ack
+            self.services.send_ack(ack, branch.target.peer)
+        self.state = CallState.CONFIRMED
+        if self.media is not None:
+            self.media.mark_media_started()
+        self.answered_at = time.time()
+        self.final_status = response.status
+        self.services.record_cdr(self, answered_at=self.answered_at, sip_status=response.status)
+        self._relay_setup_response(response, learn_b=True)
+        self.dialog_a = Dialog.uas(self.invite_a, self.a_tag)
+        log.info("call %s: answered %d", self.call_id, response.status)
+
+    def _relay_setup_response(self, response: SipResponse, *, learn_b: bool) -> None:
+        body = response.body
+        if body and learn_b:
+            body = self._sdp_towards("a", body, learn_from="b")
+        a_response = make_response(
+            self.invite_a, response.status, response.reason, to_tag=self.a_tag
+        )
+        _copy_passthrough(response.headers, a_response.headers)
+        if response.status < 300:
+            a_response.headers.set("Contact", self.services.contact(self.peer_a))
+        a_response.body = body
+        self.services.send_response(a_response)
+
+    def _maybe_fail(self, response: SipResponse | None = None) -> None:
+        if self.dialog_b is not None or self.state == CallState.ENDED:
+            return
+        if any(b.final is None for b in self.branches):
+            return
+        best = _best_failure([b.final or 500 for b in self.branches])
+        if not self.cancelled:
+            if response is not None and response.status == best:
+                self._relay_setup_response(response, learn_b=False)
+            else:
+                self._answer_a_invite(best)
+        self.final_status = best
+        self._end(disposition=_disposition(best, self.cancelled))
+
+    def _answer_a_invite(self, status: int, reason: str | None = None) -> None:
+        self.services.send_response(make_response(self.invite_a, status, reason, to_tag=self.a_tag))
+
+    def _cancel_branch(self, branch: Branch) -> None:
+        if branch.final is not None:
+            return
+        if not branch.provisional:
+            # RFC 3261 9.1: a CANCEL may only follow a provisional response.
+            branch.cancel_pending = True
+            return
+        branch.cancel_pending = False
+        invite = branch.invite
+        headers = Headers()
+        headers.add("Via", invite.headers.get_all("Via")[0])
+        for name in ("From", "To", "Call-ID"):
+            headers.add(name, invite.headers.get(name) or "")
+        for route in invite.headers.get_all("Route"):
+            headers.add("Route", route)
+        headers.add("Max-Forwards", "70")
+        headers.add("CSeq", f"{CSeq.parse(invite.headers.get('CSeq') or '').seq} CANCEL")
+        cancel = SipRequest("CANCEL", invite.uri, headers)
+        self.services.send_request(cancel, branch.target.peer, lambda _resp: None)
+
+    # ----------------------------------------------------------------- leg A events
+    def on_cancel(self) -> None:
+        """The caller cancelled before the call was answered."""
+        if self.dialog_b is not None or self.state == CallState.ENDED:
+            return
+        self.cancelled = True
+        self._answer_a_invite(487)
+        for branch in self.branches:
+            self._cancel_branch(branch)
+        self.final_status = 487
+        self._end(disposition="cancelled")
+
+    def on_request(self, request: SipRequest, leg: str) -> None:
+        """An in-dialog request (not ACK) arrived on `leg`."""
+        dialog = self.dialog_a if leg == "a" else self.dialog_b
+        if dialog is None or self.state == CallState.ENDED:
+            self.services.send_response(make_response(request, 481))
+            return
+        if not dialog.accept_remote(request):
+            self.services.send_response(make_response(request, 500, "CSeq Out Of Order"))
+            return
+        if request.method == "BYE":
+            self.services.send_response(make_response(request, 200))
+            other = self._other(leg)
+            if other is not None:
+                self._send_bye(other[0], other[1], reason_from=request)
+            self._end(disposition="answered", ended_by=leg)
+            return
+        other = self._other(leg)
+        if other is None:
+            self.services.send_response(make_response(request, 481))
+            return
+        if request.method in ("INVITE", "UPDATE"):
+            dialog.refresh_target(request)
+        self._forward_in_dialog(request, leg, other[0], other[1])
+
+    def _forward_in_dialog(
+        self, request: SipRequest, leg: str, other_dialog: Dialog, other_peer: Peer
+    ) -> None:
+        other_leg = "b" if leg == "a" else "a"
+        body = request.body
+        if body and _is_sdp(request.headers):
+            body = self._sdp_towards(other_leg, body, learn_from=leg)
+        content_type = request.headers.get("Content-Type") if body else None
+        forwarded = other_dialog.new_request(request.method, body, content_type)
+        forwarded.headers.add("Via", self.services.via(other_peer), first=True)
+        forwarded.headers.set("Max-Forwards", "70")
+        if request.method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
+            forwarded.headers.set("Contact", self.services.contact(other_peer))
+        _copy_passthrough(request.headers, forwarded.headers, skip=("Content-Type",))
+        if request.method == "INVITE":
+            self.pending = PendingInvite(leg, late_offer=not request.body, other_peer=other_peer)
+
+        def relay(response: SipResponse | None) -> None:
+            self._relay_in_dialog_response(request, forwarded, response, leg, other_dialog)
+
+        self.services.send_request(forwarded, other_peer, relay)
+
+    def _relay_in_dialog_response(
+        self,
+        original: SipRequest,
+        forwarded: SipRequest,
+        response: SipResponse | None,
+        leg: str,
+        other_dialog: Dialog,
+    ) -> None:
+        if response is None:
+            self.services.send_response(make_response(original, 408))
+            return
+        if response.status == 100:
+            return
+        other_leg = "b" if leg == "a" else "a"
+        body = response.body
+        if body and _is_sdp(response.headers):
+            body = self._sdp_towards(leg, body, learn_from=other_leg)
+        relayed = make_response(original, response.status, response.reason)
+        _copy_passthrough(response.headers, relayed.headers)
+        if 200 <= response.status < 300 and original.method in ("INVITE", "UPDATE"):
+            relayed.headers.set("Contact", self.services.contact(self._peer(leg)))
+            other_dialog.refresh_target(response)
+        relayed.body = body
+        if original.method == "INVITE" and 200 <= response.status < 300:
+            pending = self.pending
+            ack = other_dialog.ack(forwarded)
+            ack.headers.add("Via", self.services.via(self._peer(other_leg)), first=True)
+            if pending is not None and pending.late_offer and not pending.answered:
+                pending.ack_for_other = ack
+            else:
+                self.services.send_ack(ack, self._peer(other_leg))
+            if pending is not None:
+                pending.answered = True
+        self.services.send_response(relayed)
+
+    def on_ack(self, request: SipRequest, leg: str) -> None:
+        """The ACK for a 2xx we relayed: forward a late-offer answer if one is awaited."""
+        pending = self.pending
+        if pending is None or pending.ack_for_other is None or pending.from_leg != leg:
+            return
+        ack = pending.ack_for_other
+        if request.body:
+            other_leg = "b" if leg == "a" else "a"
+            ack.body = self._sdp_towards(other_leg, request.body, learn_from=leg)
+            content_type = request.headers.get("Content-Type")
+            if content_type:
+                ack.headers.set("Content-Type", content_type)
+        assert pending.other_peer is not None
+        self.services.send_ack(ack, pending.other_peer)
+        for branch in self.branches:
+            if branch.final is not None and 200 <= branch.final < 300 and branch.ack is None:
+                branch.ack = ack
+        self.pending = None
+
+    def on_ack_timeout(self) -> None:
+        """Our 2xx to the caller was never acknowledged: tear the call down."""
+        if self.state == CallState.ENDED:
+            return
+        log.warning("call %s: no ACK for 2xx, hanging up", self.call_id)
+        if self.dialog_b is not None and self.peer_b is not None:
+            self._send_bye(self.dialog_b, self.peer_b)
+        if self.dialog_a is not None:
+            self._send_bye(self.dialog_a, self.peer_a)
+        self._end(disposition="failed")
+
+    def hang_up(self) -> None:
+        """End the call from our side (shutdown, media timeout policy, operator)."""
+        if self.state == CallState.ENDED:
+            return
+        if self.state != CallState.CONFIRMED:
+            self.on_cancel()
+            return
+        if self.dialog_a is not None:
+            self._send_bye(self.dialog_a, self.peer_a)
+        if self.dialog_b is not None and self.peer_b is not None:
+            self._send_bye(self.dialog_b, self.peer_b)
+        self._end(disposition="answered")
+
+    # ----------------------------------------------------------------- helpers
+    def _other(self, leg: str) -> tuple[Dialog, Peer] | None:
+        if leg == "a":
+            if self.dialog_b is None or self.peer_b is None:
+                return None
+            return self.dialog_b, self.peer_b
+        if self.dialog_a is None:
+            return None
+        return self.dialog_a, self.peer_a
+
+    def _peer(self, leg: str) -> Peer:
+        if leg == "a":
+            return self.peer_a
+        assert self.peer_b is not None
+        return self.peer_b
+
+    def _send_bye(self, dialog: Dialog, peer: Peer, reason_from: SipRequest | None = None) -> None:
+        bye = dialog.new_request("BYE")
+        bye.headers.add("Via", self.services.via(peer), first=True)
+        bye.headers.set("Max-Forwards", "70")
+        if reason_from is not None:
+            _copy_passthrough(reason_from.headers, bye.headers)
+        self.services.send_request(bye, peer, lambda _resp: None)
+
+    def _sdp_towards(self, leg: str, body: bytes, *, learn_from: str) -> bytes:
+        """Learn `learn_from`'s media address from its SDP; rewrite it to our `leg` port.
+
+        The SDP sent to leg X names the relay port of leg X, where X's phone must send.
+        """
+        if not body or self.media is None:
+            return body
+        try:
+            sdp = parse_sdp(body)
+        except SdpError as exc:
+            log.warning("call %s: unparsable SDP passed unchanged: %s", self.call_id, exc)
+            return body
+        ports: list[int] = []
+        anchored = False
+        for media in sdp.media:
+            if not anchored and media.kind == "audio" and media.port != 0:
+                anchored = True
+                host = media.connection or sdp.connection or "0.0.0.0"
+                port = media.port
+                if media.direction == "inactive":
+                    port = 0
+                try:
+                    self.media.set_remote(learn_from, host, port, relatch=True)
+                except MediaError as exc:
+                    log.warning("call %s: leg %s media address: %s", self.call_id, learn_from, exc)
+                ports.append(self.media.local_port(leg))
+            else:
+                # Only the first audio stream is relayed and recorded; others are declined.
+                ports.append(0)
+        return rewrite_sdp(body, self.services.media_address(), ports)
+
+    def _end(self, *, disposition: str, ended_by: str | None = None) -> None:
+        if self.state == CallState.ENDED:
+            return
+        self.state = CallState.ENDED
+        self.ended_at = time.time()
+        if self.media is not None:
+            self.media.close()
+        self.services.record_cdr(
+            self,
+            ended_at=self.ended_at,
+            disposition=disposition,
+            sip_status=self.final_status,
+        )
+        log.info(
+            "call %s: ended (%s%s)",
+            self.call_id,
+            disposition,
+            f", bye from leg {ended_by}" if ended_by else "",
+        )
+        for callback in self.on_end:
+            callback(self)
+        self.services.call_ended(self)
+
+
+def _copy_passthrough(source: Headers, target: Headers, skip: tuple[str, ...] = ()) -> None:
+    skipped = LEG_HEADERS | {s.lower() for s in skip}
+    for name, value in source:
+        if name.lower() not in skipped:
+            target.add(name, value)
+
+
+def _drop_reliable_provisionals(headers: Headers) -> None:
+    # PRACK would need RSeq/RAck renumbering across legs; leg B is offered plain 18x.
+    values = [v for v in headers.get_all("Supported") if v.strip().lower() != "100rel"]
+    headers.remove("Supported")
+    if values:
+        headers.add("Supported", ", ".join(values))
+
+
+def _is_sdp(headers: Headers) -> bool:
+    content_type = headers.get("Content-Type") or ""
+    return content_type.split(";")[0].strip().lower() == SDP_TYPE
+
+
+def _best_failure(statuses: list[int]) -> int:
+    """RFC 3261 16.7: a 6xx wins; otherwise the lowest class, preferring 486 among 4xx."""
+    six = [s for s in statuses if 600 <= s < 700]
+    if six:
+        return six[0]
+    if 486 in statuses:
+        return 486
+    return min(statuses)
+
+
+def _disposition(status: int, cancelled: bool) -> str:
+    if cancelled or status == 487:
+        return "cancelled"
+    if status in (486, 600, 603):
+        return "busy"
+    if status in (408, 480):
+        return "no-answer"
+    return "failed"
+
+
+def trunk_target(trunk_uri: str, dialed_user: str | None, peer: Peer) -> Target:
+    """The trunk URI with the dialled number as its user part."""
+    from b2bua.message import SipUri
+
+    uri = SipUri.parse(trunk_uri)
+    if dialed_user:
+        uri = replace(uri, user=dialed_user)
+    return Target(request_uri=str(uri), peer=peer)

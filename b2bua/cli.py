@@ -1,0 +1,271 @@
+"""The `callrec` command: run the server and manage users and call records.
+
+Exit codes: 0 success, 1 runtime failure (unknown extension, database problem), 2 usage
+or configuration error. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO
+
+from b2bua.config import Config, ConfigError, load_config
+from storage.database import StorageError, Store
+from storage.models import RECORDING_MODES, CallRecord, Device, User, format_timestamp
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+def _extension(text: str) -> str:
+    if not (text.isascii() and text.isdigit() and 2 <= len(text) <= 15):
+        raise argparse.ArgumentTypeError(f"invalid extension {text!r}: expected 2 to 15 digits")
+    return text
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `callrec` (exposed for tests and docs)."""
+    parser = argparse.ArgumentParser(
+        prog="callrec", description="Call-recording SIP B2BUA and its administration."
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub.add_argument(
+            "--config",
+            metavar="FILE",
+            help="TOML configuration (default: embedded defaults, data in ./callrec-data/)",
+        )
+        return sub
+
+    with_config(commands.add_parser("serve", help="run SIP, media, portal and retention"))
+
+    users = commands.add_parser("users", help="manage users").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    add = with_config(users.add_parser("add", help="add a user"))
+    add.add_argument("extension", metavar="EXT", type=_extension)
+    add.add_argument("--name", required=True)
+    add.add_argument("--email")
+    add.add_argument("--mode", choices=RECORDING_MODES, default="on-demand")
+    add.add_argument(
+        "--device", metavar="URI", action="append", default=[], help="sip: URI (repeatable)"
+    )
+    add.add_argument("--password", help="SIP digest password (only its HA1 is stored)")
+
+    set_mode = with_config(users.add_parser("set-mode", help="change the recording mode"))
+    set_mode.add_argument("extension", metavar="EXT", type=_extension)
+    set_mode.add_argument("mode", metavar="MODE", choices=RECORDING_MODES)
+
+    set_password = with_config(users.add_parser("set-password", help="change the password"))
+    set_password.add_argument("extension", metavar="EXT", type=_extension)
+    set_password.add_argument("password", metavar="PASSWORD")
+
+    remove = with_config(users.add_parser("remove", help="remove a user and their devices"))
+    remove.add_argument("extension", metavar="EXT", type=_extension)
+
+    list_users = with_config(users.add_parser("list", help="list users"))
+    list_users.add_argument("--json", action="store_true", help="print a JSON list")
+
+    calls = commands.add_parser("calls", help="call detail records").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    list_calls = with_config(calls.add_parser("list", help="list calls, newest first"))
+    list_calls.add_argument("--json", action="store_true", help="print a JSON list")
+    list_calls.add_argument("--limit", type=_positive, default=100, metavar="N")
+    list_calls.add_argument("--extension", type=_extension, metavar="EXT")
+    return parser
+
+
+def _table(rows: Sequence[Sequence[str]], headers: Sequence[str], out: TextIO) -> None:
+    widths = [len(header) for header in headers]
+    for row in rows:
+        widths = [max(width, len(cell)) for width, cell in zip(widths, row, strict=True)]
+    for line in (headers, *rows):
+        out.write("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+        out.write("\n")
+
+
+def user_json(user: User, devices: Sequence[Device]) -> dict[str, Any]:
+    """A user as the CLI and API show it (HA1 values are never shown)."""
+    return {
+        "extension": user.extension,
+        "name": user.name,
+        "email": user.email,
+        "mode": user.recording_mode,
+        "devices": [device.uri for device in devices],
+        "has_password": user.has_password,
+        "realm": user.realm,
+        "created_at": format_timestamp(user.created_at),
+    }
+
+
+def call_json(call: CallRecord) -> dict[str, Any]:
+    """A call record with ISO-8601 UTC timestamps and its talk time."""
+    return {
+        "id": call.id,
+        "sip_call_id": call.sip_call_id,
+        "direction": call.direction,
+        "caller_ext": call.caller_ext,
+        "caller_name": call.caller_name,
+        "callee_ext": call.callee_ext,
+        "callee_name": call.callee_name,
+        "started_at": format_timestamp(call.started_at),
+        "answered_at": format_timestamp(call.answered_at),
+        "ended_at": format_timestamp(call.ended_at),
+        "duration_s": call.duration_s,
+        "disposition": call.disposition,
+        "sip_status": call.sip_status,
+        "recorded": call.recorded,
+    }
+
+
+def _party(ext: str | None, name: str | None) -> str:
+    if ext and name:
+        return f"{ext} ({name})"
+    return ext or name or "-"
+
+
+async def _with_store(config: Config, work: Callable[[Store], Awaitable[None]]) -> None:
+    store = await Store.open(config.storage.db_path)
+    try:
+        await work(store)
+    finally:
+        await store.close()
+
+
+async def _users_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    async def work(store: Store) -> None:
+        if args.action == "add":
+            user = await store.add_user(
+                args.extension,
+                args.name,
+                email=args.email,
+                mode=args.mode,
+                password=args.password,
+                devices=args.device,
+                realm=config.sip.realm,
+            )
+            out.write(f"added user {user.extension} ({user.name}), mode {user.recording_mode}\n")
+        elif args.action == "set-mode":
+            user = await store.set_mode(args.extension, args.mode)
+            out.write(f"user {user.extension}: mode {user.recording_mode}\n")
+        elif args.action == "set-password":
+            user = await store.set_password(args.extension, args.password, config.sip.realm)
+            out.write(f"user {user.extension}: password changed\n")
+        elif args.action == "remove":
+            await store.remove_user(args.extension)
+            out.write(f"removed user {args.extension}\n")
+        elif args.action == "list":
+            users = await store.list_users()
+            listed = [(user, await store.list_devices(user.extension)) for user in users]
+            if args.json:
+                json.dump([user_json(user, devices) for user, devices in listed], out, indent=2)
+                out.write("\n")
+            else:
+                rows = [
+                    (
+                        user.extension,
+                        user.name,
+                        user.email or "-",
+                        user.recording_mode,
+                        "yes" if user.has_password else "no",
+                        ", ".join(device.uri for device in devices) or "-",
+                    )
+                    for user, devices in listed
+                ]
+                _table(rows, ("EXT", "NAME", "EMAIL", "MODE", "PASSWORD", "DEVICES"), out)
+
+    await _with_store(config, work)
+
+
+async def _calls_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    async def work(store: Store) -> None:
+        calls = await store.list_calls(limit=args.limit, extension=args.extension)
+        if args.json:
+            json.dump([call_json(call) for call in calls], out, indent=2)
+            out.write("\n")
+            return
+        rows = [
+            (
+                str(call.id),
+                format_timestamp(call.started_at) or "-",
+                call.direction,
+                _party(call.caller_ext, call.caller_name),
+                _party(call.callee_ext, call.callee_name),
+                call.disposition or "in progress",
+                f"{call.duration_s:.0f}s" if call.duration_s is not None else "-",
+                "yes" if call.recorded else "no",
+            )
+            for call in calls
+        ]
+        headers = ("ID", "STARTED (UTC)", "DIRECTION", "FROM", "TO", "RESULT", "TALK", "REC")
+        _table(rows, headers, out)
+
+    await _with_store(config, work)
+
+
+class _ServerUnavailable(Exception):
+    """b2bua.server (or something it needs) is missing."""
+
+
+def _serve(config: Config) -> None:
+    # Imported late: the server pulls in the whole stack, the admin commands need none.
+    try:
+        server: Any = importlib.import_module("b2bua.server")
+    except ImportError as exc:
+        raise _ServerUnavailable(f"the server cannot be loaded: {exc}") from exc
+    asyncio.run(server.serve(config))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `callrec` console script; returns the exit code."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has printed usage or help already
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    out = sys.stdout
+    try:
+        config = load_config(args.config)
+        if args.command == "serve":
+            _serve(config)
+        elif args.command == "users":
+            asyncio.run(_users_command(args, config, out))
+        elif args.command == "calls":
+            asyncio.run(_calls_command(args, config, out))
+    except ConfigError as exc:
+        print(f"callrec: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except StorageError as exc:
+        print(f"callrec: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except _ServerUnavailable as exc:
+        print(f"callrec: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_OK if args.command == "serve" else EXIT_FAILURE
+    except OSError as exc:
+        print(f"callrec: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,506 @@
+"""callrec configuration: a TOML file checked key by key into frozen dataclasses.
+
+`load_config(None)` gives the embedded defaults (data under ./callrec-data/). Relative
+paths in a file ([storage] dir, [recording] announcement) are taken relative to the
+folder of that file; without a file, relative to the current directory. Every problem is
+reported as one `ConfigError` line naming the section and key.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "HostPort",
+    "MediaConfig",
+    "PortalConfig",
+    "RecordingConfig",
+    "RetentionConfig",
+    "SipConfig",
+    "SmtpConfig",
+    "StorageConfig",
+    "TrunkConfig",
+    "load_config",
+    "parse_host_port",
+]
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; str() is one line such as
+    "config error: [media] rtp_ports: expected ...".
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"config error: {message}")
+
+
+class _Invalid(Exception):
+    """A value is wrong; the caller adds the section and key to the message."""
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A host (IP literal or name, IPv6 without brackets) and a port."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class SipConfig:
+    """[sip]: where callrec listens for SIP (UDP and TCP on the same port)."""
+
+    listen: HostPort
+    realm: str
+    user_agent: str
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+
+
+@dataclass(frozen=True)
+class TrunkConfig:
+    """[trunk]: the SIP trunk calls go out to; requests from `trusted` hosts skip auth."""
+
+    uri: str
+    host: str
+    port: int
+    transport: str
+    trusted: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """[media]: the RTP relay's address, its port range (even first) and idle timeout."""
+
+    address: str
+    rtp_port_first: int
+    rtp_port_last: int
+    rtp_timeout: float
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    """[recording]: file layout and the on-demand feature code and announcement.
+
+    `announcement` is "default", "beep", "none" or the absolute path of a WAV file.
+    """
+
+    channels: str
+    format: str
+    feature_code: str
+    announcement: str
+
+    @property
+    def announcement_path(self) -> Path | None:
+        if self.announcement in _ANNOUNCEMENT_KEYWORDS:
+            return None
+        return Path(self.announcement)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """[storage]: the data folder (absolute) and the database file inside it."""
+
+    dir: Path
+    db: str
+
+    @property
+    def db_path(self) -> Path:
+        return self.dir / self.db
+
+    @property
+    def recordings_dir(self) -> Path:
+        return self.dir / "recordings"
+
+
+@dataclass(frozen=True)
+class RetentionConfig:
+    """[retention]: days a recording is kept unless a setting says otherwise."""
+
+    default_days: int
+
+
+@dataclass(frozen=True)
+class PortalConfig:
+    """[portal]: where the web portal and REST API listen."""
+
+    listen: HostPort
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """[smtp]: the mail relay for notifications."""
+
+    host: str
+    port: int
+    sender: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; `source` is the file it came from (None: defaults)."""
+
+    sip: SipConfig
+    trunk: TrunkConfig
+    media: MediaConfig
+    recording: RecordingConfig
+    storage: StorageConfig
+    retention: RetentionConfig
+    portal: PortalConfig
+    smtp: SmtpConfig
+    source: Path | None = None
+
+
+_ANNOUNCEMENT_KEYWORDS = ("default", "beep", "none")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
+)
+_FEATURE_CODE = re.compile(r"[0-9*#A-D]{1,8}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    return repr(value)
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_show(value)}")
+    return value
+
+
+def _nonempty(value: object) -> str:
+    text = _string(value)
+    if not text.strip():
+        raise _Invalid("expected a non-empty string, got ''")
+    return text
+
+
+def _integer(value: object, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"expected an integer {low}-{high}, got {_show(value)}")
+    if not low <= value <= high:
+        raise _Invalid(f"expected an integer {low}-{high}, got {value}")
+    return value
+
+
+def _port(value: object) -> int:
+    return _integer(value, 1, 65535)
+
+
+def _choice(value: object, choices: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or value not in choices:
+        options = " or ".join(repr(choice) for choice in choices)
+        raise _Invalid(f"expected {options}, got {_show(value)}")
+    return value
+
+
+def _host(text: str) -> str:
+    """An IP literal (canonical form) or a DNS name; raises _Invalid."""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(text):
+        raise _Invalid(f"expected an IP address or host name, got {text!r}")
+    return text
+
+
+def parse_host_port(text: str) -> HostPort:
+    """Parse "host:port", "1.2.3.4:5060" or "[::1]:5060"; raises ValueError."""
+    try:
+        return _host_port(text)
+    except _Invalid as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _host_port(value: object) -> HostPort:
+    text = _string(value)
+    expected = f"expected 'HOST:PORT' (IPv6 as '[::1]:5060'), got {text!r}"
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", text)
+    if match is None:
+        raise _Invalid(expected)
+    if match.group(1) is not None:
+        try:
+            host = str(ipaddress.IPv6Address(match.group(1)))
+        except ValueError:
+            raise _Invalid(expected) from None
+        port_text = match.group(2)
+    else:
+        host = _host(match.group(3))
+        port_text = match.group(4)
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        raise _Invalid(f"port must be 1-65535, got {text!r}")
+    return HostPort(host, port)
+
+
+def _ip_address(value: object) -> str:
+    text = _string(value)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise _Invalid(f"expected an IP address, got {text!r}") from None
+
+
+def _rtp_ports(value: object) -> tuple[int, int]:
+    text = _string(value)
+    match = re.fullmatch(r"(\d{1,5})-(\d{1,5})", text.strip())
+    first, last = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+    if match is None or first % 2 or not 1024 <= first < last <= 65535:
+        raise _Invalid(f"expected 'FIRST-LAST' with even FIRST < LAST (1024-65535), got {text!r}")
+    return first, last
+
+
+def _timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"expected seconds (a number 1-3600), got {_show(value)}")
+    if not 1 <= value <= 3600:
+        raise _Invalid(f"expected seconds (a number 1-3600), got {value}")
+    return float(value)
+
+
+def _feature_code(value: object) -> str:
+    text = _string(value)
+    if not _FEATURE_CODE.fullmatch(text):
+        raise _Invalid(f"expected 1 to 8 DTMF keys from 0-9 * # A-D, got {text!r}")
+    return text
+
+
+def _email(value: object) -> str:
+    text = _string(value)
+    if not _EMAIL.fullmatch(text):
+        raise _Invalid(f"expected an email address, got {text!r}")
+    return text
+
+
+@dataclass(frozen=True)
+class _TrunkUri:
+    uri: str
+    host: str
+    port: int
+    transport: str
+
+
+def _trunk_uri(value: object) -> _TrunkUri:
+    text = _string(value)
+    expected = f"expected 'sip:HOST[:PORT][;transport=udp|tcp]', got {text!r}"
+    match = re.fullmatch(
+        r"(?i)(sips?):(?:[^@\s]+@)?(\[[^\]]+\]|[^:;?\s\[\]@]+)(?::(\d{1,5}))?((?:;[^;?\s]*)*)",
+        text.strip(),
+    )
+    if match is None:
+        raise _Invalid(expected)
+    scheme, host_text, port_text, params_text = match.groups()
+    if host_text.startswith("["):
+        try:
+            host = str(ipaddress.IPv6Address(host_text[1:-1]))
+        except ValueError:
+            raise _Invalid(expected) from None
+    else:
+        try:
+            host = _host(host_text)
+        except _Invalid:
+            raise _Invalid(expected) from None
+    secure = scheme.lower() == "sips"
+    port = int(port_text) if port_text else (5061 if secure else 5060)
+    if not 1 <= port <= 65535:
+        raise _Invalid(expected)
+    transport = "tls" if secure else "udp"
+    for param in params_text.split(";")[1:]:
+        name, _, param_value = param.partition("=")
+        if name.lower() == "transport":
+            transport = param_value.lower()
+    if transport not in ("udp", "tcp") and not (secure and transport in ("tcp", "tls")):
+        raise _Invalid(f"transport must be udp or tcp, got {text!r}")
+    return _TrunkUri(text.strip(), host, port, transport)
+
+
+def _digest_algorithms(value: object) -> tuple[str, ...]:
+    allowed = ("SHA-256", "MD5")
+    if (
+        not isinstance(value, list)
+        or not value
+        or any(item not in allowed for item in value)
+        or len(set(value)) != len(value)
+    ):
+        raise _Invalid(
+            f"expected a list of distinct values among {list(allowed)}, got {_show(value)}"
+        )
+    return tuple(value)
+
+
+def _trusted(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise _Invalid(
+            f"expected a non-empty list of IP addresses or host names, got {_show(value)}"
+        )
+    hosts: list[str] = []
+    for item in value:
+        if not isinstance(item, str):
+            raise _Invalid(f"expected a list of strings, got an element {_show(item)}")
+        hosts.append(_host(item))
+    return tuple(hosts)
+
+
+# section -> key -> (default, parser). A parser takes the raw TOML value and the
+# folder relative paths are resolved against.
+_Parser = Callable[[Any, Path], Any]
+_SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
+    "sip": {
+        "listen": ("127.0.0.1:5060", lambda v, _: _host_port(v)),
+        "realm": ("callrec", lambda v, _: _realm(v)),
+        "user_agent": ("callrec", lambda v, _: _nonempty(v)),
+        "digest_algorithms": (["SHA-256", "MD5"], lambda v, _: _digest_algorithms(v)),
+    },
+    "trunk": {
+        "uri": ("sip:127.0.0.1:5080", lambda v, _: _trunk_uri(v)),
+        "trusted": (None, lambda v, _: _trusted(v)),
+    },
+    "media": {
+        "address": ("127.0.0.1", lambda v, _: _ip_address(v)),
+        "rtp_ports": ("20000-29999", lambda v, _: _rtp_ports(v)),
+        "rtp_timeout": (30.0, lambda v, _: _timeout(v)),
+    },
+    "recording": {
+        "channels": ("mono", lambda v, _: _choice(v, ("mono", "stereo"))),
+        "format": ("wav", lambda v, _: _choice(v, ("wav", "flac"))),
+        "feature_code": ("*1", lambda v, _: _feature_code(v)),
+        "announcement": ("default", lambda v, base: _announcement(v, base)),
+    },
+    "storage": {
+        "dir": ("./callrec-data", lambda v, base: _folder(v, base)),
+        "db": ("callrec.db", lambda v, _: _nonempty(v)),
+    },
+    "retention": {
+        "default_days": (90, lambda v, _: _integer(v, 30, 365)),
+    },
+    "portal": {
+        "listen": ("127.0.0.1:8080", lambda v, _: _host_port(v)),
+    },
+    "smtp": {
+        "host": ("127.0.0.1", lambda v, _: _host(_nonempty(v))),
+        "port": (25, lambda v, _: _port(v)),
+        "sender": ("callrec@localhost", lambda v, _: _email(v)),
+    },
+}
+
+
+def _realm(value: object) -> str:
+    text = _nonempty(value)
+    if '"' in text or "\\" in text:
+        raise _Invalid(f"must not contain quotes or backslashes, got {text!r}")
+    return text
+
+
+def _announcement(value: object, base: Path) -> str:
+    text = _nonempty(value)
+    if text in _ANNOUNCEMENT_KEYWORDS:
+        return text
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    if not path.is_file():
+        raise _Invalid(f"expected 'default', 'beep', 'none' or an existing file, got {text!r}")
+    return str(path.resolve())
+
+
+def _folder(value: object, base: Path) -> Path:
+    path = Path(_nonempty(value)).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    if path.exists() and not path.is_dir():
+        raise _Invalid(f"expected a folder, but {str(path)!r} is a file")
+    return path.resolve()
+
+
+def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Config:
+    for section, table in document.items():
+        if section not in _SCHEMA:
+            if isinstance(table, dict):
+                raise ConfigError(
+                    f"unknown section [{section}] (expected one of {', '.join(_SCHEMA)})"
+                )
+            raise ConfigError(f"{section}: unknown key outside any section")
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}]: expected a table, got {_show(table)}")
+        for key in table:
+            if key not in _SCHEMA[section]:
+                raise ConfigError(
+                    f"[{section}] {key}: unknown key "
+                    f"(expected one of {', '.join(_SCHEMA[section])})"
+                )
+    values: dict[str, dict[str, Any]] = {}
+    for section, keys in _SCHEMA.items():
+        table = document.get(section, {})
+        values[section] = {}
+        for key, (default, parser) in keys.items():
+            raw = table.get(key, default)
+            if raw is None:
+                values[section][key] = None
+                continue
+            try:
+                values[section][key] = parser(raw, base)
+            except _Invalid as exc:
+                raise ConfigError(f"[{section}] {key}: {exc}") from None
+
+    trunk_uri: _TrunkUri = values["trunk"]["uri"]
+    rtp_first, rtp_last = values["media"]["rtp_ports"]
+    return Config(
+        sip=SipConfig(**values["sip"]),
+        trunk=TrunkConfig(
+            uri=trunk_uri.uri,
+            host=trunk_uri.host,
+            port=trunk_uri.port,
+            transport=trunk_uri.transport,
+            trusted=values["trunk"]["trusted"] or (),
+        ),
+        media=MediaConfig(
+            address=values["media"]["address"],
+            rtp_port_first=rtp_first,
+            rtp_port_last=rtp_last,
+            rtp_timeout=values["media"]["rtp_timeout"],
+        ),
+        recording=RecordingConfig(**values["recording"]),
+        storage=StorageConfig(**values["storage"]),
+        retention=RetentionConfig(**values["retention"]),
+        portal=PortalConfig(**values["portal"]),
+        smtp=SmtpConfig(**values["smtp"]),
+        source=source,
+    )
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read and check a TOML file; None gives the embedded defaults."""
+    if path is None:
+        return _parse({}, Path.cwd(), None)
+    source = Path(path)
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {source}: {exc.strerror or exc}") from None
+    try:
+        document = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{source}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: invalid TOML: {exc}") from None
+    return _parse(document, source.resolve().parent, source.resolve())

@@ -1,0 +1,231 @@
+"""SDP (RFC 4566/8866), sans-IO: parse a body, and rewrite its c=/m= lines for the relay.
+
+The B2BUA is transparent to codecs, so `rewrite_sdp` edits only the addresses and ports
+the media relay takes over and leaves every other byte of the body as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = [
+    "STATIC_PAYLOAD_TYPES",
+    "MediaDescription",
+    "SdpError",
+    "SessionDescription",
+    "parse_sdp",
+    "rewrite_sdp",
+]
+
+# RFC 3551 static payload types the relay and recorder care about.
+STATIC_PAYLOAD_TYPES: dict[int, tuple[str, int]] = {
+    0: ("PCMU", 8000),
+    8: ("PCMA", 8000),
+    9: ("G722", 8000),
+    13: ("CN", 8000),
+    18: ("G729", 8000),
+}
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+class SdpError(ValueError):
+    """The SDP body could not be parsed or rewritten."""
+
+
+Attribute = tuple[str, str | None]
+
+
+def _direction(attributes: list[Attribute]) -> str | None:
+    found: str | None = None
+    for name, value in attributes:
+        if value is None and name in _DIRECTIONS:
+            found = name
+    return found
+
+
+@dataclass
+class MediaDescription:
+    """One m= section: media kind, port, transport protocol, formats, its own c= address
+    (None when it inherits the session's) and its a= attributes in order."""
+
+    kind: str
+    port: int
+    proto: str
+    formats: list[str]
+    connection: str | None = None
+    attributes: list[Attribute] = field(default_factory=list)
+    session_direction: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def rtpmap(self) -> dict[int, tuple[str, int]]:
+        """Payload type -> (encoding name, clock rate): a=rtpmap lines, plus the static
+        types 0, 8, 9, 13 and 18 listed in the m= line without an rtpmap."""
+        mapping: dict[int, tuple[str, int]] = {}
+        for fmt in self.formats:
+            if fmt.isdigit() and int(fmt) in STATIC_PAYLOAD_TYPES:
+                mapping[int(fmt)] = STATIC_PAYLOAD_TYPES[int(fmt)]
+        for name, value in self.attributes:
+            if name != "rtpmap" or value is None:
+                continue
+            payload_type, _, encoding = value.strip().partition(" ")
+            encoding_name, _, rest = encoding.strip().partition("/")
+            clock_rate = rest.partition("/")[0]
+            # A malformed rtpmap (RFC 4475 uses "a=rtpmap:31 LPC") is skipped, not fatal.
+            if payload_type.isdigit() and encoding_name and clock_rate.isdigit():
+                mapping[int(payload_type)] = (encoding_name, int(clock_rate))
+        return mapping
+
+    @property
+    def direction(self) -> str:
+        """sendrecv, sendonly, recvonly or inactive: the media-level attribute, else the
+        session-level one, else sendrecv."""
+        return _direction(self.attributes) or self.session_direction or "sendrecv"
+
+
+@dataclass
+class SessionDescription:
+    """A parsed SDP body: session-level c= address, m= sections and session attributes."""
+
+    connection: str | None
+    media: list[MediaDescription]
+    attributes: list[Attribute] = field(default_factory=list)
+    origin: str | None = None
+    version: int = 0
+
+    @property
+    def direction(self) -> str:
+        """Session-level direction attribute, default sendrecv."""
+        return _direction(self.attributes) or "sendrecv"
+
+
+def _lines(body: bytes) -> list[str]:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SdpError(f"SDP is not UTF-8: {exc.reason}") from None
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _connection_address(value: str) -> str:
+    parts = value.split()
+    if len(parts) != 3 or parts[0] != "IN":
+        raise SdpError(f"bad c= line: {value[:60]!r}")
+    # Drop a multicast /ttl[/count] suffix: callers want the address itself.
+    return parts[2].split("/")[0]
+
+
+def _attribute(value: str) -> Attribute:
+    name, colon, rest = value.partition(":")
+    return (name, rest if colon else None)
+
+
+def parse_sdp(body: bytes) -> SessionDescription:
+    """Parse an SDP body (CRLF or bare LF line ends). Raises SdpError."""
+    session = SessionDescription(connection=None, media=[])
+    current: MediaDescription | None = None
+    seen_version = False
+    for number, line in enumerate(_lines(body), start=1):
+        if not line:
+            continue
+        if len(line) < 2 or line[1] != "=" or not line[0].isalpha():
+            raise SdpError(f"line {number} is not 'x=value': {line[:60]!r}")
+        kind, value = line[0], line[2:]
+        if kind == "v":
+            if not value.strip().isdigit():
+                raise SdpError(f"bad v= line: {value[:20]!r}")
+            session.version = int(value.strip())
+            seen_version = True
+        elif kind == "o" and current is None:
+            session.origin = value
+        elif kind == "c":
+            address = _connection_address(value)
+            if current is None:
+                session.connection = address
+            else:
+                current.connection = address
+        elif kind == "m":
+            current = _media(value)
+            session.media.append(current)
+        elif kind == "a":
+            (session.attributes if current is None else current.attributes).append(
+                _attribute(value)
+            )
+    if not seen_version:
+        raise SdpError("SDP has no v= line")
+    session_direction = _direction(session.attributes)
+    for media in session.media:
+        media.session_direction = session_direction
+    return session
+
+
+def _media(value: str) -> MediaDescription:
+    parts = value.split()
+    if len(parts) < 3:
+        raise SdpError(f"bad m= line: {value[:60]!r}")
+    kind, port_text, proto, *formats = parts
+    port_text = port_text.split("/")[0]
+    if not port_text.isdigit() or int(port_text) > 65535:
+        raise SdpError(f"bad port in m= line: {value[:60]!r}")
+    return MediaDescription(kind, int(port_text), proto, formats)
+
+
+def rewrite_sdp(
+    body: bytes, address: str, ports: list[int], *, bump_version: bool = False
+) -> bytes:
+    """Point the session at the relay: every c= line gets `address` (IP4 or IP6 chosen
+    from it), the i-th m= line gets port ports[i], and a=rtcp gets ports[i] + 1.
+
+    An m= line with port 0 (a disabled stream) keeps port 0; m= lines beyond len(ports)
+    get port 0, since the relay does not carry them. With `bump_version` the o= session
+    version is incremented. Every other line, and each line's CRLF or LF ending, is kept
+    byte for byte. Raises SdpError.
+    """
+    if not body.lstrip().startswith(b"v="):
+        raise SdpError("SDP does not start with v=")
+    address_type = b"IP6" if ":" in address else b"IP4"
+    address_bytes = address.encode("ascii")
+    media_index = -1
+    out: list[bytes] = []
+    for raw in body.splitlines(keepends=True):
+        line = raw.rstrip(b"\r\n")
+        ending = raw[len(line) :]
+        if line.startswith(b"c="):
+            line = b"c=IN " + address_type + b" " + address_bytes
+        elif line.startswith(b"m="):
+            media_index += 1
+            line = _rewrite_media_port(line, ports, media_index)
+        elif line.startswith(b"a=rtcp:") and 0 <= media_index < len(ports):
+            line = _rewrite_rtcp(line, ports[media_index] + 1, address_type, address_bytes)
+        elif bump_version and line.startswith(b"o=") and media_index < 0:
+            line = _bump_origin(line)
+        out.append(line + ending)
+    return b"".join(out)
+
+
+def _rewrite_media_port(line: bytes, ports: list[int], index: int) -> bytes:
+    parts = line[2:].split(b" ")
+    if len(parts) < 3:
+        raise SdpError(f"bad m= line: {line[:60]!r}")
+    port, _, count = parts[1].partition(b"/")
+    if not port.isdigit():
+        raise SdpError(f"bad port in m= line: {line[:60]!r}")
+    if int(port) == 0:
+        return line
+    new_port = ports[index] if index < len(ports) else 0
+    parts[1] = str(new_port).encode() + (b"/" + count if count and new_port else b"")
+    return b"m=" + b" ".join(parts)
+
+
+def _rewrite_rtcp(line: bytes, port: int, address_type: bytes, address: bytes) -> bytes:
+    parts = line[len(b"a=rtcp:") :].split()
+    if len(parts) >= 4:
+        return b"a=rtcp:%d IN %s %s" % (port, address_type, address)
+    return b"a=rtcp:%d" % port
+
+
+def _bump_origin(line: bytes) -> bytes:
+    parts = line.split(b" ")
+    if len(parts) != 6 or not parts[2].isdigit():
+        raise SdpError(f"bad o= line: {line[:60]!r}")
+    parts[2] = str(int(parts[2]) + 1).encode()
+    return b" ".join(parts)

@@ -1,0 +1,561 @@
+"""The callrec process: SIP transports, transaction layer, registrar and calls in asyncio.
+
+`B2bua` is the glue between the sans-IO cores (message, transaction, dialog, digest,
+registrar, call) and the outside world (sockets, the store, timers). `serve(config)`
+runs it until SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from b2bua.call import Call, Party, ResponseHandler, Target, trunk_target
+from b2bua.config import Config
+from b2bua.digest import Credentials as DigestCredentials
+from b2bua.digest import DigestChallenger, DigestError, parse_auth_header
+from b2bua.message import (
+    NameAddr,
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    SipUri,
+    Via,
+    generate_branch,
+    generate_tag,
+    make_response,
+    parse_message,
+)
+from b2bua.peer import Peer
+from b2bua.registrar import Binding, Registrar, Remove, RemoveAll, Upsert, format_received
+from b2bua.registrar import parse_received as parse_received_peer
+from b2bua.transaction import (
+    RequestReceived,
+    ResponseReceived,
+    SendMessage,
+    TransactionLayer,
+    TransactionTimeout,
+)
+from media.ports import PortAllocator
+from media.relay import MediaSession
+from media.rtp import MediaError
+from storage.database import StorageError, Store
+from storage.models import User
+
+log = logging.getLogger("callrec.server")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
+SUPPORTED_OUT_OF_DIALOG = {"INVITE", "REGISTER", "OPTIONS", "CANCEL", "ACK", "BYE"}
+
+
+@dataclass
+class Counters:
+    """Operational counters, logged at shutdown and exposed to tests."""
+
+    received: int = 0
+    parse_errors: int = 0
+    calls: int = 0
+    auth_challenges: int = 0
+    auth_failures: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class B2bua:
+    """The SIP side of callrec: one instance per process."""
+
+    def __init__(self, config: Config, store: Store) -> None:
+        self.config = config
+        self.store = store
+        self.host, self.port = config.sip.listen.host, config.sip.listen.port
+        self.transport: Any = None
+        self.transactions = TransactionLayer()
+        self.challenger = DigestChallenger(
+            config.sip.realm, secrets.token_bytes(32), algorithms=config.sip.digest_algorithms
+        )
+        self.registrar = Registrar()
+        self.ports = PortAllocator(config.media.rtp_port_first, config.media.rtp_port_last)
+        trunk = config.trunk
+        self.trunk_peer = Peer(trunk.host, trunk.port, trunk.transport)
+        # The trunk is its URI's host:port; `trusted` adds whole hosts (any port).
+        self.trusted_hosts = set(trunk.trusted)
+        self.calls: set[Call] = set()
+        self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
+        self.setups: dict[tuple[str, str], Call] = {}
+        self.invite_calls: dict[str, Call] = {}
+        self.handlers: dict[tuple[str, str], ResponseHandler] = {}
+        self.counters = Counters()
+        self._timer: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._cdr_chains: dict[int, asyncio.Task[Any]] = {}
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        from b2bua.transport import SipTransport
+
+        self.transport = SipTransport(self.host, self.port, self.on_data)
+        await self.transport.start()
+        self.port = self.transport.port
+        log.info("listening for SIP on %s:%d (udp, tcp)", self.host, self.port)
+
+    async def stop(self) -> None:
+        for call in list(self.calls):
+            call.hang_up()
+        await asyncio.sleep(0.1)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=5)
+        if self.transport is not None:
+            await self.transport.close()
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task failed", exc_info=task.exception())
+
+    # ------------------------------------------------------------------ I/O glue
+    def on_data(self, data: bytes, peer: Peer) -> None:
+        """Bytes from a transport: parse, match to transactions, act on the events."""
+        if not data.strip(b"\r\n"):
+            return  # keepalive
+        self.counters.received += 1
+        try:
+            message = parse_message(data)
+        except SipParseError as exc:
+            self.counters.parse_errors += 1
+            log.warning("malformed SIP from %s: %s", peer, exc.reason)
+            if exc.partial is not None:
+                response = make_response(exc.partial, 400, _reason_phrase(exc.reason))
+                self._send_raw(response.to_bytes(), peer)
+            return
+        try:
+            self._process(self.transactions.receive(message, peer, time.monotonic()))
+        except Exception:
+            # A message that breaks a handler must not take the process (or other calls) down.
+            log.exception("error handling message from %s", peer)
+            if isinstance(message, SipRequest) and message.method != "ACK":
+                self._send_raw(make_response(message, 500).to_bytes(), peer)
+
+    def _send_raw(self, data: bytes, peer: Peer) -> None:
+        if self.transport is not None:
+            self.transport.send(data, peer)
+
+    def _process(self, events: list[Any]) -> None:
+        for event in events:
+            if isinstance(event, SendMessage):
+                self._send_raw(event.message.to_bytes(), event.peer)
+            elif isinstance(event, RequestReceived):
+                self.on_request(event.request, event.peer)
+            elif isinstance(event, ResponseReceived):
+                self._deliver(event.request, event.response)
+            elif isinstance(event, TransactionTimeout):
+                self._on_timeout(event)
+        self._reschedule()
+
+    def _reschedule(self) -> None:
+        deadline = self.transactions.next_deadline()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if deadline is not None:
+            delay = max(0.0, deadline - time.monotonic())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._fire_timers)
+
+    def _fire_timers(self) -> None:
+        self._timer = None
+        self._process(self.transactions.poll(time.monotonic()))
+
+    def _deliver(self, request: SipRequest, response: SipResponse) -> None:
+        key = _client_key(request)
+        handler = self.handlers.get(key)
+        if handler is None:
+            return
+        if response.status >= 200 and not (request.method == "INVITE" and response.status < 300):
+            # Finals end the client transaction; 2xx to INVITE may be retransmitted.
+            del self.handlers[key]
+        handler(response)
+
+    def _on_timeout(self, event: TransactionTimeout) -> None:
+        request = event.request
+        if event.timer == "L":
+            # Our 2xx to an INVITE was never acknowledged: the call cannot go on.
+            call = self.invite_calls.get(_client_key(request)[0])
+            if call is not None:
+                call.on_ack_timeout()
+            return
+        handler = self.handlers.pop(_client_key(request), None)
+        if handler is not None:
+            handler(None)
+
+    # ------------------------------------------------------------------ CallServices
+    def send_request(self, request: SipRequest, peer: Peer, on_response: ResponseHandler) -> None:
+        self.handlers[_client_key(request)] = on_response
+        self._process(self.transactions.send_request(request, peer, time.monotonic()))
+
+    def send_response(self, response: SipResponse) -> None:
+        self._process(self.transactions.send_response(response, time.monotonic()))
+
+    def send_ack(self, ack: SipRequest, peer: Peer) -> None:
+        self._send_raw(ack.to_bytes(), peer)
+
+    def via(self, peer: Peer) -> str:
+        return (
+            f"SIP/2.0/{peer.transport.upper()} {self._hostport()};branch={generate_branch()};rport"
+        )
+
+    def contact(self, peer: Peer) -> str:
+        transport = ";transport=tcp" if peer.transport == "tcp" else ""
+        return f"<sip:callrec@{self._hostport()}{transport}>"
+
+    def media_address(self) -> str:
+        return self.config.media.address
+
+    def register_dialog(self, call: Call, call_id: str, local_tag: str, leg: str) -> None:
+        self.dialogs[(call_id, local_tag)] = (call, leg)
+
+    def call_ended(self, call: Call) -> None:
+        self.calls.discard(call)
+        for key in [k for k, (c, _) in self.dialogs.items() if c is call]:
+            del self.dialogs[key]
+        for key in [k for k, c in self.setups.items() if c is call]:
+            del self.setups[key]
+        for key in [k for k, c in self.invite_calls.items() if c is call]:
+            del self.invite_calls[key]
+
+    def record_cdr(self, call: Call, **fields: object) -> None:
+        self._chain_cdr(call, lambda cdr_id: self.store.update_call(cdr_id, **fields))
+
+    def _chain_cdr(self, call: Call, action: Callable[[int], Awaitable[Any]]) -> None:
+        previous = self._cdr_chains.get(id(call))
+
+        async def run() -> None:
+            if previous is not None:
+                await asyncio.gather(previous, return_exceptions=True)
+            if call.cdr_id is None:
+                return
+            try:
+                await action(call.cdr_id)
+            except StorageError as exc:
+                log.error("call %s: CDR update failed: %s", call.call_id, exc)
+
+        task = self.spawn(run())
+        self._cdr_chains[id(call)] = task
+        task.add_done_callback(
+            lambda t: (
+                self._cdr_chains.pop(id(call), None)
+                if self._cdr_chains.get(id(call)) is t
+                else None
+            )
+        )
+
+    def _hostport(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    # ------------------------------------------------------------------ requests
+    def on_request(self, request: SipRequest, peer: Peer) -> None:
+        method = request.method
+        to_tag = NameAddr.parse(request.headers.get("To") or "").tag
+        call_id = request.headers.get("Call-ID") or ""
+        if method == "ACK":
+            found = self.dialogs.get((call_id, to_tag or ""))
+            if found is not None:
+                found[0].on_ack(request, found[1])
+            return
+        max_forwards = request.headers.get("Max-Forwards")
+        if max_forwards is not None and max_forwards.strip() == "0" and method != "OPTIONS":
+            self.send_response(make_response(request, 483, to_tag=generate_tag()))
+            return
+        if to_tag:
+            found = self.dialogs.get((call_id, to_tag))
+            if found is None:
+                self.send_response(make_response(request, 481))
+                return
+            found[0].on_request(request, found[1])
+            return
+        if method == "CANCEL":
+            self._on_cancel(request)
+        elif method == "OPTIONS":
+            self._answer_options(request)
+        elif method == "REGISTER":
+            self.spawn(self._on_register(request, peer))
+        elif method == "INVITE":
+            self._on_invite(request, peer)
+        elif method == "BYE":
+            self.send_response(make_response(request, 481))
+        else:
+            response = make_response(request, 405, to_tag=generate_tag())
+            response.headers.set("Allow", ALLOW)
+            self.send_response(response)
+
+    def _answer_options(self, request: SipRequest) -> None:
+        response = make_response(request, 200, to_tag=generate_tag())
+        response.headers.set("Allow", ALLOW)
+        response.headers.set("Accept", "application/sdp")
+        response.headers.set("Server", self.config.sip.user_agent)
+        self.send_response(response)
+
+    def _on_cancel(self, cancel: SipRequest) -> None:
+        key = _setup_key(cancel)
+        call = self.setups.get(key)
+        if call is None:
+            self.send_response(make_response(cancel, 481, to_tag=generate_tag()))
+            return
+        self.send_response(make_response(cancel, 200, to_tag=call.a_tag))
+        call.on_cancel()
+
+    # ------------------------------------------------------------------ REGISTER
+    async def _on_register(self, request: SipRequest, peer: Peer) -> None:
+        now = time.time()
+        credentials = await self._credentials_for(request, "Authorization")
+        result = self.challenger.verify(
+            request, now, lambda _u: credentials[1] if credentials else None
+        )
+        if not result.ok or credentials is None:
+            self._challenge(request, 401, stale=result.stale, reason=result.reason)
+            return
+        user = credentials[0]
+        devices = await self.store.list_devices(user.extension)
+        allowed = {user.extension} | {d.username for d in devices if d.username}
+        stored = await self.store.bindings(user.extension, now)
+        bindings = [Binding(r.contact, r.expires_at, r.call_id, r.cseq, r.received) for r in stored]
+        outcome = self.registrar.register(
+            request, peer, now, extension=user.extension, allowed_aors=allowed, bindings=bindings
+        )
+        for change in outcome.changes:
+            if isinstance(change, Upsert):
+                await self.store.upsert_binding(
+                    user.id,
+                    change.contact,
+                    change.received,
+                    change.call_id,
+                    change.cseq,
+                    change.expires_at,
+                    result.username,
+                    user_agent=request.headers.get("User-Agent"),
+                )
+            elif isinstance(change, Remove):
+                await self.store.remove_binding(user.id, change.contact)
+            elif isinstance(change, RemoveAll):
+                await self.store.remove_all_bindings(user.id)
+        log.info(
+            "register %s from %s: %d -> %d binding(s)",
+            user.extension,
+            peer,
+            len(bindings),
+            len(outcome.bindings),
+        )
+        self.send_response(outcome.response)
+
+    async def _credentials_for(
+        self, request: SipRequest, header: str
+    ) -> tuple[User, DigestCredentials] | None:
+        value = request.headers.get(header)
+        if value is None:
+            return None
+        try:
+            _, params = parse_auth_header(value)
+        except DigestError:
+            return None
+        username = params.get("username")
+        if not username:
+            return None
+        found = await self.store.find_credentials(username)
+        if found is None or found.ha1_md5 is None or found.ha1_sha256 is None:
+            return None
+        if found.realm != self.config.sip.realm:
+            return None
+        return found.user, DigestCredentials(found.ha1_md5, found.ha1_sha256)
+
+    def _challenge(self, request: SipRequest, status: int, *, stale: bool, reason: str) -> None:
+        if (
+            request.headers.get("Authorization" if status == 401 else "Proxy-Authorization")
+            is not None
+            and not stale
+        ):
+            self.counters.auth_failures += 1
+            log.warning("auth failed for %s: %s", request.headers.get("From"), reason)
+        self.counters.auth_challenges += 1
+        self.send_response(
+            self.challenger.challenge_response(
+                request, time.time(), status, generate_tag(), stale=stale
+            )
+        )
+
+    # ------------------------------------------------------------------ INVITE
+    def _on_invite(self, request: SipRequest, peer: Peer) -> None:
+        key = _setup_key(request)
+        if key in self.setups:
+            return  # a retransmission the transaction layer did not absorb (new branch)
+        require = [v.strip().lower() for v in request.headers.get_all("Require")]
+        if require:
+            response = make_response(request, 420, to_tag=generate_tag())
+            response.headers.set("Unsupported", ", ".join(require))
+            self.send_response(response)
+            return
+        from_trunk = peer.host in self.trusted_hosts or (
+            peer.host == self.trunk_peer.host and peer.port == self.trunk_peer.port
+        )
+        self.spawn(self._setup_call(request, peer, from_trunk))
+
+    async def _setup_call(self, request: SipRequest, peer: Peer, from_trunk: bool) -> None:
+        if from_trunk:
+            prepared = await self._route_inbound(request)
+        else:
+            prepared = await self._route_outbound(request, peer)
+        if prepared is None:
+            return
+        direction, caller, callee, targets = prepared
+        call = Call(self, request, peer, direction, caller, callee)
+        key = _setup_key(request)
+        self.setups[key] = call
+        self.invite_calls[Via.parse(request.headers.get_all("Via")[0]).branch or ""] = call
+        self.calls.add(call)
+        self.counters.calls += 1
+        try:
+            call.media = await MediaSession.create(
+                self.ports,
+                self.config.media.address,
+                silence_timeout=self.config.media.rtp_timeout,
+                on_silence=lambda leg: log.warning(
+                    "call %s: no RTP on leg %s for %.0f s",
+                    call.call_id,
+                    leg,
+                    self.config.media.rtp_timeout,
+                ),
+            )
+        except (MediaError, OSError) as exc:
+            log.error("call %s: no media ports: %s", call.call_id, exc)
+            self.send_response(make_response(request, 503, "No Media Ports", to_tag=call.a_tag))
+            self.call_ended(call)
+            return
+        try:
+            call.cdr_id = await self.store.create_call(
+                sip_call_id=call.call_id,
+                direction=direction,
+                caller_ext=caller.extension,
+                caller_name=caller.name,
+                callee_ext=callee.extension,
+                callee_name=callee.name,
+                started_at=call.started_at,
+                leg_a_call_id=call.call_id,
+                leg_b_call_id=call.b_call_id,
+            )
+        except StorageError as exc:
+            log.error("call %s: CDR not created: %s", call.call_id, exc)
+        if call.cancelled:
+            return
+        call.start(targets)
+
+    async def _route_outbound(
+        self, request: SipRequest, peer: Peer
+    ) -> tuple[str, Party, Party, list[Target]] | None:
+        credentials = await self._credentials_for(request, "Proxy-Authorization")
+        result = self.challenger.verify(
+            request, time.time(), lambda _u: credentials[1] if credentials else None
+        )
+        if not result.ok or credentials is None:
+            self._challenge(request, 407, stale=result.stale, reason=result.reason)
+            return None
+        user = credentials[0]
+        dialed = _user_part(request.uri)
+        to = NameAddr.parse(request.headers.get("To") or "")
+        caller = Party(user.extension, user.name)
+        callee = Party(dialed, to.display)
+        return (
+            "outbound",
+            caller,
+            callee,
+            [trunk_target(self.config.trunk.uri, dialed, self.trunk_peer)],
+        )
+
+    async def _route_inbound(
+        self, request: SipRequest
+    ) -> tuple[str, Party, Party, list[Target]] | None:
+        dialed = _user_part(request.uri) or _user_part(
+            NameAddr.parse(request.headers.get("To") or "").uri
+        )
+        user = await self.store.get_user(dialed) if dialed else None
+        if user is None:
+            self.send_response(make_response(request, 404, to_tag=generate_tag()))
+            return None
+        bindings = await self.store.bindings(user.extension, time.time())
+        if not bindings:
+            self.send_response(
+                make_response(request, 480, "Temporarily Unavailable", to_tag=generate_tag())
+            )
+            return None
+        targets: list[Target] = []
+        for binding in bindings:
+            try:
+                destination = parse_received_peer(binding.received)
+            except ValueError:
+                continue
+            targets.append(Target(binding.contact, destination))
+        from_ = NameAddr.parse(request.headers.get("From") or "")
+        caller = Party(_user_part(from_.uri), from_.display)
+        callee = Party(user.extension, user.name)
+        return "inbound", caller, callee, targets
+
+
+def _client_key(request: SipRequest) -> tuple[str, str]:
+    vias = request.headers.get_all("Via")
+    branch = Via.parse(vias[0]).branch if vias else None
+    method = "INVITE" if request.method == "ACK" else request.method
+    return branch or "", method
+
+
+def _setup_key(request: SipRequest) -> tuple[str, str]:
+    from_tag = NameAddr.parse(request.headers.get("From") or "").tag or ""
+    return request.headers.get("Call-ID") or "", from_tag
+
+
+def _user_part(uri: str) -> str | None:
+    try:
+        return SipUri.parse(uri).user
+    except SipParseError:
+        return None
+
+
+def _reason_phrase(reason: str) -> str:
+    text = "".join(ch if ch.isprintable() and ch not in "\r\n" else " " for ch in reason)
+    return ("Bad Request - " + text)[:120]
+
+
+def format_binding_peer(peer: Peer) -> str:
+    return format_received(peer)
+
+
+async def serve(config: Config, *, ready: Callable[[B2bua], None] | None = None) -> None:
+    """Run callrec until SIGINT or SIGTERM."""
+    logging.basicConfig(
+        level=os.environ.get("CALLREC_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    store = await Store.open(config.storage.db_path)
+    b2bua = B2bua(config, store)
+    await b2bua.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"callrec serving SIP on {b2bua._hostport()} (udp, tcp)", flush=True)
+    if ready is not None:
+        ready(b2bua)
+    await stop.wait()
+    log.info("shutting down")
+    await b2bua.stop()
+    await store.close()

@@ -1,0 +1,1 @@
+"""callrec dtmf package."""

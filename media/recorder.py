@@ -1,0 +1,359 @@
+"""The call recorder: the relay's media tap, turning both legs' RTP into one file (sans-IO).
+
+`on_packet` (the `MediaTap` contract) only queues the raw packet; the asyncio side calls
+`tick(now)` every 200-500 ms, which parses the queued packets, decodes them per codec
+in one numpy lookup per batch, places them on each leg's `LegTimeline`, drains both
+timelines up to `now - reorder_window`, mixes and writes. `close(now)` drains the rest
+and seals the file. All times are wall-clock seconds (`time.time()`), the clock of the
+tap's `arrival`.
+
+Call time starts at `start_time`: the file's first sample is that instant, and a leg
+that sends nothing is silence, so the file always spans the recorded call time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from media import g711
+from media.mixer import LEGS, Mixer
+from media.rtp import MediaError, RtpPacket
+from media.timeline import LegTimeline, TimelineStats
+from media.writer import RecordingSummary
+
+__all__ = [
+    "COMFORT_NOISE_PT",
+    "STATIC_CODECS",
+    "AudioSink",
+    "LegStats",
+    "PausedMode",
+    "Recorder",
+    "RecordingResult",
+]
+
+logger = logging.getLogger("callrec.media.recorder")
+
+Int16Array = npt.NDArray[np.int16]
+PausedMode = Literal["skip", "silence"]
+AudioListener = Callable[[str, int, Int16Array], None]
+
+COMFORT_NOISE_PT = 13
+# RFC 3551 static payload types, which an SDP may use without an rtpmap line.
+STATIC_CODECS: dict[int, str] = {0: "PCMU", 8: "PCMA"}
+_DECODABLE = frozenset({"PCMU", "PCMA"})
+
+
+class AudioSink(Protocol):
+    """Where frames go: `media.writer.RecordingWriter` or anything shaped like it."""
+
+    @property
+    def channels(self) -> int: ...
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def write(self, frames: Int16Array) -> None: ...
+
+    def close(self) -> RecordingSummary: ...
+
+
+@dataclass
+class LegStats:
+    """Per-leg packet counters; `timeline` holds the placement counters."""
+
+    rtp_packets: int = 0
+    malformed: int = 0
+    comfort_noise: int = 0
+    telephone_events: int = 0
+    undecodable: int = 0
+    timeline: TimelineStats = field(default_factory=TimelineStats)
+
+
+@dataclass(frozen=True)
+class RecordingResult:
+    """What `Recorder.close` reports for the store.
+
+    `file` is None if the file could not be finished. `segments` are the recorded spans
+    in call-time seconds (paused spans excluded); with `paused_mode="skip"` the file holds
+    just these spans back to back.
+    """
+
+    file: RecordingSummary | None
+    segments: list[tuple[float, float]]
+    duration_s: float
+    media_seen: bool
+    unrecordable_reason: str | None
+    error: str | None
+    legs: dict[str, LegStats]
+
+
+class Recorder:
+    """Records one call's two legs ("a" caller side, "b" callee side) into an `AudioSink`.
+
+    `codecs[leg]` maps the payload types of RTP coming from that leg to SDP encoding
+    names (the rtpmap); static PT 0/8 are known without it. `telephone_event_pts[leg]`
+    are the RFC 4733 payload types, which are never decoded as audio. A payload type
+    that is neither G.711, comfort noise nor telephone-event makes the recording
+    `unrecordable` (logged once); its packets become silence.
+    """
+
+    def __init__(
+        self,
+        sink: AudioSink,
+        *,
+        start_time: float,
+        internal_leg: str = "a",
+        codecs: Mapping[str, Mapping[int, str]] | None = None,
+        telephone_event_pts: Mapping[str, Iterable[int]] | None = None,
+        paused_mode: PausedMode = "silence",
+        start_paused: bool = False,
+        reorder_window_s: float = 0.2,
+        audio_listener: AudioListener | None = None,
+        label: str = "",
+    ) -> None:
+        if paused_mode not in ("skip", "silence"):
+            raise ValueError(f"paused_mode must be 'skip' or 'silence', not {paused_mode!r}")
+        self.sink = sink
+        self.start_time = start_time
+        self.paused_mode: PausedMode = paused_mode
+        self.reorder_window_s = reorder_window_s
+        self.label = label
+        self.clock_rate = sink.sample_rate
+        self._mixer = Mixer(sink.channels, internal_leg)
+        self._audio_listener = audio_listener
+        self._timelines = {
+            leg: LegTimeline(
+                start_time, clock_rate=self.clock_rate, reorder_window_s=reorder_window_s
+            )
+            for leg in LEGS
+        }
+        self._stats = {leg: LegStats(timeline=self._timelines[leg].stats) for leg in LEGS}
+        self._queues: dict[str, list[tuple[bytes, float]]] = {leg: [] for leg in LEGS}
+        self._codecs: dict[str, dict[int, str]] = {leg: dict(STATIC_CODECS) for leg in LEGS}
+        self._event_pts: dict[str, frozenset[int]] = {leg: frozenset() for leg in LEGS}
+        for leg in LEGS:
+            self.set_codecs(
+                leg,
+                (codecs or {}).get(leg, {}),
+                (telephone_event_pts or {}).get(leg, ()),
+            )
+        # Paused spans in call samples; the last one may still be open (end None).
+        self._paused: list[tuple[int, int | None]] = []
+        if start_paused:
+            self._paused.append((0, None))
+        self._written_until = 0
+        self._media_seen = False
+        self._unrecordable_reason: str | None = None
+        self._error: str | None = None
+        self._result: RecordingResult | None = None
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def unrecordable(self) -> bool:
+        return self._unrecordable_reason is not None
+
+    @property
+    def unrecordable_reason(self) -> str | None:
+        return self._unrecordable_reason
+
+    @property
+    def error(self) -> str | None:
+        """Why writing stopped (disk full, I/O error), or None while all is well."""
+        return self._error
+
+    @property
+    def paused(self) -> bool:
+        return bool(self._paused) and self._paused[-1][1] is None
+
+    @property
+    def closed(self) -> bool:
+        return self._result is not None
+
+    def leg_stats(self, leg: str) -> LegStats:
+        return self._stats[leg]
+
+    def call_sample(self, now: float) -> int:
+        return max(0, round((now - self.start_time) * self.clock_rate))
+
+    def segments(self, now: float) -> list[tuple[float, float]]:
+        """Recorded (unpaused) spans of call time [0, now], in seconds."""
+        end = self.call_sample(now)
+        spans: list[tuple[float, float]] = []
+        cursor = 0
+        for pause_start, pause_end in self._paused:
+            if pause_start > cursor:
+                spans.append((cursor, min(pause_start, end)))
+            cursor = end if pause_end is None else max(cursor, pause_end)
+        if cursor < end:
+            spans.append((cursor, end))
+        rate = self.clock_rate
+        return [(start / rate, stop / rate) for start, stop in spans if stop > start]
+
+    # -- inputs ------------------------------------------------------------------------
+
+    def set_codecs(
+        self, leg: str, codecs: Mapping[int, str], telephone_event_pts: Iterable[int] = ()
+    ) -> None:
+        """Set a leg's payload-type map, e.g. after a re-INVITE changed the SDP."""
+        table = dict(STATIC_CODECS)
+        table.update({pt: name.upper() for pt, name in codecs.items()})
+        self._codecs[leg] = table
+        self._event_pts[leg] = frozenset(telephone_event_pts)
+
+    def on_packet(self, leg: str, kind: str, data: bytes, arrival: float) -> None:
+        """`MediaTap`: queue an RTP packet from `leg`; RTCP and unknown legs are ignored."""
+        if kind == "rtp" and self._result is None:
+            queue = self._queues.get(leg)
+            if queue is not None:
+                queue.append((data, arrival))
+
+    def pause(self, now: float) -> None:
+        """Stop recording from call time `now` (no-op if already paused)."""
+        if not self.paused and self._result is None:
+            self._paused.append((max(self.call_sample(now), self._written_until), None))
+
+    def resume(self, now: float) -> None:
+        """Record again from call time `now` (no-op if not paused)."""
+        if self.paused and self._result is None:
+            start, _ = self._paused[-1]
+            self._paused[-1] = (start, max(start, self.call_sample(now)))
+
+    def tick(self, now: float) -> None:
+        """Decode queued packets and write everything older than the reorder window."""
+        if self._result is not None:
+            return
+        self._ingest()
+        self._advance(self.call_sample(now - self.reorder_window_s))
+
+    def close(self, now: float) -> RecordingResult:
+        """Write all remaining audio up to `now`, seal the file and report (idempotent)."""
+        if self._result is not None:
+            return self._result
+        self._ingest()
+        self._advance(self.call_sample(now))
+        if not self._media_seen:
+            logger.warning("recording %s: no RTP from either leg, file is silence", self.label)
+        summary: RecordingSummary | None = None
+        try:
+            summary = self.sink.close()
+        except MediaError as exc:
+            self._fail(str(exc))
+        self._result = RecordingResult(
+            file=summary,
+            segments=self.segments(now),
+            duration_s=self.call_sample(now) / self.clock_rate,
+            media_seen=self._media_seen,
+            unrecordable_reason=self._unrecordable_reason,
+            error=self._error,
+            legs=dict(self._stats),
+        )
+        return self._result
+
+    # -- work --------------------------------------------------------------------------
+
+    def _ingest(self) -> None:
+        for leg in LEGS:
+            queue = self._queues[leg]
+            if queue:
+                self._queues[leg] = []
+                self._ingest_leg(leg, queue)
+
+    def _ingest_leg(self, leg: str, queue: list[tuple[bytes, float]]) -> None:
+        stats = self._stats[leg]
+        codecs = self._codecs[leg]
+        event_pts = self._event_pts[leg]
+        audio: list[tuple[RtpPacket, float, str]] = []
+        for data, arrival in queue:
+            stats.rtp_packets += 1
+            try:
+                packet = RtpPacket.parse(data)
+            except MediaError:
+                stats.malformed += 1
+                continue
+            self._media_seen = True
+            payload_type = packet.payload_type
+            if payload_type in event_pts:
+                stats.telephone_events += 1
+            elif payload_type == COMFORT_NOISE_PT:
+                stats.comfort_noise += 1
+            else:
+                codec = codecs.get(payload_type)
+                if codec in _DECODABLE:
+                    audio.append((packet, arrival, codec))
+                else:
+                    stats.undecodable += 1
+                    self._mark_unrecordable(leg, payload_type, codec)
+        if not audio:
+            return
+        decoded = self._decode_batch(audio)
+        timeline = self._timelines[leg]
+        for (packet, arrival, _), pcm in zip(audio, decoded, strict=True):
+            timeline.push(packet, arrival, pcm)
+
+    @staticmethod
+    def _decode_batch(audio: list[tuple[RtpPacket, float, str]]) -> list[Int16Array]:
+        """Decode every packet's payload with one table lookup per codec."""
+        decoded: list[Int16Array] = [np.zeros(0, dtype=np.int16)] * len(audio)
+        for codec in {codec for _, _, codec in audio}:
+            indexes = [i for i, item in enumerate(audio) if item[2] == codec]
+            payloads = [audio[i][0].payload for i in indexes]
+            pcm = g711.decode(codec, b"".join(payloads))
+            bounds = np.cumsum([len(payload) for payload in payloads])[:-1]
+            for index, part in zip(indexes, np.split(pcm, bounds), strict=True):
+                decoded[index] = part
+        return decoded
+
+    def _advance(self, up_to: int) -> None:
+        if up_to <= self._written_until:
+            return
+        block_start = self._written_until
+        legs = {leg: self._timelines[leg].drain(up_to) for leg in LEGS}
+        self._written_until = up_to
+        if self._audio_listener is not None:
+            for leg, samples in legs.items():
+                self._audio_listener(leg, block_start, samples)
+        if self._error is not None:
+            return
+        frames = self._mixer.mix(legs)
+        recorded = self._recorded_mask(block_start, up_to)
+        if recorded is not None:
+            if self.paused_mode == "skip":
+                frames = frames[recorded]
+            else:
+                frames[~recorded] = 0
+        try:
+            self.sink.write(frames)
+        except MediaError as exc:
+            self._fail(str(exc))
+
+    def _recorded_mask(self, start: int, stop: int) -> npt.NDArray[np.bool_] | None:
+        """False where [start, stop) is paused; None if nothing in it is paused."""
+        mask: npt.NDArray[np.bool_] | None = None
+        for pause_start, pause_end in self._paused:
+            lo = max(pause_start, start)
+            hi = stop if pause_end is None else min(pause_end, stop)
+            if lo < hi:
+                if mask is None:
+                    mask = np.ones(stop - start, dtype=np.bool_)
+                mask[lo - start : hi - start] = False
+        return mask
+
+    def _mark_unrecordable(self, leg: str, payload_type: int, codec: str | None) -> None:
+        if self._unrecordable_reason is None:
+            name = codec or "unknown"
+            self._unrecordable_reason = (
+                f"unrecordable codec: leg {leg} payload type {payload_type} ({name})"
+            )
+            logger.warning("recording %s: %s", self.label, self._unrecordable_reason)
+
+    def _fail(self, reason: str) -> None:
+        if self._error is None:
+            self._error = reason
+            logger.error("recording %s: writing stopped: %s", self.label, reason)

@@ -1,0 +1,547 @@
+"""The asyncio RTP/RTCP relay: one `MediaSession` per call, two legs, packets unchanged.
+
+Leg "a" faces the caller and leg "b" the callee. Each leg owns an RTP socket on an even
+port and an RTCP socket on the next port. What arrives on one leg leaves, byte for byte,
+from the same kind of socket on the other leg, towards that leg's remote address.
+
+This is the hot path of callrec: `datagram_received` does a few integer checks, one
+`sendto` and one tap call, and nothing per packet is logged or allocated beyond the
+datagram asyncio already made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from time import monotonic
+from time import time as wall_clock
+from typing import Any, Protocol
+
+from media.ports import PortAllocator
+from media.rtp import MediaError, is_rtcp, rtp_header_valid
+
+__all__ = ["LEGS", "LegStats", "MediaSession", "MediaTap"]
+
+log = logging.getLogger(__name__)
+
+LEGS = ("a", "b")
+_HOLD_HOSTS = frozenset({"0.0.0.0", "::"})
+_TAP_ERROR_LOG_INTERVAL = 10.0
+_BIND_ATTEMPTS = 32
+_RTCP_MIN_SIZE = 4  # the RTCP common header
+
+Address = tuple[Any, ...]  # (host, port) or, for IPv6, (host, port, flowinfo, scope_id)
+
+
+class MediaTap(Protocol):
+    """Receives a copy of every valid packet a session relays (the recorder, DTMF).
+
+    `leg` is the leg the packet came FROM ("a" caller side, "b" callee side), `kind` is
+    "rtp" or "rtcp", `arrival` is `time.time()`. `data` must not be kept beyond the call
+    unless copied; it is the very bytes object that was forwarded. Must be fast: it runs
+    inline on the event loop for every packet.
+    """
+
+    def on_packet(self, leg: str, kind: str, data: bytes, arrival: float) -> None: ...
+
+
+@dataclass
+class LegStats:
+    """Packet counters of one leg; `MediaSession.stats` returns a snapshot.
+
+    `*_in` count valid packets accepted on this leg's sockets, `*_out` packets sent out of
+    them. `dropped` counts valid packets that arrived on this leg and were not forwarded:
+    the far leg's remote is unknown or on hold, its socket is congested, or (counted in
+    `foreign` too) they came from a source other than the latched one.
+    """
+
+    rtp_in: int = 0
+    rtp_out: int = 0
+    rtcp_in: int = 0
+    rtcp_out: int = 0
+    garbled: int = 0
+    dropped: int = 0
+    foreign: int = 0
+    send_errors: int = 0
+    last_packet_at: float | None = None  # wall clock of the last accepted packet
+
+
+class _Channel:
+    """One socket of one leg (its RTP or its RTCP socket) and where its packets go."""
+
+    __slots__ = (
+        "congested",
+        "dest",
+        "dropped",
+        "far",
+        "foreign",
+        "garbled",
+        "kind",
+        "last_at",
+        "leg",
+        "muxed_rtcp_in",
+        "muxed_rtcp_out",
+        "packets_in",
+        "packets_out",
+        "port",
+        "sdp_address",
+        "send_errors",
+        "source",
+        "transport",
+    )
+
+    def __init__(self, leg: _Leg, kind: str) -> None:
+        self.leg = leg
+        self.kind = kind
+        self.port = 0
+        self.transport: asyncio.DatagramTransport | None = None
+        self.far: _Channel = self  # wired to the other leg's channel by the session
+        self.source: Address | None = None  # latched remote (symmetric RTP)
+        self.sdp_address: Address | None = None
+        self.dest: Address | None = None  # where to send now; None = drop
+        self.congested = False
+        self.packets_in = 0
+        self.packets_out = 0
+        self.muxed_rtcp_in = 0  # RFC 5761 RTCP on the RTP socket
+        self.muxed_rtcp_out = 0
+        self.garbled = 0
+        self.dropped = 0
+        self.foreign = 0
+        self.send_errors = 0
+        self.last_at: float | None = None
+
+    def refresh_dest(self) -> None:
+        if self.leg.on_hold or self.congested:
+            self.dest = None
+        else:
+            self.dest = self.source if self.source is not None else self.sdp_address
+
+    def latch(self, source: Address) -> None:
+        self.source = source
+        self.refresh_dest()
+
+
+class _Leg:
+    """The two channels of one leg plus its hold and silence state."""
+
+    __slots__ = (
+        "name",
+        "on_hold",
+        "rtcp",
+        "rtp",
+        "silence_progress_at",
+        "silence_seen",
+        "silence_watching",
+        "silent",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.on_hold = False
+        self.rtp = _Channel(self, "rtp")
+        self.rtcp = _Channel(self, "rtcp")
+        self.silence_watching = False
+        self.silence_seen = 0
+        self.silence_progress_at = 0.0
+        self.silent = False
+
+
+class _ChannelProtocol(asyncio.DatagramProtocol):
+    """Shared socket callbacks; subclasses implement `datagram_received`."""
+
+    __slots__ = ("channel", "session")
+
+    def __init__(self, session: MediaSession, channel: _Channel) -> None:
+        self.session = session
+        self.channel = channel
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors for a remote that went away: counted, never logged per packet.
+        self.channel.send_errors += 1
+
+    def pause_writing(self) -> None:
+        # Late audio is useless: drop while the kernel buffer is full instead of queueing.
+        self.channel.congested = True
+        self.channel.refresh_dest()
+
+    def resume_writing(self) -> None:
+        self.channel.congested = False
+        self.channel.refresh_dest()
+
+
+class _RtpProtocol(_ChannelProtocol):
+    __slots__ = ()
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        channel = self.channel
+        # Fast path: a plain version-2 header with no CSRC, extension or padding.
+        if len(data) < 12 or data[0] != 0x80 or 192 <= data[1] <= 223:
+            if is_rtcp(data):
+                self._muxed_rtcp_received(data, addr)
+                return
+            if not rtp_header_valid(data):
+                channel.garbled += 1
+                return
+        source = channel.source
+        if source != addr:
+            if source is not None:
+                channel.foreign += 1
+                channel.dropped += 1
+                return
+            channel.latch(addr)
+        arrival = wall_clock()
+        channel.packets_in += 1
+        channel.last_at = arrival
+        far = channel.far
+        dest = far.dest
+        if dest is None:
+            channel.dropped += 1
+        else:
+            far.transport.sendto(data, dest)  # type: ignore[union-attr]
+            far.packets_out += 1
+        tap = self.session.tap
+        if tap is not None:
+            try:
+                tap.on_packet(channel.leg.name, "rtp", data, arrival)
+            except Exception as exc:
+                self.session._tap_failed(exc)
+
+    def _muxed_rtcp_received(self, data: bytes, addr: Address) -> None:
+        channel = self.channel
+        if len(data) < _RTCP_MIN_SIZE:
+            channel.garbled += 1
+            return
+        source = channel.source
+        if source != addr:
+            if source is not None:
+                channel.foreign += 1
+                channel.dropped += 1
+                return
+            channel.latch(addr)
+        arrival = wall_clock()
+        channel.muxed_rtcp_in += 1
+        channel.last_at = arrival
+        far = channel.far
+        dest = far.dest
+        if dest is None:
+            channel.dropped += 1
+        else:
+            far.transport.sendto(data, dest)  # type: ignore[union-attr]
+            far.muxed_rtcp_out += 1
+        self.session._tap_packet(channel.leg.name, "rtcp", data, arrival)
+
+
+class _RtcpProtocol(_ChannelProtocol):
+    __slots__ = ()
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        channel = self.channel
+        if len(data) < _RTCP_MIN_SIZE or data[0] & 0xC0 != 0x80:
+            channel.garbled += 1
+            return
+        source = channel.source
+        if source != addr:
+            if source is not None:
+                channel.foreign += 1
+                channel.dropped += 1
+                return
+            channel.latch(addr)
+        arrival = wall_clock()
+        channel.packets_in += 1
+        channel.last_at = arrival
+        far = channel.far
+        dest = far.dest
+        if dest is None:
+            channel.dropped += 1
+        else:
+            far.transport.sendto(data, dest)  # type: ignore[union-attr]
+            far.packets_out += 1
+        self.session._tap_packet(channel.leg.name, "rtcp", data, arrival)
+
+
+def _returning(protocol: _ChannelProtocol) -> Callable[[], _ChannelProtocol]:
+    return lambda: protocol
+
+
+def _parse_host(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        # Resolving a name here would block the event loop; SDP carries literals anyway.
+        raise MediaError(f"media address {host!r} is not an IP literal") from None
+
+
+class MediaSession:
+    """The relay for one call: legs "a" and "b", each an RTP/RTCP socket pair.
+
+    Create it with `await MediaSession.create(...)`. Symmetric RTP: the first valid
+    packet on a leg's RTP (or RTCP) socket latches that leg's remote RTP (or RTCP) address
+    to its source; packets from other sources are then dropped and counted as `foreign`
+    until `set_remote(..., relatch=True)`.
+
+    Silence: once a leg has received RTP, or after `mark_media_started()`, a leg that gets
+    no RTP for `silence_timeout` seconds triggers `on_silence(leg)` once, and again only
+    after its RTP has resumed and stopped again. A periodic check (at most every second)
+    does this; the precision is about a quarter of the timeout.
+    """
+
+    def __init__(
+        self,
+        allocator: PortAllocator,
+        host: str,
+        *,
+        tap: MediaTap | None = None,
+        silence_timeout: float | None = 30.0,
+        on_silence: Callable[[str], None] | None = None,
+    ) -> None:
+        """Prefer `create()`; a session made here has no sockets until `open()`."""
+        address = _parse_host(host)
+        self.host = str(address)
+        self.family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+        self.tap = tap
+        self.silence_timeout = silence_timeout
+        self.on_silence = on_silence
+        self._allocator = allocator
+        self._legs = {name: _Leg(name) for name in LEGS}
+        leg_a, leg_b = self._legs["a"], self._legs["b"]
+        leg_a.rtp.far, leg_b.rtp.far = leg_b.rtp, leg_a.rtp
+        leg_a.rtcp.far, leg_b.rtcp.far = leg_b.rtcp, leg_a.rtcp
+        self._allocated_ports: list[int] = []
+        self._closed = False
+        self._monitor: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tap_errors = 0
+        self._tap_error_logged_at = -_TAP_ERROR_LOG_INTERVAL
+
+    @classmethod
+    async def create(
+        cls,
+        allocator: PortAllocator,
+        host: str,
+        *,
+        tap: MediaTap | None = None,
+        silence_timeout: float | None = 30.0,
+        on_silence: Callable[[str], None] | None = None,
+    ) -> MediaSession:
+        """Bind both legs' sockets on `host` with ports from `allocator` and start relaying.
+
+        Raises `MediaError` if no port pair can be bound. `silence_timeout=None` or
+        `on_silence=None` turns silence detection off.
+        """
+        session = cls(
+            allocator, host, tap=tap, silence_timeout=silence_timeout, on_silence=on_silence
+        )
+        await session.open()
+        return session
+
+    async def open(self) -> None:
+        """Bind the sockets and start the silence check (done by `create`)."""
+        if self._loop is not None or self._closed:
+            raise MediaError("media session already opened")
+        self._loop = asyncio.get_running_loop()
+        try:
+            for leg in self._legs.values():
+                rtp_sock, rtcp_sock = self._bind_pair(leg)
+                for channel, sock, protocol_class in (
+                    (leg.rtp, rtp_sock, _RtpProtocol),
+                    (leg.rtcp, rtcp_sock, _RtcpProtocol),
+                ):
+                    protocol = protocol_class(self, channel)
+                    transport, _ = await self._loop.create_datagram_endpoint(
+                        _returning(protocol), sock=sock
+                    )
+                    channel.transport = transport
+        except BaseException:
+            self.close()
+            raise
+        if self.silence_timeout and self.on_silence is not None:
+            self._schedule_monitor()
+
+    def _bind_pair(self, leg: _Leg) -> tuple[socket.socket, socket.socket]:
+        last_error: OSError | None = None
+        for _ in range(min(_BIND_ATTEMPTS, self._allocator.capacity)):
+            port = self._allocator.allocate()
+            opened: list[socket.socket] = []
+            try:
+                for number in (port, port + 1):
+                    sock = socket.socket(self.family, socket.SOCK_DGRAM)
+                    opened.append(sock)
+                    sock.setblocking(False)
+                    sock.bind((self.host, number))
+            except OSError as exc:
+                # Taken by another process: put it at the back of the queue, try the next.
+                last_error = exc
+                for sock in opened:
+                    sock.close()
+                self._allocator.release(port)
+                continue
+            self._allocated_ports.append(port)
+            leg.rtp.port, leg.rtcp.port = port, port + 1
+            return opened[0], opened[1]
+        raise MediaError(f"cannot bind an RTP port pair on {self.host}: {last_error}")
+
+    # -- public API ---------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def local_port(self, leg: str) -> int:
+        """The RTP port of `leg` (its RTCP port is this + 1), to put in that leg's SDP."""
+        return self._leg(leg).rtp.port
+
+    def local_rtcp_port(self, leg: str) -> int:
+        return self._leg(leg).rtcp.port
+
+    def set_remote(
+        self,
+        leg: str,
+        host: str,
+        port: int,
+        *,
+        rtcp_port: int | None = None,
+        relatch: bool = False,
+    ) -> None:
+        """Send `leg`'s packets to `host:port` (RTCP to `rtcp_port`, default port + 1),
+        as that leg's SDP says, unless a source is already latched. Port 0 or host
+        0.0.0.0 / :: puts the leg on hold (nothing is sent to it). `relatch=True` (a
+        re-INVITE changed the address) forgets the latched sources."""
+        state = self._leg(leg)
+        if relatch:
+            state.rtp.source = None
+            state.rtcp.source = None
+        if port == 0 or host in _HOLD_HOSTS:
+            state.on_hold = True
+        else:
+            address = _parse_host(host)
+            if (address.version == 6) != (self.family == socket.AF_INET6):
+                raise MediaError(f"remote media address {host} is not in the family of {self.host}")
+            if not 0 < port < 65536 or (rtcp_port is not None and not 0 < rtcp_port < 65536):
+                raise MediaError(f"bad remote media port {port}/{rtcp_port}")
+            state.on_hold = False
+            state.rtp.sdp_address = (str(address), port)
+            state.rtcp.sdp_address = (
+                str(address),
+                rtcp_port if rtcp_port is not None else port + 1,
+            )
+        state.rtp.refresh_dest()
+        state.rtcp.refresh_dest()
+
+    def remote(self, leg: str, kind: str = "rtp") -> tuple[str, int] | None:
+        """Where `leg`'s RTP (or RTCP) goes now: the latched source, else the SDP
+        address; None while unknown or on hold."""
+        state = self._leg(leg)
+        channel = state.rtp if kind == "rtp" else state.rtcp
+        dest = channel.dest
+        return None if dest is None else (dest[0], dest[1])
+
+    def is_latched(self, leg: str, kind: str = "rtp") -> bool:
+        state = self._leg(leg)
+        return (state.rtp if kind == "rtp" else state.rtcp).source is not None
+
+    def stats(self, leg: str) -> LegStats:
+        """A snapshot of `leg`'s counters."""
+        state = self._leg(leg)
+        rtp, rtcp = state.rtp, state.rtcp
+        last = [t for t in (rtp.last_at, rtcp.last_at) if t is not None]
+        return LegStats(
+            rtp_in=rtp.packets_in,
+            rtp_out=rtp.packets_out,
+            rtcp_in=rtcp.packets_in + rtp.muxed_rtcp_in,
+            rtcp_out=rtcp.packets_out + rtp.muxed_rtcp_out,
+            garbled=rtp.garbled + rtcp.garbled,
+            dropped=rtp.dropped + rtcp.dropped,
+            foreign=rtp.foreign + rtcp.foreign,
+            send_errors=rtp.send_errors + rtcp.send_errors,
+            last_packet_at=max(last) if last else None,
+        )
+
+    def mark_media_started(self) -> None:
+        """Start the silence clock of legs that have not sent RTP yet (call answered)."""
+        now = monotonic()
+        for leg in self._legs.values():
+            if not leg.silence_watching:
+                leg.silence_watching = True
+                leg.silence_seen = leg.rtp.packets_in
+                leg.silence_progress_at = now
+
+    def close(self) -> None:
+        """Close the sockets and give the ports back; safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._monitor is not None:
+            self._monitor.cancel()
+            self._monitor = None
+        for leg in self._legs.values():
+            for channel in (leg.rtp, leg.rtcp):
+                if channel.transport is not None:
+                    channel.transport.close()
+                channel.dest = None
+        for port in self._allocated_ports:
+            self._allocator.release(port)
+        self._allocated_ports.clear()
+
+    # -- internals ----------------------------------------------------------------------
+
+    def _leg(self, leg: str) -> _Leg:
+        try:
+            return self._legs[leg]
+        except KeyError:
+            raise MediaError(f"unknown leg {leg!r}, expected 'a' or 'b'") from None
+
+    def _tap_packet(self, leg: str, kind: str, data: bytes, arrival: float) -> None:
+        tap = self.tap
+        if tap is not None:
+            try:
+                tap.on_packet(leg, kind, data, arrival)
+            except Exception as exc:
+                self._tap_failed(exc)
+
+    def _tap_failed(self, exc: Exception) -> None:
+        self._tap_errors += 1
+        now = monotonic()
+        if now - self._tap_error_logged_at >= _TAP_ERROR_LOG_INTERVAL:
+            self._tap_error_logged_at = now
+            log.error(
+                "media tap failed (%d failures in this session so far); forwarding goes on",
+                self._tap_errors,
+                exc_info=exc,
+            )
+
+    def _monitor_interval(self) -> float:
+        assert self.silence_timeout is not None
+        return min(1.0, max(0.02, self.silence_timeout / 4))
+
+    def _schedule_monitor(self) -> None:
+        assert self._loop is not None
+        self._monitor = self._loop.call_later(self._monitor_interval(), self._check_silence)
+
+    def _check_silence(self) -> None:
+        if self._closed:
+            return
+        assert self.silence_timeout is not None and self.on_silence is not None
+        now = monotonic()
+        for leg in self._legs.values():
+            count = leg.rtp.packets_in
+            if count != leg.silence_seen:
+                leg.silence_seen = count
+                leg.silence_progress_at = now
+                leg.silence_watching = True
+                leg.silent = False
+            elif (
+                leg.silence_watching
+                and not leg.silent
+                and now - leg.silence_progress_at >= self.silence_timeout
+            ):
+                leg.silent = True
+                try:
+                    self.on_silence(leg.name)
+                except Exception:
+                    log.exception("on_silence callback failed for leg %s", leg.name)
+        if not self._closed:  # the callback may have closed the session
+            self._schedule_monitor()

@@ -1,0 +1,275 @@
+"""Recording files: streaming WAV/FLAC writer with crash repair, via soundfile.
+
+Durability: libsndfile writes WAV sample data straight through to the file and FLAC data
+one encoded block at a time, so audio reaches the OS as soon as it is written (WAV) or
+within one FLAC block (1152 samples, see `_FLAC_COMPRESSION_LEVEL`). `flush()` (fsync) is
+called at least once per `flush_interval_s` of audio for durability against power loss.
+What a kill -9 leaves is an unfinished file: a WAV whose RIFF and data sizes were never
+patched, or a FLAC whose STREAMINFO does not know its length. `repair` makes either
+readable again. A closed or repaired file is made read-only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import soundfile
+
+from media.rtp import MediaError
+
+__all__ = ["RecordingSummary", "RecordingWriter", "RepairResult", "file_sha256", "repair"]
+
+RecordingFormat = Literal["wav", "flac"]
+RepairAction = Literal["intact", "header_fixed", "rewritten", "unreadable"]
+
+READ_ONLY = 0o444
+# libsndfile maps levels <= 0.3 to FLAC levels 0-2, whose block size is 1152 samples
+# (0.144 s at 8 kHz) instead of 4096 (0.512 s): a kill -9 then loses at most one short
+# block, for about 2.5% more bytes on speech.
+_FLAC_COMPRESSION_LEVEL = 0.25
+_SOUNDFILE_FORMATS: dict[str, str] = {"wav": "WAV", "flac": "FLAC"}
+# libsndfile's frame count for a FLAC whose STREAMINFO total was never written.
+_UNKNOWN_FRAMES = 1 << 62
+_RIFF_HEADER = struct.Struct("<4sI4s")
+_CHUNK_HEADER = struct.Struct("<4sI")
+
+
+@dataclass(frozen=True)
+class RecordingSummary:
+    """What the store records about a finished file."""
+
+    path: Path
+    frames: int
+    duration_s: float
+    sha256: str
+    bytes: int
+    channels: int
+    sample_rate: int
+    format: str
+
+
+@dataclass(frozen=True)
+class RepairResult:
+    """Outcome of `repair`: `summary` is None only when the file stays unreadable."""
+
+    path: Path
+    action: RepairAction
+    summary: RecordingSummary | None
+    error: str | None = None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _summarise(
+    path: Path, frames: int, channels: int, sample_rate: int, fmt: str
+) -> RecordingSummary:
+    return RecordingSummary(
+        path=path,
+        frames=frames,
+        duration_s=frames / sample_rate,
+        sha256=file_sha256(path),
+        bytes=path.stat().st_size,
+        channels=channels,
+        sample_rate=sample_rate,
+        format=fmt,
+    )
+
+
+class RecordingWriter:
+    """Streams 16-bit PCM frames to a new WAV or FLAC file; `close` seals it read-only.
+
+    Errors (disk full, I/O errors) are raised as `MediaError`. The file must not exist:
+    a recording is never overwritten.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        channels: int,
+        format: RecordingFormat = "wav",
+        samplerate: int = 8000,
+        *,
+        flush_interval_s: float = 1.0,
+    ) -> None:
+        if format not in _SOUNDFILE_FORMATS:
+            raise MediaError(f"recording format {format!r} is not one of wav, flac")
+        if channels not in (1, 2):
+            raise MediaError(f"recording channels must be 1 or 2, not {channels}")
+        self.path = Path(path)
+        self.channels = channels
+        self.format: RecordingFormat = format
+        self.sample_rate = samplerate
+        self._flush_every = max(1, round(flush_interval_s * samplerate))
+        self._frames = 0
+        self._unflushed = 0
+        self._summary: RecordingSummary | None = None
+        extra = {"compression_level": _FLAC_COMPRESSION_LEVEL} if format == "flac" else {}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = soundfile.SoundFile(
+                self.path,
+                mode="x",
+                samplerate=samplerate,
+                channels=channels,
+                subtype="PCM_16",
+                format=_SOUNDFILE_FORMATS[format],
+                **extra,
+            )
+        except (OSError, RuntimeError) as exc:
+            raise MediaError(f"cannot create recording {self.path}: {exc}") from exc
+
+    @property
+    def frames_written(self) -> int:
+        return self._frames
+
+    @property
+    def closed(self) -> bool:
+        return self._summary is not None
+
+    def write(self, frames: npt.NDArray[np.int16]) -> None:
+        """Append int16 frames: shape (n,) or (n, 1) for mono, (n, 2) for stereo."""
+        if self._summary is not None:
+            raise MediaError(f"recording {self.path} is already closed")
+        if len(frames) == 0:
+            return
+        expected_shape_ok = (frames.ndim == 1 and self.channels == 1) or (
+            frames.ndim == 2 and frames.shape[1] == self.channels
+        )
+        if not expected_shape_ok:
+            raise MediaError(f"frames of shape {frames.shape} for {self.channels} channel(s)")
+        try:
+            self._file.write(frames.astype(np.int16, copy=False))
+            self._frames += len(frames)
+            self._unflushed += len(frames)
+            if self._unflushed >= self._flush_every:
+                self._file.flush()
+                self._unflushed = 0
+        except (OSError, RuntimeError) as exc:
+            raise MediaError(f"cannot write recording {self.path}: {exc}") from exc
+
+    def close(self) -> RecordingSummary:
+        """Finish the file, make it read-only and return its summary (idempotent)."""
+        if self._summary is not None:
+            return self._summary
+        try:
+            self._file.close()
+            os.chmod(self.path, READ_ONLY)
+            self._summary = _summarise(
+                self.path, self._frames, self.channels, self.sample_rate, self.format
+            )
+        except (OSError, RuntimeError) as exc:
+            raise MediaError(f"cannot close recording {self.path}: {exc}") from exc
+        return self._summary
+
+
+def repair(path: str | os.PathLike[str]) -> RepairResult:
+    """Make an unfinished recording (left by a crash) readable, then read-only.
+
+    A WAV gets its RIFF and data sizes set from the file length (a trailing partial frame
+    is cut). A FLAC is decoded up to the first undecodable frame and rewritten in place.
+    A finished file is left as it is (`action="intact"`).
+    """
+    file_path = Path(path)
+    try:
+        with file_path.open("rb") as file:
+            magic = file.read(4)
+        if magic == b"RIFF":
+            action = _repair_wav(file_path)
+            fmt = "wav"
+        elif magic == b"fLaC":
+            action = _repair_flac(file_path)
+            fmt = "flac"
+        else:
+            return RepairResult(file_path, "unreadable", None, "neither a WAV nor a FLAC file")
+        info = soundfile.info(str(file_path))
+        os.chmod(file_path, READ_ONLY)
+        summary = _summarise(file_path, info.frames, info.channels, info.samplerate, fmt)
+    except (OSError, RuntimeError, MediaError, struct.error) as exc:
+        return RepairResult(file_path, "unreadable", None, str(exc))
+    return RepairResult(file_path, action, summary)
+
+
+def _repair_wav(path: Path) -> RepairAction:
+    size = path.stat().st_size
+    with path.open("rb") as file:
+        header = file.read(65536)
+    if len(header) < _RIFF_HEADER.size:
+        raise MediaError("WAV header cut short")
+    _, riff_size, wave = _RIFF_HEADER.unpack_from(header)
+    if wave != b"WAVE":
+        raise MediaError("RIFF file is not WAVE")
+    offset = _RIFF_HEADER.size
+    block_align = 0
+    while offset + _CHUNK_HEADER.size <= len(header):
+        chunk_id, chunk_size = _CHUNK_HEADER.unpack_from(header, offset)
+        body = offset + _CHUNK_HEADER.size
+        if chunk_id == b"fmt ":
+            block_align = struct.unpack_from("<H", header, body + 12)[0]
+        elif chunk_id == b"data":
+            if block_align == 0:
+                raise MediaError("WAV data chunk before its fmt chunk")
+            if riff_size == size - 8 and body + chunk_size <= size:
+                return "intact"
+            data_size = (size - body) // block_align * block_align
+            _make_writable(path)
+            with path.open("r+b") as file:
+                file.truncate(body + data_size)
+                file.seek(4)
+                file.write(struct.pack("<I", body + data_size - 8))
+                file.seek(offset + 4)
+                file.write(struct.pack("<I", data_size))
+            return "header_fixed"
+        offset = body + chunk_size + (chunk_size & 1)
+    raise MediaError("WAV has no data chunk")
+
+
+def _repair_flac(path: Path) -> RepairAction:
+    with soundfile.SoundFile(str(path)) as source:
+        if source.frames < _UNKNOWN_FRAMES:
+            return "intact"
+        channels, sample_rate = source.channels, source.samplerate
+        blocks: list[npt.NDArray[np.int16]] = []
+        # Small reads: the read that hits the cut raises and its block is lost.
+        read_size = max(1, sample_rate // 10)
+        try:
+            while True:
+                block = source.read(read_size, dtype="int16", always_2d=True)
+                if len(block) == 0:
+                    break
+                blocks.append(block)
+        except RuntimeError:
+            pass
+    audio = np.concatenate(blocks) if blocks else np.zeros((0, channels), dtype=np.int16)
+    temporary = path.with_name(path.name + ".repair")
+    temporary.unlink(missing_ok=True)
+    with soundfile.SoundFile(
+        str(temporary),
+        mode="x",
+        samplerate=sample_rate,
+        channels=channels,
+        subtype="PCM_16",
+        format="FLAC",
+        compression_level=_FLAC_COMPRESSION_LEVEL,
+    ) as target:
+        target.write(audio)
+    os.replace(temporary, path)
+    return "rewritten"
+
+
+def _make_writable(path: Path) -> None:
+    mode = path.stat().st_mode
+    if not mode & 0o200:
+        os.chmod(path, mode | 0o200)

@@ -1,0 +1,1 @@
+"""callrec portal package."""

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything callrec needs on a fresh Debian machine: system packages (SIPp,
+# espeak-ng, sox, multimon-ng, Chromium), a virtualenv in ./venv and callrec itself in it.
+# Safe to run again. Run as root or as a user with sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SUDO=""
+if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+APT_PACKAGES="sip-tester espeak-ng sox multimon-ng libsndfile1 python3-venv python3-dev"
+missing=""
+for p in $APT_PACKAGES; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+PY="${PYTHON:-python3}"
+if [ ! -x venv/bin/python ]; then
+  "$PY" -m venv venv
+fi
+venv/bin/python -m pip install -q --upgrade pip
+venv/bin/python -m pip install -q -e '.[test]'
+echo "callrec installed: $(venv/bin/callrec --version 2>/dev/null || echo venv/bin/callrec)"

@@ -1,0 +1,21 @@
+"""Install callrec: the call-recording SIP B2BUA."""
+from setuptools import find_packages, setup
+
+setup(
+    name="callrec",
+    version="0.1.0",
+    description="Call-recording SIP proxy (B2BUA) with RTP relay, recorder and portal",
+    python_requires=">=3.11",
+    packages=find_packages(include=["b2bua*", "media*", "dtmf*", "storage*", "portal*"]),
+    package_data={"media": ["prompts/*.wav"], "portal": ["templates/*", "static/*"]},
+    install_requires=[
+        "numpy>=1.26",
+        "soundfile>=0.12",
+        "aiosqlite>=0.19",
+        "pjsua2-python>=2.15",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3", "ruff", "mypy"],
+    },
+    entry_points={"console_scripts": ["callrec=b2bua.cli:main"]},
+)

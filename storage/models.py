@@ -1,0 +1,120 @@
+"""Rows of the metadata store as frozen dataclasses.
+
+Every timestamp is a unix time in seconds (float, UTC); `format_timestamp` renders one
+for people and JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+RECORDING_MODES = ("never", "always", "on-demand")
+CALL_DIRECTIONS = ("inbound", "outbound")
+CALL_DISPOSITIONS = ("answered", "busy", "no-answer", "cancelled", "failed")
+
+
+def format_timestamp(timestamp: float | None) -> str | None:
+    """ISO-8601 UTC text such as "2024-05-01T12:30:00.250Z" (None stays None)."""
+    if timestamp is None:
+        return None
+    moment = datetime.fromtimestamp(timestamp, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class User:
+    """A person with an extension; the recording mode applies to all their devices."""
+
+    id: int
+    extension: str
+    name: str
+    email: str | None
+    recording_mode: str
+    realm: str
+    ha1_md5: str | None
+    ha1_sha256: str | None
+    created_at: float
+
+    @property
+    def has_password(self) -> bool:
+        return self.ha1_md5 is not None
+
+
+@dataclass(frozen=True)
+class Device:
+    """A SIP phone of a user; `username` (the user part of its URI) may authenticate.
+
+    `username` is None when the URI has no user part or when it equals the owner's
+    extension (the extension authenticates anyway). The device's own HA1 is kept because
+    digest HA1 covers the username.
+    """
+
+    id: int
+    user_id: int
+    uri: str
+    username: str | None
+    kind: str
+    ha1_md5: str | None
+    ha1_sha256: str | None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a digest server needs for one authentication username."""
+
+    user: User
+    username: str
+    realm: str
+    ha1_md5: str | None
+    ha1_sha256: str | None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One REGISTER binding: a contact of a user's phone, valid until `expires_at`.
+
+    `received` is where the REGISTER came from, as "host:port;transport=udp" (the
+    format of `b2bua.peer.Peer.__str__`).
+    """
+
+    id: int
+    user_id: int
+    extension: str
+    contact: str
+    received: str
+    call_id: str
+    cseq: int
+    expires_at: float
+    device_username: str | None
+    instance: str | None
+    user_agent: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """A call detail record; names and extensions are copied so they outlive users."""
+
+    id: int
+    sip_call_id: str
+    direction: str
+    caller_ext: str | None
+    caller_name: str | None
+    callee_ext: str | None
+    callee_name: str | None
+    started_at: float
+    answered_at: float | None
+    ended_at: float | None
+    disposition: str | None
+    sip_status: int | None
+    recorded: bool
+    leg_a_call_id: str | None
+    leg_b_call_id: str | None
+
+    @property
+    def duration_s(self) -> float | None:
+        """Talk time from answer to hang-up; None if never answered or not ended."""
+        if self.answered_at is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - self.answered_at)

@@ -1,0 +1,486 @@
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from media.ports import PortAllocator
+from media.relay import MediaSession
+from media.rtp import MediaError, RtpPacket
+
+DATA = Path(__file__).resolve().parent.parent / "data" / "rtp"
+G711 = (DATA / "g711a_marker.bin").read_bytes()
+G711_NEXT = (DATA / "g711a_seq2.bin").read_bytes()
+DTMF = (DATA / "rfc4733_digit1_start.bin").read_bytes()
+SENDER_REPORT = bytes([0x80, 200, 0x00, 0x06]) + bytes(range(24))
+RECEIVER_REPORT = bytes([0x81, 201, 0x00, 0x07]) + bytes(range(28))
+RECEIVE_TIMEOUT = 2.0
+PORT_RANGE = (47000, 47999)
+
+
+def rtp(sequence: int, payload: bytes = b"\xd5" * 160) -> bytes:
+    return RtpPacket(payload_type=8, sequence=sequence, timestamp=160 * sequence, ssrc=7,
+                     payload=payload).serialize()  # fmt: skip
+
+
+class _Receiver(asyncio.DatagramProtocol):
+    def __init__(self, queue: asyncio.Queue[tuple[bytes, tuple[Any, ...]]]) -> None:
+        self.queue = queue
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        self.queue.put_nowait((data, addr))
+
+
+@dataclass
+class Endpoint:
+    """A UDP socket standing in for one port of a phone."""
+
+    transport: asyncio.DatagramTransport
+    queue: asyncio.Queue[tuple[bytes, tuple[Any, ...]]]
+    host: str
+
+    @property
+    def port(self) -> int:
+        return int(self.transport.get_extra_info("sockname")[1])
+
+    def send(self, data: bytes, port: int) -> None:
+        self.transport.sendto(data, (self.host, port))
+
+    async def receive(self) -> tuple[bytes, tuple[Any, ...]]:
+        return await asyncio.wait_for(self.queue.get(), RECEIVE_TIMEOUT)
+
+    async def receive_data(self) -> bytes:
+        return (await self.receive())[0]
+
+
+_open_transports: list[asyncio.DatagramTransport] = []
+
+
+async def open_endpoint(host: str = "127.0.0.1") -> Endpoint:
+    queue: asyncio.Queue[tuple[bytes, tuple[Any, ...]]] = asyncio.Queue()
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: _Receiver(queue), local_addr=(host, 0)
+    )
+    _open_transports.append(transport)
+    return Endpoint(transport, queue, host)
+
+
+@pytest.fixture(autouse=True)
+async def close_endpoints() -> AsyncIterator[None]:
+    yield
+    while _open_transports:
+        _open_transports.pop().close()
+    await asyncio.sleep(0)
+
+
+@dataclass
+class Phone:
+    rtp: Endpoint
+    rtcp: Endpoint
+
+
+async def open_phone(host: str = "127.0.0.1") -> Phone:
+    return Phone(await open_endpoint(host), await open_endpoint(host))
+
+
+@dataclass
+class RecordingTap:
+    packets: list[tuple[str, str, bytes, float]] = field(default_factory=list)
+
+    def on_packet(self, leg: str, kind: str, data: bytes, arrival: float) -> None:
+        self.packets.append((leg, kind, data, arrival))
+
+
+@pytest.fixture
+def allocator() -> PortAllocator:
+    return PortAllocator(*PORT_RANGE)
+
+
+@pytest.fixture
+async def session(allocator: PortAllocator) -> AsyncIterator[MediaSession]:
+    created = await MediaSession.create(allocator, "127.0.0.1", silence_timeout=None)
+    yield created
+    created.close()
+
+
+async def connected_phones(session: MediaSession) -> tuple[Phone, Phone]:
+    caller, callee = await open_phone(), await open_phone()
+    session.set_remote("a", "127.0.0.1", caller.rtp.port, rtcp_port=caller.rtcp.port)
+    session.set_remote("b", "127.0.0.1", callee.rtp.port, rtcp_port=callee.rtcp.port)
+    return caller, callee
+
+
+async def test_forwards_rtp_and_rtcp_both_ways_byte_exact(session: MediaSession) -> None:
+    caller, callee = await connected_phones(session)
+    a_port, b_port = session.local_port("a"), session.local_port("b")
+    assert a_port % 2 == 0 and b_port % 2 == 0 and a_port != b_port
+    assert session.local_rtcp_port("a") == a_port + 1
+
+    caller.rtp.send(G711, a_port)
+    data, source = await callee.rtp.receive()
+    assert data == G711
+    assert source[1] == b_port  # sent from leg b's RTP socket
+
+    callee.rtp.send(DTMF, b_port)
+    data, source = await caller.rtp.receive()
+    assert data == DTMF
+    assert source[1] == a_port
+
+    caller.rtcp.send(SENDER_REPORT, a_port + 1)
+    data, source = await callee.rtcp.receive()
+    assert (data, source[1]) == (SENDER_REPORT, b_port + 1)
+
+    callee.rtcp.send(RECEIVER_REPORT, b_port + 1)
+    data, source = await caller.rtcp.receive()
+    assert (data, source[1]) == (RECEIVER_REPORT, a_port + 1)
+
+    stats_a, stats_b = session.stats("a"), session.stats("b")
+    assert (stats_a.rtp_in, stats_a.rtp_out, stats_a.rtcp_in, stats_a.rtcp_out) == (1, 1, 1, 1)
+    assert (stats_b.rtp_in, stats_b.rtp_out, stats_b.rtcp_in, stats_b.rtcp_out) == (1, 1, 1, 1)
+    assert stats_a.garbled == stats_a.dropped == 0
+    assert stats_a.last_packet_at is not None
+    assert abs(stats_a.last_packet_at - time.time()) < 5
+
+
+async def test_phone_sending_from_another_port_gets_return_traffic_there(
+    session: MediaSession,
+) -> None:
+    advertised = await open_endpoint()  # the port the caller's SDP names
+    actual = await open_phone()  # where the caller really sends from (behind NAT)
+    callee = await open_phone()
+    session.set_remote("a", "127.0.0.1", advertised.port)
+    session.set_remote("b", "127.0.0.1", callee.rtp.port, rtcp_port=callee.rtcp.port)
+    a_port, b_port = session.local_port("a"), session.local_port("b")
+
+    # Before the caller has sent anything, its SDP address is all we know.
+    callee.rtp.send(rtp(1), b_port)
+    assert await advertised.receive_data() == rtp(1)
+    assert not session.is_latched("a")
+
+    actual.rtp.send(rtp(2), a_port)
+    assert await callee.rtp.receive_data() == rtp(2)
+    assert session.is_latched("a")
+    assert session.remote("a") == ("127.0.0.1", actual.rtp.port)
+
+    callee.rtp.send(rtp(3), b_port)
+    assert await actual.rtp.receive_data() == rtp(3)
+    # RTCP latches on its own socket, separately from RTP.
+    actual.rtcp.send(SENDER_REPORT, a_port + 1)
+    assert await callee.rtcp.receive_data() == SENDER_REPORT
+    callee.rtcp.send(RECEIVER_REPORT, b_port + 1)
+    assert await actual.rtcp.receive_data() == RECEIVER_REPORT
+    assert advertised.queue.empty()
+
+    # A re-INVITE with the same address must not unlatch.
+    session.set_remote("a", "127.0.0.1", advertised.port)
+    callee.rtp.send(rtp(4), b_port)
+    assert await actual.rtp.receive_data() == rtp(4)
+
+
+async def test_packets_from_an_unlatched_source_are_dropped_until_relatch(
+    session: MediaSession,
+) -> None:
+    caller, callee = await connected_phones(session)
+    intruder = await open_endpoint()
+    a_port = session.local_port("a")
+
+    caller.rtp.send(rtp(1), a_port)
+    assert await callee.rtp.receive_data() == rtp(1)
+    caller.rtcp.send(RECEIVER_REPORT, a_port + 1)
+    assert await callee.rtcp.receive_data() == RECEIVER_REPORT
+    intruder.send(rtp(666), a_port)
+    intruder.send(SENDER_REPORT, a_port + 1)
+    caller.rtp.send(rtp(2), a_port)
+    caller.rtcp.send(RECEIVER_REPORT, a_port + 1)
+    # Loopback keeps the order per socket: the intruder's packets were handled first.
+    assert await callee.rtp.receive_data() == rtp(2)
+    assert await callee.rtcp.receive_data() == RECEIVER_REPORT
+    stats = session.stats("a")
+    assert (stats.foreign, stats.dropped, stats.rtp_in, stats.rtcp_in) == (2, 2, 2, 2)
+    assert callee.rtp.queue.empty() and callee.rtcp.queue.empty()
+
+    # A re-INVITE moves the caller to the intruder's address: the next source latches.
+    session.set_remote("a", "127.0.0.1", intruder.port, relatch=True)
+    intruder.send(rtp(3), a_port)
+    assert await callee.rtp.receive_data() == rtp(3)
+    callee.rtp.send(rtp(4), session.local_port("b"))
+    assert await intruder.receive_data() == rtp(4)
+
+
+async def test_packets_are_dropped_while_the_far_remote_is_unknown(
+    session: MediaSession,
+) -> None:
+    caller = await open_phone()
+    session.set_remote("a", "127.0.0.1", caller.rtp.port)
+    for sequence in range(5):
+        caller.rtp.send(rtp(sequence), session.local_port("a"))
+    caller.rtcp.send(SENDER_REPORT, session.local_rtcp_port("a"))
+    for _ in range(100):
+        if session.stats("a").dropped == 6:
+            break
+        await asyncio.sleep(0.01)
+    stats = session.stats("a")
+    assert (stats.rtp_in, stats.rtcp_in, stats.dropped, stats.foreign) == (5, 1, 6, 0)
+    assert session.stats("b").rtp_out == 0
+
+    # Not queued: once the callee is known only new packets reach it.
+    callee = await open_phone()
+    session.set_remote("b", "127.0.0.1", callee.rtp.port)
+    caller.rtp.send(rtp(99), session.local_port("a"))
+    assert await callee.rtp.receive_data() == rtp(99)
+    assert callee.rtp.queue.empty()
+
+
+async def test_hold_stops_sending_to_the_leg_until_resumed(session: MediaSession) -> None:
+    caller, callee = await connected_phones(session)
+    a_port = session.local_port("a")
+    session.set_remote("b", "0.0.0.0", callee.rtp.port)
+    assert session.remote("b") is None
+    caller.rtp.send(rtp(1), a_port)
+    for _ in range(100):
+        if session.stats("a").dropped == 1:
+            break
+        await asyncio.sleep(0.01)
+    assert session.stats("a").dropped == 1
+
+    session.set_remote("b", "127.0.0.1", callee.rtp.port, relatch=True)
+    caller.rtp.send(rtp(2), a_port)
+    assert await callee.rtp.receive_data() == rtp(2)
+    session.set_remote("b", "127.0.0.1", 0)
+    assert session.remote("b") is None
+
+
+async def test_garbled_packets_are_counted_not_forwarded_nor_tapped(
+    allocator: PortAllocator,
+) -> None:
+    tap = RecordingTap()
+    session = await MediaSession.create(allocator, "127.0.0.1", tap=tap, silence_timeout=None)
+    try:
+        caller, callee = await connected_phones(session)
+        a_port = session.local_port("a")
+        garbage = [
+            b"\x80\x08\x00",  # shorter than the RTP header
+            b"\x40\x08" + bytes(170),  # RTP version 1
+            b"\x00" * 172,  # version 0
+            b"\x82\x08" + bytes(14),  # two CSRCs announced, one present
+            b"\xa0\x08" + bytes(9) + b"\xff",  # padding longer than the packet
+        ]
+        for data in garbage:
+            caller.rtp.send(data, a_port)
+        caller.rtcp.send(b"\x40\xc8\x00\x06" + bytes(24), a_port + 1)  # RTCP version 1
+        caller.rtcp.send(b"\x80", a_port + 1)
+        # asyncio (before 3.13) silently skips empty datagrams, so send one by hand.
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            raw.sendto(b"", ("127.0.0.1", a_port))
+        caller.rtp.send(G711, a_port)
+        caller.rtcp.send(SENDER_REPORT, a_port + 1)
+
+        assert await callee.rtp.receive_data() == G711
+        assert await callee.rtcp.receive_data() == SENDER_REPORT
+        for _ in range(100):  # the raw socket's empty datagram may come after G711
+            if session.stats("a").garbled == len(garbage) + 3:
+                break
+            await asyncio.sleep(0.01)
+        assert session.stats("a").garbled == len(garbage) + 3
+        assert session.stats("a").rtp_in == 1
+        # RTP and RTCP are separate sockets: their relative order is not fixed.
+        assert sorted((leg, kind, data) for leg, kind, data, _ in tap.packets) == [
+            ("a", "rtcp", SENDER_REPORT),
+            ("a", "rtp", G711),
+        ]
+        assert callee.rtp.queue.empty() and callee.rtcp.queue.empty()
+    finally:
+        session.close()
+
+
+async def test_tap_sees_every_packet_with_the_leg_it_came_from(
+    allocator: PortAllocator,
+) -> None:
+    tap = RecordingTap()
+    session = await MediaSession.create(allocator, "127.0.0.1", tap=tap, silence_timeout=None)
+    try:
+        caller, callee = await connected_phones(session)
+        before = time.time()
+        caller.rtp.send(G711, session.local_port("a"))
+        assert await callee.rtp.receive_data() == G711
+        callee.rtp.send(G711_NEXT, session.local_port("b"))
+        assert await caller.rtp.receive_data() == G711_NEXT
+        callee.rtcp.send(RECEIVER_REPORT, session.local_rtcp_port("b"))
+        assert await caller.rtcp.receive_data() == RECEIVER_REPORT
+        after = time.time()
+
+        assert [(leg, kind, data) for leg, kind, data, _ in tap.packets] == [
+            ("a", "rtp", G711),
+            ("b", "rtp", G711_NEXT),
+            ("b", "rtcp", RECEIVER_REPORT),
+        ]
+        arrivals = [arrival for *_, arrival in tap.packets]
+        assert before <= arrivals[0] <= arrivals[1] <= arrivals[2] <= after
+    finally:
+        session.close()
+
+
+async def test_muxed_rtcp_on_the_rtp_port_is_forwarded_on_rtp_and_tapped_as_rtcp(
+    allocator: PortAllocator,
+) -> None:
+    tap = RecordingTap()
+    session = await MediaSession.create(allocator, "127.0.0.1", tap=tap, silence_timeout=None)
+    try:
+        caller, callee = await connected_phones(session)
+        short_receiver_report = bytes([0x80, 201, 0x00, 0x01, 0, 0, 0, 7])  # 8 bytes, no blocks
+        caller.rtp.send(short_receiver_report, session.local_port("a"))
+        assert await callee.rtp.receive_data() == short_receiver_report
+        assert tap.packets[0][:3] == ("a", "rtcp", short_receiver_report)
+        stats = session.stats("a")
+        assert (stats.rtp_in, stats.rtcp_in, stats.garbled) == (0, 1, 0)
+        assert session.stats("b").rtcp_out == 1
+    finally:
+        session.close()
+
+
+async def test_a_failing_tap_never_stops_forwarding(
+    allocator: PortAllocator, caplog: pytest.LogCaptureFixture
+) -> None:
+    class BrokenTap:
+        calls = 0
+
+        def on_packet(self, leg: str, kind: str, data: bytes, arrival: float) -> None:
+            BrokenTap.calls += 1
+            raise RuntimeError("recorder exploded")
+
+    session = await MediaSession.create(
+        allocator, "127.0.0.1", tap=BrokenTap(), silence_timeout=None
+    )
+    try:
+        caller, callee = await connected_phones(session)
+        with caplog.at_level(logging.ERROR, logger="media.relay"):
+            for sequence in range(20):
+                caller.rtp.send(rtp(sequence), session.local_port("a"))
+            caller.rtcp.send(SENDER_REPORT, session.local_rtcp_port("a"))
+            received = [await callee.rtp.receive_data() for _ in range(20)]
+            assert await callee.rtcp.receive_data() == SENDER_REPORT
+        assert received == [rtp(sequence) for sequence in range(20)]
+        assert BrokenTap.calls == 21
+        failures = [r for r in caplog.records if "media tap failed" in r.getMessage()]
+        assert len(failures) == 1  # rate limited, not one line per packet
+        # Caught by the relay, not left to asyncio's "Exception in callback" handler.
+        assert [r for r in caplog.records if r.levelno >= logging.ERROR] == failures
+        assert failures[0].exc_info is not None
+    finally:
+        session.close()
+
+
+async def test_silence_is_reported_once_per_leg_until_rtp_resumes(
+    allocator: PortAllocator,
+) -> None:
+    silent_legs: list[tuple[str, float]] = []
+    session = await MediaSession.create(
+        allocator,
+        "127.0.0.1",
+        silence_timeout=0.3,
+        on_silence=lambda leg: silent_legs.append((leg, time.monotonic())),
+    )
+    try:
+        caller, _ = await connected_phones(session)
+        a_port = session.local_port("a")
+        for sequence in range(3):
+            await asyncio.sleep(0.1)
+            caller.rtp.send(rtp(sequence), a_port)
+        stopped = time.monotonic()
+        # Still talking: gaps shorter than the timeout never count as silence.
+        assert silent_legs == []
+        await asyncio.sleep(0.7)
+        # Leg b never sent RTP and media was not marked as started: not watched.
+        assert [leg for leg, _ in silent_legs] == ["a"]
+        assert 0.29 <= silent_legs[0][1] - stopped <= 0.6
+
+        caller.rtp.send(rtp(10), a_port)  # resumes, then stops again
+        session.mark_media_started()  # the call is answered: leg b is watched too
+        await asyncio.sleep(0.8)
+        assert sorted(leg for leg, _ in silent_legs) == ["a", "a", "b"]
+    finally:
+        session.close()
+
+
+async def test_close_releases_ports_and_is_idempotent(allocator: PortAllocator) -> None:
+    session = await MediaSession.create(allocator, "127.0.0.1", silence_timeout=None)
+    ports = [session.local_port("a"), session.local_port("b")]
+    assert allocator.in_use == 2
+    session.close()
+    session.close()
+    assert session.closed
+    assert allocator.in_use == 0
+    await asyncio.sleep(0)  # transports close their sockets on the next loop turn
+    for port in ports:
+        for number in (port, port + 1):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+                probe.bind(("127.0.0.1", number))  # free again
+
+
+async def test_exhausted_allocator_raises_and_leaks_nothing() -> None:
+    allocator = PortAllocator(PORT_RANGE[0], PORT_RANGE[0] + 1)  # a single pair
+    with pytest.raises(MediaError, match="no free RTP port"):
+        await MediaSession.create(allocator, "127.0.0.1", silence_timeout=None)
+    assert allocator.in_use == 0
+
+
+async def test_a_port_taken_by_another_program_is_skipped() -> None:
+    allocator = PortAllocator(PORT_RANGE[0] + 100, PORT_RANGE[0] + 107)  # four pairs
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        try:
+            squatter.bind(("127.0.0.1", PORT_RANGE[0] + 101))  # RTCP port of the first pair
+        except OSError:
+            pytest.skip("the probe port is already taken on this host")
+        session = await MediaSession.create(allocator, "127.0.0.1", silence_timeout=None)
+        try:
+            assert PORT_RANGE[0] + 100 not in (session.local_port("a"), session.local_port("b"))
+            assert allocator.in_use == 2
+        finally:
+            session.close()
+    assert allocator.in_use == 0
+
+
+async def test_remote_addresses_are_checked(session: MediaSession) -> None:
+    with pytest.raises(MediaError, match="not an IP literal"):
+        session.set_remote("a", "phone.example.com", 4000)
+    with pytest.raises(MediaError, match="family"):
+        session.set_remote("a", "::1", 4000)
+    with pytest.raises(MediaError, match="unknown leg"):
+        session.set_remote("c", "127.0.0.1", 4000)
+
+
+def _has_ipv6_loopback() -> bool:
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _has_ipv6_loopback(), reason="this host cannot bind UDP on ::1")
+async def test_relays_over_ipv6_loopback(allocator: PortAllocator) -> None:
+    session = await MediaSession.create(allocator, "::1", silence_timeout=None)
+    try:
+        caller, callee = await open_phone("::1"), await open_phone("::1")
+        session.set_remote("b", "::1", callee.rtp.port, rtcp_port=callee.rtcp.port)
+        advertised = await open_endpoint("::1")
+        session.set_remote("a", "::1", advertised.port)
+        caller.rtp.send(G711, session.local_port("a"))
+        assert await callee.rtp.receive_data() == G711
+        callee.rtp.send(G711_NEXT, session.local_port("b"))
+        assert await caller.rtp.receive_data() == G711_NEXT  # latched to the real source
+        caller.rtcp.send(SENDER_REPORT, session.local_rtcp_port("a"))
+        assert await callee.rtcp.receive_data() == SENDER_REPORT
+        assert advertised.queue.empty()
+    finally:
+        session.close()
