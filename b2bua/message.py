@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import re
 import secrets
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -228,9 +229,10 @@ class Headers:
 
     def __init__(self, items: Iterable[tuple[str, str]] = ()) -> None:
         # (lookup key, name as stored, value)
-        self._fields: list[tuple[str, str, str]] = [
-            (_key(name), canonical_name(name), value) for name, value in items
-        ]
+        self._fields: list[tuple[str, str, str]] = []
+        for name, value in items:
+            key = _key(name)
+            self._fields.append((key, _CANONICAL.get(key, name), value))
 
     def get(self, name: str) -> str | None:
         key = _key(name)
@@ -614,11 +616,12 @@ def _check_request_uri(uri: str) -> None:
 
 def _validate(message: SipMessage) -> None:
     headers = message.headers
-    missing = [name for name in _MANDATORY if name not in headers]
+    counts = Counter(key for key, _, _ in headers._fields)
+    missing = [name for name in _MANDATORY if not counts[name.lower()]]
     if missing:
         raise SipParseError("missing mandatory header(s): " + ", ".join(missing))
     for name in _SINGLETONS:
-        if headers.count(name) > 1:
+        if counts[name.lower()] > 1:
             raise SipParseError(f"header {name} appears more than once")
     cseq = CSeq.parse(headers.get("CSeq") or "")
     if isinstance(message, SipRequest) and cseq.method != message.method:

@@ -35,15 +35,41 @@ def callrec_digits(audio: Int16Array) -> str:
 
 def multimon_digits(audio: Int16Array) -> str:
     resample = subprocess.run(
-        ["sox", "-t", "raw", "-r", str(SAMPLE_RATE), "-e", "signed", "-b", "16", "-c", "1",
-         "-", "-t", "raw", "-r", str(MULTIMON_RATE), "-e", "signed", "-b", "16", "-c", "1",
-         "-"],
-        input=audio.astype("<i2").tobytes(), capture_output=True, check=True,
-    )  # fmt: skip
+        [
+            "sox",
+            "-t",
+            "raw",
+            "-r",
+            str(SAMPLE_RATE),
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            "-",
+            "-t",
+            "raw",
+            "-r",
+            str(MULTIMON_RATE),
+            "-e",
+            "signed",
+            "-b",
+            "16",
+            "-c",
+            "1",
+            "-",
+        ],
+        input=audio.astype("<i2").tobytes(),
+        capture_output=True,
+        check=True,
+    )
     decoded = subprocess.run(
         ["multimon-ng", "-c", "-a", "DTMF", "-t", "raw", "-"],
-        input=resample.stdout, capture_output=True, check=True,
-    )  # fmt: skip
+        input=resample.stdout,
+        capture_output=True,
+        check=True,
+    )
     return "".join(
         line.split(":", 1)[1].strip()
         for line in decoded.stdout.decode().splitlines()

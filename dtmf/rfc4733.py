@@ -45,9 +45,14 @@ class TelephoneEventDecoder:
         self._current: _CurrentEvent | None = None
 
     def feed_packet(
-        self, payload_type: int, payload: bytes, timestamp: int, marker: bool,
-        sequence: int, arrival: float,
-    ) -> list[DigitEvent]:  # fmt: skip
+        self,
+        payload_type: int,
+        payload: bytes,
+        timestamp: int,
+        marker: bool,
+        sequence: int,
+        arrival: float,
+    ) -> list[DigitEvent]:
         """Like `feed`, for any RTP packet of the leg: other payload types are skipped."""
         if payload_type != self.payload_type:
             return []

@@ -24,7 +24,14 @@ import soundfile
 
 from media.rtp import MediaError
 
-__all__ = ["RecordingSummary", "RecordingWriter", "RepairResult", "file_sha256", "repair"]
+__all__ = [
+    "RecordingFormat",
+    "RecordingSummary",
+    "RecordingWriter",
+    "RepairResult",
+    "file_sha256",
+    "repair",
+]
 
 RecordingFormat = Literal["wav", "flac"]
 RepairAction = Literal["intact", "header_fixed", "rewritten", "unreadable"]

@@ -60,9 +60,7 @@ class Condition:
     digits: str = ALL_DIGITS
 
 
-def tone(
-    digit: str, samples: int, condition: Condition, rng: np.random.Generator
-) -> FloatArray:
+def tone(digit: str, samples: int, condition: Condition, rng: np.random.Generator) -> FloatArray:
     row, column = _position(digit)
     n = np.arange(samples)
     result = np.zeros(samples)
@@ -117,8 +115,9 @@ BATTERY: list[Condition] = [
         Condition(f"level {level} dBm0", True, row_level=level, column_level=level)
         for level in (-3, -9, -15, -21, -27, -29)
     ),
-    Condition("10 digits/s (40 ms on, 40 ms off)", True, tone_ms=40, pause_ms=40,
-              digits="1*2#3A0D55"),  # fmt: skip
+    Condition(
+        "10 digits/s (40 ms on, 40 ms off)", True, tone_ms=40, pause_ms=40, digits="1*2#3A0D55"
+    ),
 ]
 
 
@@ -205,14 +204,26 @@ def _synthesise(voice: str, pitch: int, speed: int, text: str) -> Int16Array:
             raw = Path(scratch) / "espeak.wav"
             resampled = Path(scratch) / "8k.wav"
             subprocess.run(
-                ["espeak-ng", "-v", voice, "-p", str(pitch), "-s", str(speed), "-w", str(raw),
-                 text],
-                check=True, capture_output=True,
-            )  # fmt: skip
+                [
+                    "espeak-ng",
+                    "-v",
+                    voice,
+                    "-p",
+                    str(pitch),
+                    "-s",
+                    str(speed),
+                    "-w",
+                    str(raw),
+                    text,
+                ],
+                check=True,
+                capture_output=True,
+            )
             subprocess.run(
                 ["sox", str(raw), "-r", str(SAMPLE_RATE), "-c", "1", "-b", "16", str(resampled)],
-                check=True, capture_output=True,
-            )  # fmt: skip
+                check=True,
+                capture_output=True,
+            )
             os.replace(resampled, cached)
     with wave.open(str(cached)) as reader:
         return np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2").copy()

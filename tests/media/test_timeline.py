@@ -24,10 +24,12 @@ def feed(timeline: LegTimeline, packets: list[SentPacket]) -> None:
         timeline.push(sent.packet, sent.arrival, g711.ulaw_decode(sent.packet.payload))
 
 
-def run(packets: list[SentPacket], seconds: float, **options: float) -> tuple[np.ndarray, LegTimeline]:
+def run(
+    packets: list[SentPacket], seconds: float, **options: float
+) -> tuple[np.ndarray, LegTimeline]:
     """Feed in arrival order and drain as a recorder would: every 250 ms, up to
     now - reorder window, then everything at the end."""
-    timeline = LegTimeline(START, **options)
+    timeline = LegTimeline(START)
     ordered = sorted(packets, key=lambda p: p.arrival)
     chunks = []
     index = 0
@@ -229,7 +231,7 @@ def test_packets_before_call_start_are_cut_at_zero() -> None:
     timeline = LegTimeline(START)
     feed(timeline, packets)
     out = timeline.drain(RATE // 2)
-    assert np.array_equal(out[: RATE // 2 - 800], g711_round_trip(source)[800:RATE // 2])
+    assert np.array_equal(out[: RATE // 2 - 800], g711_round_trip(source)[800 : RATE // 2])
 
 
 def test_empty_payload_is_ignored() -> None:

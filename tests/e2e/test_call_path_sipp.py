@@ -1,0 +1,217 @@
+"""End-to-end: real `callrec serve`, SIPp as phone and as trunk, RTP counted on the wire."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import HOST, CallrecServer, free_port, make_server, sip_options
+from tests.e2e.rtp_counter import RtpCounter, count_pcap_rtp_packets
+from tests.e2e.sipp_runner import SippResult, run_sipp, start_sipp
+
+PCAP = "/usr/share/sip-tester/g711a.pcap"
+# SIPp can only answer an MD5 challenge and takes the first one offered.
+SIPP_CONFIG = '[sip]\ndigest_algorithms = ["MD5", "SHA-256"]\n'
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
+    srv = make_server(tmp_path_factory.mktemp("callrec"))
+    srv.config_path.write_text(srv.config_path.read_text().replace("[sip]\n", SIPP_CONFIG, 1))
+    srv.add_user("201", "Alice Martin", "pw-201")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def call_through(
+    server: CallrecServer,
+    tmp_path: Path,
+    uas: str,
+    uac: str,
+    *,
+    call_length_ms: int = 1000,
+    calls: int = 1,
+    transport: str = "udp",
+    trace: bool = False,
+) -> tuple[SippResult, SippResult, int, int]:
+    """Run one SIPp trunk (uas) and one SIPp phone (uac) through callrec."""
+    uas_media = free_port(even=True, span=4)
+    uac_media = free_port(even=True, span=4)
+    trunk = start_sipp(
+        uas,
+        local_port=server.trunk_port,
+        media_port=uas_media,
+        rtp_echo=True,
+        calls=calls,
+        timeout_s=60,
+        work_dir=tmp_path / "uas",
+        trace_messages=trace,
+    )
+    time.sleep(0.3)
+    phone = run_sipp(
+        uac,
+        remote=f"{HOST}:{server.sip_port}",
+        local_port=free_port(),
+        media_port=uac_media,
+        transport=transport,
+        callee="300",
+        caller="201",
+        user="201",
+        password="pw-201",
+        call_length_ms=call_length_ms,
+        calls=calls,
+        timeout_s=60,
+        work_dir=tmp_path / "uac",
+        trace_messages=trace,
+        extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
+    )
+    trunk_result = trunk.wait()
+    return phone, trunk_result, uac_media, uas_media
+
+
+def last_cdr(server: CallrecServer, count: int) -> dict[str, object]:
+    rows = server.wait_for_calls(count)
+    assert len(rows) >= count, rows
+    return rows[0]
+
+
+def test_options_health_check(server: CallrecServer) -> None:
+    assert sip_options(server.sip_port) == "SIP/2.0 200 OK"
+    assert sip_options(server.sip_port, transport="tcp") == "SIP/2.0 200 OK"
+
+
+def test_call_with_audio_reaches_far_end_and_is_recorded_in_cdr(
+    server: CallrecServer, tmp_path: Path
+) -> None:
+    before = len(server.calls())
+    sent = count_pcap_rtp_packets(PCAP)
+    uas_media = free_port(even=True, span=4)
+    uac_media = free_port(even=True, span=4)
+    counter = RtpCounter(range(min(uas_media, uac_media), max(uas_media, uac_media) + 1))
+    with counter:
+        trunk = start_sipp(
+            "uas_echo.xml",
+            local_port=server.trunk_port,
+            media_port=uas_media,
+            rtp_echo=True,
+            timeout_s=60,
+            work_dir=tmp_path / "uas",
+        )
+        time.sleep(0.3)
+        phone = run_sipp(
+            "uac_auth_pcap.xml",
+            remote=f"{HOST}:{server.sip_port}",
+            media_port=uac_media,
+            callee="300",
+            caller="201",
+            user="201",
+            password="pw-201",
+            pcap=PCAP,
+            call_length_ms=8000,
+            timeout_s=60,
+            work_dir=tmp_path / "uac",
+            extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
+        )
+        trunk_result = trunk.wait()
+        time.sleep(0.3)
+    counts = counter.stop()
+    assert phone.ok, phone.summary()
+    assert trunk_result.ok, trunk_result.summary()
+    # The far end (the trunk's media port) gets the phone's audio through the relay,
+    # and the phone gets the trunk's echo back through it.
+    at_trunk = counts.get(uas_media, 0)
+    at_phone = counts.get(uac_media, 0)
+    assert at_trunk >= 0.999 * sent, (at_trunk, sent)
+    assert at_phone >= 0.999 * sent, (at_phone, sent)
+    cdr = last_cdr(server, before + 1)
+    assert cdr["direction"] == "outbound"
+    assert cdr["caller_ext"] == "201" and cdr["caller_name"] == "Alice Martin"
+    assert cdr["callee_ext"] == "300"
+    assert cdr["disposition"] == "answered" and cdr["sip_status"] == 200
+    assert cdr["answered_at"] and cdr["ended_at"]
+
+
+def test_cancel_before_answer(server: CallrecServer, tmp_path: Path) -> None:
+    before = len(server.calls())
+    phone, trunk, _, _ = call_through(server, tmp_path, "uas_ringing.xml", "uac_cancel.xml")
+    assert phone.ok, phone.summary()
+    assert trunk.ok, trunk.summary()
+    cdr = last_cdr(server, before + 1)
+    assert cdr["disposition"] == "cancelled"
+    assert cdr["sip_status"] == 487
+    assert not cdr["answered_at"]
+
+
+def test_busy_from_trunk_keeps_status(server: CallrecServer, tmp_path: Path) -> None:
+    before = len(server.calls())
+    phone, trunk, _, _ = call_through(server, tmp_path, "uas_busy.xml", "uac_busy.xml")
+    assert phone.ok, phone.summary()
+    assert trunk.ok, trunk.summary()
+    cdr = last_cdr(server, before + 1)
+    assert cdr["disposition"] == "busy"
+    assert cdr["sip_status"] == 486
+
+
+def test_hold_and_resume_reinvite_passes_through(server: CallrecServer, tmp_path: Path) -> None:
+    before = len(server.calls())
+    phone, trunk, _, _ = call_through(
+        server, tmp_path, "uas_echo.xml", "uac_hold.xml", call_length_ms=500, trace=True
+    )
+    assert phone.ok, phone.summary()
+    assert trunk.ok, trunk.summary()
+    seen_by_trunk = "".join(p.read_text() for p in (tmp_path / "uas").glob("*.messages"))
+    invites = [m for m in seen_by_trunk.split("INVITE sip:")[1:]]
+    assert len(invites) >= 3, "the trunk should see the INVITE and two re-INVITEs"
+    assert "a=sendonly" in invites[1]
+    assert "a=sendrecv" in invites[2]
+    assert f"c=IN IP4 {HOST}" in invites[1]
+    cdr = last_cdr(server, before + 1)
+    assert cdr["disposition"] == "answered"
+
+
+def test_call_over_tcp(server: CallrecServer, tmp_path: Path) -> None:
+    before = len(server.calls())
+    phone, trunk, _, _ = call_through(
+        server, tmp_path, "uas_echo.xml", "uac_auth_pcap.xml", transport="tcp"
+    )
+    assert phone.ok, phone.summary()
+    assert trunk.ok, trunk.summary()
+    assert last_cdr(server, before + 1)["disposition"] == "answered"
+
+
+def test_wrong_password_is_refused(server: CallrecServer) -> None:
+    """Digest with a wrong password gets a fresh 407, never a call to the trunk."""
+    from b2bua.digest import build_authorization
+    from b2bua.message import SipResponse, parse_message
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.bind((HOST, 0))
+        port = sock.getsockname()[1]
+
+        def invite(branch: str, auth: str = "") -> bytes:
+            return (
+                f"INVITE sip:300@{HOST}:{server.sip_port} SIP/2.0\r\n"
+                f"Via: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bK{branch}\r\n"
+                f"From: <sip:201@{HOST}>;tag=abc\r\nTo: <sip:300@{HOST}>\r\n"
+                f"Call-ID: wrongpw-{port}\r\nCSeq: {2 if auth else 1} INVITE\r\n"
+                f"Max-Forwards: 70\r\n{auth}Content-Length: 0\r\n\r\n"
+            ).encode()
+
+        sock.sendto(invite("one"), (HOST, server.sip_port))
+        challenge = parse_message(sock.recv(65535))
+        assert isinstance(challenge, SipResponse) and challenge.status == 407
+        value = challenge.headers.get_all("Proxy-Authenticate")[0]
+        auth = build_authorization(
+            value, "INVITE", f"sip:300@{HOST}:{server.sip_port}", "201", "wrong"
+        )
+        sock.sendto(invite("two", f"Proxy-Authorization: {auth}\r\n"), (HOST, server.sip_port))
+        answer = parse_message(sock.recv(65535))
+        assert isinstance(answer, SipResponse) and answer.status == 407
