@@ -416,15 +416,17 @@ def _skip_line_breaks(data: bytes | bytearray, start: int = 0) -> int:
     return start
 
 
-def _find_head_end(data: bytes, start: int) -> tuple[int, int] | None:
+def _find_head_end(data: bytes | bytearray, start: int) -> tuple[int, int] | None:
     """(end of header section, start of body), accepting CRLF or bare LF line ends."""
     crlf = data.find(b"\r\n\r\n", start)
-    bare = data.find(b"\n\n", start)
-    if crlf < 0 and bare < 0:
-        return None
-    if bare >= 0 and (crlf < 0 or bare < crlf):
+    # Look for a bare-LF end only before the CRLF one, so each call stays linear in the
+    # message and not in everything buffered behind it.
+    bare = data.find(b"\n\n", start, crlf if crlf >= 0 else len(data))
+    if bare >= 0:
         return bare, bare + 2
-    return crlf, crlf + 4
+    if crlf >= 0:
+        return crlf, crlf + 4
+    return None
 
 
 def _content_length_of_head(head: bytes) -> int | None:
@@ -469,29 +471,33 @@ class StreamFramer:
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete messages now available, in order."""
         self._buffer += data
+        buffer = self._buffer
         messages: list[bytes] = []
-        while True:
-            start = _skip_line_breaks(self._buffer)
-            if start:
-                del self._buffer[:start]
-            if not self._buffer:
-                break
-            found = _find_head_end(bytes(self._buffer), 0)
-            if found is None:
-                if len(self._buffer) > self._max_message_size:
-                    raise SipParseError("header section too large on stream")
-                break
-            head_end, body_start = found
-            length = _content_length_of_head(bytes(self._buffer[:head_end]))
-            if length is None:
-                raise SipParseError("missing Content-Length on a stream transport")
-            total = body_start + length
-            if total > self._max_message_size:
-                raise SipParseError(f"message too large on stream: {total} bytes")
-            if len(self._buffer) < total:
-                break
-            messages.append(bytes(self._buffer[:total]))
-            del self._buffer[:total]
+        position = 0
+        try:
+            while True:
+                position = _skip_line_breaks(buffer, position)
+                if position >= len(buffer):
+                    break
+                found = _find_head_end(buffer, position)
+                if found is None:
+                    if len(buffer) - position > self._max_message_size:
+                        raise SipParseError("header section too large on stream")
+                    break
+                head_end, body_start = found
+                length = _content_length_of_head(bytes(buffer[position:head_end]))
+                if length is None:
+                    raise SipParseError("missing Content-Length on a stream transport")
+                total = body_start + length - position
+                if total > self._max_message_size:
+                    raise SipParseError(f"message too large on stream: {total} bytes")
+                if len(buffer) < position + total:
+                    break
+                messages.append(bytes(buffer[position : position + total]))
+                position += total
+        finally:
+            # Drop consumed bytes once per feed, not once per message (that is quadratic).
+            del buffer[:position]
         return messages
 
     @property

@@ -13,22 +13,31 @@ Two modes::
 
 Every mode ends on its own (``--timeout``, default 60 s). Standard output carries one JSON
 object per line, e.g. ``{"event": "confirmed", "call": 0, "t": 0.41}``; the events are
-``started`` (with ``sip_port``), ``registered``/``registration_failed``, ``incoming``,
-``progress`` (1xx, with ``status``), ``confirmed``, ``media`` (``state``: active, hold,
-remote_hold, none), ``dtmf_sent``, ``dtmf_received`` (``digit``, ``method``),
-``hold_sent``, ``resume_sent``, ``disconnected`` (``status``, ``reason``,
-``duration_s``), ``error`` and, last, ``done`` (``ok``, ``exit``). The exit code is 0 when
-the calls went as asked: for ``dial``, the call was answered (or ended with
-``--expect-status``) and every scheduled action ran; for ``answer``, ``--calls`` calls
-were answered (or refused with 486 under ``--busy``) and ended.
+``started`` (with ``sip_port``), ``registered``/``registration_failed``/``unregistered``,
+``incoming``, ``calling``, ``progress`` (1xx, with ``status``), ``confirmed``, ``media``
+(``state``: active, hold, remote_hold, none; ``codec``, ``local_rtp``, ``remote_rtp``,
+``event_pt``: the telephone-event payload type, 120 by pjsua's default), ``recording``,
+``dtmf_sent``, ``dtmf_received`` (``digit``, ``method``), ``hold_sent``, ``resume_sent``,
+``disconnected`` (``status``, ``reason``, ``duration_s``), ``error`` and, last, ``done``
+(``ok``, ``exit``). The exit code is 0 when the calls went as asked: for ``dial``, the
+call was answered (or ended with ``--expect-status``) and every scheduled action ran;
+for ``answer``, ``--calls`` calls were answered (or refused with 486 under ``--busy``)
+and ended.
 
 Times (``--at``, ``--hold-at``, ``--resume-at``, ``--hangup-after``) count from the
 answer (``confirmed``); ``--cancel-after`` counts from the INVITE. In-band digits are
 tones (100 ms on, 100 ms off) mixed into the audio the phone sends.
 
+A TARGET that is a full ``sip:`` URI is still sent through ``--via`` (with a Route
+header); a plain user becomes ``sip:USER@VIA``. Only G.711 (PCMU, PCMA; ``--codec``
+chooses the preferred one) is offered, at 8 kHz, without VAD, so a call sends 50 RTP
+packets per second even in silence. ``--record-heard`` writes 8 kHz mono 16-bit WAV
+(``OUT.wav``, then ``OUT-2.wav``... for further calls).
+
 The entry point is :func:`run_phone` (``b2bua.cli`` calls ``run_phone(argv)`` for
-``callrec phone ...``). pjsua2 allows one Endpoint per process and four calls per
-Endpoint, so run each phone in its own process.
+``callrec phone ...``; ``python -m b2bua.phone ...`` is the same). pjsua2 allows one
+Endpoint per process and four calls per Endpoint, so run each phone in its own process:
+:class:`PhoneProcess` does that and collects the events.
 """
 
 from __future__ import annotations
@@ -323,8 +332,8 @@ class Softphone:
             account_config.regConfig.retryIntervalSec = 0
         else:
             account_config.regConfig.registerOnAdd = False
-        if options.mode == "dial":
-            # Requests go to --via whatever the target URI says.
+        if options.mode == "dial" and options.target and options.target.startswith("sip"):
+            # A full target URI still goes through --via (as a loose-routing Route).
             account_config.sipConfig.proxies.append(options.uri(None) + ";lr")
         self.account_config = account_config
 
@@ -707,9 +716,23 @@ class PhoneCall:
                 pj.PJSUA_CALL_MEDIA_NONE: "none",
                 pj.PJSUA_CALL_MEDIA_ERROR: "error",
             }.get(media.status, str(media.status))
-            self.phone.emit("media", call=self.call_id, state=state)
+            self.phone.emit("media", call=self.call_id, state=state, **self._media_details(media))
             if media.status in (pj.PJSUA_CALL_MEDIA_ACTIVE, pj.PJSUA_CALL_MEDIA_REMOTE_HOLD):
                 self._connect_media(media.index)
+
+    def _media_details(self, media: Any) -> dict[str, Any]:
+        """Codec and RTP addresses of the stream, for tests that count packets."""
+        try:
+            transport = self.native.getMedTransportInfo(media.index)
+            stream = self.native.getStreamInfo(media.index)
+        except self.pj.Error:
+            return {}
+        return {
+            "codec": stream.codecName,
+            "local_rtp": transport.localRtpName,
+            "remote_rtp": stream.remoteRtpAddress,
+            "event_pt": stream.audTxEventPt,
+        }
 
     def on_dtmf(self, digit: str, method: int, duration: int) -> None:
         pj = self.pj

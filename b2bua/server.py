@@ -137,7 +137,7 @@ class B2bua:
         except SipParseError as exc:
             self.counters.parse_errors += 1
             log.warning("malformed SIP from %s: %s", peer, exc.reason)
-            if exc.partial is not None:
+            if exc.partial is not None and exc.partial.method != "ACK":
                 response = make_response(exc.partial, 400, _reason_phrase(exc.reason))
                 self._send_raw(response.to_bytes(), peer)
             return
@@ -286,6 +286,9 @@ class B2bua:
                 return
             found[0].on_request(request, found[1])
             return
+        if not request.uri.lower().startswith(("sip:", "sips:")):
+            self.send_response(make_response(request, 416, to_tag=generate_tag()))
+            return
         if method == "CANCEL":
             self._on_cancel(request)
         elif method == "OPTIONS":
@@ -404,6 +407,21 @@ class B2bua:
         if require:
             response = make_response(request, 420, to_tag=generate_tag())
             response.headers.set("Unsupported", ", ".join(require))
+            self.send_response(response)
+            return
+        content_type = (request.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if request.body and content_type != "application/sdp":
+            response = make_response(request, 415, to_tag=generate_tag())
+            response.headers.set("Accept", "application/sdp")
+            self.send_response(response)
+            return
+        accept = request.headers.get_all("Accept")
+        if accept and not any(
+            a.split(";")[0].strip().lower() in ("application/sdp", "application/*", "*/*")
+            for a in accept
+        ):
+            response = make_response(request, 406, to_tag=generate_tag())
+            response.headers.set("Accept", "application/sdp")
             self.send_response(response)
             return
         from_trunk = peer.host in self.trusted_hosts or (

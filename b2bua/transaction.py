@@ -428,6 +428,8 @@ class TransactionLayer:
                 return accepted.on_2xx_ack(request, peer)
             return [RequestReceived(request, peer)]
         if server is not None:
+            # Answer the retransmission where it came from: a NAT may have rebound.
+            server.peer = peer
             return self._settle(server, server.on_retransmission())
         if method == "INVITE":
             server = _ServerInvite(self, key, request, peer, State.PROCEEDING)

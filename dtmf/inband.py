@@ -7,13 +7,16 @@ pause came before it, the last 30 ms are validated precisely: each tone's freque
 measured on a fine grid (±1.5% must pass, ±3.5% must not, and 10 ms frames cannot tell
 them apart at 697 Hz), then the two tones and their second harmonics are fitted by least
 squares, which gives exact twist and level, the share of the frame's energy in the two
-tones (speech is never two pure tones for 30 ms) and the second-harmonic share.
+tones (speech is seldom two pure tones for 30 ms) and the second-harmonic share. A digit
+counts once per pause, however long its tone lasts.
 
 Levels are in dBm0 per tone. Reference: G.711 µ-law reaches +3.17 dBm0 at its full
 scale of 8159 (14-bit), i.e. 32636 on the int16 scale used here, so a 0 dBm0 sine has a
 peak of 32636 * 10**(-3.17/20) = 22662 and a -3 dBm0 per-tone digit just fits int16.
 Twist follows the Bellcore / spandsp usage: normal twist is the low group louder than the
-high group, reverse twist the high group louder.
+high group, reverse twist the high group louder. Measured limits: 8.5 dB normal and
+4.5 dB reverse twist always pass, 9.5 and 5.5 dB never; tones of 33 ms pass, 25 ms never;
+2% frequency error passes, 3% never; -35 dBm0 per tone passes, -37 dBm0 never.
 """
 
 from __future__ import annotations

@@ -721,3 +721,12 @@ def test_parsing_is_fast_and_has_no_quadratic_paths() -> None:
     with pytest.raises(SipParseError):
         parse_message(nasty)
     assert time.perf_counter() - started < 0.5
+
+
+def test_framer_is_linear_in_buffered_data() -> None:
+    framer = StreamFramer(max_message_size=64 * 1024)
+    started = time.perf_counter()
+    messages = framer.feed(INVITE * 3000)
+    elapsed = time.perf_counter() - started
+    assert len(messages) == 3000 and framer.buffered == 0
+    assert elapsed < 0.5  # a quadratic framer takes seconds here

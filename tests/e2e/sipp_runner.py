@@ -17,12 +17,20 @@ loopback, are (ports are examples; ``-nostdin`` and the trace options are always
          -mi 127.0.0.1 -mp 16100 -s 300 -key caller 201 -au 201 -ap secret \\
          -key pcap /usr/share/sip-tester/g711a.pcap -d 7500 -m 1 -r 10 -l 20 \\
          -timeout 30s -timeout_error
-    # uac_cancel.xml (-d = ringing time before the CANCEL), uac_hold.xml (-d = time on
-    # hold), uac_dtmf.xml (-key dtmf_first/-key dtmf_second pcaps, -d after them):
-    # same options as uac_auth_pcap.xml.
+    # uac_cancel.xml (-d = ringing time before the CANCEL, expects 487),
+    # uac_busy.xml (expects 486), uac_hold.xml (-d = time on hold; the answers must be
+    # a=recvonly|inactive, then a=sendrecv), uac_dtmf.xml (-key dtmf_first/-key
+    # dtmf_second pcaps, default "*" then "1", then -d ms): same options as
+    # uac_auth_pcap.xml. Every UAC works with and without a 407/401 challenge.
     # uas_busy.xml (486), uas_ringing.xml (180, then 200 to CANCEL + 487),
-    # uas_early_media.xml (183 with SDP, -d ms, 200), uas_auth_echo.xml (407 first;
-    # -key auth_user U -key auth_password P): same options as uas_echo.xml.
+    # uas_early_media.xml (183 with SDP, -d ms, 200), uas_auth_echo.xml (407 first,
+    # checks the shape of Proxy-Authorization), uas_registrar.xml (REGISTER: 401, then
+    # <verifyauth/> of -key auth_user/-key auth_password, 200; then the un-REGISTER):
+    # same options as uas_echo.xml (the runner always passes every -key).
+
+Note for digest checkers: SIPp's [authentication] puts ``uri="sip:HOST:PORT"`` (the
+remote address, without the user) in the digest, not the Request-URI; a server must
+hash the ``uri`` parameter as sent.
 
 SIPp counts SIP only; RTP is counted with ``tests/e2e/rtp_counter.py``. SIPp's exit
 code: 0 all calls succeeded, 1 at least one failed, 97 internal exit, 99 no call
