@@ -10,6 +10,7 @@ ones), which is also media leg "a".
 from __future__ import annotations
 
 import enum
+import functools
 import logging
 import time
 from collections.abc import Callable
@@ -180,7 +181,7 @@ class Call:
             branch = Branch(target=target, invite=invite)
             self.branches.append(branch)
             self.services.send_request(
-                invite, target.peer, lambda resp, b=branch: self._on_branch_response(b, resp)
+                invite, target.peer, functools.partial(self._on_branch_response, branch)
             )
         log.info(
             "call %s: %s %s -> %s, %d target(s)",

@@ -349,10 +349,8 @@ def _digest_algorithms(value: object) -> tuple[str, ...]:
 
 
 def _trusted(value: object) -> tuple[str, ...]:
-    if not isinstance(value, list) or not value:
-        raise _Invalid(
-            f"expected a non-empty list of IP addresses or host names, got {_show(value)}"
-        )
+    if not isinstance(value, list):
+        raise _Invalid(f"expected a list of IP addresses or host names, got {_show(value)}")
     hosts: list[str] = []
     for item in value:
         if not isinstance(item, str):

@@ -11,13 +11,12 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from b2bua.config import RecordingConfig
 from b2bua.sdp import SdpError, parse_sdp
-from media.recorder import Recorder, RecordingResult
+from media.recorder import AudioListener, Recorder, RecordingResult
 from media.writer import RecordingWriter
 
 log = logging.getLogger("callrec.recording")
@@ -66,21 +65,23 @@ class CallRecording:
         start_time: float,
         start_paused: bool = False,
         paused_mode: str = "skip",
-        audio_listener: Callable[[str, int, object], None] | None = None,
+        audio_listener: AudioListener | None = None,
         label: str = "",
     ) -> None:
         self.file = file
         self.channels = 2 if config.channels == "stereo" else 1
         self.format = config.format
         self.start_time = start_time
-        self.writer = RecordingWriter(file.absolute, self.channels, format=config.format)
+        self.writer = RecordingWriter(
+            file.absolute, self.channels, format="flac" if config.format == "flac" else "wav"
+        )
         self.recorder = Recorder(
             self.writer,
             start_time=start_time,
             internal_leg=internal_leg,
             paused_mode="skip" if paused_mode == "skip" else "silence",
             start_paused=start_paused,
-            audio_listener=audio_listener,  # type: ignore[arg-type]
+            audio_listener=audio_listener,
             label=label,
         )
         self.result: RecordingResult | None = None

@@ -228,12 +228,12 @@ class B2bua:
 
     def call_ended(self, call: Call) -> None:
         self.calls.discard(call)
-        for key in [k for k, (c, _) in self.dialogs.items() if c is call]:
-            del self.dialogs[key]
-        for key in [k for k, c in self.setups.items() if c is call]:
-            del self.setups[key]
-        for key in [k for k, c in self.invite_calls.items() if c is call]:
-            del self.invite_calls[key]
+        for dialog_key in [k for k, (c, _) in self.dialogs.items() if c is call]:
+            del self.dialogs[dialog_key]
+        for setup_key in [k for k, c in self.setups.items() if c is call]:
+            del self.setups[setup_key]
+        for branch in [k for k, c in self.invite_calls.items() if c is call]:
+            del self.invite_calls[branch]
 
     def record_cdr(self, call: Call, **fields: object) -> None:
         self._chain_cdr(call, lambda cdr_id: self.store.update_call(cdr_id, **fields))

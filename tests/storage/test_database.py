@@ -136,9 +136,6 @@ async def test_device_usernames_map_to_one_user(store: Store) -> None:
         await store.add_user("102", "Bob", devices=["sip:alice@127.0.0.3"])
     with pytest.raises(StorageError, match="'101' is the extension of user 101"):
         await store.add_user("102", "Bob", devices=["sip:101@127.0.0.3"])
-    with pytest.raises(StorageError, match="extension 103"):
-        await store.add_device("101", "sip:103@127.0.0.9")
-        await store.add_user("103", "Carol")
     # the failed adds left nothing behind (rolled back)
     assert [user.extension for user in await store.list_users()] == ["101"]
 
@@ -330,7 +327,7 @@ async def test_create_call_validation(
 
 async def test_update_call_rejects_unknown_fields_and_ids(store: Store) -> None:
     call_id = await store.create_call(sip_call_id="x", direction="inbound", started_at=1.0)
-    with pytest.raises(StorageError, match="unknown call field.*bogus"):
+    with pytest.raises(StorageError, match=r"unknown call field.*bogus"):
         await store.update_call(call_id, bogus=1)
     with pytest.raises(StorageError, match="unknown call id"):
         await store.update_call(call_id + 100, disposition="busy")
