@@ -79,7 +79,7 @@ def test_phone_to_trunk_audio_goes_both_ways(server: CallrecServer, tmp_path: Pa
             "4",
             "--timeout",
             "30",
-        ]  # fmt: skip
+        ]
     )
     result = phone.wait(40)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -114,7 +114,7 @@ def test_trunk_to_registered_phone(server: CallrecServer, tmp_path: Path) -> Non
             str(tmp_path / "chirp.wav"),
             "--record-heard",
             str(tmp_path / "heard.wav"),
-        ]  # fmt: skip
+        ]
     )
     phone.wait_for("registered", 15)
     trunk = run_sipp(
@@ -156,7 +156,7 @@ def test_call_forks_to_all_devices_first_answer_wins(server: CallrecServer, tmp_
             "--timeout",
             "20",
             *common,
-        ]  # fmt: skip
+        ]
     )
     mobile = PhoneProcess(
         [
@@ -169,7 +169,7 @@ def test_call_forks_to_all_devices_first_answer_wins(server: CallrecServer, tmp_
             "--timeout",
             "12",
             *common,
-        ]  # fmt: skip
+        ]
     )
     desk.wait_for("registered", 15)
     mobile.wait_for("registered", 15)
