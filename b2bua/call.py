@@ -87,6 +87,10 @@ class CallServices(Protocol):
 
     def record_cdr(self, call: Call, **fields: object) -> None: ...
 
+    def call_answered(self, call: Call) -> None: ...
+
+    def media_changed(self, call: Call, leg: str, sdp: bytes) -> None: ...
+
 
 class CallState(enum.Enum):
     """Where the call is in its life."""
@@ -164,6 +168,11 @@ class Call:
     final_status: int | None = None
     pending: PendingInvite | None = None
     on_end: list[Callable[[Call], None]] = field(default_factory=list)
+    # The internal user whose recording mode applies, and their leg ("a" or "b").
+    owner_ext: str | None = None
+    internal_leg: str = "a"
+    recording_mode: str = "never"
+    sdp: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def call_id(self) -> str:
@@ -274,6 +283,7 @@ class Call:
         self.services.record_cdr(self, answered_at=self.answered_at, sip_status=response.status)
         self._relay_setup_response(response, learn_b=True)
         self.dialog_a = Dialog.uas(self.invite_a, self.a_tag)
+        self.services.call_answered(self)
         log.info("call %s: answered %d", self.call_id, response.status)
 
     def _relay_setup_response(self, response: SipResponse, *, learn_b: bool) -> None:
@@ -498,6 +508,9 @@ class Call:
         except SdpError as exc:
             log.warning("call %s: unparsable SDP passed unchanged: %s", self.call_id, exc)
             return body
+        self.sdp[learn_from] = body
+        if self.state == CallState.CONFIRMED:
+            self.services.media_changed(self, learn_from, body)
         ports: list[int] = []
         anchored = False
         for media in sdp.media:

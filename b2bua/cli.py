@@ -16,7 +16,14 @@ from typing import Any, TextIO
 
 from b2bua.config import Config, ConfigError, load_config
 from storage.database import StorageError, Store
-from storage.models import RECORDING_MODES, CallRecord, Device, User, format_timestamp
+from storage.models import (
+    RECORDING_MODES,
+    CallRecord,
+    Device,
+    RecordingListing,
+    User,
+    format_timestamp,
+)
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -90,6 +97,21 @@ def build_parser() -> argparse.ArgumentParser:
     list_calls.add_argument("--json", action="store_true", help="print a JSON list")
     list_calls.add_argument("--limit", type=_positive, default=100, metavar="N")
     list_calls.add_argument("--extension", type=_extension, metavar="EXT")
+
+    recordings = commands.add_parser("recordings", help="recordings").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    list_recordings = with_config(
+        recordings.add_parser("list", help="list recordings, newest first")
+    )
+    list_recordings.add_argument("--json", action="store_true", help="print a JSON list")
+    list_recordings.add_argument("--limit", type=_positive, default=100, metavar="N")
+
+    commands.add_parser(
+        "phone",
+        help="a pjsua2 test softphone (callrec phone dial|answer --help)",
+        add_help=False,
+    )
     return parser
 
 
@@ -133,6 +155,35 @@ def call_json(call: CallRecord) -> dict[str, Any]:
         "disposition": call.disposition,
         "sip_status": call.sip_status,
         "recorded": call.recorded,
+    }
+
+
+def recording_json(listing: RecordingListing) -> dict[str, Any]:
+    """A recording with its call's parties and times, as `recordings list --json` shows."""
+    recording, call = listing.recording, listing.call
+    return {
+        "id": recording.id,
+        "call_id": call.id,
+        "caller_ext": call.caller_ext,
+        "caller_name": call.caller_name,
+        "callee_ext": call.callee_ext,
+        "callee_name": call.callee_name,
+        "started_at": format_timestamp(call.started_at),
+        "answered_at": format_timestamp(call.answered_at),
+        "ended_at": format_timestamp(call.ended_at),
+        "owner_ext": recording.owner_ext,
+        "path": recording.path,
+        "format": recording.format,
+        "channels": recording.channels,
+        "sample_rate": recording.sample_rate,
+        "duration_s": recording.duration_s,
+        "segments": [list(span) for span in recording.segments],
+        "sha256": recording.sha256,
+        "bytes": recording.bytes,
+        "status": recording.status,
+        "error": recording.error,
+        "retention_days": recording.retention_days,
+        "expires_at": format_timestamp(recording.expires_at),
     }
 
 
@@ -221,6 +272,34 @@ async def _calls_command(args: argparse.Namespace, config: Config, out: TextIO) 
     await _with_store(config, work)
 
 
+async def _recordings_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    async def work(store: Store) -> None:
+        listings = await store.list_recordings(limit=args.limit)
+        if args.json:
+            json.dump([recording_json(listing) for listing in listings], out, indent=2)
+            out.write("\n")
+            return
+        rows = [
+            (
+                str(listing.recording.id),
+                format_timestamp(listing.call.started_at) or "-",
+                _party(listing.call.caller_ext, listing.call.caller_name),
+                _party(listing.call.callee_ext, listing.call.callee_name),
+                f"{listing.recording.duration_s:.1f}s"
+                if listing.recording.duration_s is not None
+                else "-",
+                f"{listing.recording.format}/{listing.recording.channels}ch",
+                listing.recording.status,
+                listing.recording.path,
+            )
+            for listing in listings
+        ]
+        headers = ("ID", "STARTED (UTC)", "FROM", "TO", "LENGTH", "FORMAT", "STATUS", "PATH")
+        _table(rows, headers, out)
+
+    await _with_store(config, work)
+
+
 class _ServerUnavailable(Exception):
     """b2bua.server (or something it needs) is missing."""
 
@@ -236,9 +315,15 @@ def _serve(config: Config) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `callrec` console script; returns the exit code."""
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == ["phone"]:
+        # The softphone has its own parser; pjsua2 is loaded only for it.
+        from b2bua.phone import run_phone
+
+        return run_phone(arguments[1:])
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exc:  # argparse has printed usage or help already
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     out = sys.stdout
@@ -250,6 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_users_command(args, config, out))
         elif args.command == "calls":
             asyncio.run(_calls_command(args, config, out))
+        elif args.command == "recordings" and args.action == "list":
+            asyncio.run(_recordings_command(args, config, out))
     except ConfigError as exc:
         print(f"callrec: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -34,6 +34,7 @@ from b2bua.message import (
     parse_message,
 )
 from b2bua.peer import Peer
+from b2bua.recordings import RecordingManager
 from b2bua.registrar import Binding, Registrar, Remove, RemoveAll, Upsert, format_received
 from b2bua.registrar import parse_received as parse_received_peer
 from b2bua.transaction import (
@@ -91,6 +92,7 @@ class B2bua:
         self.invite_calls: dict[str, Call] = {}
         self.handlers: dict[tuple[str, str], ResponseHandler] = {}
         self.counters = Counters()
+        self.recordings = RecordingManager(config, store)
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cdr_chains: dict[int, asyncio.Task[Any]] = {}
@@ -102,12 +104,14 @@ class B2bua:
         self.transport = SipTransport(self.host, self.port, self.on_data)
         await self.transport.start()
         self.port = self.transport.port
+        self.recordings.start()
         log.info("listening for SIP on %s:%d (udp, tcp)", self.host, self.port)
 
     async def stop(self) -> None:
         for call in list(self.calls):
             call.hang_up()
         await asyncio.sleep(0.1)
+        await self.recordings.stop()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         if self.transport is not None:
@@ -226,7 +230,14 @@ class B2bua:
     def register_dialog(self, call: Call, call_id: str, local_tag: str, leg: str) -> None:
         self.dialogs[(call_id, local_tag)] = (call, leg)
 
+    def call_answered(self, call: Call) -> None:
+        self.recordings.call_answered(call)
+
+    def media_changed(self, call: Call, leg: str, sdp: bytes) -> None:
+        self.recordings.media_changed(call, leg, sdp)
+
     def call_ended(self, call: Call) -> None:
+        self.recordings.finish(call)
         self.calls.discard(call)
         for dialog_key in [k for k, (c, _) in self.dialogs.items() if c is call]:
             del self.dialogs[dialog_key]
@@ -436,8 +447,11 @@ class B2bua:
             prepared = await self._route_outbound(request, peer)
         if prepared is None:
             return
-        direction, caller, callee, targets = prepared
+        direction, caller, callee, targets, owner = prepared
         call = Call(self, request, peer, direction, caller, callee)
+        call.owner_ext = owner.extension
+        call.internal_leg = "a" if direction == "outbound" else "b"
+        call.recording_mode = owner.recording_mode
         key = _setup_key(request)
         self.setups[key] = call
         self.invite_calls[Via.parse(request.headers.get_all("Via")[0]).branch or ""] = call
@@ -480,7 +494,7 @@ class B2bua:
 
     async def _route_outbound(
         self, request: SipRequest, peer: Peer
-    ) -> tuple[str, Party, Party, list[Target]] | None:
+    ) -> tuple[str, Party, Party, list[Target], User] | None:
         credentials = await self._credentials_for(request, "Proxy-Authorization")
         result = self.challenger.verify(
             request, time.time(), lambda _u: credentials[1] if credentials else None
@@ -493,16 +507,12 @@ class B2bua:
         to = NameAddr.parse(request.headers.get("To") or "")
         caller = Party(user.extension, user.name)
         callee = Party(dialed, to.display)
-        return (
-            "outbound",
-            caller,
-            callee,
-            [trunk_target(self.config.trunk.uri, dialed, self.trunk_peer)],
-        )
+        target = trunk_target(self.config.trunk.uri, dialed, self.trunk_peer)
+        return "outbound", caller, callee, [target], user
 
     async def _route_inbound(
         self, request: SipRequest
-    ) -> tuple[str, Party, Party, list[Target]] | None:
+    ) -> tuple[str, Party, Party, list[Target], User] | None:
         dialed = _user_part(request.uri) or _user_part(
             NameAddr.parse(request.headers.get("To") or "").uri
         )
@@ -526,7 +536,7 @@ class B2bua:
         from_ = NameAddr.parse(request.headers.get("From") or "")
         caller = Party(_user_part(from_.uri), from_.display)
         callee = Party(user.extension, user.name)
-        return "inbound", caller, callee, targets
+        return "inbound", caller, callee, targets, user
 
 
 def _client_key(request: SipRequest) -> tuple[str, str]:
@@ -565,6 +575,9 @@ async def serve(config: Config, *, ready: Callable[[B2bua], None] | None = None)
     )
     store = await Store.open(config.storage.db_path)
     b2bua = B2bua(config, store)
+    recovered = await b2bua.recordings.recover()
+    if recovered:
+        log.warning("repaired %d recording(s) left unfinished by a crash", recovered)
     await b2bua.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

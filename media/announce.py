@@ -77,7 +77,9 @@ class AnnouncementError(MediaError):
 # -- prompt audio ----------------------------------------------------------------------
 
 
-def resample(samples: npt.ArrayLike, source_rate: int, target_rate: int = SAMPLE_RATE) -> FloatArray:
+def resample(
+    samples: npt.ArrayLike, source_rate: int, target_rate: int = SAMPLE_RATE
+) -> FloatArray:
     """Band-limited resampling of a 1-D float signal by FFT (no per-sample loop).
 
     Downsampling drops the spectrum above the new Nyquist frequency, so nothing aliases.
@@ -94,9 +96,10 @@ def resample(samples: npt.ArrayLike, source_rate: int, target_rate: int = SAMPLE
     kept = np.zeros(bins, dtype=np.complex128)
     shared = min(bins, spectrum.size)
     kept[:shared] = spectrum[:shared]
-    if target_length % 2 == 0 and shared == bins:
-        # The new Nyquist bin is real in a real signal; halving keeps the energy right.
-        kept[-1] = kept[-1].real / 2 if target_length < length else kept[-1]
+    if target_length < length and target_length % 2 == 0:
+        kept[-1] = 0  # the new Nyquist bin would fold both signs of a tone onto one
+    elif target_length > length and length % 2 == 0:
+        kept[length // 2] /= 2  # the old Nyquist bin stood for +f and -f at once
     result: FloatArray = np.fft.irfft(kept, n=target_length) * (target_length / length)
     return result
 
@@ -111,12 +114,16 @@ def read_prompt(path: str | Path) -> Int16Array:
     Channels are averaged. Raises `AnnouncementError` naming the file and the reason.
     """
     location = Path(path)
+    if not location.exists():
+        raise AnnouncementError(f"announcement file {location} does not exist")
+    if not location.is_file():
+        raise AnnouncementError(f"announcement file {location} is not a regular file")
     try:
         audio, rate = soundfile.read(str(location), dtype="float64", always_2d=True)
-    except FileNotFoundError:
-        raise AnnouncementError(f"announcement file {location} does not exist") from None
     except (soundfile.LibsndfileError, RuntimeError, OSError) as exc:
-        raise AnnouncementError(f"announcement file {location} is not readable audio: {exc}") from exc
+        raise AnnouncementError(
+            f"announcement file {location} is not readable audio: {exc}"
+        ) from exc
     frames = audio.shape[0]
     if frames == 0:
         raise AnnouncementError(f"announcement file {location} holds no audio")
@@ -136,9 +143,9 @@ def make_beep(
 ) -> Int16Array:
     """A sine burst at 8 kHz with 5 ms raised-cosine ramps (default: 1400 Hz, 0.5 s)."""
     count = round(duration_s * SAMPLE_RATE)
-    time = np.arange(count, dtype=np.float64) / SAMPLE_RATE
+    times = np.arange(count, dtype=np.float64) / SAMPLE_RATE
     amplitude = 10.0 ** (level_dbfs / 20.0)
-    tone = amplitude * np.sin(2.0 * math.pi * frequency_hz * time)
+    tone = amplitude * np.sin(2.0 * math.pi * frequency_hz * times)
     ramp = min(round(_RAMP_S * SAMPLE_RATE), count // 2)
     if ramp:
         fade = 0.5 - 0.5 * np.cos(np.linspace(0.0, math.pi, ramp))
@@ -421,4 +428,5 @@ class Injection:
             (self._first_timestamp + index * FRAME_SAMPLES) & _TIMESTAMP_MASK,
             now,
         )
-        return self._packets[index].tobytes()
+        packet: bytes = self._packets[index].tobytes()
+        return packet

@@ -9,6 +9,9 @@ tap's `arrival`.
 
 Call time starts at `start_time`: the file's first sample is that instant, and a leg
 that sends nothing is silence, so the file always spans the recorded call time.
+
+An announcement played into the call (`media.announce`) reaches the recorder through
+`add_prompt`, not the tap: both phones heard it, so it is added on top of both legs.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from media import g711
+from media.announce import resample
 from media.mixer import LEGS, Mixer
 from media.rtp import MediaError, RtpPacket
 from media.timeline import LegTimeline, TimelineStats
@@ -148,6 +152,8 @@ class Recorder:
         if start_paused:
             self._paused.append((0, None))
         self._written_until = 0
+        # Announcements still to be mixed in: (first call sample, PCM at clock_rate).
+        self._prompts: list[tuple[int, Int16Array]] = []
         self._media_seen = False
         self._unrecordable_reason: str | None = None
         self._error: str | None = None
@@ -213,6 +219,28 @@ class Recorder:
             queue = self._queues.get(leg)
             if queue is not None:
                 queue.append((data, arrival))
+
+    def add_prompt(self, pcm: npt.ArrayLike, at: float, *, sample_rate: int = 8000) -> None:
+        """Mix an announcement both phones heard into the recording from wall-clock `at`.
+
+        `pcm` is mono int16 at `sample_rate`. It is added with saturation on top of both
+        legs (once in mono, on both channels in stereo); the inband DTMF listener does not
+        get it. Audio before what is already written (`at` older than the reorder window)
+        is lost; a paused span silences it like the rest.
+        """
+        if self._result is not None:
+            return
+        samples = np.asarray(pcm)
+        if samples.ndim != 1:
+            raise ValueError(f"prompt PCM must be 1-D mono, not shape {samples.shape}")
+        if sample_rate != self.clock_rate:
+            samples = resample(samples.astype(np.float64), sample_rate, self.clock_rate)
+        prompt = np.clip(samples, -32768, 32767).astype(np.int16)
+        start = round((at - self.start_time) * self.clock_rate)
+        if start < 0:
+            prompt, start = prompt[-start:], 0
+        if prompt.size and start + prompt.size > self._written_until:
+            self._prompts.append((start, prompt))
 
     def pause(self, now: float) -> None:
         """Stop recording from call time `now` (no-op if already paused)."""
@@ -322,6 +350,8 @@ class Recorder:
         if self._error is not None:
             return
         frames = self._mixer.mix(legs)
+        if self._prompts:
+            self._mix_prompts(frames, block_start, up_to)
         recorded = self._recorded_mask(block_start, up_to)
         if recorded is not None:
             if self.paused_mode == "skip":
@@ -332,6 +362,22 @@ class Recorder:
             self.sink.write(frames)
         except MediaError as exc:
             self._fail(str(exc))
+
+    def _mix_prompts(self, frames: Int16Array, start: int, stop: int) -> None:
+        """Add the pending prompts' samples in [start, stop) to `frames`, in place."""
+        pending: list[tuple[int, Int16Array]] = []
+        for prompt_start, prompt in self._prompts:
+            prompt_stop = prompt_start + prompt.size
+            lo, hi = max(prompt_start, start), min(prompt_stop, stop)
+            if lo < hi:
+                part = prompt[lo - prompt_start : hi - prompt_start].astype(np.int32)
+                target = frames[lo - start : hi - start]
+                if target.ndim == 2:
+                    part = part[:, np.newaxis]
+                target[...] = np.clip(target.astype(np.int32) + part, -32768, 32767)
+            if prompt_stop > stop:
+                pending.append((prompt_start, prompt))
+        self._prompts = pending
 
     def _recorded_mask(self, start: int, stop: int) -> npt.NDArray[np.bool_] | None:
         """False where [start, stop) is paused; None if nothing in it is paused."""

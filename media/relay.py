@@ -7,6 +7,12 @@ from the same kind of socket on the other leg, towards that leg's remote address
 This is the hot path of callrec: `datagram_received` does a few integer checks, one
 `sendto` and one tap call, and nothing per packet is logged or allocated beyond the
 datagram asyncio already made.
+
+Announcements (`MediaSession.play`) are the one exception to "unchanged": once a prompt
+has been played towards a leg, the RTP forwarded towards it goes through that leg's
+`media.announce.StreamContinuity`, which rewrites sequence number, timestamp and SSRC (one
+copy of the packet) so the phone keeps seeing one continuous stream. Until then packets
+stay byte for byte; the relay only keeps a reference to the last one sent.
 """
 
 from __future__ import annotations
@@ -21,6 +27,10 @@ from time import monotonic
 from time import time as wall_clock
 from typing import Any, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
+from media.announce import FRAME_SECONDS, INJECTABLE_CODECS, Injection, StreamContinuity
 from media.ports import PortAllocator
 from media.rtp import MediaError, is_rtcp, rtp_header_valid
 
@@ -56,7 +66,10 @@ class LegStats:
     `*_in` count valid packets accepted on this leg's sockets, `*_out` packets sent out of
     them. `dropped` counts valid packets that arrived on this leg and were not forwarded:
     the far leg's remote is unknown or on hold, its socket is congested, or (counted in
-    `foreign` too) they came from a source other than the latched one.
+    `foreign` too) they came from a source other than the latched one. `replaced` counts
+    RTP packets that arrived on this leg while an announcement played towards the other
+    leg (not forwarded, not in `dropped`); `injected` counts announcement packets sent out
+    of this leg (also in `rtp_out`).
     """
 
     rtp_in: int = 0
@@ -68,6 +81,8 @@ class LegStats:
     foreign: int = 0
     send_errors: int = 0
     last_packet_at: float | None = None  # wall clock of the last accepted packet
+    replaced: int = 0
+    injected: int = 0
 
 
 class _Channel:
@@ -75,19 +90,23 @@ class _Channel:
 
     __slots__ = (
         "congested",
+        "continuity",
         "dest",
         "dropped",
         "far",
         "foreign",
         "garbled",
+        "injected",
         "kind",
         "last_at",
+        "last_forwarded",
         "leg",
         "muxed_rtcp_in",
         "muxed_rtcp_out",
         "packets_in",
         "packets_out",
         "port",
+        "replaced",
         "sdp_address",
         "send_errors",
         "source",
@@ -113,6 +132,12 @@ class _Channel:
         self.foreign = 0
         self.send_errors = 0
         self.last_at: float | None = None
+        # Outgoing RTP state for announcements: the last packet sent out of this channel
+        # while nothing was ever injected, then the rewriter that keeps it continuous.
+        self.last_forwarded: bytes | None = None
+        self.continuity: StreamContinuity | None = None
+        self.replaced = 0
+        self.injected = 0
 
     def refresh_dest(self) -> None:
         if self.leg.on_hold or self.congested:
@@ -200,9 +225,17 @@ class _RtpProtocol(_ChannelProtocol):
         dest = far.dest
         if dest is None:
             channel.dropped += 1
-        else:
+        elif far.continuity is None:
+            far.last_forwarded = data
             far.transport.sendto(data, dest)  # type: ignore[union-attr]
             far.packets_out += 1
+        else:
+            rewritten = far.continuity.forward(data, arrival)
+            if rewritten is None:
+                channel.replaced += 1
+            else:
+                far.transport.sendto(rewritten, dest)  # type: ignore[union-attr]
+                far.packets_out += 1
         tap = self.session.tap
         if tap is not None:
             try:
@@ -316,6 +349,7 @@ class MediaSession:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tap_errors = 0
         self._tap_error_logged_at = -_TAP_ERROR_LOG_INTERVAL
+        self._announcements: dict[str, asyncio.Task[int]] = {}
 
     @classmethod
     async def create(
@@ -458,7 +492,47 @@ class MediaSession:
             foreign=rtp.foreign + rtcp.foreign,
             send_errors=rtp.send_errors + rtcp.send_errors,
             last_packet_at=max(last) if last else None,
+            replaced=rtp.replaced,
+            injected=rtp.injected,
         )
+
+    def play(
+        self, leg: str, pcm: npt.NDArray[np.int16], payload_type: int, codec: str
+    ) -> asyncio.Task[int]:
+        """Play `pcm` (8 kHz mono int16) to the phone on `leg`, in its codec, paced at 20 ms.
+
+        `payload_type` and `codec` ("PCMU" or "PCMA") are what that leg's SDP negotiated.
+        The packets continue the stream the phone receives (same SSRC, next sequence
+        number, timestamp advanced with the elapsed time; a fresh random stream if nothing
+        was sent to it yet); what the other leg sends towards it is dropped meanwhile and
+        forwarded again afterwards, renumbered to stay continuous. The task's result is
+        the number of packets played. Playing again on the same leg stops the previous
+        announcement there. Raises `MediaError` for a closed session, an unknown leg or a
+        codec other than PCMU/PCMA.
+        """
+        channel = self._leg(leg).rtp
+        if self._closed or self._loop is None:
+            raise MediaError("cannot play an announcement on a closed or unopened session")
+        if codec.upper() not in INJECTABLE_CODECS:
+            raise MediaError(f"cannot play an announcement in codec {codec!r}, only PCMU/PCMA")
+        now = wall_clock()
+        continuity = channel.continuity
+        if continuity is None:
+            continuity = StreamContinuity(channel.last_forwarded, channel.far.last_at)
+            channel.continuity = continuity
+            channel.last_forwarded = None
+        injection = continuity.start_injection(pcm, payload_type, codec, now)
+        previous = self._announcements.get(leg)
+        if previous is not None:
+            previous.cancel()
+        task = self._loop.create_task(self._play(channel, injection))
+        self._announcements[leg] = task
+        return task
+
+    def playing(self, leg: str) -> bool:
+        """True while an announcement is being played towards `leg`."""
+        continuity = self._leg(leg).rtp.continuity
+        return continuity is not None and continuity.injecting
 
     def mark_media_started(self) -> None:
         """Start the silence clock of legs that have not sent RTP yet (call answered)."""
@@ -477,6 +551,9 @@ class MediaSession:
         if self._monitor is not None:
             self._monitor.cancel()
             self._monitor = None
+        for task in self._announcements.values():
+            task.cancel()
+        self._announcements.clear()
         for leg in self._legs.values():
             for channel in (leg.rtp, leg.rtcp):
                 if channel.transport is not None:
@@ -487,6 +564,38 @@ class MediaSession:
         self._allocated_ports.clear()
 
     # -- internals ----------------------------------------------------------------------
+
+    async def _play(self, channel: _Channel, injection: Injection) -> int:
+        """Send `injection` out of `channel` on a 20 ms grid of the loop clock.
+
+        Deadlines are computed from the start, not from the previous send, so pacing does
+        not drift; a late loop sends the frames it owes at once (they are timestamped).
+        After the last packet it waits out that frame before forwarding resumes.
+        """
+        loop = asyncio.get_running_loop()
+        continuity = channel.continuity
+        assert continuity is not None
+        start = loop.time()
+        index = 0
+        try:
+            while not self._closed:
+                packet = injection.next_packet(wall_clock())
+                if packet is None:
+                    break
+                dest = channel.dest
+                if dest is not None and channel.transport is not None:
+                    channel.transport.sendto(packet, dest)
+                    channel.packets_out += 1
+                    channel.injected += 1
+                index += 1
+                delay = start + index * FRAME_SECONDS - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+        finally:
+            continuity.end_injection(injection)
+            if self._announcements.get(channel.leg.name) is asyncio.current_task():
+                del self._announcements[channel.leg.name]
+        return injection.sent
 
     def _leg(self, leg: str) -> _Leg:
         try:

@@ -18,6 +18,7 @@ schema, append a tuple of statements; never edit one that has shipped.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 import time
@@ -35,9 +36,13 @@ from storage.models import (
     CALL_DIRECTIONS,
     CALL_DISPOSITIONS,
     RECORDING_MODES,
+    RECORDING_STATUSES,
+    AuditEntry,
     CallRecord,
     Credentials,
     Device,
+    Recording,
+    RecordingListing,
     Registration,
     User,
 )
@@ -122,6 +127,63 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE settings (
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL
+        )""",
+    ),
+    # 2: recordings (one file per call), their on-demand toggles, the audit log, exports
+    (
+        """CREATE TABLE recordings (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            call_id INTEGER NOT NULL REFERENCES calls(id),
+            owner_ext TEXT,
+            path TEXT NOT NULL UNIQUE,
+            format TEXT NOT NULL,
+            channels INTEGER NOT NULL,
+            sample_rate INTEGER NOT NULL,
+            codec TEXT,
+            status TEXT NOT NULL,
+            error TEXT,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            duration_s REAL,
+            segments_json TEXT NOT NULL DEFAULT '[]',
+            sha256 TEXT,
+            bytes INTEGER,
+            retention_days INTEGER NOT NULL,
+            expires_at REAL NOT NULL,
+            purged_at REAL
+        )""",
+        "CREATE INDEX recordings_call ON recordings (call_id)",
+        "CREATE INDEX recordings_expires ON recordings (expires_at)",
+        "CREATE INDEX recordings_started ON recordings (started_at)",
+        """CREATE TABLE recording_toggles (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            recording_id INTEGER NOT NULL REFERENCES recordings(id),
+            at REAL NOT NULL,
+            action TEXT NOT NULL,
+            method TEXT NOT NULL
+        )""",
+        "CREATE INDEX recording_toggles_recording ON recording_toggles (recording_id)",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            object TEXT,
+            address TEXT,
+            detail TEXT
+        )""",
+        "CREATE INDEX audit_at ON audit (at)",
+        """CREATE TABLE exports (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            month TEXT NOT NULL,
+            requested_by TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            status TEXT NOT NULL,
+            path TEXT,
+            bytes INTEGER,
+            files INTEGER,
+            error TEXT,
+            finished_at REAL
         )""",
     ),
 )
@@ -249,7 +311,7 @@ def _registration_from_row(row: sqlite3.Row) -> Registration:
     )
 
 
-def _call_from_row(row: sqlite3.Row) -> CallRecord:
+def _call_from_row(row: sqlite3.Row | dict[str, Any]) -> CallRecord:
     return CallRecord(
         id=row["id"],
         sip_call_id=row["sip_call_id"],
@@ -301,6 +363,62 @@ def _validate_call_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if "recorded" in checked:
         checked["recorded"] = 1 if checked["recorded"] else 0
     return checked
+
+
+_RECORDING_FIELDS = (
+    "id",
+    "call_id",
+    "owner_ext",
+    "path",
+    "format",
+    "channels",
+    "sample_rate",
+    "codec",
+    "status",
+    "error",
+    "started_at",
+    "ended_at",
+    "duration_s",
+    "segments_json",
+    "sha256",
+    "bytes",
+    "retention_days",
+    "expires_at",
+    "purged_at",
+)
+_RECORDING_COLUMNS = ", ".join(_RECORDING_FIELDS)
+_RECORDING_COLUMNS_R = ", ".join(f"r.{name}" for name in _RECORDING_FIELDS)
+
+
+def _recording_from_row(row: sqlite3.Row) -> Recording:
+    segments = [(float(a), float(b)) for a, b in json.loads(row["segments_json"] or "[]")]
+    return Recording(
+        id=int(row["id"]),
+        call_id=int(row["call_id"]),
+        owner_ext=row["owner_ext"],
+        path=str(row["path"]),
+        format=str(row["format"]),
+        channels=int(row["channels"]),
+        sample_rate=int(row["sample_rate"]),
+        codec=row["codec"],
+        status=str(row["status"]),
+        error=row["error"],
+        started_at=float(row["started_at"]),
+        ended_at=row["ended_at"],
+        duration_s=row["duration_s"],
+        segments=segments,
+        sha256=row["sha256"],
+        bytes=row["bytes"],
+        retention_days=int(row["retention_days"]),
+        expires_at=float(row["expires_at"]),
+        purged_at=row["purged_at"],
+    )
+
+
+def _call_from_prefixed_row(row: sqlite3.Row) -> CallRecord:
+    """A call record from columns aliased `call_<name>` in a join."""
+    values = {name: row[f"call_{name}"] for name in ("id", *CALL_FIELDS)}
+    return _call_from_row(values)
 
 
 class Store:
@@ -814,6 +932,213 @@ class Store:
                 [*params, limit, offset],
             )
         return [_call_from_row(row) for row in rows]
+
+    # -- recordings ------------------------------------------------------------------
+
+    async def create_recording(
+        self,
+        *,
+        call_id: int,
+        path: str,
+        format: str,
+        channels: int,
+        sample_rate: int,
+        started_at: float,
+        retention_days: int,
+        owner_ext: str | None = None,
+        codec: str | None = None,
+    ) -> int:
+        """File a recording that has started (status `recording`); returns its id.
+        `expires_at` follows from `retention_days`, counted from the start."""
+        if not 1 <= retention_days <= 3650:
+            raise StorageError(f"retention_days must be 1..3650, got {retention_days}")
+        expires_at = started_at + retention_days * 86400
+        async with self._write():
+            try:
+                _, recording_id = await self._execute(
+                    "INSERT INTO recordings (call_id, owner_ext, path, format, channels,"
+                    " sample_rate, codec, status, started_at, retention_days, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?)",
+                    (
+                        call_id,
+                        owner_ext,
+                        path,
+                        format,
+                        channels,
+                        sample_rate,
+                        codec,
+                        started_at,
+                        retention_days,
+                        expires_at,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StorageError(f"cannot file recording {path!r}: {exc}") from exc
+        assert recording_id is not None
+        return recording_id
+
+    async def finish_recording(
+        self,
+        recording_id: int,
+        *,
+        status: str,
+        ended_at: float,
+        duration_s: float | None = None,
+        segments: Sequence[tuple[float, float]] = (),
+        sha256: str | None = None,
+        size: int | None = None,
+        error: str | None = None,
+        codec: str | None = None,
+    ) -> None:
+        """Record how a recording ended: complete, recovered, error or unrecordable."""
+        if status not in RECORDING_STATUSES or status in ("recording", "purged"):
+            raise StorageError(f"cannot finish a recording as {status!r}")
+        segments_json = json.dumps([[round(a, 3), round(b, 3)] for a, b in segments])
+        async with self._write():
+            changed, _ = await self._execute(
+                "UPDATE recordings SET status = ?, ended_at = ?, duration_s = ?,"
+                " segments_json = ?, sha256 = ?, bytes = ?, error = ?,"
+                " codec = COALESCE(?, codec) WHERE id = ?",
+                (
+                    status,
+                    ended_at,
+                    duration_s,
+                    segments_json,
+                    sha256,
+                    size,
+                    error,
+                    codec,
+                    recording_id,
+                ),
+            )
+            if changed:
+                await self._execute(
+                    "UPDATE calls SET recorded = 1 WHERE id ="
+                    " (SELECT call_id FROM recordings WHERE id = ?)",
+                    (recording_id,),
+                )
+        if not changed:
+            raise StorageError(f"unknown recording id {recording_id}")
+
+    async def get_recording(self, recording_id: int) -> Recording | None:
+        async with self._read():
+            row = await self._one(
+                f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE id = ?", (recording_id,)
+            )
+        return _recording_from_row(row) if row is not None else None
+
+    async def recordings_with_status(self, status: str) -> list[Recording]:
+        """Recordings in one status, oldest first (e.g. `recording` after a crash)."""
+        async with self._read():
+            rows = await self._all(
+                f"SELECT {_RECORDING_COLUMNS} FROM recordings WHERE status = ?"
+                " ORDER BY started_at, id",
+                (status,),
+            )
+        return [_recording_from_row(row) for row in rows]
+
+    async def list_recordings(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        owner_ext: str | None = None,
+        call_id: int | None = None,
+    ) -> list[RecordingListing]:
+        """Recordings with their call, newest first; since <= started_at < until."""
+        if limit < 0 or offset < 0:
+            raise StorageError("limit and offset must not be negative")
+        conditions: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            conditions.append("r.started_at >= ?")
+            params.append(since)
+        if until is not None:
+            conditions.append("r.started_at < ?")
+            params.append(until)
+        if owner_ext is not None:
+            conditions.append("r.owner_ext = ?")
+            params.append(owner_ext)
+        if call_id is not None:
+            conditions.append("r.call_id = ?")
+            params.append(call_id)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        call_columns = ", ".join(f"c.{name} AS call_{name}" for name in ("id", *CALL_FIELDS))
+        async with self._read():
+            rows = await self._all(
+                f"SELECT {_RECORDING_COLUMNS_R}, {call_columns} FROM recordings r"
+                f" JOIN calls c ON c.id = r.call_id{where}"
+                " ORDER BY r.started_at DESC, r.id DESC LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+        return [
+            RecordingListing(_recording_from_row(row), _call_from_prefixed_row(row)) for row in rows
+        ]
+
+    async def add_recording_toggle(
+        self, recording_id: int, at: float, action: str, method: str
+    ) -> None:
+        """Log an on-demand start/stop of a recording and how it was asked for."""
+        if action not in ("start", "stop"):
+            raise StorageError(f"toggle action must be start or stop, got {action!r}")
+        async with self._write():
+            await self._execute(
+                "INSERT INTO recording_toggles (recording_id, at, action, method)"
+                " VALUES (?, ?, ?, ?)",
+                (recording_id, at, action, method),
+            )
+
+    async def recording_toggles(self, recording_id: int) -> list[tuple[float, str, str]]:
+        """(at, action, method) of each toggle of a recording, in order."""
+        async with self._read():
+            rows = await self._all(
+                "SELECT at, action, method FROM recording_toggles WHERE recording_id = ?"
+                " ORDER BY at, id",
+                (recording_id,),
+            )
+        return [(float(r["at"]), str(r["action"]), str(r["method"])) for r in rows]
+
+    # -- audit -----------------------------------------------------------------------
+
+    async def audit(
+        self,
+        actor: str,
+        action: str,
+        object: str | None = None,
+        *,
+        address: str | None = None,
+        detail: str | None = None,
+        at: float | None = None,
+    ) -> None:
+        """Append to the audit log (plays, downloads, exports, mode changes, purges...)."""
+        async with self._write():
+            await self._execute(
+                "INSERT INTO audit (at, actor, action, object, address, detail)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (time.time() if at is None else at, actor, action, object, address, detail),
+            )
+
+    async def list_audit(self, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
+        async with self._read():
+            rows = await self._all(
+                "SELECT id, at, actor, action, object, address, detail FROM audit"
+                " ORDER BY at DESC, id DESC LIMIT ? OFFSET ?",
+                (limit, offset),
+            )
+        return [
+            AuditEntry(
+                int(r["id"]),
+                float(r["at"]),
+                str(r["actor"]),
+                str(r["action"]),
+                r["object"],
+                r["address"],
+                r["detail"],
+            )
+            for r in rows
+        ]
 
     # -- settings --------------------------------------------------------------------
 

@@ -118,3 +118,60 @@ class CallRecord:
         if self.answered_at is None or self.ended_at is None:
             return None
         return max(0.0, self.ended_at - self.answered_at)
+
+
+RECORDING_STATUSES = (
+    "recording",
+    "complete",
+    "recovered",
+    "error",
+    "unrecordable",
+    "purged",
+)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """One call's recording file and its integrity data; `path` is relative to the
+    storage directory. `segments` are the recorded spans in call seconds."""
+
+    id: int
+    call_id: int
+    owner_ext: str | None
+    path: str
+    format: str
+    channels: int
+    sample_rate: int
+    codec: str | None
+    status: str
+    error: str | None
+    started_at: float
+    ended_at: float | None
+    duration_s: float | None
+    segments: list[tuple[float, float]]
+    sha256: str | None
+    bytes: int | None
+    retention_days: int
+    expires_at: float
+    purged_at: float | None
+
+
+@dataclass(frozen=True)
+class RecordingListing:
+    """A recording with its call's caller and callee, as `recordings list` shows it."""
+
+    recording: Recording
+    call: CallRecord
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """Who did what, when, from where."""
+
+    id: int
+    at: float
+    actor: str
+    action: str
+    object: str | None
+    address: str | None
+    detail: str | None
