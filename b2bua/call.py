@@ -91,6 +91,8 @@ class CallServices(Protocol):
 
     def media_changed(self, call: Call, leg: str, sdp: bytes) -> None: ...
 
+    def info_received(self, call: Call, leg: str, request: SipRequest) -> None: ...
+
 
 class CallState(enum.Enum):
     """Where the call is in its life."""
@@ -370,6 +372,8 @@ class Call:
             return
         if request.method in ("INVITE", "UPDATE"):
             dialog.refresh_target(request)
+        if request.method == "INFO":
+            self.services.info_received(self, leg, request)
         self._forward_in_dialog(request, leg, other[0], other[1])
 
     def _forward_in_dialog(

@@ -100,6 +100,9 @@ class RecordingConfig:
     format: str
     feature_code: str
     announcement: str
+    feature_code_timeout: float = 2.0
+    paused: str = "skip"
+    swallow_feature_code: bool = False
 
     @property
     def announcement_path(self) -> Path | None:
@@ -133,18 +136,32 @@ class RetentionConfig:
 
 @dataclass(frozen=True)
 class PortalConfig:
-    """[portal]: where the web portal and REST API listen."""
+    """[portal]: where the web portal and REST API listen, the base URL put in mailed
+    links (`public_url`, default http://<listen>) and the link-signing `secret` (None:
+    a random one persisted in the store)."""
 
     listen: HostPort
+    public_url: str | None = None
+    secret: str | None = None
+
+    @property
+    def base_url(self) -> str:
+        """The portal's URL as people reach it, without a trailing slash."""
+        if self.public_url is not None:
+            return self.public_url.rstrip("/")
+        return f"http://{self.listen}"
 
 
 @dataclass(frozen=True)
 class SmtpConfig:
-    """[smtp]: the mail relay for notifications."""
+    """[smtp]: the mail relay for notifications (optionally STARTTLS and a login)."""
 
     host: str
     port: int
     sender: str
+    starttls: bool = False
+    username: str | None = None
+    password: str | None = None
 
 
 @dataclass(frozen=True)
@@ -278,6 +295,18 @@ def _timeout(value: object) -> float:
     return float(value)
 
 
+def _code_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value <= 10:
+        raise _Invalid(f"expected seconds between 0.5 and 10, got {_show(value)}")
+    return float(value)
+
+
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
 def _feature_code(value: object) -> str:
     text = _string(value)
     if not _FEATURE_CODE.fullmatch(text):
@@ -383,6 +412,9 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "format": ("wav", lambda v, _: _choice(v, ("wav", "flac"))),
         "feature_code": ("*1", lambda v, _: _feature_code(v)),
         "announcement": ("default", lambda v, base: _announcement(v, base)),
+        "feature_code_timeout": (2.0, lambda v, _: _code_timeout(v)),
+        "paused": ("skip", lambda v, _: _choice(v, ("skip", "silence"))),
+        "swallow_feature_code": (False, lambda v, _: _boolean(v)),
     },
     "storage": {
         "dir": ("./callrec-data", lambda v, base: _folder(v, base)),
@@ -393,13 +425,32 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
     },
     "portal": {
         "listen": ("127.0.0.1:8080", lambda v, _: _host_port(v)),
+        "public_url": (None, lambda v, _: _http_url(v)),
+        "secret": (None, lambda v, _: _secret(v)),
     },
     "smtp": {
         "host": ("127.0.0.1", lambda v, _: _host(_nonempty(v))),
         "port": (25, lambda v, _: _port(v)),
         "sender": ("callrec@localhost", lambda v, _: _email(v)),
+        "starttls": (False, lambda v, _: _boolean(v)),
+        "username": (None, lambda v, _: _nonempty(v)),
+        "password": (None, lambda v, _: _string(v)),
     },
 }
+
+
+def _http_url(value: object) -> str:
+    text = _nonempty(value).strip()
+    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", text):
+        raise _Invalid(f"expected an http:// or https:// URL, got {text!r}")
+    return text
+
+
+def _secret(value: object) -> str:
+    text = _nonempty(value)
+    if len(text) < 16:
+        raise _Invalid("expected at least 16 characters")
+    return text
 
 
 def _realm(value: object) -> str:

@@ -1,9 +1,11 @@
-"""Recording of one call: policy, file location, the recorder on the relay's tap.
+"""Recording of one call: the recorder on the relay's tap, and the on-demand feature code.
 
-A `CallRecording` is created when a call to or from a recorded user is answered. It is
-the relay's tap for that call, feeds the sans-IO `media.recorder.Recorder`, and is ticked
-by the server (`tick`) so audio reaches the file at least once a second. `close` ends it
-and returns what the store keeps.
+A `CallRecording` is created when a call of a recorded user is answered. It is the relay's
+tap for that call and feeds the sans-IO `media.recorder.Recorder`, which is ticked by the
+server so audio reaches the file at least once a second. For an `on-demand` user it also
+watches the user's leg for the feature code (RFC 4733, in-band, SIP INFO) and toggles the
+recording; the file is only created when recording first starts, so an on-demand call
+that is never recorded leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -11,27 +13,25 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from b2bua.config import RecordingConfig
 from b2bua.sdp import SdpError, parse_sdp
-from media.recorder import AudioListener, Recorder, RecordingResult
-from media.writer import RecordingWriter
+from dtmf.events import DigitEvent, DtmfError
+from dtmf.watcher import FeatureCodeWatcher
+from media.recorder import Recorder, RecordingResult
+from media.rtp import MediaError
+from media.writer import RecordingSummary, RecordingWriter
 
 log = logging.getLogger("callrec.recording")
 
-MODES = ("never", "always", "on-demand")
 TELEPHONE_EVENT = "telephone-event"
-
-
-def recording_mode_for(modes: list[str]) -> str:
-    """The mode of a call from the modes of the recorded users on it (always wins)."""
-    if "always" in modes:
-        return "always"
-    if "on-demand" in modes:
-        return "on-demand"
-    return "never"
+G711 = ("PCMU", "PCMA")
 
 
 @dataclass
@@ -45,7 +45,6 @@ class RecordingFile:
     def new(cls, recordings_dir: Path, storage_dir: Path, fmt: str, at: float) -> RecordingFile:
         day = time.strftime("%Y/%m/%d", time.gmtime(at))
         absolute = recordings_dir / day / f"{uuid.uuid4()}.{fmt}"
-        absolute.parent.mkdir(parents=True, exist_ok=True)
         try:
             relative = str(absolute.relative_to(storage_dir))
         except ValueError:
@@ -53,8 +52,93 @@ class RecordingFile:
         return cls(relative, absolute)
 
 
+class LazyWriter:
+    """An audio sink that creates its file at the first frames it is given."""
+
+    def __init__(self, file: RecordingFile, channels: int, fmt: str) -> None:
+        self.file = file
+        self._channels = channels
+        self._format = fmt
+        self.writer: RecordingWriter | None = None
+
+    @property
+    def channels(self) -> int:
+        return self._channels
+
+    @property
+    def sample_rate(self) -> int:
+        return 8000
+
+    @property
+    def opened(self) -> bool:
+        return self.writer is not None
+
+    def write(self, frames: npt.NDArray[np.int16]) -> None:
+        if self.writer is None:
+            if frames.shape[0] == 0:
+                return
+            self.file.absolute.parent.mkdir(parents=True, exist_ok=True)
+            self.writer = RecordingWriter(
+                self.file.absolute,
+                self._channels,
+                format="flac" if self._format == "flac" else "wav",
+            )
+        self.writer.write(frames)
+
+    def close(self) -> RecordingSummary:
+        if self.writer is None:
+            raise MediaError("nothing was recorded")
+        return self.writer.close()
+
+
+@dataclass(frozen=True)
+class Toggle:
+    """The feature code started or stopped an on-demand recording."""
+
+    action: str  # "start" | "stop"
+    method: str  # "rfc4733" | "inband" | "info" | "policy"
+    at: float
+    first_start: bool
+
+
+@dataclass(frozen=True)
+class MediaFormat:
+    """What one leg's SDP negotiated for audio: G.711 to play prompts in, RFC 4733 PTs."""
+
+    codecs: dict[int, str]
+    telephone_events: list[int]
+    g711: tuple[int, str] | None
+
+    @classmethod
+    def from_sdp(cls, body: bytes) -> MediaFormat | None:
+        try:
+            sdp = parse_sdp(body)
+        except SdpError:
+            return None
+        for media in sdp.media:
+            if media.kind != "audio" or media.port == 0:
+                continue
+            rtpmap = media.rtpmap
+            codecs: dict[int, str] = {}
+            events: list[int] = []
+            g711: tuple[int, str] | None = None
+            for text in media.formats:
+                if not text.isdigit() or int(text) not in rtpmap:
+                    continue
+                payload_type = int(text)
+                encoding = rtpmap[payload_type][0].upper()
+                if encoding == TELEPHONE_EVENT.upper():
+                    events.append(payload_type)
+                    continue
+                codecs[payload_type] = encoding
+                if g711 is None and encoding in G711:
+                    g711 = (payload_type, encoding)
+            return cls(codecs, events, g711)
+        return None
+
+
 class CallRecording:
-    """The recorder of one call: it taps the relay and writes one file."""
+    """The recorder of one call: it taps the relay and writes at most one file."""
 
     def __init__(
         self,
@@ -63,60 +147,117 @@ class CallRecording:
         *,
         internal_leg: str,
         start_time: float,
-        start_paused: bool = False,
-        paused_mode: str = "skip",
-        audio_listener: AudioListener | None = None,
+        mode: str,
+        feature_code: str = "*1",
+        channels: str = "mono",
+        on_toggle: Callable[[Toggle], None] | None = None,
         label: str = "",
     ) -> None:
         self.file = file
-        self.channels = 2 if config.channels == "stereo" else 1
+        self.mode = mode
+        self.label = label
+        self.internal_leg = internal_leg
+        self.channels = 2 if channels == "stereo" else 1
         self.format = config.format
         self.start_time = start_time
-        self.writer = RecordingWriter(
-            file.absolute, self.channels, format="flac" if config.format == "flac" else "wav"
-        )
+        self.on_toggle = on_toggle
+        self.started = mode == "always"
+        self.sink = LazyWriter(file, self.channels, config.format)
+        self.watcher: FeatureCodeWatcher | None = None
+        if mode == "on-demand":
+            self.watcher = FeatureCodeWatcher(
+                internal_leg, feature_code, timeout=config.feature_code_timeout
+            )
         self.recorder = Recorder(
-            self.writer,
+            self.sink,
             start_time=start_time,
             internal_leg=internal_leg,
-            paused_mode="skip" if paused_mode == "skip" else "silence",
-            start_paused=start_paused,
-            audio_listener=audio_listener,
+            paused_mode="silence" if config.paused == "silence" else "skip",
+            start_paused=mode != "always",
+            audio_listener=self._on_audio if self.watcher is not None else None,
             label=label,
         )
         self.result: RecordingResult | None = None
+        self.formats: dict[str, MediaFormat] = {}
 
+    # ------------------------------------------------------------------ tap
     def on_packet(self, leg: str, kind: str, data: bytes, arrival: float) -> None:
-        if kind == "rtp":
-            self.recorder.on_packet(leg, kind, data, arrival)
+        if kind != "rtp":
+            return
+        self.recorder.on_packet(leg, kind, data, arrival)
+        if self.watcher is not None and leg == self.internal_leg:
+            for event in self.watcher.on_rtp(data, arrival):
+                self._toggle(event)
 
-    def learn_sdp(self, leg: str, body: bytes) -> None:
-        """Payload types of the RTP that `leg` sends, from the SDP that leg sent."""
+    def _on_audio(self, leg: str, start_sample: int, pcm: npt.NDArray[np.int16]) -> None:
+        if self.watcher is not None and leg == self.internal_leg:
+            start = self.start_time + start_sample / self.recorder.clock_rate
+            for event in self.watcher.on_audio(pcm, start):
+                self._toggle(event)
+
+    def on_info(self, content_type: str, body: bytes, at: float) -> bool:
+        """A SIP INFO from the internal leg; True if it carried a DTMF digit."""
+        if self.watcher is None:
+            return False
         try:
-            sdp = parse_sdp(body)
-        except SdpError:
-            return
-        for media in sdp.media:
-            if media.kind != "audio" or media.port == 0:
-                continue
+            matches = self.watcher.on_info(content_type, body, at)
+        except DtmfError as exc:
+            log.warning("call %s: bad DTMF INFO body: %s", self.label, exc)
+            return False
+        for event in matches:
+            self._toggle(event)
+        return True
+
+    def _toggle(self, event: DigitEvent) -> None:
+        # The recording switches at the digit that completed the code; the recorder
+        # clamps to what it has already written.
+        at = min(time.time(), event.at)
+        if self.recorder.paused:
+            first = not self.started
+            self.started = True
+            self.recorder.resume(at)
+            toggle = Toggle("start", event.method, at, first)
+        else:
+            self.recorder.pause(at)
+            toggle = Toggle("stop", event.method, at, False)
+        log.info(
+            "call %s: feature code by %s: recording %s", self.label, event.method, toggle.action
+        )
+        if self.on_toggle is not None:
+            self.on_toggle(toggle)
+
+    # ------------------------------------------------------------------ media
+    def learn_sdp(self, leg: str, body: bytes) -> MediaFormat | None:
+        """Learn the payload types `leg`'s SDP declares.
+
+        RTP from a phone uses the numbers of the SDP it received (RFC 3264): a phone
+        that offered telephone-event as 120 sends 101 if the answer said 101. So the RTP
+        from each leg is decoded with both SDPs, the receiving side's taking precedence.
+        """
+        media = MediaFormat.from_sdp(body)
+        if media is None:
+            return None
+        self.formats[leg] = media
+        for sender in ("a", "b"):
+            receiver = "b" if sender == "a" else "a"
             codecs: dict[int, str] = {}
-            events: list[int] = []
-            for payload_type, (encoding, _rate) in media.rtpmap.items():
-                if encoding.lower() == TELEPHONE_EVENT:
-                    events.append(payload_type)
-                else:
-                    codecs[payload_type] = encoding.upper()
-            self.recorder.set_codecs(leg, codecs, events)
-            return
+            events: set[int] = set()
+            for fmt in (self.formats.get(sender), self.formats.get(receiver)):
+                if fmt is not None:
+                    codecs.update(fmt.codecs)
+                    events.update(fmt.telephone_events)
+            for payload_type in events:
+                codecs.pop(payload_type, None)
+            self.recorder.set_codecs(sender, codecs, events)
+            if self.watcher is not None and sender == self.internal_leg:
+                self.watcher.set_telephone_event_pts(events)
+        return media
+
+    def add_prompt(self, pcm: npt.NDArray[np.int16], at: float) -> None:
+        self.recorder.add_prompt(pcm, at)
 
     def tick(self, now: float) -> None:
         self.recorder.tick(now)
-
-    def pause(self, now: float) -> None:
-        self.recorder.pause(now)
-
-    def resume(self, now: float) -> None:
-        self.recorder.resume(now)
 
     @property
     def paused(self) -> bool:
@@ -124,5 +265,17 @@ class CallRecording:
 
     def close(self, now: float) -> RecordingResult:
         if self.result is None:
-            self.result = self.recorder.close(now)
+            if self.started:
+                self.result = self.recorder.close(now)
+            else:
+                # On-demand and never started: there is no file to seal.
+                self.result = RecordingResult(
+                    file=None,
+                    segments=[],
+                    duration_s=0.0,
+                    media_seen=False,
+                    unrecordable_reason=None,
+                    error=None,
+                    legs={},
+                )
         return self.result

@@ -2,21 +2,28 @@
 
 `RecordingManager` is the asyncio side of recording. It decides from a call's recording
 mode whether to record, attaches a `CallRecording` as the relay's tap, ticks every
-recorder so audio reaches disk at least once a second, and files the result in the store
-when the call ends. At start-up it repairs files left unfinished by a crash.
+recorder so audio reaches disk at least once a second, plays the legal notice and the
+toggle beeps, and files the result in the store when the call ends. At start-up it
+repairs files left unfinished by a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+import numpy.typing as npt
+
 from b2bua.config import Config
-from b2bua.recording import CallRecording, RecordingFile
+from b2bua.recording import CallRecording, MediaFormat, RecordingFile, Toggle
+from media.announce import load_announcement
 from media.recorder import RecordingResult
 from media.rtp import MediaError
 from media.writer import repair
@@ -24,19 +31,33 @@ from storage.database import StorageError, Store
 
 if TYPE_CHECKING:
     from b2bua.call import Call
+    from b2bua.message import SipRequest
 
 log = logging.getLogger("callrec.recordings")
 
 TICK_INTERVAL_S = 0.25
+SETTINGS_REFRESH_S = 2.0
+
+
+@dataclass
+class RecordingSettings:
+    """What the portal may change at run time, over the config file's defaults."""
+
+    feature_code: str
+    announcement: str
+    channels: str
+    retention_days: int
 
 
 @dataclass(eq=False)
 class ActiveRecording:
-    """A recording in progress and its row in the store (once filed)."""
+    """A recording in progress, the media format of each leg, and its row in the store."""
 
     call: Call
     recording: CallRecording
-    filed: asyncio.Task[int | None]
+    media: dict[str, MediaFormat] = field(default_factory=dict)
+    filed: asyncio.Task[int | None] | None = None
+    toggles: list[Toggle] = field(default_factory=list)
 
 
 class RecordingManager:
@@ -46,18 +67,20 @@ class RecordingManager:
         self.config = config
         self.store = store
         self.active: dict[Call, ActiveRecording] = {}
+        recording = config.recording
+        self.settings = RecordingSettings(
+            recording.feature_code,
+            recording.announcement,
+            recording.channels,
+            config.retention.default_days,
+        )
+        self._prompts: dict[str, npt.NDArray[np.int16] | None] = {}
         self._ticker: asyncio.Task[None] | None = None
-        self._finishing: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def storage_dir(self) -> Path:
         return self.config.storage.dir
-
-    async def retention_days(self) -> int:
-        stored = await self.store.get_setting("retention_days")
-        if stored is not None and stored.isdigit():
-            return int(stored)
-        return self.config.retention.default_days
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -66,12 +89,30 @@ class RecordingManager:
     async def stop(self) -> None:
         for call in list(self.active):
             self.finish(call)
-        if self._finishing:
-            await asyncio.wait(list(self._finishing), timeout=10)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=10)
         if self._ticker is not None:
             self._ticker.cancel()
 
+    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def refresh_settings(self) -> None:
+        """Pick up what the portal stored in `settings` (feature code, channels...)."""
+        stored = await self.store.all_settings()
+        recording = self.config.recording
+        days = stored.get("retention_days", "")
+        self.settings = RecordingSettings(
+            stored.get("feature_code", recording.feature_code),
+            stored.get("announcement", recording.announcement),
+            stored.get("channels", recording.channels),
+            int(days) if days.isdigit() else self.config.retention.default_days,
+        )
+
     async def _tick_forever(self) -> None:
+        last_refresh = 0.0
         while True:
             await asyncio.sleep(TICK_INTERVAL_S)
             now = time.time()
@@ -81,42 +122,99 @@ class RecordingManager:
                 except Exception:
                     # A broken recorder must not stop the others (or the calls).
                     log.exception("call %s: recorder tick failed", active.call.call_id)
+            if now - last_refresh >= SETTINGS_REFRESH_S:
+                last_refresh = now
+                try:
+                    await self.refresh_settings()
+                except StorageError as exc:
+                    log.error("cannot read settings: %s", exc)
+
+    def prompt(self, setting: str) -> npt.NDArray[np.int16] | None:
+        if setting not in self._prompts:
+            try:
+                self._prompts[setting] = load_announcement(setting)
+            except MediaError as exc:
+                log.error("announcement %r unusable, playing none: %s", setting, exc)
+                self._prompts[setting] = None
+        return self._prompts[setting]
 
     # ------------------------------------------------------------------ calls
     def call_answered(self, call: Call) -> None:
-        if call.recording_mode != "always" or call.media is None or call in self.active:
+        if call.recording_mode not in ("always", "on-demand") or call.media is None:
             return
-        self.begin(call, start_paused=False)
-
-    def begin(self, call: Call, *, start_paused: bool) -> CallRecording | None:
-        """Start recording `call` (paused for on-demand until the feature code)."""
+        if call in self.active:
+            return
         now = time.time()
-        settings = self.config.recording
+        settings = self.settings
+        file = RecordingFile.new(
+            self.config.storage.recordings_dir, self.storage_dir, self.config.recording.format, now
+        )
         try:
-            file = RecordingFile.new(
-                self.config.storage.recordings_dir, self.storage_dir, settings.format, now
-            )
             recording = CallRecording(
-                settings,
+                self.config.recording,
                 file,
                 internal_leg=call.internal_leg,
                 start_time=now,
-                start_paused=start_paused,
+                mode=call.recording_mode,
+                feature_code=settings.feature_code,
+                channels=settings.channels,
                 label=call.call_id,
             )
-        except (MediaError, OSError) as exc:
+        except (MediaError, OSError, ValueError) as exc:
             log.error("call %s: cannot start recording: %s", call.call_id, exc)
-            return None
+            return
+        active = ActiveRecording(call, recording)
+        recording.on_toggle = functools.partial(self._on_toggle, active)
         for leg, body in call.sdp.items():
-            recording.learn_sdp(leg, body)
-        assert call.media is not None
+            media = recording.learn_sdp(leg, body)
+            if media is not None:
+                active.media[leg] = media
         call.media.tap = recording
-        filed = asyncio.get_running_loop().create_task(self._file(call, recording, now))
-        self.active[call] = ActiveRecording(call, recording, filed)
-        log.info("call %s: recording to %s", call.call_id, file.relative)
-        return recording
+        self.active[call] = active
+        if recording.started:
+            self._recording_started(active, now)
+        log.info(
+            "call %s: %s recording ready (%s)", call.call_id, call.recording_mode, file.relative
+        )
 
-    async def _file(self, call: Call, recording: CallRecording, now: float) -> int | None:
+    def _on_toggle(self, active: ActiveRecording, toggle: Toggle) -> None:
+        active.toggles.append(toggle)
+        if toggle.first_start:
+            self._recording_started(active, toggle.at)
+        else:
+            self._play(active, self.prompt("beep"), [active.call.internal_leg])
+        self._spawn(self._log_toggle(active, toggle))
+
+    def _recording_started(self, active: ActiveRecording, at: float) -> None:
+        """Recording begins: file the row, and tell both parties (the legal notice)."""
+        active.filed = asyncio.get_running_loop().create_task(self._file(active, at))
+        prompt = self.prompt(self.settings.announcement)
+        if self._play(active, prompt, ["a", "b"]) and prompt is not None:
+            active.recording.add_prompt(prompt, time.time())
+
+    def _play(
+        self, active: ActiveRecording, pcm: npt.NDArray[np.int16] | None, legs: list[str]
+    ) -> bool:
+        media = active.call.media
+        if pcm is None or media is None:
+            return False
+        played = False
+        for leg in legs:
+            fmt = active.media.get(leg)
+            if fmt is None or fmt.g711 is None:
+                log.warning(
+                    "call %s: no G.711 on leg %s to play a prompt in", active.call.call_id, leg
+                )
+                continue
+            try:
+                media.play(leg, pcm, fmt.g711[0], fmt.g711[1])
+                played = True
+            except MediaError as exc:
+                log.warning("call %s: prompt on leg %s: %s", active.call.call_id, leg, exc)
+        return played
+
+    async def _file(self, active: ActiveRecording, at: float) -> int | None:
+        call, recording = active.call, active.recording
         if call.cdr_id is None:
             log.error("call %s: recording has no call record to attach to", call.call_id)
             return None
@@ -127,18 +225,41 @@ class RecordingManager:
                 format=recording.format,
                 channels=recording.channels,
                 sample_rate=8000,
-                started_at=now,
-                retention_days=await self.retention_days(),
+                started_at=at,
+                retention_days=self.settings.retention_days,
                 owner_ext=call.owner_ext,
             )
         except StorageError as exc:
             log.error("call %s: recording not filed: %s", call.call_id, exc)
             return None
 
+    async def _log_toggle(self, active: ActiveRecording, toggle: Toggle) -> None:
+        if active.filed is None:
+            return
+        recording_id = await active.filed
+        if recording_id is None:
+            return
+        try:
+            await self.store.add_recording_toggle(
+                recording_id, toggle.at, toggle.action, toggle.method
+            )
+        except StorageError as exc:
+            log.error("call %s: toggle not logged: %s", active.call.call_id, exc)
+
     def media_changed(self, call: Call, leg: str, sdp: bytes) -> None:
         active = self.active.get(call)
         if active is not None:
-            active.recording.learn_sdp(leg, sdp)
+            media = active.recording.learn_sdp(leg, sdp)
+            if media is not None:
+                active.media[leg] = media
+
+    def info_received(self, call: Call, leg: str, request: SipRequest) -> None:
+        """A SIP INFO from the call: the feature code may come that way."""
+        active = self.active.get(call)
+        if active is None or leg != call.internal_leg:
+            return
+        content_type = request.headers.get("Content-Type") or ""
+        active.recording.on_info(content_type, request.body, time.time())
 
     def finish(self, call: Call) -> None:
         """The call ended: close its file (in a thread) and record the outcome."""
@@ -147,14 +268,14 @@ class RecordingManager:
             return
         if call.media is not None:
             call.media.tap = None
-        task = asyncio.get_running_loop().create_task(self._finish(active, time.time()))
-        self._finishing.add(task)
-        task.add_done_callback(self._finishing.discard)
+        self._spawn(self._finish(active, time.time()))
 
     async def _finish(self, active: ActiveRecording, now: float) -> None:
-        call = active.call
-        result = await asyncio.to_thread(active.recording.close, now)
-        recording_id = await active.filed
+        call, recording = active.call, active.recording
+        result = await asyncio.to_thread(recording.close, now)
+        if not recording.started:
+            return  # on-demand and never started: no file, nothing to file
+        recording_id = await active.filed if active.filed is not None else None
         status, error = outcome(result)
         if not result.media_seen:
             log.warning("call %s: no RTP at all; the recording is silence", call.call_id)
@@ -164,8 +285,8 @@ class RecordingManager:
             log.info(
                 "call %s: recorded %.1f s to %s",
                 call.call_id,
-                result.duration_s,
-                active.recording.file.relative,
+                result.file.duration_s if result.file else 0.0,
+                recording.file.relative,
             )
         if recording_id is None:
             return
@@ -175,7 +296,7 @@ class RecordingManager:
                 recording_id,
                 status=status,
                 ended_at=now,
-                duration_s=summary.duration_s if summary else result.duration_s,
+                duration_s=summary.duration_s if summary else None,
                 segments=result.segments,
                 sha256=summary.sha256 if summary else None,
                 size=summary.bytes if summary else None,

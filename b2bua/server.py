@@ -236,6 +236,9 @@ class B2bua:
     def media_changed(self, call: Call, leg: str, sdp: bytes) -> None:
         self.recordings.media_changed(call, leg, sdp)
 
+    def info_received(self, call: Call, leg: str, request: SipRequest) -> None:
+        self.recordings.info_received(call, leg, request)
+
     def call_ended(self, call: Call) -> None:
         self.recordings.finish(call)
         self.calls.discard(call)
@@ -575,6 +578,7 @@ async def serve(config: Config, *, ready: Callable[[B2bua], None] | None = None)
     )
     store = await Store.open(config.storage.db_path)
     b2bua = B2bua(config, store)
+    await b2bua.recordings.refresh_settings()
     recovered = await b2bua.recordings.recover()
     if recovered:
         log.warning("repaired %d recording(s) left unfinished by a crash", recovered)

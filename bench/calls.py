@@ -318,8 +318,9 @@ def percentile(values: Sequence[float], q: float) -> str:
 
 
 TABLE_HEADER = (
-    "| concurrent (peak) | calls | calls/s | failed | RTP sent | RTP at far end | % arrived "
-    "| echo back % | CPU s per call-min | setup p50/p99 ms | 407 p50/p99 ms | peak RSS MB |"
+    "| concurrent (peak) | calls | calls/s offered | failed | RTP sent | RTP at far end "
+    "| % arrived | echo back % | CPU s per call-min | setup p50/p99 ms | 407 p50/p99 ms "
+    "| peak RSS MB |"
 )
 
 
@@ -415,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     results: list[LevelResult] = []
     try:
         for concurrency in args.concurrency:
+            busy_before = machine_busy_fraction(0.5)
             started = time.monotonic()
             result = run_level(
                 concurrency,
@@ -426,7 +428,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.append(result)
             print(
                 f"# level {concurrency}: {result.successful}/{result.calls} ok "
-                f"in {time.monotonic() - started:.0f} s",
+                f"in {time.monotonic() - started:.0f} s "
+                f"(machine {100 * busy_before:.0f}% busy just before)",
                 file=sys.stderr,
                 flush=True,
             )

@@ -18,6 +18,7 @@ schema, append a tuple of statements; never edit one that has shipped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import sqlite3
@@ -30,17 +31,22 @@ from typing import Any
 from urllib.parse import unquote
 
 import aiosqlite
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 
 from b2bua.passwords import ha1_pair
 from storage.models import (
     CALL_DIRECTIONS,
     CALL_DISPOSITIONS,
+    EXPORT_STATUSES,
     RECORDING_MODES,
     RECORDING_STATUSES,
+    Admin,
     AuditEntry,
     CallRecord,
     Credentials,
     Device,
+    ExportJob,
     Recording,
     RecordingListing,
     Registration,
@@ -184,6 +190,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             files INTEGER,
             error TEXT,
             finished_at REAL
+        )""",
+    ),
+    # 3: portal administrators (argon2 password hashes)
+    (
+        """CREATE TABLE admins (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            email TEXT,
+            created_at REAL NOT NULL
         )""",
     ),
 )
@@ -1164,3 +1180,247 @@ class Store:
         async with self._read():
             rows = await self._all("SELECT key, value FROM settings ORDER BY key")
         return {str(row["key"]): str(row["value"]) for row in rows}
+
+    # -- retention -------------------------------------------------------------------
+
+    async def expired_recordings(self, now: float, limit: int | None = None) -> list[Recording]:
+        """Recordings whose `expires_at <= now` and whose file is still kept, oldest
+        expiry first. A row still `recording` is left alone: its file is open."""
+        async with self._read():
+            rows = await self._all(
+                f"SELECT {_RECORDING_COLUMNS} FROM recordings"
+                " WHERE expires_at <= ? AND status NOT IN ('purged', 'recording')"
+                " ORDER BY expires_at, id LIMIT ?",
+                (now, -1 if limit is None else limit),
+            )
+        return [_recording_from_row(row) for row in rows]
+
+    async def mark_recording_purged(
+        self, recording_id: int, *, at: float, actor: str, detail: str | None = None
+    ) -> bool:
+        """Mark an expired recording `purged` (metadata kept) and audit it, atomically.
+
+        Returns False, changing nothing, if the row is unknown, already purged or not
+        expired at `at` (so nothing unexpired can ever be marked)."""
+        async with self._write():
+            changed, _ = await self._execute(
+                "UPDATE recordings SET status = 'purged', purged_at = ?"
+                " WHERE id = ? AND expires_at <= ? AND status NOT IN ('purged', 'recording')",
+                (at, recording_id, at),
+            )
+            if changed:
+                await self._execute(
+                    "INSERT INTO audit (at, actor, action, object, address, detail)"
+                    " VALUES (?, ?, 'purge', ?, NULL, ?)",
+                    (at, actor, f"recording {recording_id}", detail),
+                )
+        return bool(changed)
+
+    # -- exports ---------------------------------------------------------------------
+
+    async def export_listings(self, since: float, until: float) -> list[RecordingListing]:
+        """Exportable recordings (complete or recovered) with since <= started_at < until,
+        oldest first, with their calls."""
+        call_columns = ", ".join(f"c.{name} AS call_{name}" for name in ("id", *CALL_FIELDS))
+        async with self._read():
+            rows = await self._all(
+                f"SELECT {_RECORDING_COLUMNS_R}, {call_columns} FROM recordings r"
+                " JOIN calls c ON c.id = r.call_id"
+                " WHERE r.started_at >= ? AND r.started_at < ?"
+                " AND r.status IN ('complete', 'recovered')"
+                " ORDER BY r.started_at, r.id",
+                (since, until),
+            )
+        return [
+            RecordingListing(_recording_from_row(row), _call_from_prefixed_row(row)) for row in rows
+        ]
+
+    async def create_export(self, month: str, requested_by: str, requested_at: float) -> int:
+        """File a `queued` export of `month` (YYYY-MM); returns its id."""
+        async with self._write():
+            _, export_id = await self._execute(
+                "INSERT INTO exports (month, requested_by, requested_at, status)"
+                " VALUES (?, ?, ?, 'queued')",
+                (month, requested_by, requested_at),
+            )
+        assert export_id is not None
+        return export_id
+
+    async def update_export(self, export_id: int, status: str, **fields: Any) -> None:
+        """Set an export's status and any of path, bytes, files, error, finished_at."""
+        if status not in EXPORT_STATUSES:
+            raise StorageError(f"invalid export status {status!r}")
+        unknown = sorted(set(fields) - {"path", "bytes", "files", "error", "finished_at"})
+        if unknown:
+            raise StorageError(f"unknown export field(s): {', '.join(unknown)}")
+        assignments = "".join(f", {name} = ?" for name in fields)
+        async with self._write():
+            changed, _ = await self._execute(
+                f"UPDATE exports SET status = ?{assignments} WHERE id = ?",
+                (status, *fields.values(), export_id),
+            )
+        if not changed:
+            raise StorageError(f"unknown export id {export_id}")
+
+    async def get_export(self, export_id: int) -> ExportJob | None:
+        async with self._read():
+            row = await self._one(
+                f"SELECT {_EXPORT_COLUMNS} FROM exports WHERE id = ?", (export_id,)
+            )
+        return _export_from_row(row) if row is not None else None
+
+    async def list_exports(self, limit: int = 100, offset: int = 0) -> list[ExportJob]:
+        """Exports newest first."""
+        async with self._read():
+            rows = await self._all(
+                f"SELECT {_EXPORT_COLUMNS} FROM exports ORDER BY requested_at DESC, id DESC"
+                " LIMIT ? OFFSET ?",
+                (limit, offset),
+            )
+        return [_export_from_row(row) for row in rows]
+
+    async def exports_finished_before(self, before: float) -> list[ExportJob]:
+        """Ready or failed exports that finished before `before` (their files may go)."""
+        async with self._read():
+            rows = await self._all(
+                f"SELECT {_EXPORT_COLUMNS} FROM exports"
+                " WHERE status IN ('ready', 'failed') AND finished_at < ? ORDER BY id",
+                (before,),
+            )
+        return [_export_from_row(row) for row in rows]
+
+    async def setting_or_default(self, key: str, default: str) -> str:
+        """The setting's text; if never set, store `default` first (the first writer
+        wins, also across processes) and return what is stored."""
+        async with self._write():
+            await self._execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, default),
+            )
+            row = await self._one("SELECT value FROM settings WHERE key = ?", (key,))
+        assert row is not None
+        return str(row["value"])
+
+    # -- admins ----------------------------------------------------------------------
+
+    async def add_admin(self, name: str, password: str, *, email: str | None = None) -> Admin:
+        """Create a portal admin; only an argon2 hash of the password is stored."""
+        name = _validate_admin_name(name)
+        _validate_admin_password(password)
+        if email is not None and not _EMAIL.fullmatch(email):
+            raise StorageError(f"invalid email {email!r}")
+        password_hash = await asyncio.to_thread(_ADMIN_HASHER.hash, password)
+        created_at = time.time()
+        async with self._write():
+            existing = await self._one("SELECT 1 FROM admins WHERE name = ?", (name,))
+            if existing is not None:
+                raise StorageError(f"admin {name!r} already exists")
+            _, admin_id = await self._execute(
+                "INSERT INTO admins (name, password_hash, email, created_at) VALUES (?, ?, ?, ?)",
+                (name, password_hash, email, created_at),
+            )
+        assert admin_id is not None
+        return Admin(admin_id, name, email, created_at)
+
+    async def set_admin_password(self, name: str, password: str) -> None:
+        _validate_admin_password(password)
+        password_hash = await asyncio.to_thread(_ADMIN_HASHER.hash, password)
+        async with self._write():
+            changed, _ = await self._execute(
+                "UPDATE admins SET password_hash = ? WHERE name = ?", (password_hash, name)
+            )
+        if not changed:
+            raise StorageError(f"unknown admin {name!r}")
+
+    async def verify_admin(self, name: str, password: str) -> Admin | None:
+        """The admin if `password` is theirs, else None (unknown names cost the same
+        argon2 work, so timing does not tell which names exist)."""
+        async with self._read():
+            row = await self._one(
+                "SELECT id, name, email, created_at, password_hash FROM admins WHERE name = ?",
+                (name,),
+            )
+        if row is None:
+            await asyncio.to_thread(_argon2_matches, None, password)
+            return None
+        stored = str(row["password_hash"])
+        if not await asyncio.to_thread(_argon2_matches, stored, password):
+            return None
+        if _ADMIN_HASHER.check_needs_rehash(stored):
+            await self.set_admin_password(name, password)
+        return Admin(int(row["id"]), str(row["name"]), row["email"], float(row["created_at"]))
+
+    async def get_admin(self, name: str) -> Admin | None:
+        async with self._read():
+            row = await self._one(
+                "SELECT id, name, email, created_at FROM admins WHERE name = ?", (name,)
+            )
+        if row is None:
+            return None
+        return Admin(int(row["id"]), str(row["name"]), row["email"], float(row["created_at"]))
+
+    async def list_admins(self) -> list[Admin]:
+        async with self._read():
+            rows = await self._all("SELECT id, name, email, created_at FROM admins ORDER BY name")
+        return [
+            Admin(int(r["id"]), str(r["name"]), r["email"], float(r["created_at"])) for r in rows
+        ]
+
+    async def remove_admin(self, name: str) -> None:
+        async with self._write():
+            changed, _ = await self._execute("DELETE FROM admins WHERE name = ?", (name,))
+        if not changed:
+            raise StorageError(f"unknown admin {name!r}")
+
+
+_EXPORT_COLUMNS = (
+    "id, month, requested_by, requested_at, status, path, bytes, files, error, finished_at"
+)
+
+
+def _export_from_row(row: sqlite3.Row) -> ExportJob:
+    return ExportJob(
+        id=int(row["id"]),
+        month=str(row["month"]),
+        requested_by=str(row["requested_by"]),
+        requested_at=float(row["requested_at"]),
+        status=str(row["status"]),
+        path=row["path"],
+        bytes=row["bytes"],
+        files=row["files"],
+        error=row["error"],
+        finished_at=row["finished_at"],
+    )
+
+
+_ADMIN_HASHER = PasswordHasher()
+_ADMIN_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
+MIN_ADMIN_PASSWORD_LENGTH = 8
+
+
+@functools.cache
+def _dummy_admin_hash() -> str:
+    """Verified against when the name is unknown, so both paths do the same argon2 work."""
+    return _ADMIN_HASHER.hash("callrec-no-such-admin")
+
+
+def _validate_admin_name(name: str) -> str:
+    if not isinstance(name, str) or not _ADMIN_NAME.fullmatch(name):
+        raise StorageError(f"invalid admin name {name!r}: 1 to 64 of letters, digits and . _ @ -")
+    return name
+
+
+def _validate_admin_password(password: str) -> None:
+    if not isinstance(password, str) or len(password) < MIN_ADMIN_PASSWORD_LENGTH:
+        raise StorageError(
+            f"admin password too short: at least {MIN_ADMIN_PASSWORD_LENGTH} characters"
+        )
+
+
+def _argon2_matches(stored_hash: str | None, password: str) -> bool:
+    """Argon2 check; None (no such admin) is checked against a dummy hash, then False."""
+    try:
+        matches = _ADMIN_HASHER.verify(stored_hash or _dummy_admin_hash(), password)
+    except (VerificationError, InvalidHashError):
+        return False
+    return matches and stored_hash is not None

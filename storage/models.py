@@ -175,3 +175,33 @@ class AuditEntry:
     object: str | None
     address: str | None
     detail: str | None
+
+
+EXPORT_STATUSES = ("queued", "building", "ready", "failed", "expired")
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    """One month's bulk-download ZIP: who ordered it and how far it got. `path` is
+    relative to the storage directory (absolute when written elsewhere by the CLI)."""
+
+    id: int
+    month: str
+    requested_by: str
+    requested_at: float
+    status: str
+    path: str | None
+    bytes: int | None
+    files: int | None
+    error: str | None
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class Admin:
+    """A portal administrator; the password hash never leaves the store."""
+
+    id: int
+    name: str
+    email: str | None
+    created_at: float

@@ -1,0 +1,708 @@
+"""The REST API under /api/v1/ (JSON; session cookie + CSRF header, or a bearer token).
+
+Validation errors answer 422 naming the field, unknown or invisible ids 404, and
+recordings cannot be deleted (405). A user sees only calls they took part in and the
+recordings of those calls (or recordings they own); an admin sees everything.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from portal.auth import Identity
+from portal.context import (
+    ApiError,
+    PortalContext,
+    context_of,
+    download_name,
+    identity_of,
+    media_type,
+    parse_id,
+    session_of,
+)
+from portal.openapi import openapi_schema
+from portal.recording_settings import (
+    BULK_DOWNLOAD_MIN_RETENTION_DAYS,
+    FieldError,
+    load_settings,
+    save_settings,
+    validate_settings_patch,
+)
+from portal.repository import CallQuery, CallRow, ExportRow
+from storage.database import StorageError
+from storage.models import (
+    RECORDING_MODES,
+    AuditEntry,
+    Device,
+    Recording,
+    RecordingListing,
+    User,
+    format_timestamp,
+)
+
+API = "/api/v1"
+MAX_PAGE_SIZE = 200
+DEFAULT_PAGE_SIZE = 50
+_EXTENSION = re.compile(r"[0-9]{2,15}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+_MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+RETENTION_NOTE = "Changes to retention affect new recordings only."
+
+# -- access ----------------------------------------------------------------------------
+
+
+def require(request: web.Request, *, admin: bool = False) -> Identity:
+    identity = identity_of(request)
+    if identity is None:
+        raise ApiError(401, "log in or send an API bearer token")
+    if admin and not identity.is_admin:
+        raise ApiError(403, "this needs an administrator")
+    return identity
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "the body must be JSON") from exc
+    if not isinstance(data, dict):
+        raise ApiError(422, "the body must be a JSON object", "body")
+    return data
+
+
+# -- filters ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Paging:
+    """A 1-based page number and its size."""
+
+    page: int
+    page_size: int
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.page_size
+
+
+def _parse_date(field: str, text: str, *, end: bool) -> float:
+    """Unix seconds of YYYY-MM-DD (UTC; `end` means the end of that day) or ISO time."""
+    try:
+        if len(text) == 10:
+            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
+            return (day + timedelta(days=1) if end else day).timestamp()
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ApiError(422, f"{field} must be a date YYYY-MM-DD or an ISO time", field) from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _parse_int(query: Mapping[str, str], field: str, default: int, low: int, high: int) -> int:
+    text = query.get(field, "").strip()
+    if not text:
+        return default
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ApiError(422, f"{field} must be a whole number from {low} to {high}", field)
+    return int(text)
+
+
+def _parse_bool(query: Mapping[str, str], field: str) -> bool:
+    text = query.get(field, "").strip().lower()
+    if text in ("", "0", "false", "no", "off"):
+        return False
+    if text in ("1", "true", "yes", "on"):
+        return True
+    raise ApiError(422, f"{field} must be true or false", field)
+
+
+def parse_extension_filter(query: Mapping[str, str]) -> str | None:
+    text = query.get("extension", "").strip()
+    if not text:
+        return None
+    if not _EXTENSION.fullmatch(text):
+        raise ApiError(422, "extension must be 2 to 15 digits", "extension")
+    return text
+
+
+def parse_call_filters(
+    query: Mapping[str, str], identity: Identity
+) -> tuple[CallQuery, Paging]:
+    """Filters of GET /calls and the Reports page: from, to, extension, recorded_only,
+    page, page_size."""
+    since_text = query.get("from", "").strip()
+    until_text = query.get("to", "").strip()
+    since = _parse_date("from", since_text, end=False) if since_text else None
+    until = _parse_date("to", until_text, end=True) if until_text else None
+    if since is not None and until is not None and until <= since:
+        raise ApiError(422, "to must be after from", "to")
+    call_query = CallQuery(
+        since=since,
+        until=until,
+        extension=parse_extension_filter(query),
+        recorded_only=_parse_bool(query, "recorded_only"),
+        scope_ext=identity.scope_ext,
+    )
+    paging = Paging(
+        page=_parse_int(query, "page", 1, 1, 1_000_000),
+        page_size=_parse_int(query, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
+    )
+    return call_query, paging
+
+
+# -- JSON shapes -----------------------------------------------------------------------
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "extension": user.extension,
+        "name": user.name,
+        "email": user.email,
+        "recording_mode": user.recording_mode,
+        "created_at": format_timestamp(user.created_at),
+    }
+
+
+def device_json(device: Device) -> dict[str, Any]:
+    return {"id": device.id, "uri": device.uri, "username": device.username, "kind": device.kind}
+
+
+def recording_json(recording: Recording) -> dict[str, Any]:
+    playable = recording.status in ("complete", "recovered") and recording.purged_at is None
+    base = f"{API}/recordings/{recording.id}"
+    return {
+        "id": recording.id,
+        "call_id": recording.call_id,
+        "owner_ext": recording.owner_ext,
+        "format": recording.format,
+        "media_type": media_type(recording),
+        "channels": recording.channels,
+        "sample_rate": recording.sample_rate,
+        "codec": recording.codec,
+        "status": recording.status,
+        "started_at": format_timestamp(recording.started_at),
+        "ended_at": format_timestamp(recording.ended_at),
+        "duration_s": recording.duration_s,
+        "segments": [list(segment) for segment in recording.segments],
+        "sha256": recording.sha256,
+        "bytes": recording.bytes,
+        "retention_days": recording.retention_days,
+        "expires_at": format_timestamp(recording.expires_at),
+        "purged_at": format_timestamp(recording.purged_at),
+        "audio_url": f"{base}/audio" if playable else None,
+        "download_url": f"{base}/download" if playable else None,
+    }
+
+
+def call_json(row: CallRow) -> dict[str, Any]:
+    call = row.call
+    return {
+        "id": call.id,
+        "direction": call.direction,
+        "caller": {"extension": call.caller_ext, "name": call.caller_name},
+        "callee": {"extension": call.callee_ext, "name": call.callee_name},
+        "started_at": format_timestamp(call.started_at),
+        "answered_at": format_timestamp(call.answered_at),
+        "ended_at": format_timestamp(call.ended_at),
+        "duration_s": call.duration_s,
+        "disposition": call.disposition,
+        "recorded": bool(row.recordings) or call.recorded,
+        "recordings": [recording_json(recording) for recording in row.recordings],
+    }
+
+
+def listing_json(listing: RecordingListing) -> dict[str, Any]:
+    data = recording_json(listing.recording)
+    call = listing.call
+    data["call"] = {
+        "id": call.id,
+        "caller": {"extension": call.caller_ext, "name": call.caller_name},
+        "callee": {"extension": call.callee_ext, "name": call.callee_name},
+        "started_at": format_timestamp(call.started_at),
+        "answered_at": format_timestamp(call.answered_at),
+        "ended_at": format_timestamp(call.ended_at),
+    }
+    return data
+
+
+def export_json(export: ExportRow) -> dict[str, Any]:
+    return {
+        "id": export.id,
+        "month": export.month,
+        "requested_by": export.requested_by,
+        "requested_at": format_timestamp(export.requested_at),
+        "status": export.status,
+        "bytes": export.bytes,
+        "files": export.files,
+        "error": export.error,
+        "finished_at": format_timestamp(export.finished_at),
+    }
+
+
+def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": format_timestamp(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "object": entry.object,
+        "address": entry.address,
+        "detail": entry.detail,
+    }
+
+
+def page_json(items: list[Any], paging: Paging, total: int) -> dict[str, Any]:
+    return {"items": items, "page": paging.page, "page_size": paging.page_size, "total": total}
+
+
+# -- operations shared with the pages ---------------------------------------------------
+
+
+def _field_text(data: Mapping[str, Any], field: str, *, required: bool) -> str | None:
+    value = data.get(field)
+    if value is None or value == "":
+        if required:
+            raise ApiError(422, f"{field} is required", field)
+        return None
+    if not isinstance(value, str):
+        raise ApiError(422, f"{field} must be text", field)
+    return value.strip()
+
+
+def validate_mode(value: object) -> str:
+    if not isinstance(value, str) or value not in RECORDING_MODES:
+        raise ApiError(422, f"mode must be one of {', '.join(RECORDING_MODES)}", "mode")
+    return value
+
+
+async def known_user(context: PortalContext, extension: str) -> User:
+    user = await context.store.get_user(extension) if _EXTENSION.fullmatch(extension) else None
+    if user is None:
+        raise ApiError(404, f"no user with extension {extension}")
+    return user
+
+
+async def change_mode(
+    context: PortalContext, request: web.Request, identity: Identity, extension: str, mode: str
+) -> User:
+    """Set a user's recording mode and audit it."""
+    user = await known_user(context, extension)
+    mode = validate_mode(mode)
+    updated = await context.store.set_mode(extension, mode)
+    await context.audit(
+        request, identity, "mode.change", f"user:{extension}", f"{user.recording_mode} -> {mode}"
+    )
+    return updated
+
+
+async def add_user(context: PortalContext, request: web.Request, identity: Identity,
+                   data: Mapping[str, Any]) -> User:
+    extension = _field_text(data, "extension", required=True)
+    assert extension is not None
+    if not _EXTENSION.fullmatch(extension):
+        raise ApiError(422, "extension must be 2 to 15 digits", "extension")
+    name = _field_text(data, "name", required=True)
+    assert name is not None
+    if not 1 <= len(name) <= 200:
+        raise ApiError(422, "name must have 1 to 200 characters", "name")
+    email = _field_text(data, "email", required=False)
+    if email is not None and not _EMAIL.fullmatch(email):
+        raise ApiError(422, "email must look like name@example.org", "email")
+    mode = validate_mode(data.get("mode", "on-demand"))
+    password = _field_text(data, "password", required=False)
+    portal_password = _field_text(data, "portal_password", required=False)
+    if portal_password is not None and len(portal_password) < 8:
+        raise ApiError(422, "portal_password must have at least 8 characters", "portal_password")
+    devices = data.get("devices", [])
+    if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
+        raise ApiError(422, "devices must be a list of SIP URIs", "devices")
+    if await context.store.get_user(extension) is not None:
+        raise ApiError(409, f"user {extension} already exists", "extension")
+    try:
+        user = await context.store.add_user(
+            extension, name, email=email, mode=mode, password=password, devices=devices
+        )
+    except StorageError as exc:
+        field = "devices" if "device" in str(exc) else "extension"
+        raise ApiError(422, str(exc), field) from exc
+    if portal_password is not None:
+        await context.repository.set_portal_password(extension, portal_password)
+    await context.audit(request, identity, "user.add", f"user:{extension}", f"mode {mode}")
+    return user
+
+
+async def order_export(
+    context: PortalContext, request: web.Request, identity: Identity, month: object
+) -> int:
+    """Ask for one month's ZIP; refused (409) below 180 days of retention."""
+    if not isinstance(month, str) or not _MONTH.fullmatch(month.strip()):
+        raise ApiError(422, "month must be YYYY-MM", "month")
+    month = month.strip()
+    settings = await load_settings(context.store, context.services)
+    if settings.retention_days < BULK_DOWNLOAD_MIN_RETENTION_DAYS:
+        raise ApiError(
+            409,
+            f"Bulk download needs a retention of {BULK_DOWNLOAD_MIN_RETENTION_DAYS} days or"
+            f" more; it is {settings.retention_days} days now.",
+            "retention_days",
+        )
+    if context.services.request_export is None:
+        raise ApiError(503, "bulk export is not available in this server")
+    try:
+        export_id = await context.services.request_export(month, identity.actor)
+    except (ValueError, StorageError) as exc:
+        raise ApiError(409, str(exc), "month") from exc
+    await context.audit(request, identity, "export.request", f"export:{export_id}", month)
+    return export_id
+
+
+# -- handlers --------------------------------------------------------------------------
+
+routes = web.RouteTableDef()
+
+
+@routes.get(f"{API}/openapi.json")
+async def get_openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_schema())
+
+
+@routes.get(f"{API}/me")
+async def get_me(request: web.Request) -> web.Response:
+    identity = require(request)
+    session = session_of(request)
+    return web.json_response(
+        {
+            "actor": identity.actor,
+            "role": identity.role,
+            "name": identity.name,
+            "extension": identity.extension,
+            "csrf_token": session.csrf_token if session is not None else None,
+        }
+    )
+
+
+@routes.get(f"{API}/users")
+async def list_users(request: web.Request) -> web.Response:
+    identity = require(request)
+    users = await context_of(request).store.list_users()
+    if not identity.is_admin:
+        users = [user for user in users if user.extension == identity.extension]
+    return web.json_response({"items": [user_json(user) for user in users]})
+
+
+@routes.post(f"{API}/users")
+async def post_user(request: web.Request) -> web.Response:
+    identity = require(request, admin=True)
+    context = context_of(request)
+    user = await add_user(context, request, identity, await json_body(request))
+    return web.json_response(user_json(user), status=201)
+
+
+def _visible_extension(request: web.Request, identity: Identity) -> str:
+    extension = request.match_info["extension"]
+    if not identity.is_admin and extension != identity.extension:
+        raise ApiError(404, f"no user with extension {extension}")
+    return extension
+
+
+@routes.get(f"{API}/users/{{extension}}")
+async def get_user(request: web.Request) -> web.Response:
+    identity = require(request)
+    extension = _visible_extension(request, identity)
+    return web.json_response(user_json(await known_user(context_of(request), extension)))
+
+
+@routes.put(f"{API}/users/{{extension}}/mode")
+async def put_mode(request: web.Request) -> web.Response:
+    identity = require(request, admin=True)
+    data = await json_body(request)
+    context = context_of(request)
+    user = await change_mode(
+        context, request, identity, request.match_info["extension"], data.get("mode")
+    )
+    return web.json_response(user_json(user))
+
+
+@routes.delete(f"{API}/users/{{extension}}/recording")
+async def remove_from_recording(request: web.Request) -> web.Response:
+    """Take a user off recording (mode never); their recordings are kept."""
+    identity = require(request, admin=True)
+    context = context_of(request)
+    user = await change_mode(context, request, identity, request.match_info["extension"], "never")
+    return web.json_response(user_json(user))
+
+
+@routes.put(f"{API}/users/{{extension}}/portal-password")
+async def put_portal_password(request: web.Request) -> web.Response:
+    identity = require(request, admin=True)
+    context = context_of(request)
+    extension = request.match_info["extension"]
+    await known_user(context, extension)
+    password = _field_text(await json_body(request), "password", required=True)
+    assert password is not None
+    if len(password) < 8:
+        raise ApiError(422, "password must have at least 8 characters", "password")
+    await context.repository.set_portal_password(extension, password)
+    await context.audit(request, identity, "portal_password.set", f"user:{extension}")
+    return web.Response(status=204)
+
+
+@routes.get(f"{API}/users/{{extension}}/devices")
+async def get_devices(request: web.Request) -> web.Response:
+    identity = require(request)
+    context = context_of(request)
+    extension = _visible_extension(request, identity)
+    await known_user(context, extension)
+    devices = await context.store.list_devices(extension)
+    return web.json_response({"items": [device_json(device) for device in devices]})
+
+
+@routes.post(f"{API}/users/{{extension}}/devices")
+async def post_device(request: web.Request) -> web.Response:
+    identity = require(request, admin=True)
+    context = context_of(request)
+    extension = request.match_info["extension"]
+    await known_user(context, extension)
+    data = await json_body(request)
+    uri = _field_text(data, "uri", required=True)
+    assert uri is not None
+    kind = _field_text(data, "kind", required=False) or "phone"
+    password = _field_text(data, "password", required=False)
+    try:
+        device = await context.store.add_device(extension, uri, kind, password)
+    except StorageError as exc:
+        raise ApiError(422, str(exc), "uri") from exc
+    await context.audit(request, identity, "device.add", f"user:{extension}", uri)
+    return web.json_response(device_json(device), status=201)
+
+
+@routes.get(f"{API}/settings")
+async def get_settings(request: web.Request) -> web.Response:
+    require(request)
+    context = context_of(request)
+    settings = await load_settings(context.store, context.services)
+    return web.json_response({**settings.as_json(), "note": RETENTION_NOTE})
+
+
+async def _patch_settings(request: web.Request) -> web.Response:
+    identity = require(request, admin=True)
+    context = context_of(request)
+    data = await json_body(request)
+    try:
+        changes = validate_settings_patch(data, context.services)
+    except FieldError as exc:
+        raise ApiError(422, exc.message, exc.field) from exc
+    await save_settings(context.store, changes)
+    await context.audit(
+        request, identity, "settings.change", "settings", json.dumps(changes, sort_keys=True)
+    )
+    settings = await load_settings(context.store, context.services)
+    return web.json_response({**settings.as_json(), "note": RETENTION_NOTE})
+
+
+routes.put(f"{API}/settings")(_patch_settings)
+routes.patch(f"{API}/settings")(_patch_settings)
+
+
+@routes.get(f"{API}/calls")
+async def get_calls(request: web.Request) -> web.Response:
+    identity = require(request)
+    call_query, paging = parse_call_filters(request.query, identity)
+    rows, total = await context_of(request).repository.calls_page(
+        call_query, paging.page_size, paging.offset
+    )
+    return web.json_response(page_json([call_json(row) for row in rows], paging, total))
+
+
+@routes.get(f"{API}/calls/{{id}}")
+async def get_call(request: web.Request) -> web.Response:
+    identity = require(request)
+    call_id = parse_id(request)
+    row = await context_of(request).repository.get_call(call_id, identity.scope_ext)
+    if row is None:
+        raise ApiError(404, f"no call {call_id}")
+    return web.json_response(call_json(row))
+
+
+@routes.get(f"{API}/recordings")
+async def get_recordings(request: web.Request) -> web.Response:
+    identity = require(request)
+    call_query, paging = parse_call_filters(request.query, identity)
+    listings, total = await context_of(request).repository.recordings_page(
+        since=call_query.since,
+        until=call_query.until,
+        extension=call_query.extension,
+        scope_ext=identity.scope_ext,
+        limit=paging.page_size,
+        offset=paging.offset,
+    )
+    return web.json_response(page_json([listing_json(x) for x in listings], paging, total))
+
+
+async def visible_recording(request: web.Request, identity: Identity) -> RecordingListing:
+    recording_id = parse_id(request)
+    listing = await context_of(request).repository.get_recording(recording_id, identity.scope_ext)
+    if listing is None:
+        raise ApiError(404, f"no recording {recording_id}")
+    return listing
+
+
+@routes.get(f"{API}/recordings/{{id}}")
+async def get_recording(request: web.Request) -> web.Response:
+    identity = require(request)
+    return web.json_response(listing_json(await visible_recording(request, identity)))
+
+
+async def _no_recording_changes(request: web.Request) -> web.Response:
+    raise web.HTTPMethodNotAllowed(
+        request.method,
+        ["GET", "HEAD"],
+        text="recordings cannot be changed or deleted; they are kept until their retention"
+        " expires",
+    )
+
+
+for _method in ("DELETE", "PUT", "PATCH", "POST"):
+    routes.route(_method, f"{API}/recordings/{{id}}")(_no_recording_changes)
+    routes.route(_method, f"{API}/recordings/{{id}}/audio")(_no_recording_changes)
+    routes.route(_method, f"{API}/recordings/{{id}}/download")(_no_recording_changes)
+
+
+def _is_first_range(request: web.Request) -> bool:
+    """Audit a play once per playback, not on every seek or buffering range."""
+    if request.method == "HEAD":
+        return False
+    header = request.headers.get("Range", "").replace(" ", "")
+    return header in ("", "bytes=0-") or header.startswith("bytes=0-")
+
+
+@routes.get(f"{API}/recordings/{{id}}/audio")
+async def get_audio(request: web.Request) -> web.StreamResponse:
+    identity = require(request)
+    context = context_of(request)
+    listing = await visible_recording(request, identity)
+    path = context.recording_file(listing.recording)
+    if _is_first_range(request):
+        await context.audit(request, identity, "recording.play", f"recording:{listing.recording.id}")
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": media_type(listing.recording),
+            "Cache-Control": "private, no-store",
+            "Accept-Ranges": "bytes",
+        },
+    )
+
+
+@routes.get(f"{API}/recordings/{{id}}/download")
+async def get_download(request: web.Request) -> web.StreamResponse:
+    identity = require(request)
+    context = context_of(request)
+    listing = await visible_recording(request, identity)
+    path = context.recording_file(listing.recording)
+    if request.method != "HEAD":
+        await context.audit(
+            request, identity, "recording.download", f"recording:{listing.recording.id}"
+        )
+    name = download_name(listing)
+    return web.FileResponse(
+        path,
+        headers={
+            "Content-Type": media_type(listing.recording),
+            "Content-Disposition": f'attachment; filename="{name}"',
+            "Cache-Control": "private, no-store",
+        },
+    )
+
+
+@routes.get(f"{API}/exports")
+async def get_exports(request: web.Request) -> web.Response:
+    require(request, admin=True)
+    exports = await context_of(request).repository.list_exports()
+    return web.json_response({"items": [export_json(export) for export in exports]})
+
+
+@routes.post(f"{API}/exports")
+async def post_export(request: web.Request) -> web.Response:
+    identity = require(request, admin=True)
+    context = context_of(request)
+    data = await json_body(request)
+    export_id = await order_export(context, request, identity, data.get("month"))
+    export = await context.repository.get_export(export_id)
+    body = export_json(export) if export is not None else {"id": export_id, "status": "queued"}
+    return web.json_response(body, status=202)
+
+
+@routes.get(f"{API}/exports/{{id}}")
+async def get_export(request: web.Request) -> web.Response:
+    require(request, admin=True)
+    export_id = parse_id(request)
+    export = await context_of(request).repository.get_export(export_id)
+    if export is None:
+        raise ApiError(404, f"no export {export_id}")
+    return web.json_response(export_json(export))
+
+
+@routes.get(f"{API}/tokens")
+async def get_tokens(request: web.Request) -> web.Response:
+    require(request, admin=True)
+    tokens = await context_of(request).repository.list_api_tokens()
+    return web.json_response(
+        {
+            "items": [
+                {
+                    "id": token.id,
+                    "name": token.name,
+                    "actor": token.actor,
+                    "created_at": format_timestamp(token.created_at),
+                    "revoked_at": format_timestamp(token.revoked_at),
+                }
+                for token in tokens
+            ]
+        }
+    )
+
+
+@routes.post(f"{API}/tokens")
+async def post_token(request: web.Request) -> web.Response:
+    identity = require(request, admin=True)
+    context = context_of(request)
+    name = _field_text(await json_body(request), "name", required=True)
+    assert name is not None
+    if len(name) > 100:
+        raise ApiError(422, "name must have 1 to 100 characters", "name")
+    token_id, token = await context.repository.create_api_token(name, identity.actor)
+    await context.audit(request, identity, "token.create", f"token:{token_id}", name)
+    return web.json_response({"id": token_id, "name": name, "token": token}, status=201)
+
+
+@routes.delete(f"{API}/tokens/{{id}}")
+async def delete_token(request: web.Request) -> web.Response:
+    identity = require(request, admin=True)
+    context = context_of(request)
+    token_id = parse_id(request)
+    if not await context.repository.revoke_api_token(token_id):
+        raise ApiError(404, f"no active token {token_id}")
+    await context.audit(request, identity, "token.revoke", f"token:{token_id}")
+    return web.Response(status=204)
+
+
+@routes.get(f"{API}/audit")
+async def get_audit(request: web.Request) -> web.Response:
+    require(request, admin=True)
+    context = context_of(request)
+    paging = Paging(
+        page=_parse_int(request.query, "page", 1, 1, 1_000_000),
+        page_size=_parse_int(request.query, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
+    )
+    entries = await context.store.list_audit(paging.page_size, paging.offset)
+    total = await context.repository.audit_total()
+    return web.json_response(page_json([audit_json(e) for e in entries], paging, total))

@@ -1,0 +1,278 @@
+"""Retention: how long recordings are kept, and the purge that deletes expired files.
+
+A recording gets `retention_days` (and so `expires_at`) when it is filed, from the
+setting in force then; changing the setting later changes only new recordings. The purge
+deletes the file of every recording whose `expires_at` is at or before `now` and marks
+its row `purged` (metadata kept) with an audit entry. Nothing else deletes a recording.
+
+`purge_expired` takes `now` from its caller, so tests drive it on a fake clock;
+`RetentionTask` runs it periodically inside `callrec serve`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from b2bua.config import Config
+from storage.database import StorageError, Store
+from storage.models import Recording
+
+__all__ = [
+    "EXPORT_LINK_LIFETIME_S",
+    "MAX_RETENTION_DAYS",
+    "MIN_RETENTION_DAYS",
+    "RETENTION_CHOICES",
+    "RETENTION_SETTING",
+    "ExpiredExport",
+    "InvalidRequest",
+    "PurgeFailure",
+    "PurgeReport",
+    "PurgedRecording",
+    "RetentionTask",
+    "current_retention_days",
+    "expire_exports",
+    "purge_expired",
+    "set_retention_days",
+    "validate_retention_days",
+]
+
+log = logging.getLogger("callrec.retention")
+
+MIN_RETENTION_DAYS = 30
+MAX_RETENTION_DAYS = 365
+# What the portal slider offers; any integer in MIN..MAX is accepted.
+RETENTION_CHOICES: tuple[int, ...] = (*range(MIN_RETENTION_DAYS, 121), 180, MAX_RETENTION_DAYS)
+RETENTION_SETTING = "retention_days"
+PURGE_ACTOR = "retention"
+# A ready export ZIP (and its signed link) lives this long after it was built.
+EXPORT_LINK_LIFETIME_S = 7 * 86400.0
+
+
+class InvalidRequest(StorageError, ValueError):
+    """A value from a person (retention days, a month) is not acceptable; the message
+    says what is. Also a ValueError, for callers that validate with ValueError."""
+
+
+def validate_retention_days(value: object) -> int:
+    """The retention in days if `value` (an int or a string of digits) is allowed."""
+    days: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        days = value
+    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
+        days = int(value.strip())
+    if days is None or not MIN_RETENTION_DAYS <= days <= MAX_RETENTION_DAYS:
+        raise InvalidRequest(
+            f"invalid retention {value!r}: expected whole days from "
+            f"{MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}"
+        )
+    return days
+
+
+async def current_retention_days(store: Store, config: Config) -> int:
+    """The retention new recordings get: the stored setting, else `[retention]
+    default_days`."""
+    stored = await store.get_setting(RETENTION_SETTING)
+    if stored is None:
+        return config.retention.default_days
+    try:
+        return validate_retention_days(stored)
+    except InvalidRequest:
+        log.warning(
+            "setting %s=%r is invalid; using the default %d days",
+            RETENTION_SETTING,
+            stored,
+            config.retention.default_days,
+        )
+        return config.retention.default_days
+
+
+async def set_retention_days(
+    store: Store, days: object, *, actor: str, address: str | None = None
+) -> int:
+    """Change the retention for new recordings (existing ones keep theirs); audited."""
+    checked = validate_retention_days(days)
+    previous = await store.get_setting(RETENTION_SETTING)
+    await store.set_setting(RETENTION_SETTING, str(checked))
+    await store.audit(
+        actor,
+        "settings.retention",
+        RETENTION_SETTING,
+        address=address,
+        detail=f"{previous or 'default'} -> {checked} days (new recordings only)",
+    )
+    return checked
+
+
+@dataclass(frozen=True)
+class PurgedRecording:
+    """A recording the purge deleted; `file_found` is False if its file was missing."""
+
+    id: int
+    path: str
+    expires_at: float
+    file_found: bool
+
+
+@dataclass(frozen=True)
+class PurgeFailure:
+    """An expired recording whose file could not be deleted; it stays unpurged."""
+
+    id: int
+    path: str
+    error: str
+
+
+@dataclass
+class PurgeReport:
+    """What one purge pass did."""
+
+    now: float
+    purged: list[PurgedRecording] = field(default_factory=list)
+    failed: list[PurgeFailure] = field(default_factory=list)
+
+    @property
+    def missing(self) -> list[PurgedRecording]:
+        return [item for item in self.purged if not item.file_found]
+
+
+def _recording_file(storage_dir: Path, relative: str) -> Path:
+    """The file of a recording row; refuses a path that climbs out of the storage dir."""
+    path = Path(relative)
+    if not path.is_absolute() and ".." in path.parts:
+        raise StorageError(f"refusing path outside the storage folder: {relative!r}")
+    return storage_dir / path
+
+
+def _delete_files(storage_dir: Path, rows: Sequence[Recording]) -> list[bool | str]:
+    """Per row: True deleted, False already missing, or the error text. Read-only (0444)
+    files go too: unlinking needs write access to the folder, not the file."""
+    outcomes: list[bool | str] = []
+    for row in rows:
+        try:
+            os.unlink(_recording_file(storage_dir, row.path))
+            outcomes.append(True)
+        except FileNotFoundError:
+            outcomes.append(False)
+        except (OSError, StorageError) as exc:
+            outcomes.append(str(exc))
+    return outcomes
+
+
+async def purge_expired(
+    store: Store, storage_dir: Path, now: float, *, limit: int | None = None
+) -> PurgeReport:
+    """Delete the files of recordings expired at `now` (at most `limit` of them) and
+    mark their rows purged, one audit entry each."""
+    report = PurgeReport(now)
+    rows = await store.expired_recordings(now, limit)
+    if not rows:
+        return report
+    outcomes = await asyncio.to_thread(_delete_files, storage_dir, rows)
+    for row, outcome in zip(rows, outcomes, strict=True):
+        if isinstance(outcome, str):
+            log.error("recording %d: cannot delete %s: %s", row.id, row.path, outcome)
+            report.failed.append(PurgeFailure(row.id, row.path, outcome))
+            continue
+        if not outcome:
+            log.warning("recording %d: file %s was already missing", row.id, row.path)
+        detail = (
+            f"expired {row.retention_days} days after start; "
+            + ("file deleted" if outcome else "file was already missing")
+            + f": {row.path}"
+        )
+        marked = await store.mark_recording_purged(row.id, at=now, actor=PURGE_ACTOR, detail=detail)
+        if marked:
+            report.purged.append(PurgedRecording(row.id, row.path, row.expires_at, outcome))
+    if report.purged:
+        log.info("purged %d expired recording(s)", len(report.purged))
+    return report
+
+
+@dataclass(frozen=True)
+class ExpiredExport:
+    """An export whose ZIP (and link) outlived `EXPORT_LINK_LIFETIME_S`."""
+
+    id: int
+    path: str | None
+
+
+async def expire_exports(store: Store, storage_dir: Path, now: float) -> list[ExpiredExport]:
+    """Delete export ZIPs built more than the link lifetime ago; mark them expired."""
+    expired: list[ExpiredExport] = []
+    for job in await store.exports_finished_before(now - EXPORT_LINK_LIFETIME_S):
+        if job.path is not None and job.status == "ready":
+            target = storage_dir / job.path
+            # Only ZIPs in our exports folder: a CLI export written elsewhere is the
+            # operator's file.
+            if target.parent == storage_dir / "exports":
+                with contextlib.suppress(FileNotFoundError):
+                    await asyncio.to_thread(os.unlink, target)
+        await store.update_export(job.id, "expired")
+        await store.audit(PURGE_ACTOR, "export.expired", f"export {job.id}", at=now)
+        expired.append(ExpiredExport(job.id, job.path))
+    return expired
+
+
+class RetentionTask:
+    """Runs the purge (and export expiry) every `interval_s` inside `callrec serve`.
+
+    Each pass handles at most `batch` recordings, so one pass stays short; a backlog
+    drains over the following passes."""
+
+    def __init__(
+        self,
+        store: Store,
+        storage_dir: Path,
+        *,
+        interval_s: float = 3600.0,
+        batch: int = 1000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.storage_dir = storage_dir
+        self.interval_s = interval_s
+        self.batch = batch
+        self.clock = clock
+        self.last_report: PurgeReport | None = None
+        self.passes = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start the periodic purge (the first pass runs at once)."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._run_forever())
+
+    async def stop(self) -> None:
+        """Cancel the task and wait until it has stopped (a pass in progress ends
+        between two recordings; its thread finishes its current batch)."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def run_once(self) -> PurgeReport:
+        """One pass now."""
+        now = self.clock()
+        report = await purge_expired(self.store, self.storage_dir, now, limit=self.batch)
+        await expire_exports(self.store, self.storage_dir, now)
+        self.last_report = report
+        self.passes += 1
+        return report
+
+    async def _run_forever(self) -> None:
+        while True:
+            try:
+                await self.run_once()
+            except (StorageError, OSError) as exc:
+                # A locked or full disk must not end retention for good: retry next pass.
+                log.error("retention pass failed: %s", exc)
+            await asyncio.sleep(self.interval_s)

@@ -1,0 +1,622 @@
+"""End-to-end: `always` calls recorded by a real `callrec serve`, checked sample by sample.
+
+Every call here goes through a real `callrec serve` subprocess and real SIP peers (SIPp
+or pjsua2 phones in their own processes). The file is then read back with soundfile and
+compared with what was sent.
+
+Where the audio must be in the file (the "true offset"): the recorder's contract is that
+call time 0 is the answer and that a leg's audio sits at the instant it passed through
+callrec (a packet's last sample at its arrival; loopback adds well under a millisecond).
+pjsua2 phones give no wall-clock time for what they play, and what a phone records with
+--record-heard has gone through its jitter buffer and conference bridge (tens of ms of
+unknown delay), so neither can prove a 20 ms bound. Instead the test sniffs loopback
+(AF_PACKET, kernel receive timestamps) and rebuilds from the wire, independently of
+callrec, where each party's audio belongs: every captured RTP payload is decoded and
+placed by its RTP timestamp, the stream anchored on its least delayed packet (network
+delay only ever adds to an arrival). The file's channel must line up with that track
+within 20 ms, and must correlate with the WAV the phone played at >= 0.95. File time 0
+is the CDR's `answered_at` (the recorder starts in the same instant, stored to the ms).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soundfile as sf
+
+from b2bua.phone import PhoneProcess
+from media import g711
+from media.rtp import MediaError, RtpPacket
+from tests.e2e.harness import HOST, CallrecServer, make_server
+from tests.e2e.rtp_counter import PACKET_IGNORE_OUTGOING, PACKET_OUTGOING, SOL_PACKET
+from tests.e2e.sipp_runner import (
+    G711A_PCAP,
+    environment_ok,
+    free_port,
+    run_sipp,
+    start_sipp,
+    write_rtp_pcap,
+)
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok())),
+]
+
+RATE = 8000
+# SIPp answers only an MD5 challenge and takes the first one offered.
+SIPP_SIP_CONFIG = '[sip]\ndigest_algorithms = ["MD5", "SHA-256"]\n'
+# The announcement is checked elsewhere; here it would sit on top of the audio compared.
+NO_ANNOUNCEMENT = 'announcement = "none"\n'
+PASSWORD = "pw-201"
+LENGTH_TOLERANCE_S = 0.1
+OFFSET_TOLERANCE_S = 0.02
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+
+FloatArray = npt.NDArray[np.float64]
+Int16Array = npt.NDArray[np.int16]
+
+
+# ------------------------------------------------------------------------ servers
+def recording_server(root: Path, *, channels: str, fmt: str) -> CallrecServer:
+    server = make_server(
+        root,
+        f'[recording]\nchannels = "{channels}"\nformat = "{fmt}"\n{NO_ANNOUNCEMENT}',
+    )
+    server.config_path.write_text(
+        server.config_path.read_text().replace("[sip]\n", SIPP_SIP_CONFIG, 1)
+    )
+    server.add_user("201", "Alice Martin", PASSWORD, "--mode", "always")
+    return server
+
+
+@contextlib.contextmanager
+def running(server: CallrecServer) -> Iterator[CallrecServer]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def recordings(server: CallrecServer) -> list[dict[str, Any]]:
+    import json
+
+    rows: list[dict[str, Any]] = json.loads(server.cli("recordings", "list", "--json").stdout)
+    return rows
+
+
+def wait_for_new_recording(
+    server: CallrecServer, known_ids: set[int], timeout: float = 10.0
+) -> dict[str, Any]:
+    """The one recording row added since `known_ids`, once it is no longer in progress."""
+    deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = [r for r in recordings(server) if r["id"] not in known_ids]
+        if rows and all(r["status"] != "recording" for r in rows):
+            break
+        time.sleep(0.2)
+    assert len(rows) == 1, f"expected exactly one new recording, got {rows}\n{server.log()}"
+    assert rows[0]["status"] != "recording", f"{rows[0]}\n{server.log()[-3000:]}"
+    return rows[0]
+
+
+def recording_files(server: CallrecServer) -> set[Path]:
+    return {p for p in (server.data_dir / "recordings").rglob("*") if p.is_file()}
+
+
+def wall_time(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass
+class RecordedCall:
+    """A finished call: its recording row, the audio read back and the file's path."""
+
+    row: dict[str, Any]
+    path: Path
+    audio: Int16Array  # (frames, channels)
+    new_files: set[Path]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def answered(self) -> float:
+        return wall_time(self.row["answered_at"])
+
+    @property
+    def media_time_s(self) -> float:
+        return wall_time(self.row["ended_at"]) - self.answered
+
+
+def collect(server: CallrecServer, known_ids: set[int], files_before: set[Path]) -> RecordedCall:
+    row = wait_for_new_recording(server, known_ids)
+    path = server.data_dir / row["path"]
+    audio, rate = sf.read(path, dtype="int16", always_2d=True)
+    assert rate == RATE
+    return RecordedCall(row, path, audio, recording_files(server) - files_before)
+
+
+def sipp_call(
+    server: CallrecServer,
+    work: Path,
+    *,
+    pcap: Path = G711A_PCAP,
+    call_length_ms: int = 3000,
+    trunk_echo: bool = False,
+) -> RecordedCall:
+    """One SIPp phone (201, playing `pcap`) to a SIPp trunk through callrec."""
+    known = {r["id"] for r in recordings(server)}
+    files = recording_files(server)
+    trunk = start_sipp(
+        "uas_echo.xml",
+        local_port=server.trunk_port,
+        media_port=free_port(even=True, span=4),
+        rtp_echo=trunk_echo,
+        timeout_s=30,
+        work_dir=work / "uas",
+    )
+    with trunk:
+        phone = run_sipp(
+            "uac_auth_pcap.xml",
+            remote=f"{HOST}:{server.sip_port}",
+            media_port=free_port(even=True, span=4),
+            callee="300",
+            caller="201",
+            user="201",
+            password=PASSWORD,
+            pcap=pcap,
+            call_length_ms=call_length_ms,
+            timeout_s=30,
+            work_dir=work / "uac",
+            extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
+        )
+        assert phone.ok, phone.summary()
+        trunk_result = trunk.wait()
+        assert trunk_result.ok, trunk_result.summary()
+    return collect(server, known, files)
+
+
+def assert_one_sealed_file(call: RecordedCall, *, channels: int, fmt: str) -> None:
+    """The common contract of every finished recording."""
+    row = call.row
+    assert row["status"] == "complete", row
+    assert call.new_files == {call.path}, call.new_files
+    assert row["format"] == fmt and call.path.suffix == f".{fmt}"
+    assert sf.info(str(call.path)).format == fmt.upper()
+    assert row["channels"] == channels == call.audio.shape[1]
+    assert row["sample_rate"] == RATE
+    length_s = len(call.audio) / RATE
+    assert abs(length_s - call.media_time_s) <= LENGTH_TOLERANCE_S, (
+        length_s,
+        call.media_time_s,
+    )
+    assert abs(row["duration_s"] - length_s) <= 0.01, (row["duration_s"], length_s)
+    assert hashlib.sha256(call.path.read_bytes()).hexdigest() == row["sha256"]
+    assert row["bytes"] == call.path.stat().st_size
+    # Tests run as root, who may write anything: look at the mode bits themselves.
+    assert call.path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) == 0
+
+
+# ------------------------------------------------------------------------ signals
+def chirp(path: Path, low_hz: float, high_hz: float, seconds: float = 3.0) -> Int16Array:
+    """A linear sweep, written as 8 kHz 16-bit WAV: unambiguous to correlate."""
+    t = np.arange(int(RATE * seconds)) / RATE
+    phase = 2 * np.pi * (low_hz * t + (high_hz - low_hz) / (2 * seconds) * t**2)
+    pcm = (0.4 * 32767 * np.sin(phase)).astype(np.int16)
+    sf.write(path, pcm, RATE, subtype="PCM_16")
+    return pcm
+
+
+def cross_correlation(reference: FloatArray, signal: FloatArray) -> FloatArray:
+    """corr[k] = sum reference[n] * signal[n + k] for k in [0, len(signal))."""
+    size = len(reference) + len(signal)
+    spectrum = np.fft.rfft(signal, size) * np.conj(np.fft.rfft(reference, size))
+    return np.fft.irfft(spectrum, size)[: len(signal)]
+
+
+def best_correlation(reference: npt.ArrayLike, signal: npt.ArrayLike) -> tuple[float, int]:
+    """Peak normalised correlation of `reference` inside `signal` and where it starts."""
+    ref = np.asarray(reference, dtype=np.float64)
+    sig = np.asarray(signal, dtype=np.float64)
+    corr = cross_correlation(ref, sig)
+    energy = np.concatenate(([0.0], np.cumsum(sig**2)))
+    starts = np.arange(len(sig))
+    window = energy[np.minimum(starts + len(ref), len(sig))] - energy[starts]
+    norm = np.sqrt(np.maximum(window, 1e-9) * np.sum(ref**2))
+    score = np.abs(corr) / norm
+    # A window almost empty of signal (the file's tail) must not win on rounding noise.
+    score[window < 0.25 * np.sum(ref**2)] = 0.0
+    best = int(np.argmax(score))
+    return float(score[best]), best
+
+
+def lag_between(expected: npt.ArrayLike, actual: npt.ArrayLike, max_lag: int) -> int:
+    """Samples by which `actual` is late against `expected` (same-length tracks)."""
+    exp = np.asarray(expected, dtype=np.float64)
+    act = np.asarray(actual, dtype=np.float64)
+    size = len(exp) + len(act)
+    spectrum = np.fft.rfft(act, size) * np.conj(np.fft.rfft(exp, size))
+    corr = np.fft.irfft(spectrum, size)
+    lags = np.concatenate((np.arange(0, max_lag + 1), np.arange(-max_lag, 0)))
+    return int(lags[int(np.argmax(corr[lags]))])
+
+
+def rms(samples: npt.ArrayLike) -> float:
+    return float(np.sqrt(np.mean(np.asarray(samples, dtype=np.float64) ** 2)))
+
+
+def pcap_audio(path: Path) -> Int16Array:
+    """The G.711 audio of a SIPp pcap, decoded and laid out by RTP timestamp."""
+    data = path.read_bytes()
+    offset = 24
+    packets: list[RtpPacket] = []
+    while offset + 16 <= len(data):
+        captured = struct.unpack_from("<I", data, offset + 8)[0]
+        frame = data[offset + 16 : offset + 16 + captured]
+        offset += 16 + captured
+        ip = 14
+        udp = ip + (frame[ip] & 0x0F) * 4
+        with contextlib.suppress(MediaError):
+            packets.append(RtpPacket.parse(frame[udp + 8 :]))
+    audio = [p for p in packets if p.payload_type in (0, 8)]
+    first = audio[0].timestamp
+    end = max(p.timestamp - first + len(p.payload) for p in audio)
+    track = np.zeros(end, dtype=np.int16)
+    for packet in audio:
+        start = packet.timestamp - first
+        codec = "PCMA" if packet.payload_type == 8 else "PCMU"
+        track[start : start + len(packet.payload)] = g711.decode(codec, packet.payload)
+    return track
+
+
+# ------------------------------------------------------------------------ the wire
+@dataclass(frozen=True)
+class WirePacket:
+    """A UDP datagram seen on loopback, with the kernel's receive time (wall clock)."""
+
+    at: float
+    source: int
+    destination: int
+    payload: bytes
+
+
+class WireCapture:
+    """Sniffs UDP datagrams to a port range on `lo` (AF_PACKET, root) in a thread."""
+
+    def __init__(self, ports: range, max_seconds: float = 60.0) -> None:
+        self.ports = ports
+        self.packets: list[WirePacket] = []
+        self._stop = threading.Event()
+        self._socket = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(3))
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self._socket.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        with contextlib.suppress(OSError):
+            self._socket.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        self._socket.bind(("lo", 3))
+        self._socket.settimeout(0.05)
+        self._deadline = time.monotonic() + max_seconds
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        space = socket.CMSG_SPACE(16)
+        while not self._stop.is_set() and time.monotonic() < self._deadline:
+            try:
+                frame, ancillary, _flags, address = self._socket.recvmsg(65535, space)
+            except TimeoutError:
+                continue
+            if len(address) > 2 and address[2] == PACKET_OUTGOING:
+                continue
+            if len(frame) < 42 or frame[12:14] != b"\x08\x00" or frame[23] != 17:
+                continue
+            udp = 14 + (frame[14] & 0x0F) * 4
+            source, destination = struct.unpack_from("!HH", frame, udp)
+            if destination not in self.ports:
+                continue
+            at = time.time()
+            for level, kind, value in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanoseconds = struct.unpack("qq", value[:16])
+                    at = seconds + nanoseconds / 1e9
+            self.packets.append(WirePacket(at, source, destination, frame[udp + 8 :]))
+
+    def stop(self) -> list[WirePacket]:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._socket.close()
+        return self.packets
+
+
+def track_from_wire(
+    packets: list[WirePacket], *, source: int, destination: int, start: float, length: int
+) -> Int16Array:
+    """Where one party's audio belongs in the file, rebuilt from the wire (see module doc).
+
+    Samples go by RTP timestamp; the stream is anchored on its least delayed packet,
+    whose last sample is taken to be at its arrival.
+    """
+    stream: list[tuple[float, RtpPacket]] = []
+    for wire in packets:
+        if wire.source == source and wire.destination == destination:
+            with contextlib.suppress(MediaError):
+                packet = RtpPacket.parse(wire.payload)
+                if packet.payload_type in (0, 8):
+                    stream.append((wire.at, packet))
+    assert stream, f"no RTP from port {source} to {destination} on the wire"
+    first = stream[0][1].timestamp
+    relative = [(p.timestamp - first) % (1 << 32) for _, p in stream]
+    anchor = min(
+        (at - start) * RATE - len(p.payload) - ts
+        for (at, p), ts in zip(stream, relative, strict=True)
+    )
+    track = np.zeros(length, dtype=np.int16)
+    for (_, packet), ts in zip(stream, relative, strict=True):
+        position = round(ts + anchor)
+        pcm = g711.decode("PCMA" if packet.payload_type == 8 else "PCMU", packet.payload)
+        lo, hi = max(position, 0), min(position + len(pcm), length)
+        if lo < hi:
+            track[lo:hi] = pcm[lo - position : hi - position]
+    return track
+
+
+def port_of(address: str) -> int:
+    return int(address.rsplit(":", 1)[1])
+
+
+# ------------------------------------------------------------------------ fixtures
+@pytest.fixture(scope="module")
+def mono_wav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
+    server = recording_server(tmp_path_factory.mktemp("mono"), channels="mono", fmt="wav")
+    with running(server):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def stereo_wav(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
+    server = recording_server(tmp_path_factory.mktemp("stereo"), channels="stereo", fmt="wav")
+    with running(server):
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mono_call(mono_wav: CallrecServer, tmp_path_factory: pytest.TempPathFactory) -> RecordedCall:
+    """SIPp plays g711a.pcap from the phone; the trunk sends nothing back."""
+    return sipp_call(mono_wav, tmp_path_factory.mktemp("mono-call"), call_length_ms=4000)
+
+
+@pytest.fixture(scope="module")
+def stereo_call(
+    stereo_wav: CallrecServer, tmp_path_factory: pytest.TempPathFactory
+) -> RecordedCall:
+    """pjsua2 on both sides: the phone (201) plays chirp A, the trunk (300) chirp B."""
+    server = stereo_wav
+    work = tmp_path_factory.mktemp("stereo-call")
+    phone_signal = chirp(work / "a.wav", 300, 1500)
+    trunk_signal = chirp(work / "b.wav", 1900, 3400)
+    known = {r["id"] for r in recordings(server)}
+    files = recording_files(server)
+    capture = WireCapture(range(server.rtp_first, server.rtp_last + 1))
+    try:
+        trunk = PhoneProcess(
+            [
+                "answer",
+                "--local-port",
+                str(server.trunk_port),
+                "--via",
+                f"{HOST}:{server.sip_port}",
+                "--as",
+                "300",
+                "--play",
+                str(work / "b.wav"),
+                "--calls",
+                "1",
+                "--timeout",
+                "30",
+            ]
+        )
+        trunk.wait_for("started", 15)
+        phone = PhoneProcess(
+            [
+                "dial",
+                "300",
+                "--via",
+                f"{HOST}:{server.sip_port}",
+                "--as",
+                "201",
+                "--password",
+                PASSWORD,
+                "--play",
+                str(work / "a.wav"),
+                "--hangup-after",
+                "4",
+                "--timeout",
+                "30",
+            ]
+        )
+        phone_result = phone.wait(40)
+        trunk_result = trunk.wait(40)
+    finally:
+        wire = capture.stop()
+    assert phone_result.returncode == 0, phone_result.stderr[-3000:]
+    assert trunk_result.returncode == 0, trunk_result.stderr[-3000:]
+    call = collect(server, known, files)
+    call.extra.update(
+        wire=wire,
+        phone_media=phone_result.named("media")[0],
+        trunk_media=trunk_result.named("media")[0],
+        phone_signal=phone_signal,
+        trunk_signal=trunk_signal,
+    )
+    return call
+
+
+# ------------------------------------------------------------------------ tests
+def test_mono_wav_is_one_sealed_file_of_the_call_length(mono_call: RecordedCall) -> None:
+    assert_one_sealed_file(mono_call, channels=1, fmt="wav")
+
+
+def test_stereo_wav_is_one_sealed_file_of_the_call_length(stereo_call: RecordedCall) -> None:
+    assert_one_sealed_file(stereo_call, channels=2, fmt="wav")
+
+
+def test_flac_is_one_sealed_file_of_the_call_length(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    root = tmp_path_factory.mktemp("flac")
+    server = recording_server(root, channels="mono", fmt="flac")
+    with running(server):
+        call = sipp_call(server, root, call_length_ms=3000)
+    assert_one_sealed_file(call, channels=1, fmt="flac")
+    # Lossless: the pcap's audio is in the FLAC sample for sample.
+    source = pcap_audio(G711A_PCAP)[: 2 * RATE]
+    score, start = best_correlation(source, call.audio[:, 0])
+    assert score >= 0.99, score
+    np.testing.assert_array_equal(call.audio[start : start + 2 * RATE, 0], source)
+
+
+def test_sipp_pcap_audio_is_in_the_mono_file(mono_call: RecordedCall) -> None:
+    source = pcap_audio(G711A_PCAP)
+    recorded = mono_call.audio[:, 0]
+    score, start = best_correlation(source[: 3 * RATE], recorded)
+    assert score >= 0.95, score
+    # SIPp starts playing right after its ACK: the audio starts near call time 0.
+    assert start / RATE < 0.3, start / RATE
+    # The trunk sent nothing, so the mono mix is the phone's audio unchanged (G.711
+    # decoding is exact), apart from packets cut by the call's ends.
+    segment = recorded[start + RATE : start + 3 * RATE]
+    np.testing.assert_array_equal(segment, source[RATE : 3 * RATE])
+
+
+def test_stereo_channels_hold_each_party_at_the_right_time(stereo_call: RecordedCall) -> None:
+    audio = stereo_call.audio
+    left, right = audio[:, 0], audio[:, 1]
+    phone_signal = stereo_call.extra["phone_signal"]
+    trunk_signal = stereo_call.extra["trunk_signal"]
+    excerpt = slice(0, 2 * RATE)
+    # The internal user (the phone, 201) is on the left, the trunk on the right.
+    left_score, _ = best_correlation(phone_signal[excerpt], left)
+    right_score, _ = best_correlation(trunk_signal[excerpt], right)
+    assert left_score >= 0.95, left_score
+    assert right_score >= 0.95, right_score
+    crossed_left, _ = best_correlation(trunk_signal[excerpt], left)
+    crossed_right, _ = best_correlation(phone_signal[excerpt], right)
+    assert crossed_left < 0.3 and crossed_right < 0.3, (crossed_left, crossed_right)
+
+    wire = stereo_call.extra["wire"]
+    phone_media = stereo_call.extra["phone_media"]
+    trunk_media = stereo_call.extra["trunk_media"]
+    max_lag = RATE // 2
+    for channel, media in ((left, phone_media), (right, trunk_media)):
+        expected = track_from_wire(
+            wire,
+            source=port_of(media["local_rtp"]),
+            destination=port_of(media["remote_rtp"]),
+            start=stereo_call.answered,
+            length=len(channel),
+        )
+        lag = lag_between(expected, channel, max_lag)
+        assert abs(lag) / RATE <= OFFSET_TOLERANCE_S, (
+            f"{media['local_rtp']}: file is {1000 * lag / RATE:+.1f} ms off the wire"
+        )
+        # And what is there is that party's audio, not merely something correlated.
+        score, _ = best_correlation(expected[RATE : 3 * RATE], channel)
+        assert score >= 0.95, score
+
+
+def test_one_way_audio_leaves_silence_on_the_mute_side(
+    stereo_wav: CallrecServer, tmp_path: Path
+) -> None:
+    call = sipp_call(stereo_wav, tmp_path, call_length_ms=2500, trunk_echo=False)
+    assert_one_sealed_file(call, channels=2, fmt="wav")
+    left, right = call.audio[:, 0], call.audio[:, 1]
+    assert rms(left) > 300, rms(left)
+    assert not right.any(), "the trunk sent no RTP: its channel must be pure silence"
+
+
+def test_call_without_rtp_is_silence_of_the_call_length_and_warned(
+    stereo_wav: CallrecServer, tmp_path: Path
+) -> None:
+    silent = tmp_path / "no-rtp.pcap"
+    assert write_rtp_pcap(silent, duration_s=0) == 0
+    log_before = len(stereo_wav.log())
+    call = sipp_call(stereo_wav, tmp_path, pcap=silent, call_length_ms=2000)
+    assert_one_sealed_file(call, channels=2, fmt="wav")
+    assert len(call.audio) >= 1.5 * RATE
+    assert not call.audio.any()
+    new_log = stereo_wav.log()[log_before:]
+    warnings = [line for line in new_log.splitlines() if "WARNING" in line and "RTP" in line]
+    assert warnings, new_log
+
+
+def test_kill_9_mid_call_loses_at_most_a_second(tmp_path: Path) -> None:
+    server = recording_server(tmp_path / "crash", channels="mono", fmt="wav")
+    server.start()
+    try:
+        trunk = start_sipp(
+            "uas_echo.xml",
+            local_port=server.trunk_port,
+            media_port=free_port(even=True, span=4),
+            rtp_echo=True,
+            timeout_s=30,
+            work_dir=tmp_path / "uas",
+        )
+        phone = start_sipp(
+            "uac_auth_pcap.xml",
+            remote=f"{HOST}:{server.sip_port}",
+            media_port=free_port(even=True, span=4),
+            callee="300",
+            caller="201",
+            user="201",
+            password=PASSWORD,
+            call_length_ms=20000,
+            timeout_s=30,
+            work_dir=tmp_path / "uac",
+            ready_wait_s=0,
+            extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
+        )
+        with trunk, phone:
+            answered: float | None = None
+            deadline = time.monotonic() + 10
+            while answered is None and time.monotonic() < deadline:
+                rows = server.calls()
+                if rows and rows[0].get("answered_at"):
+                    answered = wall_time(rows[0]["answered_at"])
+                else:
+                    time.sleep(0.1)
+            assert answered is not None, server.log()
+            time.sleep(max(0.0, answered + 4.0 - time.time()))
+            assert server.process is not None
+            killed_at = time.time()
+            os.kill(server.process.pid, signal.SIGKILL)
+            server.process.wait(timeout=10)
+        server.stop()
+        server.start()
+        row = wait_for_new_recording(server, set())
+    finally:
+        server.stop()
+    assert row["status"] == "recovered", row
+    path = server.data_dir / row["path"]
+    audio, rate = sf.read(path, dtype="int16", always_2d=True)
+    media_until_kill = killed_at - answered
+    kept = len(audio) / rate
+    assert media_until_kill - 1.0 <= kept <= media_until_kill + 0.1, (kept, media_until_kill)
+    assert rms(audio[: int((kept - 0.5) * rate)]) > 300, "the audio before the kill is kept"
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == row["sha256"]
+    assert path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) == 0
