@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import importlib
 import json
 import sys
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 from b2bua.config import Config, ConfigError, load_config
@@ -106,6 +109,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     list_recordings.add_argument("--json", action="store_true", help="print a JSON list")
     list_recordings.add_argument("--limit", type=_positive, default=100, metavar="N")
+    export = with_config(
+        recordings.add_parser("export", help="write one month's recordings to a ZIP")
+    )
+    export.add_argument("--month", required=True, metavar="YYYY-MM", help="UTC month")
+    export.add_argument("-o", "--output", required=True, metavar="FILE.zip")
+
+    with_config(commands.add_parser("purge", help="delete expired recordings now"))
+
+    admin = commands.add_parser("admin", help="portal administrators").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    admin_add = with_config(admin.add_parser("add", help="add a portal admin"))
+    admin_add.add_argument("name", metavar="NAME")
+    admin_add.add_argument("--password", required=True, help="only an argon2 hash is stored")
+    admin_add.add_argument("--email", help="where export links are mailed")
+    with_config(admin.add_parser("list", help="list portal admins"))
+
+    settings = commands.add_parser("settings", help="settings").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    settings_set = with_config(settings.add_parser("set", help="change a setting"))
+    settings_set.add_argument("key", metavar="KEY", choices=("retention_days",))
+    settings_set.add_argument("value", metavar="VALUE")
 
     commands.add_parser(
         "phone",
@@ -300,6 +326,71 @@ async def _recordings_command(args: argparse.Namespace, config: Config, out: Tex
     await _with_store(config, work)
 
 
+def _cli_actor() -> str:
+    """Who ran the command, for the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli"
+
+
+async def _export_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    from storage.export import build_export
+
+    async def work(store: Store) -> None:
+        job = await build_export(
+            store,
+            config,
+            args.month,
+            requested_by=_cli_actor(),
+            output=Path(args.output).resolve(),
+        )
+        out.write(f"exported {job.files} recording(s) of {job.month} to {job.path}\n")
+        if job.error:
+            out.write(f"warning: {job.error}\n")
+
+    await _with_store(config, work)
+
+
+async def _purge_command(config: Config, out: TextIO) -> None:
+    from storage.retention import purge_expired
+
+    async def work(store: Store) -> None:
+        report = await purge_expired(store, config.storage.dir, time.time())
+        for item in report.purged:
+            note = "" if item.file_found else " (file was already missing)"
+            out.write(f"purged recording {item.id}: {item.path}{note}\n")
+        for failure in report.failed:
+            out.write(f"NOT purged recording {failure.id}: {failure.path}: {failure.error}\n")
+        out.write(f"{len(report.purged)} purged, {len(report.failed)} failed\n")
+        if report.failed:
+            raise StorageError(f"{len(report.failed)} expired recording(s) could not be deleted")
+
+    await _with_store(config, work)
+
+
+async def _admin_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    async def work(store: Store) -> None:
+        if args.action == "add":
+            admin = await store.add_admin(args.name, args.password, email=args.email)
+            out.write(f"added admin {admin.name}\n")
+        elif args.action == "list":
+            for admin in await store.list_admins():
+                out.write(f"{admin.name}  {admin.email or '-'}\n")
+
+    await _with_store(config, work)
+
+
+async def _settings_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    from storage.retention import set_retention_days
+
+    async def work(store: Store) -> None:
+        days = await set_retention_days(store, args.value, actor=_cli_actor())
+        out.write(f"retention_days = {days} (applies to new recordings only)\n")
+
+    await _with_store(config, work)
+
+
 class _ServerUnavailable(Exception):
     """b2bua.server (or something it needs) is missing."""
 
@@ -337,6 +428,14 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_calls_command(args, config, out))
         elif args.command == "recordings" and args.action == "list":
             asyncio.run(_recordings_command(args, config, out))
+        elif args.command == "recordings" and args.action == "export":
+            asyncio.run(_export_command(args, config, out))
+        elif args.command == "purge":
+            asyncio.run(_purge_command(config, out))
+        elif args.command == "admin":
+            asyncio.run(_admin_command(args, config, out))
+        elif args.command == "settings":
+            asyncio.run(_settings_command(args, config, out))
     except ConfigError as exc:
         print(f"callrec: {exc}", file=sys.stderr)
         return EXIT_USAGE

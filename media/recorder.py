@@ -343,10 +343,12 @@ class Recorder:
             return
         block_start = self._written_until
         legs = {leg: self._timelines[leg].drain(up_to) for leg in LEGS}
-        self._written_until = up_to
+        # The listener (in-band DTMF) may pause or resume inside this very block, so it
+        # runs before the block counts as written.
         if self._audio_listener is not None:
             for leg, samples in legs.items():
                 self._audio_listener(leg, block_start, samples)
+        self._written_until = up_to
         if self._error is not None:
             return
         frames = self._mixer.mix(legs)

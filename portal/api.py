@@ -133,9 +133,7 @@ def parse_extension_filter(query: Mapping[str, str]) -> str | None:
     return text
 
 
-def parse_call_filters(
-    query: Mapping[str, str], identity: Identity
-) -> tuple[CallQuery, Paging]:
+def parse_call_filters(query: Mapping[str, str], identity: Identity) -> tuple[CallQuery, Paging]:
     """Filters of GET /calls and the Reports page: from, to, extension, recorded_only,
     page, page_size."""
     since_text = query.get("from", "").strip()
@@ -291,11 +289,15 @@ async def known_user(context: PortalContext, extension: str) -> User:
 
 
 async def change_mode(
-    context: PortalContext, request: web.Request, identity: Identity, extension: str, mode: str
+    context: PortalContext,
+    request: web.Request,
+    identity: Identity,
+    extension: str,
+    requested: object,
 ) -> User:
     """Set a user's recording mode and audit it."""
     user = await known_user(context, extension)
-    mode = validate_mode(mode)
+    mode = validate_mode(requested)
     updated = await context.store.set_mode(extension, mode)
     await context.audit(
         request, identity, "mode.change", f"user:{extension}", f"{user.recording_mode} -> {mode}"
@@ -303,8 +305,9 @@ async def change_mode(
     return updated
 
 
-async def add_user(context: PortalContext, request: web.Request, identity: Identity,
-                   data: Mapping[str, Any]) -> User:
+async def add_user(
+    context: PortalContext, request: web.Request, identity: Identity, data: Mapping[str, Any]
+) -> User:
     extension = _field_text(data, "extension", required=True)
     assert extension is not None
     if not _EXTENSION.fullmatch(extension):
@@ -565,8 +568,7 @@ async def _no_recording_changes(request: web.Request) -> web.Response:
     raise web.HTTPMethodNotAllowed(
         request.method,
         ["GET", "HEAD"],
-        text="recordings cannot be changed or deleted; they are kept until their retention"
-        " expires",
+        text="recordings cannot be changed or deleted; they are kept until their retention expires",
     )
 
 
@@ -591,7 +593,9 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
     listing = await visible_recording(request, identity)
     path = context.recording_file(listing.recording)
     if _is_first_range(request):
-        await context.audit(request, identity, "recording.play", f"recording:{listing.recording.id}")
+        await context.audit(
+            request, identity, "recording.play", f"recording:{listing.recording.id}"
+        )
     return web.FileResponse(
         path,
         headers={

@@ -110,6 +110,4 @@ def download_name(listing: RecordingListing) -> str:
     caller = _slug(f"{call.caller_name or ''} {call.caller_ext or ''}", "unknown")
     callee = _slug(f"{call.callee_name or ''} {call.callee_ext or ''}", "unknown")
     extension = "flac" if listing.recording.format.lower() == "flac" else "wav"
-    return (
-        f"{moment:%Y-%m-%d_%H-%M-%S}_{caller}_to_{callee}_rec{listing.recording.id}.{extension}"
-    )
+    return f"{moment:%Y-%m-%d_%H-%M-%S}_{caller}_to_{callee}_rec{listing.recording.id}.{extension}"

@@ -50,8 +50,13 @@ def _page_of(name: str) -> dict[str, Any]:
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema,
-            "description": description}
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
 
 
 def _path(name: str, schema: dict[str, Any]) -> dict[str, Any]:
@@ -63,11 +68,15 @@ _EXT = _path("extension", {"type": "string", "pattern": "^[0-9]{2,15}$"})
 _CALL_FILTERS = [
     _query("from", {"type": "string"}, "First day (YYYY-MM-DD, UTC) or ISO time"),
     _query("to", {"type": "string"}, "Last day, inclusive (YYYY-MM-DD, UTC) or ISO time"),
-    _query("extension", {"type": "string", "pattern": "^[0-9]{2,15}$"},
-           "Caller or callee extension"),
+    _query(
+        "extension", {"type": "string", "pattern": "^[0-9]{2,15}$"}, "Caller or callee extension"
+    ),
     _query("page", {"type": "integer", "minimum": 1, "default": 1}, "1-based page"),
-    _query("page_size", {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
-           "Rows per page"),
+    _query(
+        "page_size",
+        {"type": "integer", "minimum": 1, "maximum": 200, "default": 50},
+        "Rows per page",
+    ),
 ]
 _BODY = "requestBody"
 
@@ -103,8 +112,11 @@ _SCHEMAS: dict[str, Any] = {
             "extension": {"type": "string", "pattern": "^[0-9]{2,15}$"},
             "name": {"type": "string", "minLength": 1, "maxLength": 200},
             "email": {"type": "string"},
-            "mode": {"type": "string", "enum": ["never", "always", "on-demand"],
-                     "default": "on-demand"},
+            "mode": {
+                "type": "string",
+                "enum": ["never", "always", "on-demand"],
+                "default": "on-demand",
+            },
             "password": {"type": "string", "description": "SIP digest password"},
             "portal_password": {"type": "string", "minLength": 8},
             "devices": {"type": "array", "items": {"type": "string"}},
@@ -231,147 +243,280 @@ _NO_CHANGES = {
 
 
 def _paths() -> dict[str, Any]:
-    list_users = {"summary": "List users (a user sees only themself)",
-                  "responses": {"200": _answer("Users", {"type": "object", "properties": {
-                      "items": {"type": "array", "items": _ref("User")}}}), **_errors(401)}}
+    list_users = {
+        "summary": "List users (a user sees only themself)",
+        "responses": {
+            "200": _answer(
+                "Users",
+                {
+                    "type": "object",
+                    "properties": {"items": {"type": "array", "items": _ref("User")}},
+                },
+            ),
+            **_errors(401),
+        },
+    }
     return {
         "/api/v1/users": {
             "get": list_users,
-            "post": {"summary": "Add a user (admin)", _BODY: _body(_ref("NewUser")),
-                     "responses": {"201": _answer("Created", _ref("User")),
-                                   **_errors(401, 403, 422)}},
+            "post": {
+                "summary": "Add a user (admin)",
+                _BODY: _body(_ref("NewUser")),
+                "responses": {"201": _answer("Created", _ref("User")), **_errors(401, 403, 422)},
+            },
         },
         "/api/v1/users/{extension}": {
             "parameters": [_EXT],
-            "get": {"summary": "One user", "responses": {"200": _answer("User", _ref("User")),
-                                                         **_errors(401, 404)}},
+            "get": {
+                "summary": "One user",
+                "responses": {"200": _answer("User", _ref("User")), **_errors(401, 404)},
+            },
         },
         "/api/v1/users/{extension}/mode": {
             "parameters": [_EXT],
-            "put": {"summary": "Change the recording mode (admin)",
-                    _BODY: _body({"type": "object", "required": ["mode"], "properties": {
-                        "mode": {"type": "string", "enum": ["never", "always", "on-demand"]}}}),
-                    "responses": {"200": _answer("User", _ref("User")),
-                                  **_errors(401, 403, 404, 422)}},
+            "put": {
+                "summary": "Change the recording mode (admin)",
+                _BODY: _body(
+                    {
+                        "type": "object",
+                        "required": ["mode"],
+                        "properties": {
+                            "mode": {"type": "string", "enum": ["never", "always", "on-demand"]}
+                        },
+                    }
+                ),
+                "responses": {"200": _answer("User", _ref("User")), **_errors(401, 403, 404, 422)},
+            },
         },
         "/api/v1/users/{extension}/recording": {
             "parameters": [_EXT],
-            "delete": {"summary": "Remove from recording: mode never; recordings are kept (admin)",
-                       "responses": {"200": _answer("User", _ref("User")),
-                                     **_errors(401, 403, 404)}},
+            "delete": {
+                "summary": "Remove from recording: mode never; recordings are kept (admin)",
+                "responses": {"200": _answer("User", _ref("User")), **_errors(401, 403, 404)},
+            },
         },
         "/api/v1/users/{extension}/portal-password": {
             "parameters": [_EXT],
-            "put": {"summary": "Set the user's portal password (admin)",
-                    _BODY: _body({"type": "object", "required": ["password"], "properties": {
-                        "password": {"type": "string", "minLength": 8}}}),
-                    "responses": {"204": _answer("Set"), **_errors(401, 403, 404, 422)}},
+            "put": {
+                "summary": "Set the user's portal password (admin)",
+                _BODY: _body(
+                    {
+                        "type": "object",
+                        "required": ["password"],
+                        "properties": {"password": {"type": "string", "minLength": 8}},
+                    }
+                ),
+                "responses": {"204": _answer("Set"), **_errors(401, 403, 404, 422)},
+            },
         },
         "/api/v1/users/{extension}/devices": {
             "parameters": [_EXT],
-            "get": {"summary": "The user's devices",
-                    "responses": {"200": _answer("Devices", {"type": "object", "properties": {
-                        "items": {"type": "array", "items": _ref("Device")}}}),
-                        **_errors(401, 404)}},
-            "post": {"summary": "Add a device (admin)",
-                     _BODY: _body({"type": "object", "required": ["uri"], "properties": {
-                         "uri": {"type": "string"}, "kind": {"type": "string"},
-                         "password": {"type": "string"}}}),
-                     "responses": {"201": _answer("Device", _ref("Device")),
-                                   **_errors(401, 403, 404, 422)}},
+            "get": {
+                "summary": "The user's devices",
+                "responses": {
+                    "200": _answer(
+                        "Devices",
+                        {
+                            "type": "object",
+                            "properties": {"items": {"type": "array", "items": _ref("Device")}},
+                        },
+                    ),
+                    **_errors(401, 404),
+                },
+            },
+            "post": {
+                "summary": "Add a device (admin)",
+                _BODY: _body(
+                    {
+                        "type": "object",
+                        "required": ["uri"],
+                        "properties": {
+                            "uri": {"type": "string"},
+                            "kind": {"type": "string"},
+                            "password": {"type": "string"},
+                        },
+                    }
+                ),
+                "responses": {
+                    "201": _answer("Device", _ref("Device")),
+                    **_errors(401, 403, 404, 422),
+                },
+            },
         },
         "/api/v1/settings": {
-            "get": {"summary": "Recording settings in force",
-                    "responses": {"200": _answer("Settings", _ref("Settings")),
-                                  **_errors(401)}},
-            "put": {"summary": "Change settings (admin); retention affects new recordings only",
-                    _BODY: _body(_ref("Settings")),
-                    "responses": {"200": _answer("Settings", _ref("Settings")),
-                                  **_errors(401, 403, 422)}},
-            "patch": {"summary": "Same as PUT: only the given keys change",
-                      _BODY: _body(_ref("Settings")),
-                      "responses": {"200": _answer("Settings", _ref("Settings")),
-                                    **_errors(401, 403, 422)}},
+            "get": {
+                "summary": "Recording settings in force",
+                "responses": {"200": _answer("Settings", _ref("Settings")), **_errors(401)},
+            },
+            "put": {
+                "summary": "Change settings (admin); retention affects new recordings only",
+                _BODY: _body(_ref("Settings")),
+                "responses": {
+                    "200": _answer("Settings", _ref("Settings")),
+                    **_errors(401, 403, 422),
+                },
+            },
+            "patch": {
+                "summary": "Same as PUT: only the given keys change",
+                _BODY: _body(_ref("Settings")),
+                "responses": {
+                    "200": _answer("Settings", _ref("Settings")),
+                    **_errors(401, 403, 422),
+                },
+            },
         },
         "/api/v1/calls": {
-            "get": {"summary": "Call records, newest first",
-                    "parameters": [*_CALL_FILTERS, _query(
-                        "recorded_only", {"type": "boolean"}, "Only calls with a recording")],
-                    "responses": {"200": _answer("A page of calls", _page_of("Call")),
-                                  **_errors(401, 422)}},
+            "get": {
+                "summary": "Call records, newest first",
+                "parameters": [
+                    *_CALL_FILTERS,
+                    _query("recorded_only", {"type": "boolean"}, "Only calls with a recording"),
+                ],
+                "responses": {
+                    "200": _answer("A page of calls", _page_of("Call")),
+                    **_errors(401, 422),
+                },
+            },
         },
         "/api/v1/calls/{id}": {
             "parameters": [_ID],
-            "get": {"summary": "One call", "responses": {"200": _answer("Call", _ref("Call")),
-                                                         **_errors(401, 404)}},
+            "get": {
+                "summary": "One call",
+                "responses": {"200": _answer("Call", _ref("Call")), **_errors(401, 404)},
+            },
         },
         "/api/v1/recordings": {
-            "get": {"summary": "Recording metadata, newest first", "parameters": _CALL_FILTERS,
-                    "responses": {"200": _answer("A page of recordings", _page_of("Recording")),
-                                  **_errors(401, 422)}},
+            "get": {
+                "summary": "Recording metadata, newest first",
+                "parameters": _CALL_FILTERS,
+                "responses": {
+                    "200": _answer("A page of recordings", _page_of("Recording")),
+                    **_errors(401, 422),
+                },
+            },
         },
         "/api/v1/recordings/{id}": {
             "parameters": [_ID],
-            "get": {"summary": "Recording metadata",
-                    "responses": {"200": _answer("Recording", _ref("Recording")),
-                                  **_errors(401, 404)}},
+            "get": {
+                "summary": "Recording metadata",
+                "responses": {"200": _answer("Recording", _ref("Recording")), **_errors(401, 404)},
+            },
             "delete": _NO_CHANGES,
             "put": _NO_CHANGES,
             "patch": _NO_CHANGES,
         },
         "/api/v1/recordings/{id}/audio": {
             "parameters": [_ID],
-            "get": {"summary": "The audio, with HTTP Range for seeking",
-                    "parameters": [{"name": "Range", "in": "header", "required": False,
-                                    "schema": {"type": "string"}}],
-                    "responses": {**_AUDIO, **_errors(401, 404, 410, 416)}},
+            "get": {
+                "summary": "The audio, with HTTP Range for seeking",
+                "parameters": [
+                    {
+                        "name": "Range",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {**_AUDIO, **_errors(401, 404, 410, 416)},
+            },
         },
         "/api/v1/recordings/{id}/download": {
             "parameters": [_ID],
-            "get": {"summary": "The file as an attachment with a readable name",
-                    "responses": {**_AUDIO, **_errors(401, 404, 410)}},
+            "get": {
+                "summary": "The file as an attachment with a readable name",
+                "responses": {**_AUDIO, **_errors(401, 404, 410)},
+            },
         },
         "/api/v1/exports": {
-            "get": {"summary": "Ordered month exports (admin)",
-                    "responses": {"200": _answer("Exports", {"type": "object", "properties": {
-                        "items": {"type": "array", "items": _ref("Export")}}}),
-                        **_errors(401, 403)}},
-            "post": {"summary": "Order a month's ZIP (admin; needs retention >= 180 days)",
-                     _BODY: _body({"type": "object", "required": ["month"], "properties": {
-                         "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}}}),
-                     "responses": {"202": _answer("Ordered", _ref("Export")),
-                                   **_errors(401, 403, 409, 422)}},
+            "get": {
+                "summary": "Ordered month exports (admin)",
+                "responses": {
+                    "200": _answer(
+                        "Exports",
+                        {
+                            "type": "object",
+                            "properties": {"items": {"type": "array", "items": _ref("Export")}},
+                        },
+                    ),
+                    **_errors(401, 403),
+                },
+            },
+            "post": {
+                "summary": "Order a month's ZIP (admin; needs retention >= 180 days)",
+                _BODY: _body(
+                    {
+                        "type": "object",
+                        "required": ["month"],
+                        "properties": {
+                            "month": {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}$"}
+                        },
+                    }
+                ),
+                "responses": {
+                    "202": _answer("Ordered", _ref("Export")),
+                    **_errors(401, 403, 409, 422),
+                },
+            },
         },
         "/api/v1/exports/{id}": {
             "parameters": [_ID],
-            "get": {"summary": "Status of an export (admin)",
-                    "responses": {"200": _answer("Export", _ref("Export")),
-                                  **_errors(401, 403, 404)}},
+            "get": {
+                "summary": "Status of an export (admin)",
+                "responses": {"200": _answer("Export", _ref("Export")), **_errors(401, 403, 404)},
+            },
         },
         "/api/v1/tokens": {
-            "get": {"summary": "API tokens (admin)",
-                    "responses": {"200": _answer("Tokens"), **_errors(401, 403)}},
-            "post": {"summary": "Create an API token (admin); the token is shown once",
-                     _BODY: _body({"type": "object", "required": ["name"], "properties": {
-                         "name": {"type": "string"}}}),
-                     "responses": {"201": _answer("Token", {"type": "object", "properties": {
-                         "id": {"type": "integer"}, "name": {"type": "string"},
-                         "token": {"type": "string"}}}), **_errors(401, 403, 422)}},
+            "get": {
+                "summary": "API tokens (admin)",
+                "responses": {"200": _answer("Tokens"), **_errors(401, 403)},
+            },
+            "post": {
+                "summary": "Create an API token (admin); the token is shown once",
+                _BODY: _body(
+                    {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}},
+                    }
+                ),
+                "responses": {
+                    "201": _answer(
+                        "Token",
+                        {
+                            "type": "object",
+                            "properties": {
+                                "id": {"type": "integer"},
+                                "name": {"type": "string"},
+                                "token": {"type": "string"},
+                            },
+                        },
+                    ),
+                    **_errors(401, 403, 422),
+                },
+            },
         },
         "/api/v1/tokens/{id}": {
             "parameters": [_ID],
-            "delete": {"summary": "Revoke a token (admin)",
-                       "responses": {"204": _answer("Revoked"), **_errors(401, 403, 404)}},
+            "delete": {
+                "summary": "Revoke a token (admin)",
+                "responses": {"204": _answer("Revoked"), **_errors(401, 403, 404)},
+            },
         },
         "/api/v1/audit": {
-            "get": {"summary": "The audit log, newest first (admin)",
-                    "parameters": _CALL_FILTERS[3:],
-                    "responses": {"200": _answer("Entries", _page_of("AuditEntry")),
-                                  **_errors(401, 403, 422)}},
+            "get": {
+                "summary": "The audit log, newest first (admin)",
+                "parameters": _CALL_FILTERS[3:],
+                "responses": {
+                    "200": _answer("Entries", _page_of("AuditEntry")),
+                    **_errors(401, 403, 422),
+                },
+            },
         },
         "/api/v1/me": {
-            "get": {"summary": "Who you are, and the CSRF token of your session",
-                    "responses": {"200": _answer("Identity"), **_errors(401)}},
+            "get": {
+                "summary": "Who you are, and the CSRF token of your session",
+                "responses": {"200": _answer("Identity"), **_errors(401)},
+            },
         },
     }
 

@@ -21,8 +21,8 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from storage.database import (
     _RECORDING_COLUMNS_R,
     CALL_FIELDS,
-    Store,
     StorageError,
+    Store,
     _call_from_prefixed_row,
     _call_from_row,
     _recording_from_row,
@@ -145,7 +145,9 @@ class PortalRepository:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         return where, params
 
-    async def calls_page(self, query: CallQuery, limit: int, offset: int) -> tuple[list[CallRow], int]:
+    async def calls_page(
+        self, query: CallQuery, limit: int, offset: int
+    ) -> tuple[list[CallRow], int]:
         """One page of calls newest first, each with its recordings, and the total."""
         where, params = self._call_where(query)
         store = self.store
@@ -202,7 +204,9 @@ class PortalRepository:
             [scope_ext, scope_ext, scope_ext],
         )
 
-    async def get_recording(self, recording_id: int, scope_ext: str | None) -> RecordingListing | None:
+    async def get_recording(
+        self, recording_id: int, scope_ext: str | None
+    ) -> RecordingListing | None:
         """A recording with its call, None if unknown or not visible to `scope_ext`."""
         if not 0 < recording_id <= MAX_ROW_ID:
             return None

@@ -202,6 +202,20 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at REAL NOT NULL
         )""",
     ),
+    # 4: users' portal logins (argon2 hash) and API bearer tokens (only their SHA-256)
+    (
+        "ALTER TABLE users ADD COLUMN portal_password_hash TEXT",
+        """CREATE TABLE api_tokens (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            role TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            last_used_at REAL,
+            revoked_at REAL
+        )""",
+    ),
 )
 
 _EXTENSION = re.compile(r"[0-9]{2,15}")

@@ -1,0 +1,184 @@
+"""The portal's aiohttp application and its start/stop inside `callrec serve`.
+
+`start_portal(config, store, services=...)` listens on `[portal] listen` and returns a
+`PortalHandle`; `await handle.stop()` closes it. Tests call `start_portal_at` with port 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from b2bua.config import Config
+from portal import api, pages
+from portal.auth import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    LoginThrottle,
+    SessionStore,
+    admin_identity,
+    csrf_matches,
+    parse_bearer,
+)
+from portal.context import CONTEXT, ApiError, PortalContext, context_of
+from portal.repository import PortalRepository
+from portal.services import PortalServices
+from storage.database import StorageError, Store
+
+log = logging.getLogger("callrec.portal")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+_SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline';"
+        " media-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'"
+    ),
+}
+
+
+def _is_api(request: web.Request) -> bool:
+    return request.path.startswith(api.API + "/") or request.path == api.API
+
+
+def _error_response(
+    request: web.Request, status: int, message: str, field: str | None = None
+) -> web.StreamResponse:
+    if _is_api(request):
+        body: dict[str, object] = {"error": message, "status": status}
+        if field is not None:
+            body["field"] = field
+        return web.json_response(body, status=status)
+    return pages.render_error(request, status, message)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a short JSON (API) or HTML (pages) answer, never a traceback."""
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = _error_response(request, exc.status, exc.message, exc.field)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        response = _error_response(request, exc.status, message or exc.reason)
+        for header in ("Allow", "Retry-After", "Content-Range"):
+            if header in exc.headers:
+                response.headers[header] = exc.headers[header]
+    except StorageError as exc:
+        response = _error_response(request, 422, str(exc))
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("portal error on %s %s", request.method, request.path)
+        response = _error_response(request, 500, "internal error; see the server log")
+    for name, value in _SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+@web.middleware
+async def identity_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Attach the identity from a bearer token or the session cookie; check the CSRF
+    header on the API's writes made with a cookie."""
+    context = context_of(request)
+    bearer = parse_bearer(request.headers.get("Authorization"))
+    if bearer is not None:
+        token = await context.repository.verify_api_token(bearer)
+        if token is None:
+            raise ApiError(401, "invalid or revoked API token")
+        request["identity"] = admin_identity(f"{token.name}", via="token")
+    else:
+        session_id = request.cookies.get(SESSION_COOKIE)
+        session = context.sessions.get(session_id, context.now()) if session_id else None
+        if session is not None:
+            request["session"] = session
+            request["identity"] = session.identity
+            if (
+                _is_api(request)
+                and request.method not in _SAFE_METHODS
+                and not csrf_matches(session.csrf_token, request.headers.get(CSRF_HEADER))
+            ):
+                raise ApiError(403, f"send the session's CSRF token in {CSRF_HEADER}")
+    return await handler(request)
+
+
+def build_app(store: Store, services: PortalServices) -> web.Application:
+    """The portal application (pages and API) on one store."""
+    app = web.Application(
+        middlewares=[error_middleware, identity_middleware], client_max_size=1024 * 1024
+    )
+    app[CONTEXT] = PortalContext(
+        store=store,
+        repository=PortalRepository(store),
+        services=services,
+        sessions=SessionStore(),
+        throttle=LoginThrottle(),
+        templates=pages.make_templates(),
+    )
+    app.add_routes(api.routes)
+    app.add_routes(pages.routes)
+    return app
+
+
+@dataclass
+class PortalHandle:
+    """A running portal; `url` is where it listens."""
+
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def app(self) -> web.Application:
+        return self.runner.app
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start_portal_at(
+    store: Store, services: PortalServices, host: str, port: int
+) -> PortalHandle:
+    """Serve the portal on host:port (0 picks a free port)."""
+    runner = web.AppRunner(
+        build_app(store, services), access_log=None, handle_signals=False, shutdown_timeout=2.0
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    bound = port
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            bound = int(address[1])
+            break
+    log.info("portal listening on http://%s:%d", host, bound)
+    return PortalHandle(runner, host, bound)
+
+
+async def start_portal(
+    config: Config, store: Store, *, services: PortalServices | None = None
+) -> PortalHandle:
+    """Start the portal on the config's `[portal] listen` (from `callrec serve`)."""
+    if services is None:
+        services = PortalServices.from_config(config)
+    listen = config.portal.listen
+    return await start_portal_at(store, services, listen.host, listen.port)

@@ -1,0 +1,568 @@
+"""Bulk download: one month of the organisation's recordings as a ZIP with a manifest.
+
+Allowed only while the retention setting is 180 days or more. The ZIP is written entry by
+entry with streaming zipfile writes (each file copied in chunks through
+`ZipFile.open(name, "w", force_zip64=True)`), so memory does not grow with the month, and
+in a worker thread, so the event loop keeps relaying RTP meanwhile. `manifest.csv` lists
+every recording's metadata and the SHA-256 of the bytes actually put in the ZIP.
+
+The portal orders an export with `request_export` (built in the background, then mailed
+as a signed link valid 7 days); the CLI and tests await `build_export`. Links are
+`<portal base url>/exports/download?token=...` where the token is an HMAC-SHA256 of the
+export id and the expiry time (`sign_download` / `verify_download`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import csv
+import hashlib
+import hmac
+import io
+import json
+import logging
+import os
+import re
+import secrets
+import time
+import unicodedata
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from b2bua.config import Config
+from storage.database import StorageError, Store
+from storage.mailer import Mail, MailError, export_failed_mail, export_ready_mail, send_mail
+from storage.models import ExportJob, RecordingListing, format_timestamp
+from storage.retention import EXPORT_LINK_LIFETIME_S, InvalidRequest, current_retention_days
+
+__all__ = [
+    "BULK_DOWNLOAD_MIN_RETENTION_DAYS",
+    "MANIFEST_COLUMNS",
+    "ExportService",
+    "MonthExport",
+    "ZipSummary",
+    "build_export",
+    "check_bulk_download_allowed",
+    "download_url",
+    "entry_name",
+    "export_file",
+    "export_status",
+    "parse_month",
+    "portal_secret",
+    "request_export",
+    "sign_download",
+    "verify_download",
+    "wait_for_exports",
+]
+
+log = logging.getLogger("callrec.export")
+
+BULK_DOWNLOAD_MIN_RETENTION_DAYS = 180
+EXPORTS_FOLDER = "exports"
+PORTAL_SECRET_SETTING = "portal_secret"
+COPY_CHUNK_BYTES = 64 * 1024
+MANIFEST_COLUMNS = (
+    "id",
+    "file",
+    "call_started_at",
+    "call_answered_at",
+    "call_ended_at",
+    "caller_ext",
+    "caller_name",
+    "callee_ext",
+    "callee_name",
+    "duration_s",
+    "format",
+    "channels",
+    "sha256",
+    "bytes",
+    "retention_days",
+    "expires_at",
+    "segments",
+    "integrity",
+)
+_MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_NAME_PART_MAX = 40
+_TOKEN_CONTEXT = b"callrec export download v1\n"
+
+
+# -- months and names ------------------------------------------------------------------
+
+
+def parse_month(month: str) -> tuple[float, float]:
+    """[start, end) of a "YYYY-MM" month in UTC unix seconds; raises InvalidRequest."""
+    match = _MONTH.fullmatch(month) if isinstance(month, str) else None
+    if match is None:
+        raise InvalidRequest(f"invalid month {month!r}: expected YYYY-MM, e.g. 2024-05")
+    year, number = int(match.group(1)), int(match.group(2))
+    start = datetime(year, number, 1, tzinfo=UTC)
+    end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=UTC)
+    return start.timestamp(), end.timestamp()
+
+
+def _safe(text: str | None, fallback: str) -> str:
+    """ASCII letters, digits, - and _ only: accents are folded, the rest becomes -."""
+    if not text:
+        return fallback
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    cleaned = _UNSAFE.sub("-", folded.replace("_", "-")).strip("-")[:_NAME_PART_MAX].strip("-")
+    return cleaned or fallback
+
+
+def _party(ext: str | None, name: str | None) -> str:
+    ext_part = _safe(ext, "unknown")
+    return f"{ext_part}-{_safe(name, '')}".rstrip("-")
+
+
+def entry_name(listing: RecordingListing) -> str:
+    """`YYYY-MM-DD_HHMMSS_<caller ext>-<caller name>_to_<callee ext>-<callee name>_<id>.wav`
+    (UTC start of the recording; the extension is the recording's format)."""
+    recording, call = listing.recording, listing.call
+    started = datetime.fromtimestamp(recording.started_at, tz=UTC).strftime("%Y-%m-%d_%H%M%S")
+    caller = _party(call.caller_ext, call.caller_name)
+    callee = _party(call.callee_ext, call.callee_name)
+    extension = _safe(recording.format, "wav").lower()
+    return f"{started}_{caller}_to_{callee}_{recording.id}.{extension}"
+
+
+# -- the ZIP (blocking; runs in a worker thread) -----------------------------------------
+
+
+@dataclass
+class ZipSummary:
+    """What went into a month's ZIP. `missing`: ids whose file was gone (listed in the
+    manifest, not in the ZIP); `mismatched`: ids whose bytes differ from the stored
+    SHA-256."""
+
+    files: int = 0
+    bytes: int = 0
+    missing: list[int] = field(default_factory=list)
+    mismatched: list[int] = field(default_factory=list)
+
+
+class MonthExport:
+    """Writes one month's recordings and `manifest.csv` to a ZIP file (blocking)."""
+
+    def __init__(
+        self, storage_dir: Path, listings: Sequence[RecordingListing], *, built_at: float
+    ) -> None:
+        self.storage_dir = storage_dir
+        self.listings = listings
+        self.built_at = built_at
+
+    def write(self, target: Path) -> ZipSummary:
+        """Write the ZIP to `target` atomically (a `.part` file renamed at the end)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(target.name + ".part")
+        summary = ZipSummary()
+        manifest = io.StringIO()
+        writer = csv.writer(manifest, lineterminator="\r\n")
+        writer.writerow(MANIFEST_COLUMNS)
+        try:
+            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
+                for listing in self.listings:
+                    name = entry_name(listing)
+                    digest = self._add_file(archive, listing, name, summary)
+                    writer.writerow(self._manifest_row(listing, name, digest, summary))
+                info = zipfile.ZipInfo("manifest.csv", _zip_time(self.built_at))
+                info.compress_type = zipfile.ZIP_DEFLATED
+                info.external_attr = 0o444 << 16
+                archive.writestr(info, manifest.getvalue().encode("utf-8"))
+            os.replace(partial, target)
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        summary.bytes = target.stat().st_size
+        return summary
+
+    def _add_file(
+        self,
+        archive: zipfile.ZipFile,
+        listing: RecordingListing,
+        name: str,
+        summary: ZipSummary,
+    ) -> tuple[str, int] | None:
+        """Copy one recording into the ZIP in chunks; its (sha256, size) or None."""
+        recording = listing.recording
+        source = self.storage_dir / recording.path
+        try:
+            handle = source.open("rb")
+        except FileNotFoundError:
+            log.error("export: recording %d: file %s is missing", recording.id, recording.path)
+            summary.missing.append(recording.id)
+            return None
+        digest = hashlib.sha256()
+        size = 0
+        info = zipfile.ZipInfo(name, _zip_time(recording.started_at))
+        info.compress_type = zipfile.ZIP_STORED
+        info.external_attr = 0o444 << 16
+        with handle, archive.open(info, "w", force_zip64=True) as entry:
+            while chunk := handle.read(COPY_CHUNK_BYTES):
+                digest.update(chunk)
+                entry.write(chunk)
+                size += len(chunk)
+        summary.files += 1
+        sha256 = digest.hexdigest()
+        if recording.sha256 is not None and recording.sha256 != sha256:
+            log.error("export: recording %d: SHA-256 differs from the stored one", recording.id)
+            summary.mismatched.append(recording.id)
+        return sha256, size
+
+    @staticmethod
+    def _manifest_row(
+        listing: RecordingListing,
+        name: str,
+        digest: tuple[str, int] | None,
+        summary: ZipSummary,
+    ) -> list[str]:
+        recording, call = listing.recording, listing.call
+        if digest is None:
+            integrity, file_name, sha256, size = "missing", "", recording.sha256 or "", ""
+        else:
+            file_name, (sha256, byte_count) = name, digest
+            size = str(byte_count)
+            if recording.sha256 is None:
+                integrity = "unverified"
+            else:
+                integrity = "mismatch" if recording.id in summary.mismatched else "ok"
+        return [
+            str(recording.id),
+            file_name,
+            format_timestamp(call.started_at) or "",
+            format_timestamp(call.answered_at) or "",
+            format_timestamp(call.ended_at) or "",
+            call.caller_ext or "",
+            call.caller_name or "",
+            call.callee_ext or "",
+            call.callee_name or "",
+            "" if recording.duration_s is None else f"{recording.duration_s:.3f}",
+            recording.format,
+            str(recording.channels),
+            sha256,
+            size,
+            str(recording.retention_days),
+            format_timestamp(recording.expires_at) or "",
+            json.dumps([list(span) for span in recording.segments]),
+            integrity,
+        ]
+
+
+def _zip_time(timestamp: float) -> tuple[int, int, int, int, int, int]:
+    moment = datetime.fromtimestamp(max(timestamp, 315532800.0), tz=UTC)  # ZIP: >= 1980
+    return (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
+
+
+# -- signed download links ---------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _signature(secret: bytes, export_id: int, expires: int) -> bytes:
+    message = _TOKEN_CONTEXT + f"{export_id}.{expires}".encode("ascii")
+    return hmac.new(secret, message, hashlib.sha256).digest()
+
+
+def sign_download(secret: bytes, export_id: int, expires_at: float) -> str:
+    """A URL-safe token `<id>.<expiry>.<HMAC-SHA256>` granting the download of one
+    export until `expires_at` (unix seconds)."""
+    expires = int(expires_at)
+    return f"{export_id}.{expires}.{_b64(_signature(secret, export_id, expires))}"
+
+
+def verify_download(secret: bytes, token: str, now: float) -> int:
+    """The export id of a valid, unexpired token; raises StorageError otherwise."""
+    parts = token.split(".") if isinstance(token, str) else []
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        raise StorageError("invalid download link")
+    export_id, expires = int(parts[0]), int(parts[1])
+    expected = _b64(_signature(secret, export_id, expires))
+    if not hmac.compare_digest(expected.encode("ascii"), parts[2].encode("ascii", "replace")):
+        raise StorageError("invalid download link")
+    if now >= expires:
+        raise StorageError("download link expired")
+    return export_id
+
+
+def download_url(config: Config, token: str) -> str:
+    """The link put in the mail: `<[portal] public_url>/exports/download?token=...`."""
+    return f"{config.portal.base_url}/exports/download?token={token}"
+
+
+async def portal_secret(store: Store, config: Config) -> bytes:
+    """The link-signing key: `[portal] secret`, else a random one kept in the store
+    (setting `portal_secret`) so links survive restarts."""
+    if config.portal.secret is not None:
+        return config.portal.secret.encode("utf-8")
+    stored = await store.setting_or_default(PORTAL_SECRET_SETTING, secrets.token_hex(32))
+    return stored.encode("ascii")
+
+
+# -- exports in the store ----------------------------------------------------------------
+
+
+async def check_bulk_download_allowed(store: Store, config: Config) -> int:
+    """The retention in force if bulk download is allowed; raises InvalidRequest."""
+    days = await current_retention_days(store, config)
+    if days < BULK_DOWNLOAD_MIN_RETENTION_DAYS:
+        raise InvalidRequest(
+            f"bulk download needs retention of {BULK_DOWNLOAD_MIN_RETENTION_DAYS} days"
+            f" or more (now {days})"
+        )
+    return days
+
+
+def export_file(storage_dir: Path, job: ExportJob) -> Path | None:
+    """The ZIP of a ready export, or None if it has none."""
+    if job.status != "ready" or job.path is None:
+        return None
+    return storage_dir / job.path
+
+
+async def export_status(store: Store, export_id: int) -> ExportJob | None:
+    """The export's row (status queued|building|ready|failed|expired), None if unknown."""
+    return await store.get_export(export_id)
+
+
+async def build_export(
+    store: Store,
+    config: Config,
+    month: str,
+    *,
+    requested_by: str,
+    export_id: int | None = None,
+    output: Path | None = None,
+    clock: Callable[[], float] = time.time,
+) -> ExportJob:
+    """Build the month's ZIP now (to `output`, default `<storage>/exports/<id>-<month>.zip`)
+    and return the finished row. Refused (InvalidRequest) below 180 days of retention;
+    a failed build is marked `failed` and raised as StorageError."""
+    since, until = parse_month(month)
+    await check_bulk_download_allowed(store, config)
+    if export_id is None:
+        export_id = await store.create_export(month, requested_by, clock())
+    storage_dir = config.storage.dir
+    target = (
+        output if output is not None else storage_dir / EXPORTS_FOLDER / f"{export_id}-{month}.zip"
+    )
+    try:
+        await store.update_export(export_id, "building")
+        listings = await store.export_listings(since, until)
+        builder = MonthExport(storage_dir, listings, built_at=clock())
+        summary = await asyncio.to_thread(builder.write, target)
+    except (OSError, StorageError, zipfile.LargeZipFile) as exc:
+        error = f"export of {month} failed: {exc}"
+        log.error("export %d: %s", export_id, error)
+        await store.update_export(export_id, "failed", error=error, finished_at=clock())
+        await store.audit(requested_by, "export.failed", f"export {export_id}", detail=error)
+        raise StorageError(error) from exc
+    problems = []
+    if summary.missing:
+        problems.append(f"{len(summary.missing)} file(s) missing: {summary.missing}")
+    if summary.mismatched:
+        problems.append(f"{len(summary.mismatched)} SHA-256 mismatch(es): {summary.mismatched}")
+    try:
+        stored_path = str(target.relative_to(storage_dir))
+    except ValueError:
+        stored_path = str(target.resolve())
+    finished_at = clock()
+    await store.update_export(
+        export_id,
+        "ready",
+        path=stored_path,
+        bytes=summary.bytes,
+        files=summary.files,
+        error="; ".join(problems) or None,
+        finished_at=finished_at,
+    )
+    await store.audit(
+        requested_by,
+        "export",
+        f"export {export_id}",
+        detail=f"month {month}: {summary.files} file(s), {summary.bytes} bytes -> {stored_path}",
+        at=finished_at,
+    )
+    job = await store.get_export(export_id)
+    assert job is not None
+    return job
+
+
+# Background builds ordered through request_export; kept so they are not garbage
+# collected mid-way and so tests and shutdown can wait for them.
+_PENDING: set[asyncio.Task[None]] = set()
+
+
+async def request_export(
+    store: Store,
+    config: Config,
+    month: str,
+    requested_by: str,
+    email: str | None,
+    *,
+    address: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> int:
+    """Order a month's ZIP: checks month and retention (InvalidRequest, also a
+    ValueError), files a queued export, builds it in the background and mails the
+    signed link to `email` (if given). Returns the export id at once."""
+    parse_month(month)
+    await check_bulk_download_allowed(store, config)
+    secret = await portal_secret(store, config)
+    export_id = await store.create_export(month, requested_by, clock())
+    await store.audit(
+        requested_by,
+        "export.request",
+        f"export {export_id}",
+        address=address,
+        detail=f"month {month}",
+    )
+    task = asyncio.get_running_loop().create_task(
+        _build_and_mail(store, config, secret, month, requested_by, export_id, email, clock)
+    )
+    _PENDING.add(task)
+    task.add_done_callback(_PENDING.discard)
+    return export_id
+
+
+async def wait_for_exports(timeout: float | None = None) -> None:
+    """Wait for the background exports ordered so far (tests, orderly shutdown)."""
+    if _PENDING:
+        await asyncio.wait(list(_PENDING), timeout=timeout)
+
+
+async def _build_and_mail(
+    store: Store,
+    config: Config,
+    secret: bytes,
+    month: str,
+    requested_by: str,
+    export_id: int,
+    email: str | None,
+    clock: Callable[[], float],
+) -> None:
+    try:
+        job = await build_export(
+            store, config, month, requested_by=requested_by, export_id=export_id, clock=clock
+        )
+    except StorageError as exc:
+        if isinstance(exc, InvalidRequest):
+            # The retention setting dropped below 180 days between order and build.
+            await store.update_export(export_id, "failed", error=str(exc), finished_at=clock())
+        if email is not None:
+            await _mail_quietly(
+                store, config, export_id, export_failed_mail(email, month=month, error=str(exc))
+            )
+        return
+    except Exception:
+        log.exception("export %d: unexpected failure", export_id)
+        await store.update_export(export_id, "failed", error="internal error", finished_at=clock())
+        return
+    if email is None or job.finished_at is None:
+        return
+    expires_at = job.finished_at + EXPORT_LINK_LIFETIME_S
+    link = download_url(config, sign_download(secret, export_id, expires_at))
+    mail = export_ready_mail(
+        email,
+        month=month,
+        link=link,
+        files=job.files or 0,
+        size=job.bytes or 0,
+        expires_at=expires_at,
+    )
+    await _mail_quietly(store, config, export_id, mail, job=job)
+
+
+async def _mail_quietly(
+    store: Store, config: Config, export_id: int, mail: Mail, *, job: ExportJob | None = None
+) -> None:
+    """Send; a failure is logged and noted on the export, never raised."""
+    try:
+        await send_mail(config.smtp, mail)
+    except MailError as exc:
+        log.error("export %d: %s", export_id, exc)
+        current = job or await store.get_export(export_id)
+        if current is not None:
+            note = f"mail not sent: {exc}"
+            error = f"{current.error}; {note}" if current.error else note
+            await store.update_export(export_id, current.status, error=error)
+        return
+    await store.audit("export", "export.mailed", f"export {export_id}", detail=f"to {mail.to}")
+
+
+class ExportService:
+    """The bulk-download hooks the portal calls, bound to one store and config."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        secret: bytes,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.secret = secret
+        self.clock = clock
+
+    @classmethod
+    async def create(
+        cls, store: Store, config: Config, *, clock: Callable[[], float] = time.time
+    ) -> ExportService:
+        return cls(store, config, await portal_secret(store, config), clock=clock)
+
+    async def request(
+        self,
+        month: str,
+        requested_by: str,
+        email: str | None = None,
+        *,
+        address: str | None = None,
+    ) -> int:
+        """Order an export (see `request_export`). Without `email`, the mail goes to the
+        admin named `requested_by` (or "admin:<name>") if they have an address."""
+        if email is None:
+            admin = await self.store.get_admin(requested_by.removeprefix("admin:"))
+            email = admin.email if admin is not None else None
+        return await request_export(
+            self.store,
+            self.config,
+            month,
+            requested_by,
+            email,
+            address=address,
+            clock=self.clock,
+        )
+
+    def link(self, export_id: int, expires_at: float) -> str:
+        return download_url(self.config, sign_download(self.secret, export_id, expires_at))
+
+    async def resolve_download(self, token: str) -> tuple[ExportJob, Path]:
+        """The export and its ZIP for a download token; raises StorageError if the
+        token is tampered with or expired, or the export is not (or no longer) ready."""
+        export_id = verify_download(self.secret, token, self.clock())
+        job = await self.store.get_export(export_id)
+        path = export_file(self.config.storage.dir, job) if job is not None else None
+        if job is None or path is None or not path.is_file():
+            raise StorageError(f"export {export_id} is not available")
+        return job, path
+
+    async def verify_link(self, export_id: int | None, query: Mapping[str, str]) -> Path | None:
+        """The ZIP if `query["token"]` is a valid link (for `export_id`, when given),
+        else None. Matches the portal's `VerifyExportLink` hook."""
+        token = query.get("token")
+        if not token:
+            return None
+        try:
+            job, path = await self.resolve_download(token)
+        except StorageError:
+            return None
+        if export_id is not None and job.id != export_id:
+            return None
+        return path

@@ -1,0 +1,234 @@
+"""End-to-end: the on-demand feature code through a real `callrec serve`.
+
+`*1` by RFC 4733, in-band tones and SIP INFO (with `callrec phone`, a pjsua2 softphone)
+and by SIPp playing RFC 4733 packets at known times must start recording, and a second
+`*1` must stop it. The file and its segments show the recorded span.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile as sf
+
+from b2bua.phone import PhoneProcess
+from tests.e2e.harness import HOST, CallrecServer, free_port, make_server
+from tests.e2e.sipp_runner import run_sipp, start_sipp, write_rtp_pcap
+
+pytestmark = pytest.mark.e2e
+
+SIPP_CONFIG = '[sip]\ndigest_algorithms = ["MD5", "SHA-256"]\n'
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
+    srv = make_server(tmp_path_factory.mktemp("callrec"))
+    srv.config_path.write_text(srv.config_path.read_text().replace("[sip]\n", SIPP_CONFIG, 1))
+    srv.add_user("201", "Alice Martin", "pw-201", "--mode", "on-demand")
+    srv.add_user("202", "Bob Always", "pw-202", "--mode", "always")
+    srv.add_user("203", "Carol Never", "pw-203", "--mode", "never")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def recordings_of(server: CallrecServer, call_id: int) -> list[dict[str, Any]]:
+    rows = json_rows(server)
+    return [r for r in rows if r["call_id"] == call_id]
+
+
+def json_rows(server: CallrecServer) -> list[dict[str, Any]]:
+    import json
+
+    data: list[dict[str, Any]] = json.loads(server.cli("recordings", "list", "--json").stdout)
+    return data
+
+
+def wait_for_recording(server: CallrecServer, call_id: int, timeout: float = 10) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = [r for r in recordings_of(server, call_id) if r["status"] != "recording"]
+        if rows:
+            return rows[0]
+        time.sleep(0.2)
+    raise AssertionError(f"no finished recording for call {call_id}: {json_rows(server)}")
+
+
+def toggles(server: CallrecServer, recording_id: int) -> list[tuple[float, str, str]]:
+    db = server.data_dir / "callrec.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        rows = connection.execute(
+            "SELECT at, action, method FROM recording_toggles WHERE recording_id = ? ORDER BY at",
+            (recording_id,),
+        ).fetchall()
+    return [(float(at), str(action), str(method)) for at, action, method in rows]
+
+
+def start_trunk(server: CallrecServer, tmp_path: Path) -> Any:
+    return start_sipp(
+        "uas_echo.xml",
+        local_port=server.trunk_port,
+        media_port=free_port(even=True, span=4),
+        rtp_echo=True,
+        timeout_s=40,
+        work_dir=tmp_path / "uas",
+    )
+
+
+@pytest.mark.parametrize("method", ["rfc2833", "inband", "info"])
+def test_feature_code_by_each_method_starts_and_stops(
+    server: CallrecServer, tmp_path: Path, method: str
+) -> None:
+    before = len(server.calls())
+    trunk = start_trunk(server, tmp_path)
+    phone = PhoneProcess(
+        [
+            "dial",
+            "300",
+            "--via",
+            f"{HOST}:{server.sip_port}",
+            "--as",
+            "201",
+            "--password",
+            "pw-201",
+            "--digits",
+            "*1",
+            "--dtmf-method",
+            method,
+            "--at",
+            "1.0",
+            "--at",
+            "4.0",
+            "--hangup-after",
+            "6",
+            "--timeout",
+            "30",
+        ]
+    )
+    result = phone.wait(40)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert trunk.wait().ok
+    call = server.wait_for_calls(before + 1)[0]
+    recording = wait_for_recording(server, call["id"])
+    assert recording["status"] == "complete"
+    # One span: from the first code (sent 1.0 s after the answer; its "1" follows the "*")
+    # to the second (4.0 s). pjsua2's digits last ~100 ms each with a gap, hence the
+    # allowance after the nominal times.
+    assert len(recording["segments"]) == 1, recording
+    start, end = recording["segments"][0]
+    assert 1.0 <= start <= 1.6, recording["segments"]
+    assert 4.0 <= end <= 4.6, recording["segments"]
+    assert abs((end - start) - 3.0) < 0.2
+    audio, rate = sf.read(server.data_dir / recording["path"], dtype="int16")
+    assert abs(len(audio) / rate - (end - start)) < 0.1
+    logged = toggles(server, recording["id"])
+    assert [action for _, action, _ in logged] == ["start", "stop"]
+    expected = {"rfc2833": "rfc4733", "inband": "inband", "info": "info"}[method]
+    assert {m for _, _, m in logged} == {expected}
+
+
+def test_sipp_rfc4733_codes_at_known_times(server: CallrecServer, tmp_path: Path) -> None:
+    """RTP with telephone-events at exact offsets: the span matches them within 100 ms."""
+    before = len(server.calls())
+    pcap = tmp_path / "codes.pcap"
+    # A-law silence with `*1` at 1.0 s and again at 4.0 s of the stream.
+    write_rtp_pcap(pcap, duration_s=6.0, digits=[(1.0, "*"), (1.2, "1"), (4.0, "*"), (4.2, "1")])
+    trunk = start_trunk(server, tmp_path)
+    phone = run_sipp(
+        "uac_auth_pcap.xml",
+        remote=f"{HOST}:{server.sip_port}",
+        media_port=free_port(even=True, span=4),
+        callee="300",
+        caller="201",
+        user="201",
+        password="pw-201",
+        pcap=pcap,
+        call_length_ms=6500,
+        timeout_s=40,
+        work_dir=tmp_path / "uac",
+        extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
+    )
+    assert phone.ok, phone.summary()
+    assert trunk.wait().ok
+    call = server.wait_for_calls(before + 1)[0]
+    recording = wait_for_recording(server, call["id"])
+    [(start, end)] = recording["segments"]
+    # SIPp starts the pcap right after its ACK, a few ms after callrec's answer.
+    assert abs(start - 1.2) <= 0.1, recording["segments"]
+    assert abs(end - 4.2) <= 0.1, recording["segments"]
+
+
+def test_sipp_with_debian_dtmf_pcaps_starts_recording(
+    server: CallrecServer, tmp_path: Path
+) -> None:
+    """SIPp's shipped RFC 4733 pcaps (`*` then `1`) start a recording that runs to the end."""
+    before = len(server.calls())
+    trunk = start_trunk(server, tmp_path)
+    phone = run_sipp(
+        "uac_dtmf.xml",
+        remote=f"{HOST}:{server.sip_port}",
+        media_port=free_port(even=True, span=4),
+        callee="300",
+        caller="201",
+        user="201",
+        password="pw-201",
+        call_length_ms=2000,
+        timeout_s=40,
+        work_dir=tmp_path / "uac",
+        extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
+    )
+    assert phone.ok, phone.summary()
+    assert trunk.wait().ok
+    call = server.wait_for_calls(before + 1)[0]
+    recording = wait_for_recording(server, call["id"])
+    assert recording["status"] == "complete"
+    assert len(recording["segments"]) == 1
+    assert recording["duration_s"] > 1.0
+
+
+@pytest.mark.parametrize(("user", "recorded"), [("202", True), ("203", False)])
+def test_feature_code_does_nothing_for_always_and_never(
+    server: CallrecServer, tmp_path: Path, user: str, recorded: bool
+) -> None:
+    before = len(server.calls())
+    trunk = start_trunk(server, tmp_path)
+    phone = PhoneProcess(
+        [
+            "dial",
+            "300",
+            "--via",
+            f"{HOST}:{server.sip_port}",
+            "--as",
+            user,
+            "--password",
+            f"pw-{user}",
+            "--digits",
+            "*1",
+            "--dtmf-method",
+            "rfc2833",
+            "--at",
+            "1.0",
+            "--hangup-after",
+            "3",
+            "--timeout",
+            "30",
+        ]
+    )
+    assert phone.wait(40).returncode == 0
+    assert trunk.wait().ok
+    call = server.wait_for_calls(before + 1)[0]
+    if recorded:
+        recording = wait_for_recording(server, call["id"])
+        # Recorded from the answer to the end, uninterrupted by the code.
+        assert recording["segments"][0][0] == 0.0
+        assert len(recording["segments"]) == 1
+        assert abs(recording["duration_s"] - 3.0) < 0.2
+    else:
+        time.sleep(1)
+        assert recordings_of(server, call["id"]) == []
+        assert not call["recorded"]
