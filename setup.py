@@ -13,9 +13,20 @@ setup(
         "soundfile>=0.12",
         "aiosqlite>=0.19",
         "pjsua2-python>=2.15",
+        "aiohttp>=3.9",
+        "jinja2>=3.1",
+        "argon2-cffi>=23.1",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-asyncio>=0.23", "pytest-timeout>=2.3", "ruff", "mypy"],
+        "test": [
+            "pytest>=8",
+            "pytest-asyncio>=0.23",
+            "pytest-timeout>=2.3",
+            "ruff",
+            "mypy",
+            "aiosmtpd>=1.4",
+            "playwright>=1.40",
+        ],
     },
     entry_points={"console_scripts": ["callrec=b2bua.cli:main"]},
 )

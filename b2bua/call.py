@@ -9,6 +9,7 @@ ones), which is also media leg "a".
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import logging
@@ -29,7 +30,7 @@ from b2bua.message import (
     make_response,
 )
 from b2bua.peer import Peer
-from b2bua.sdp import SdpError, parse_sdp, rewrite_sdp
+from b2bua.sdp import SdpError, parse_sdp, prefer_codecs, rewrite_sdp
 from media.relay import MediaSession
 from media.rtp import MediaError
 
@@ -187,6 +188,10 @@ class Call:
         self.services.register_dialog(self, self.call_id, self.a_tag, "a")
         self.services.register_dialog(self, self.b_call_id, self.b_tag, "b")
         body = self._sdp_towards("b", self.invite_a.body, learn_from="a")
+        if body and self.recording_mode != "never":
+            # An unparsable SDP goes on unchanged; it was logged when parsed.
+            with contextlib.suppress(SdpError):
+                body = prefer_codecs(body)
         for target in targets:
             invite = self._build_b_invite(target, body)
             branch = Branch(target=target, invite=invite)

@@ -229,3 +229,34 @@ def _bump_origin(line: bytes) -> bytes:
         raise SdpError(f"bad o= line: {line[:60]!r}")
     parts[2] = str(int(parts[2]) + 1).encode()
     return b" ".join(parts)
+
+
+def prefer_codecs(body: bytes, encodings: tuple[str, ...] = ("PCMU", "PCMA")) -> bytes:
+    """Move the payload types of `encodings` to the front of the first audio m= line.
+
+    Used when a call is recorded: callrec can only record G.711, so the far end is asked
+    to pick it when the phone offers it. The order of the others, and every other line,
+    is kept. An SDP without such a codec comes back unchanged.
+    """
+    sdp = parse_sdp(body)
+    audio = next((m for m in sdp.media if m.kind == "audio" and m.port != 0), None)
+    if audio is None:
+        return body
+    rtpmap = audio.rtpmap
+    wanted = {e.upper() for e in encodings}
+    first = [
+        f for f in audio.formats if f.isdigit() and rtpmap.get(int(f), ("",))[0].upper() in wanted
+    ]
+    if not first or audio.formats[: len(first)] == first:
+        return body
+    order = first + [f for f in audio.formats if f not in first]
+    out: list[bytes] = []
+    done = False
+    for raw in body.splitlines(keepends=True):
+        line = raw.rstrip(b"\r\n")
+        if not done and line.startswith(b"m=audio ") and not line.split(b" ")[1].startswith(b"0"):
+            parts = line.split(b" ")
+            line = b" ".join([*parts[:3], *(f.encode() for f in order)])
+            done = True
+        out.append(line + raw[len(line) :])
+    return b"".join(out)

@@ -31,15 +31,18 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,6 +96,7 @@ class LevelResult:
     setup_ms: list[float]
     challenge_ms: list[float]
     peak_rss_kb: int
+    peak_cpu_percent: float
     cdr_answered: int
     log_problems: list[str]
     work_dir: Path
@@ -219,6 +223,53 @@ def make_bench_server(root: Path, concurrency: int) -> CallrecServer:
     return server
 
 
+class CpuSampler:
+    """Peak CPU use of a process over any one-second window, sampled in a thread."""
+
+    def __init__(self, pid: int, max_seconds: float, interval_s: float = 1.0) -> None:
+        self.pid = pid
+        self.max_seconds = max_seconds
+        self.interval_s = interval_s
+        self.peak_percent = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
+
+    def start(self) -> CpuSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> float:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5.0)
+        return self.peak_percent
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.max_seconds
+        last_cpu, last_at = cpu_seconds(self.pid), time.monotonic()
+        while not self._stop.wait(self.interval_s) and time.monotonic() < deadline:
+            try:
+                cpu, at = cpu_seconds(self.pid), time.monotonic()
+            except OSError:
+                return
+            self.peak_percent = max(self.peak_percent, 100 * (cpu - last_cpu) / (at - last_at))
+            last_cpu, last_at = cpu, at
+
+
+def answered_cdrs(server: CallrecServer, expected: int, calls: int, timeout: float = 15.0) -> int:
+    """Ended, answered CDRs once `expected` are there (written after the BYE) or at timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = server.cli("calls", "list", "--json", "--limit", str(calls + 10)).stdout
+        rows: list[dict[str, Any]] = json.loads(listing)
+        answered = sum(
+            1 for row in rows if row.get("disposition") == "answered" and row.get("ended_at")
+        )
+        if answered >= expected or time.monotonic() > deadline:
+            return answered
+        time.sleep(0.3)
+
+
 def run_level(
     concurrency: int,
     calls: int,
@@ -253,6 +304,7 @@ def run_level(
         )
         with trunk:
             counter.start()
+            sampler = CpuSampler(pid, max_seconds=timeout_s + 30).start()
             cpu_before = cpu_seconds(pid)
             started = time.monotonic()
             phone = run_sipp(
@@ -277,13 +329,13 @@ def run_level(
             trunk.wait(timeout_s=SETTLE_S + 5)
             time.sleep(SETTLE_S)
             cpu_after = cpu_seconds(pid)
+            peak_cpu = sampler.stop()
             counter.stop()
         rss_kb = peak_rss_kb(pid)
-        cdrs = server.wait_for_calls(phone.successful_calls, timeout=15)
+        cdr_answered = answered_cdrs(server, phone.successful_calls, calls)
     finally:
         counter.stop()
         server.stop()
-    cdr_answered = sum(1 for row in cdrs if row.get("disposition") == "answered")
     timers = response_times(phone.work_dir, Path(scenario).stem)
     log_problems = [line for line in server.log().splitlines() if LOG_PROBLEM.search(line)]
     pcap_packets = count_pcap_rtp_packets(str(G711A_PCAP))
@@ -307,6 +359,7 @@ def run_level(
         setup_ms=timers.get("setup", []),
         challenge_ms=timers.get("challenge", []),
         peak_rss_kb=rss_kb,
+        peak_cpu_percent=peak_cpu,
         cdr_answered=cdr_answered,
         log_problems=log_problems,
         work_dir=root,
@@ -320,7 +373,7 @@ def percentile(values: Sequence[float], q: float) -> str:
 TABLE_HEADER = (
     "| concurrent (peak) | calls | calls/s offered | failed | RTP sent | RTP at far end "
     "| % arrived | echo back % | CPU s per call-min | setup p50/p99 ms | 407 p50/p99 ms "
-    "| peak RSS MB |"
+    "| callrec peak CPU % | peak RSS MB |"
 )
 
 
@@ -332,7 +385,7 @@ def table_row(result: LevelResult) -> str:
         f"| {100 * result.echo_ratio:.3f} | {result.cpu_per_call_minute:.3f} "
         f"| {percentile(result.setup_ms, 50)}/{percentile(result.setup_ms, 99)} "
         f"| {percentile(result.challenge_ms, 50)}/{percentile(result.challenge_ms, 99)} "
-        f"| {result.peak_rss_kb / 1024:.0f} |"
+        f"| {result.peak_cpu_percent:.0f} | {result.peak_rss_kb / 1024:.0f} |"
     )
 
 

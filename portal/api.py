@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from portal.auth import Identity
+from portal.auth import Identity, client_address
 from portal.context import (
     ApiError,
     PortalContext,
@@ -35,12 +35,13 @@ from portal.recording_settings import (
     save_settings,
     validate_settings_patch,
 )
-from portal.repository import CallQuery, CallRow, ExportRow
+from portal.repository import CallQuery, CallRow
 from storage.database import StorageError
 from storage.models import (
     RECORDING_MODES,
     AuditEntry,
     Device,
+    ExportJob,
     Recording,
     RecordingListing,
     User,
@@ -231,7 +232,7 @@ def listing_json(listing: RecordingListing) -> dict[str, Any]:
     return data
 
 
-def export_json(export: ExportRow) -> dict[str, Any]:
+def export_json(export: ExportJob) -> dict[str, Any]:
     return {
         "id": export.id,
         "month": export.month,
@@ -359,11 +360,17 @@ async def order_export(
         )
     if context.services.request_export is None:
         raise ApiError(503, "bulk export is not available in this server")
+    email = None
+    if identity.is_admin and identity.via == "session":
+        admin = await context.store.get_admin(identity.name)
+        email = admin.email if admin is not None else None
     try:
-        export_id = await context.services.request_export(month, identity.actor)
+        # The export service audits the order itself.
+        export_id = await context.services.request_export(
+            month, identity.actor, email=email, address=client_address(request)
+        )
     except (ValueError, StorageError) as exc:
         raise ApiError(409, str(exc), "month") from exc
-    await context.audit(request, identity, "export.request", f"export:{export_id}", month)
     return export_id
 
 
@@ -630,7 +637,7 @@ async def get_download(request: web.Request) -> web.StreamResponse:
 @routes.get(f"{API}/exports")
 async def get_exports(request: web.Request) -> web.Response:
     require(request, admin=True)
-    exports = await context_of(request).repository.list_exports()
+    exports = await context_of(request).store.list_exports()
     return web.json_response({"items": [export_json(export) for export in exports]})
 
 
@@ -640,7 +647,7 @@ async def post_export(request: web.Request) -> web.Response:
     context = context_of(request)
     data = await json_body(request)
     export_id = await order_export(context, request, identity, data.get("month"))
-    export = await context.repository.get_export(export_id)
+    export = await context.store.get_export(export_id)
     body = export_json(export) if export is not None else {"id": export_id, "status": "queued"}
     return web.json_response(body, status=202)
 
@@ -649,7 +656,7 @@ async def post_export(request: web.Request) -> web.Response:
 async def get_export(request: web.Request) -> web.Response:
     require(request, admin=True)
     export_id = parse_id(request)
-    export = await context_of(request).repository.get_export(export_id)
+    export = await context_of(request).store.get_export(export_id)
     if export is None:
         raise ApiError(404, f"no export {export_id}")
     return web.json_response(export_json(export))

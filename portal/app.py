@@ -179,6 +179,6 @@ async def start_portal(
 ) -> PortalHandle:
     """Start the portal on the config's `[portal] listen` (from `callrec serve`)."""
     if services is None:
-        services = PortalServices.from_config(config)
+        services = PortalServices.from_config(config, store)
     listen = config.portal.listen
     return await start_portal_at(store, services, listen.host, listen.port)

@@ -35,7 +35,7 @@ from portal.auth import (
     user_identity,
     verify_admin,
 )
-from portal.context import ApiError, context_of, identity_of, parse_id, session_of
+from portal.context import ApiError, context_of, identity_of, session_of
 from portal.recording_settings import (
     BULK_DOWNLOAD_MIN_RETENTION_DAYS,
     RETENTION_KEY,
@@ -521,7 +521,7 @@ async def _bulk_page(
         "bulk.html",
         status=status,
         title="Bulk download",
-        exports=await context.repository.list_exports(),
+        exports=await context.store.list_exports(50),
         refused=refused,
         month=month,
         error=error,
@@ -548,18 +548,20 @@ async def post_bulk(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther("/bulk")
 
 
-@routes.get("/exports/{id}/download")
+@routes.get("/exports/download")
 async def get_export_download(request: web.Request) -> web.StreamResponse:
-    """The signed link from the export e-mail (valid without a session until it expires)."""
+    """The signed link from the export e-mail: valid without a session until it expires."""
     context = context_of(request)
-    export_id = parse_id(request)
+    token = request.query.get("token", "")
     verify = context.services.verify_export_link
-    path = await verify(export_id, dict(request.query)) if verify is not None else None
-    if path is None or not path.is_file():
+    path = await verify(token) if verify is not None and token else None
+    if path is None:
         raise ApiError(403, "This download link is invalid or has expired.")
-    export = await context.repository.get_export(export_id)
+    # The link verified, so its first part is the export id.
+    export_id = int(token.split(".", 1)[0])
+    export = await context.store.get_export(export_id)
     actor = export.requested_by if export is not None else "link"
-    await context.audit(request, actor, "export.download", f"export:{export_id}")
+    await context.audit(request, actor, "export.download", f"export {export_id}")
     name = f"callrec-{export.month if export is not None else export_id}.zip"
     return web.FileResponse(
         path,

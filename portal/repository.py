@@ -68,21 +68,6 @@ class ApiToken:
     revoked_at: float | None
 
 
-@dataclass(frozen=True)
-class ExportRow:
-    """One ordered month export and how far it got."""
-
-    id: int
-    month: str
-    requested_by: str
-    requested_at: float
-    status: str
-    bytes: int | None
-    files: int | None
-    error: str | None
-    finished_at: float | None
-
-
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -96,20 +81,6 @@ def _token_from_row(row: Any) -> ApiToken:
         created_at=float(row["created_at"]),
         last_used_at=row["last_used_at"],
         revoked_at=row["revoked_at"],
-    )
-
-
-def _export_from_row(row: Any) -> ExportRow:
-    return ExportRow(
-        id=int(row["id"]),
-        month=str(row["month"]),
-        requested_by=str(row["requested_by"]),
-        requested_at=float(row["requested_at"]),
-        status=str(row["status"]),
-        bytes=row["bytes"],
-        files=row["files"],
-        error=row["error"],
-        finished_at=row["finished_at"],
     )
 
 
@@ -346,29 +317,7 @@ class PortalRepository:
             )
         return changed > 0
 
-    # -- exports and audit -------------------------------------------------------------
-
-    async def list_exports(self, limit: int = 50) -> list[ExportRow]:
-        store = self.store
-        async with store._read():
-            rows = await store._all(
-                "SELECT id, month, requested_by, requested_at, status, bytes, files, error,"
-                " finished_at FROM exports ORDER BY requested_at DESC, id DESC LIMIT ?",
-                (limit,),
-            )
-        return [_export_from_row(row) for row in rows]
-
-    async def get_export(self, export_id: int) -> ExportRow | None:
-        if not 0 < export_id <= MAX_ROW_ID:
-            return None
-        store = self.store
-        async with store._read():
-            row = await store._one(
-                "SELECT id, month, requested_by, requested_at, status, bytes, files, error,"
-                " finished_at FROM exports WHERE id = ?",
-                (export_id,),
-            )
-        return _export_from_row(row) if row is not None else None
+    # -- audit -------------------------------------------------------------
 
     async def audit_total(self) -> int:
         store = self.store

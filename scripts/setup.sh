@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
-APT_PACKAGES="sip-tester espeak-ng sox multimon-ng libsndfile1 python3-venv python3-dev"
+APT_PACKAGES="sip-tester espeak-ng sox multimon-ng libsndfile1 python3-venv python3-dev chromium"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -507,27 +507,24 @@ def test_sipp_pcap_audio_is_in_the_mono_file(mono_call: RecordedCall) -> None:
 
 
 def test_stereo_channels_hold_each_party_at_the_right_time(stereo_call: RecordedCall) -> None:
+    """Left = the phone's chirp A, right = the trunk's chirp B, each where the wire says.
+
+    Checked per 100 ms window. pjsua2's player inserts a pad when its WAV loops, and
+    the recorder re-anchors a stream by a sample or two when a less delayed packet
+    arrives; at 3 kHz even one sample turns the phase by 135 degrees, so a single
+    correlation over seconds would measure those sub-millisecond shifts, not fidelity.
+    """
     audio = stereo_call.audio
     left, right = audio[:, 0], audio[:, 1]
     phone_signal = stereo_call.extra["phone_signal"]
     trunk_signal = stereo_call.extra["trunk_signal"]
-    # Each phone starts its WAV as its media starts, a few ms around call time 0: take
-    # an excerpt that is whole in the file.
-    excerpt = slice(RATE // 2, 5 * RATE // 2)
-    # The internal user (the phone, 201) is on the left, the trunk on the right.
-    left_score, _ = best_correlation(phone_signal[excerpt], left)
-    right_score, _ = best_correlation(trunk_signal[excerpt], right)
-    assert left_score >= 0.95, left_score
-    assert right_score >= 0.95, right_score
-    crossed_left, _ = best_correlation(trunk_signal[excerpt], left)
-    crossed_right, _ = best_correlation(phone_signal[excerpt], right)
-    assert crossed_left < 0.3 and crossed_right < 0.3, (crossed_left, crossed_right)
-
     wire = stereo_call.extra["wire"]
-    phone_media = stereo_call.extra["phone_media"]
-    trunk_media = stereo_call.extra["trunk_media"]
     max_lag = RATE // 2
-    for channel, media in ((left, phone_media), (right, trunk_media)):
+    channels = {
+        "left (phone 201)": (left, phone_signal, trunk_signal, stereo_call.extra["phone_media"]),
+        "right (trunk)": (right, trunk_signal, phone_signal, stereo_call.extra["trunk_media"]),
+    }
+    for name, (channel, own, other, media) in channels.items():
         expected = track_from_wire(
             wire,
             source=port_of(media["local_rtp"]),
@@ -535,13 +532,42 @@ def test_stereo_channels_hold_each_party_at_the_right_time(stereo_call: Recorded
             start=stereo_call.answered,
             length=len(channel),
         )
-        lag = lag_between(expected, channel, max_lag)
-        assert abs(lag) / RATE <= OFFSET_TOLERANCE_S, (
-            f"{media['local_rtp']}: file is {1000 * lag / RATE:+.1f} ms off the wire"
+        windows = audible_windows(expected, channel)
+        assert len(windows) >= 30, f"{name}: only {len(windows)} audible windows"
+        # The party's own signal, at any point of its loop (the internal user is left).
+        own_scores = [best_correlation(channel[w], np.tile(own, 3))[0] for w in windows]
+        other_scores = [best_correlation(channel[w], np.tile(other, 3))[0] for w in windows]
+        assert np.mean(own_scores) >= 0.95, (name, own_scores)
+        assert np.mean(np.asarray(own_scores) >= 0.95) >= 0.9, (name, own_scores)
+        assert max(other_scores) < 0.5, (name, other_scores)
+        # Where the wire says it passed callrec: every window, and the file as a whole.
+        lags = [window_lag(expected, channel, w, max_lag) for w in windows]
+        worst = max(lags, key=abs)
+        assert abs(worst) / RATE <= OFFSET_TOLERANCE_S, (
+            f"{name}: {1000 * worst / RATE:+.1f} ms off the wire; lags {lags}"
         )
-        # And what is there is that party's audio, not merely something correlated.
-        score, _ = best_correlation(expected[RATE : 3 * RATE], channel)
-        assert score >= 0.95, score
+        overall = lag_between(expected, channel, max_lag)
+        assert abs(overall) / RATE <= OFFSET_TOLERANCE_S, (name, overall)
+
+
+WINDOW = RATE // 10
+
+
+def audible_windows(expected: Int16Array, channel: Int16Array) -> list[slice]:
+    """100 ms windows where the wire carried audio (not the call's first/last packets)."""
+    return [
+        slice(start, start + WINDOW)
+        for start in range(WINDOW, len(channel) - 2 * WINDOW, WINDOW)
+        if rms(expected[start - WINDOW : start + 2 * WINDOW]) > 1000
+    ]
+
+
+def window_lag(expected: Int16Array, channel: Int16Array, window: slice, max_lag: int) -> int:
+    """How late (samples) the file's `window` is against the wire track."""
+    lo = max(0, window.start - max_lag)
+    region = expected[lo : window.stop + max_lag]
+    _, position = best_correlation(channel[window], region)
+    return window.start - (lo + position)
 
 
 def test_one_way_audio_leaves_silence_on_the_mute_side(
