@@ -23,6 +23,7 @@ import numpy.typing as npt
 from b2bua.config import RecordingConfig
 from b2bua.sdp import SdpError, parse_sdp
 from dtmf.events import DigitEvent, DtmfError
+from dtmf.swallow import FeatureCodeSwallower
 from dtmf.watcher import FeatureCodeWatcher
 from media.recorder import Recorder, RecordingResult
 from media.rtp import MediaError
@@ -164,10 +165,17 @@ class CallRecording:
         self.started = mode == "always"
         self.sink = LazyWriter(file, self.channels, config.format)
         self.watcher: FeatureCodeWatcher | None = None
+        self.swallower: FeatureCodeSwallower | None = None
+        # Sends a held packet on towards the far end (set by whoever owns the relay).
+        self.release: Callable[[bytes], None] | None = None
         if mode == "on-demand":
             self.watcher = FeatureCodeWatcher(
                 internal_leg, feature_code, timeout=config.feature_code_timeout
             )
+            if config.swallow_feature_code:
+                self.swallower = FeatureCodeSwallower(
+                    feature_code, timeout=config.feature_code_timeout
+                )
         self.recorder = Recorder(
             self.sink,
             start_time=start_time,
@@ -188,6 +196,19 @@ class CallRecording:
         if self.watcher is not None and leg == self.internal_leg:
             for event in self.watcher.on_rtp(data, arrival):
                 self._toggle(event)
+
+    def rtp_filter(self, leg: str, data: bytes, arrival: float) -> bool:
+        """The relay's filter: False keeps a feature-code packet from the far end."""
+        if self.swallower is None or leg != self.internal_leg:
+            return True
+        forward, release = self.swallower.filter(data, arrival)
+        self._release(release)
+        return forward
+
+    def _release(self, packets: list[bytes]) -> None:
+        if packets and self.release is not None:
+            for packet in packets:
+                self.release(packet)
 
     def _on_audio(self, leg: str, start_sample: int, pcm: npt.NDArray[np.int16]) -> None:
         if self.watcher is not None and leg == self.internal_leg:
@@ -251,6 +272,8 @@ class CallRecording:
             self.recorder.set_codecs(sender, codecs, events)
             if self.watcher is not None and sender == self.internal_leg:
                 self.watcher.set_telephone_event_pts(events)
+            if self.swallower is not None and sender == self.internal_leg:
+                self.swallower.payload_types = set(events)
         return media
 
     def add_prompt(self, pcm: npt.NDArray[np.int16], at: float) -> None:
@@ -258,6 +281,8 @@ class CallRecording:
 
     def tick(self, now: float) -> None:
         self.recorder.tick(now)
+        if self.swallower is not None:
+            self._release(self.swallower.due(now))
 
     @property
     def paused(self) -> bool:

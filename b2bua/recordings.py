@@ -170,6 +170,9 @@ class RecordingManager:
             if media is not None:
                 active.media[leg] = media
         call.media.tap = recording
+        if recording.swallower is not None:
+            call.media.rtp_filter = recording.rtp_filter
+            recording.release = functools.partial(call.media.forward, call.internal_leg)
         self.active[call] = active
         if recording.started:
             self._recording_started(active, now)
@@ -268,6 +271,7 @@ class RecordingManager:
             return
         if call.media is not None:
             call.media.tap = None
+            call.media.rtp_filter = None
         self._spawn(self._finish(active, time.time()))
 
     async def _finish(self, active: ActiveRecording, now: float) -> None:

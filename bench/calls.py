@@ -17,10 +17,13 @@ on one port for all calls, so per level:
 The setup delay is measured by SIPp's response-time timers in a copy of
 uac_auth_pcap.xml: "challenge" is INVITE to 407, "setup" is the authenticated INVITE to
 its 200 (callrec forwards it to the trunk, which answers at once). Dialling to answer is
-about the sum of the two.
+about the sum of the two. SIPp's clock moves in steps of a few ms (one per main-loop
+turn), so values under ~4 ms read as 0 or 4.
 
 CPU is the callrec process's utime+stime (/proc/PID/stat) over the level, divided by
-the call-minutes held (successful calls x --call-seconds). Peak RSS is its VmHWM.
+the call-minutes held (successful calls x --call-seconds); "peak CPU %" is its busiest
+one-second window (100 % = one core: the asyncio loop is one thread). Peak RSS is its
+VmHWM. "calls/s offered" is SIPp's -r, chosen to reach the level with -l as the cap.
 
 Run from the repository root, as root:
     python -m bench.calls [--calls 100] [--concurrency 10,20,50,100] [--call-seconds 8]
@@ -51,7 +54,6 @@ from tests.e2e.harness import free_port as free_sip_port
 from tests.e2e.rtp_counter import RtpCounter, count_pcap_rtp_packets
 from tests.e2e.sipp_runner import (
     G711A_PCAP,
-    SippResult,
     environment_ok,
     free_port,
     run_sipp,
@@ -70,6 +72,7 @@ CALL_OVERHEAD_S = 0.2
 SETTLE_S = 1.0
 # g711a.pcap lasts 7.05 s; a shorter call cuts it at the BYE.
 PCAP_SECONDS = 7.1
+TARGET_ARRIVED = 0.999
 LOG_PROBLEM = re.compile(r"\b(ERROR|CRITICAL|WARNING)\b|Traceback")
 
 
@@ -99,6 +102,8 @@ class LevelResult:
     peak_cpu_percent: float
     cdr_answered: int
     log_problems: list[str]
+    sipp_failures: dict[str, str]
+    sipp_first_error: str
     work_dir: Path
 
     @property
@@ -288,11 +293,10 @@ def run_level(
     media_block = free_port(even=True, span=8)
     trunk_media, phone_media = media_block, media_block + 4
     counter = RtpCounter(range(media_block, media_block + 8), max_seconds=timeout_s + 60)
-    server.start()
-    assert server.process is not None
-    pid = server.process.pid
-    phone: SippResult | None = None
     try:
+        server.start()
+        assert server.process is not None
+        pid = server.process.pid
         trunk = start_sipp(
             "uas_echo.xml",
             local_port=server.trunk_port,
@@ -362,8 +366,22 @@ def run_level(
         peak_cpu_percent=peak_cpu,
         cdr_answered=cdr_answered,
         log_problems=log_problems,
+        sipp_failures={
+            name: value
+            for name, value in phone.statistics.items()
+            if name.startswith("Failed") and name.endswith("(C)") and value not in ("", "0")
+        },
+        sipp_first_error=first_sipp_error(phone.errors),
         work_dir=root,
     )
+
+
+def first_sipp_error(errors: str) -> str:
+    """The first event line of SIPp's error trace (why the first failed call failed)."""
+    for line in errors.splitlines():
+        if "Aborting call" in line or "failed" in line.lower() or "timed out" in line:
+            return line.strip()[:300]
+    return ""
 
 
 def percentile(values: Sequence[float], q: float) -> str:
@@ -399,6 +417,13 @@ def level_notes(result: LevelResult) -> list[str]:
     """What a reader must know beside the row: checks that did not hold, log problems."""
     notes: list[str] = []
     prefix = f"concurrency {result.concurrency}:"
+    if result.failed:
+        notes.append(f"{prefix} {result.failed} failed calls, SIPp counters {result.sipp_failures}")
+        if result.sipp_first_error:
+            notes.append(f"    first: {result.sipp_first_error}")
+    if result.far_end_ratio < TARGET_ARRIVED:
+        arrived = 100 * result.far_end_ratio
+        notes.append(f"{prefix} only {arrived:.3f}% of the RTP sent reached the far end")
     if result.call_seconds >= PCAP_SECONDS and result.rtp_sent != result.rtp_expected:
         notes.append(
             f"{prefix} SIPp put {result.rtp_sent} RTP packets on the wire, "
@@ -445,8 +470,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.mode == "recorded":
         print(
-            "bench.calls --mode recorded: not implemented yet (the recorder is not wired "
-            "into the call path); no figures produced.",
+            "bench.calls --mode recorded: NOT IMPLEMENTED YET (recorded calls and the "
+            "recorder's cost are not benched yet); no figures produced.",
             file=sys.stderr,
         )
         return 2
@@ -497,7 +522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"\nlogs and traces: {work_root}")
         else:
             shutil.rmtree(work_root, ignore_errors=True)
-    ok = all(r.failed == 0 and r.far_end_ratio >= 0.999 for r in results)
+    ok = all(r.failed == 0 and r.far_end_ratio >= TARGET_ARRIVED for r in results)
     return 0 if ok else 1
 
 

@@ -221,21 +221,11 @@ class _RtpProtocol(_ChannelProtocol):
         arrival = wall_clock()
         channel.packets_in += 1
         channel.last_at = arrival
-        far = channel.far
-        dest = far.dest
-        if dest is None:
-            channel.dropped += 1
-        elif far.continuity is None:
-            far.last_forwarded = data
-            far.transport.sendto(data, dest)  # type: ignore[union-attr]
-            far.packets_out += 1
+        rtp_filter = self.session.rtp_filter
+        if rtp_filter is None or rtp_filter(channel.leg.name, data, arrival):
+            _forward_rtp(channel, data, arrival)
         else:
-            rewritten = far.continuity.forward(data, arrival)
-            if rewritten is None:
-                channel.replaced += 1
-            else:
-                far.transport.sendto(rewritten, dest)  # type: ignore[union-attr]
-                far.packets_out += 1
+            channel.dropped += 1
         tap = self.session.tap
         if tap is not None:
             try:
@@ -266,6 +256,25 @@ class _RtpProtocol(_ChannelProtocol):
             far.transport.sendto(data, dest)  # type: ignore[union-attr]
             far.muxed_rtcp_out += 1
         self.session._tap_packet(channel.leg.name, "rtcp", data, arrival)
+
+
+def _forward_rtp(channel: _Channel, data: bytes, arrival: float) -> None:
+    """Send an RTP packet that arrived on `channel` out of the far leg."""
+    far = channel.far
+    dest = far.dest
+    if dest is None:
+        channel.dropped += 1
+    elif far.continuity is None:
+        far.last_forwarded = data
+        far.transport.sendto(data, dest)  # type: ignore[union-attr]
+        far.packets_out += 1
+    else:
+        rewritten = far.continuity.forward(data, arrival)
+        if rewritten is None:
+            channel.replaced += 1
+        else:
+            far.transport.sendto(rewritten, dest)  # type: ignore[union-attr]
+            far.packets_out += 1
 
 
 class _RtcpProtocol(_ChannelProtocol):
@@ -336,6 +345,9 @@ class MediaSession:
         self.host = str(address)
         self.family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
         self.tap = tap
+        # Decides, per RTP packet from a leg, whether it is forwarded (e.g. to keep a
+        # feature code from the far end); None forwards everything.
+        self.rtp_filter: Callable[[str, bytes, float], bool] | None = None
         self.silence_timeout = silence_timeout
         self.on_silence = on_silence
         self._allocator = allocator
@@ -528,6 +540,11 @@ class MediaSession:
         task = self._loop.create_task(self._play(channel, injection))
         self._announcements[leg] = task
         return task
+
+    def forward(self, from_leg: str, data: bytes) -> None:
+        """Send `data` on as if it had just arrived from `from_leg` (a held packet)."""
+        if not self._closed:
+            _forward_rtp(self._leg(from_leg).rtp, data, wall_clock())
 
     def playing(self, leg: str) -> bool:
         """True while an announcement is being played towards `leg`."""

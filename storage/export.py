@@ -25,6 +25,8 @@ import logging
 import os
 import re
 import secrets
+import shutil
+import tempfile
 import time
 import unicodedata
 import zipfile
@@ -160,19 +162,27 @@ class MonthExport:
         target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(target.name + ".part")
         summary = ZipSummary()
-        manifest = io.StringIO()
-        writer = csv.writer(manifest, lineterminator="\r\n")
-        writer.writerow(MANIFEST_COLUMNS)
         try:
-            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive:
+            # The manifest is spooled to disk too: a month may hold many thousand rows.
+            with (
+                tempfile.TemporaryFile("w+b", dir=target.parent) as manifest,
+                zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as archive,
+            ):
+                text = io.TextIOWrapper(manifest, encoding="utf-8", newline="")
+                writer = csv.writer(text, lineterminator="\r\n")
+                writer.writerow(MANIFEST_COLUMNS)
                 for listing in self.listings:
                     name = entry_name(listing)
                     digest = self._add_file(archive, listing, name, summary)
                     writer.writerow(self._manifest_row(listing, name, digest, summary))
+                text.flush()
+                manifest.seek(0)
                 info = zipfile.ZipInfo("manifest.csv", _zip_time(self.built_at))
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o444 << 16
-                archive.writestr(info, manifest.getvalue().encode("utf-8"))
+                with archive.open(info, "w", force_zip64=True) as entry:
+                    shutil.copyfileobj(manifest, entry, COPY_CHUNK_BYTES)
+                text.detach()
             os.replace(partial, target)
         except BaseException:
             partial.unlink(missing_ok=True)

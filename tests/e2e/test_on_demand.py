@@ -232,3 +232,64 @@ def test_feature_code_does_nothing_for_always_and_never(
         time.sleep(1)
         assert recordings_of(server, call["id"]) == []
         assert not call["recorded"]
+
+
+@pytest.fixture(scope="module")
+def swallowing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
+    srv = make_server(
+        tmp_path_factory.mktemp("callrec-swallow"),
+        extra_config="[recording]\nswallow_feature_code = true\n",
+    )
+    srv.config_path.write_text(srv.config_path.read_text().replace("[sip]\n", SIPP_CONFIG, 1))
+    srv.add_user("201", "Alice Martin", "pw-201", "--mode", "on-demand")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_swallowed_code_never_reaches_the_far_end(
+    swallowing_server: CallrecServer, tmp_path: Path
+) -> None:
+    server = swallowing_server
+    pcap = tmp_path / "codes.pcap"
+    write_rtp_pcap(pcap, duration_s=5.0, digits=[(1.0, "*"), (1.2, "1"), (3.0, "5")])
+    # The trunk is a pjsua2 phone that reports every digit it receives.
+    trunk = PhoneProcess(
+        [
+            "answer",
+            "--via",
+            f"{HOST}:{server.sip_port}",
+            "--as",
+            "300",
+            "--local-port",
+            str(server.trunk_port),
+            "--calls",
+            "1",
+            "--timeout",
+            "30",
+        ]
+    )
+    time.sleep(1.0)
+    phone = run_sipp(
+        "uac_auth_pcap.xml",
+        remote=f"{HOST}:{server.sip_port}",
+        media_port=free_port(even=True, span=4),
+        callee="300",
+        caller="201",
+        user="201",
+        password="pw-201",
+        pcap=pcap,
+        call_length_ms=5500,
+        timeout_s=40,
+        work_dir=tmp_path / "uac",
+        extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
+    )
+    assert phone.ok, phone.summary()
+    far_end = trunk.wait(30)
+    assert far_end.named("confirmed"), far_end.events
+    heard = [e["digit"] for e in far_end.named("dtmf_received")]
+    assert heard == ["5"], far_end.events
+    call = server.wait_for_calls(1)[0]
+    recording = wait_for_recording(server, call["id"])
+    assert len(recording["segments"]) == 1
+    assert abs(recording["segments"][0][0] - 1.2) <= 0.1

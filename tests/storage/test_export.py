@@ -35,8 +35,8 @@ from storage.retention import InvalidRequest, set_retention_days
 from tests.storage.recording_factory import DAY, file_recording, make_config, write_wav
 
 
-def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
 @pytest.fixture
@@ -199,7 +199,6 @@ async def test_memory_stays_bounded_whatever_the_month_size(store: Store, config
     finally:
         tracemalloc.stop()
     assert summary.files == 201 and summary.bytes > total
-    print("PEAK", peak, total)
     assert peak < 1_000_000, f"peak {peak} bytes for {total} bytes of recordings"
 
 
