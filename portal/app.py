@@ -119,7 +119,7 @@ def build_app(store: Store, services: PortalServices) -> web.Application:
     )
     app[CONTEXT] = PortalContext(
         store=store,
-        repository=PortalRepository(store),
+        repository=PortalRepository(store, services.password_hasher),
         services=services,
         sessions=SessionStore(),
         throttle=LoginThrottle(),

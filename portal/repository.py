@@ -29,7 +29,6 @@ from storage.database import (
 )
 from storage.models import CallRecord, Recording, RecordingListing, User
 
-_HASHER = PasswordHasher()
 _CALL_COLUMNS_C = ", ".join(f"c.{name}" for name in ("id", *CALL_FIELDS))
 _CALL_ALIASED = ", ".join(f"c.{name} AS call_{name}" for name in ("id", *CALL_FIELDS))
 # SQLite integers are signed 64-bit; a larger id in a URL can name nothing.
@@ -91,8 +90,10 @@ def _own_call_condition(alias: str) -> str:
 class PortalRepository:
     """Portal queries on one `Store`."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, hasher: PasswordHasher | None = None) -> None:
         self.store = store
+        self.hasher = hasher if hasher is not None else PasswordHasher()
+        self._dummy_hash: str | None = None
 
     # -- calls -------------------------------------------------------------------------
 
@@ -240,7 +241,7 @@ class PortalRepository:
     async def set_portal_password(self, extension: str, password: str) -> None:
         if not password or len(password) < 8:
             raise StorageError("portal password must have at least 8 characters")
-        hashed = await asyncio.to_thread(_HASHER.hash, password)
+        hashed = await asyncio.to_thread(self.hasher.hash, password)
         store = self.store
         async with store._write():
             changed, _ = await store._execute(
@@ -260,9 +261,11 @@ class PortalRepository:
         hashed = row["portal_password_hash"] if row is not None else None
         if not hashed:
             # Spend the same time as a real check so a timing does not tell who exists.
-            await asyncio.to_thread(_verify, _DUMMY_HASH, password)
+            if self._dummy_hash is None:
+                self._dummy_hash = await asyncio.to_thread(self.hasher.hash, secrets.token_hex(8))
+            await asyncio.to_thread(_verify, self.hasher, self._dummy_hash, password)
             return None
-        if not await asyncio.to_thread(_verify, str(hashed), password):
+        if not await asyncio.to_thread(_verify, self.hasher, str(hashed), password):
             return None
         return await store.get_user(extension)
 
@@ -326,11 +329,9 @@ class PortalRepository:
         return int(row["n"]) if row is not None else 0
 
 
-def _verify(hashed: str, password: str) -> bool:
+def _verify(hasher: PasswordHasher, hashed: str, password: str) -> bool:
     try:
-        return _HASHER.verify(hashed, password)
+        return hasher.verify(hashed, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
-
-_DUMMY_HASH = _HASHER.hash(secrets.token_hex(16))

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from argon2 import PasswordHasher
+
 from b2bua.config import Config
 from storage.database import StorageError, Store
 
@@ -47,6 +49,8 @@ class PortalServices:
     verify_export_link: VerifyExportLink | None = None
     validate_retention_days: ValidateRetention | None = None
     clock: Callable[[], float] = field(default=time.time)
+    # Hashes users' portal passwords; verification follows the parameters in each hash.
+    password_hasher: PasswordHasher = field(default_factory=PasswordHasher)
 
     @classmethod
     def from_config(cls, config: Config, store: Store | None = None) -> PortalServices:

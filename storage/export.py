@@ -53,6 +53,7 @@ __all__ = [
     "entry_name",
     "export_file",
     "export_status",
+    "fail_interrupted_exports",
     "parse_month",
     "portal_secret",
     "request_export",
@@ -91,6 +92,8 @@ _MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _NAME_PART_MAX = 40
 _TOKEN_CONTEXT = b"callrec export download v1\n"
+_RECENT_EXPORTS = 100
+_DEDUPLICATE_WITHIN_S = 6 * 3600.0
 
 
 # -- months and names ------------------------------------------------------------------
@@ -424,6 +427,12 @@ async def request_export(
     parse_month(month)
     await check_bulk_download_allowed(store, config)
     secret = await portal_secret(store, config)
+    for job in await store.list_exports(limit=_RECENT_EXPORTS):
+        recent = job.requested_at > clock() - _DEDUPLICATE_WITHIN_S
+        if job.month == month and job.status in ("queued", "building") and recent:
+            # Ordering the same month again while it builds does not start a second
+            # build: repeated clicks must not pile up ZIP builds on the disk.
+            return job.id
     export_id = await store.create_export(month, requested_by, clock())
     await store.audit(
         requested_by,
@@ -438,6 +447,25 @@ async def request_export(
     _PENDING.add(task)
     task.add_done_callback(_PENDING.discard)
     return export_id
+
+
+async def fail_interrupted_exports(store: Store, now: float) -> list[int]:
+    """At start-up: exports left queued or building by a previous process can never
+    finish; mark them failed. Returns their ids."""
+    interrupted: list[int] = []
+    offset = 0
+    while page := await store.list_exports(limit=500, offset=offset):
+        for job in page:
+            if job.status in ("queued", "building"):
+                await store.update_export(
+                    job.id,
+                    "failed",
+                    error="interrupted by a restart; order it again",
+                    finished_at=now,
+                )
+                interrupted.append(job.id)
+        offset += len(page)
+    return interrupted
 
 
 async def wait_for_exports(timeout: float | None = None) -> None:

@@ -275,4 +275,6 @@ class RetentionTask:
             except (StorageError, OSError) as exc:
                 # A locked or full disk must not end retention for good: retry next pass.
                 log.error("retention pass failed: %s", exc)
+            except Exception:
+                log.exception("retention pass failed unexpectedly")
             await asyncio.sleep(self.interval_s)

@@ -48,7 +48,13 @@ class RtpCounterError(RuntimeError):
 
 
 def udp_ports(frame: bytes) -> tuple[int, int] | None:
-    """(source port, destination port) of an Ethernet frame carrying UDP, else None.
+    """(source port, destination port) of an Ethernet frame carrying UDP, else None."""
+    datagram = udp_datagram(frame)
+    return None if datagram is None else (datagram[0], datagram[1])
+
+
+def udp_datagram(frame: bytes) -> tuple[int, int, bytes] | None:
+    """(source port, destination port, payload) of an Ethernet frame carrying UDP.
 
     Loopback frames carry a zeroed Ethernet header. IPv4 options are honoured; IPv6
     extension headers and IPv4 fragments after the first are not followed (RTP never
@@ -73,8 +79,8 @@ def udp_ports(frame: bytes) -> tuple[int, int] | None:
         return None
     if len(frame) < udp + 8:
         return None
-    source, destination = struct.unpack_from("!HH", frame, udp)
-    return source, destination
+    source, destination, length = struct.unpack_from("!HHH", frame, udp)
+    return source, destination, frame[udp + 8 : udp + max(length, 8)]
 
 
 class RtpCounter:
@@ -92,11 +98,15 @@ class RtpCounter:
         interface: str = "lo",
         max_seconds: float = 600.0,
         receive_buffer_bytes: int = 16 * 1024 * 1024,
+        keep_payloads: bool = False,
     ) -> None:
         self.ports = ports
         self.interface = interface
         self.max_seconds = max_seconds
         self.receive_buffer_bytes = receive_buffer_bytes
+        self.keep_payloads = keep_payloads
+        # With keep_payloads: the UDP payloads sent to each port of the range, in order.
+        self.payloads: dict[int, list[bytes]] = {}
         self.destination_counts: dict[int, int] = {}
         self.source_counts: dict[int, int] = {}
         self.kernel_drops = 0
@@ -191,12 +201,14 @@ class RtpCounter:
     def _count(self, frame: bytes, address: tuple[object, ...]) -> None:
         if len(address) > 2 and address[2] == PACKET_OUTGOING:
             return
-        ports = udp_ports(frame)
-        if ports is None:
+        datagram = udp_datagram(frame)
+        if datagram is None:
             return
-        source, destination = ports
+        source, destination, payload = datagram
         if destination in self.ports:
             self.destination_counts[destination] = self.destination_counts.get(destination, 0) + 1
+            if self.keep_payloads:
+                self.payloads.setdefault(destination, []).append(payload)
         if source in self.ports:
             self.source_counts[source] = self.source_counts.get(source, 0) + 1
 

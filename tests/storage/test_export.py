@@ -24,11 +24,13 @@ from storage.export import (
     build_export,
     entry_name,
     export_status,
+    fail_interrupted_exports,
     parse_month,
     portal_secret,
     request_export,
     sign_download,
     verify_download,
+    wait_for_exports,
 )
 from storage.models import RecordingListing
 from storage.retention import InvalidRequest, set_retention_days
@@ -268,3 +270,29 @@ async def test_service_resolves_only_valid_links_to_ready_zips(
     queued = await store.create_export("2024-04", "admin:root", clock[0])
     with pytest.raises(StorageError, match="not available"):
         await service.resolve_download(sign_download(service.secret, queued, clock[0] + 60))
+
+
+async def test_reordering_a_month_in_progress_starts_no_second_build(
+    store: Store, config: Config
+) -> None:
+    await set_retention_days(store, 180, actor="admin:root")
+    now = utc(2024, 6, 2)
+    building = await store.create_export("2024-05", "admin:root", now - 60)
+    await store.update_export(building, "building")
+    stale = await store.create_export("2024-04", "admin:root", now - 7 * 3600)
+    await store.update_export(stale, "building")
+    clock = lambda: now  # noqa: E731
+    assert (
+        await request_export(store, config, "2024-05", "admin:root", None, clock=clock) == building
+    )
+    fresh = await request_export(store, config, "2024-04", "admin:root", None, clock=clock)
+    assert fresh not in (building, stale)
+    await wait_for_exports(timeout=10)
+
+    # After a restart nothing can finish the ones left in progress.
+    assert await fail_interrupted_exports(store, now + 1) == [stale, building]
+    for export_id in (building, stale):
+        job = await store.get_export(export_id)
+        assert job is not None and job.status == "failed" and job.error is not None
+    job = await store.get_export(fresh)
+    assert job is not None and job.status == "ready"
