@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,7 @@ def continuity_breaks(packets: list[bytes]) -> list[str]:
     problems: list[str] = []
     if len({p.ssrc for p in audio}) != 1:
         problems.append(f"SSRCs {sorted({p.ssrc for p in audio})}")
-    for before, after in zip(audio, audio[1:], strict=False):
+    for before, after in itertools.pairwise(audio):
         if (after.sequence - before.sequence) % 65536 != 1:
             problems.append(f"sequence {before.sequence} -> {after.sequence}")
         step = (after.timestamp - before.timestamp) % (1 << 32)
