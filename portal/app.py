@@ -24,7 +24,7 @@ from portal.auth import (
     csrf_matches,
     parse_bearer,
 )
-from portal.context import CONTEXT, ApiError, PortalContext, context_of
+from portal.context import CONTEXT, IDENTITY, SESSION, ApiError, PortalContext, context_of
 from portal.repository import PortalRepository
 from portal.services import PortalServices
 from storage.database import StorageError, Store
@@ -96,13 +96,13 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
         token = await context.repository.verify_api_token(bearer)
         if token is None:
             raise ApiError(401, "invalid or revoked API token")
-        request["identity"] = admin_identity(f"{token.name}", via="token")
+        request[IDENTITY] = admin_identity(token.name, via="token")
     else:
         session_id = request.cookies.get(SESSION_COOKIE)
         session = context.sessions.get(session_id, context.now()) if session_id else None
         if session is not None:
-            request["session"] = session
-            request["identity"] = session.identity
+            request[SESSION] = session
+            request[IDENTITY] = session.identity
             if (
                 _is_api(request)
                 and request.method not in _SAFE_METHODS

@@ -70,6 +70,8 @@ class PortalContext:
 
 
 CONTEXT: web.AppKey[PortalContext] = web.AppKey("callrec_portal", PortalContext)
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("callrec_identity", Identity)
+SESSION: web.RequestKey[Session] = web.RequestKey("callrec_session", Session)
 
 
 def context_of(request: web.Request) -> PortalContext:
@@ -77,13 +79,11 @@ def context_of(request: web.Request) -> PortalContext:
 
 
 def identity_of(request: web.Request) -> Identity | None:
-    identity = request.get("identity")
-    return identity if isinstance(identity, Identity) else None
+    return request.get(IDENTITY)
 
 
 def session_of(request: web.Request) -> Session | None:
-    session = request.get("session")
-    return session if isinstance(session, Session) else None
+    return request.get(SESSION)
 
 
 def parse_id(request: web.Request, name: str = "id") -> int:

@@ -334,4 +334,3 @@ def _verify(hasher: PasswordHasher, hashed: str, password: str) -> bool:
         return hasher.verify(hashed, password)
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
-

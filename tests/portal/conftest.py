@@ -138,20 +138,38 @@ async def portal(tmp_path: Path) -> AsyncIterator[Fixture]:
     fixture_box.append(fixture)
     # Alice (201) calls Bob (202): Alice's recording.
     await add_recorded_call(
-        fixture, "alice-bob", caller=("201", "Alice Archer"), callee=("202", "Bob Baker"),
-        owner="201", started_at=BASE_TIME, seconds=3.0, frequency=440.0,
+        fixture,
+        "alice-bob",
+        caller=("201", "Alice Archer"),
+        callee=("202", "Bob Baker"),
+        owner="201",
+        started_at=BASE_TIME,
+        seconds=3.0,
+        frequency=440.0,
     )
     # Carol (203) calls an outside number: Carol's recording, nothing to do with 201/202.
     await add_recorded_call(
-        fixture, "carol-out", caller=("203", "Carol Cole"), callee=("0612345678", "Trunk"),
-        owner="203", started_at=BASE_TIME + DAY, seconds=2.0, frequency=660.0,
+        fixture,
+        "carol-out",
+        caller=("203", "Carol Cole"),
+        callee=("0612345678", "Trunk"),
+        owner="203",
+        started_at=BASE_TIME + DAY,
+        seconds=2.0,
+        frequency=660.0,
     )
     # Bob calls Carol, not recorded.
     fixture.calls["bob-carol"] = await store.create_call(
-        sip_call_id="bob-carol@test", direction="outbound", caller_ext="202",
-        caller_name="Bob Baker", callee_ext="203", callee_name="Carol Cole",
-        started_at=BASE_TIME + 2 * DAY, answered_at=BASE_TIME + 2 * DAY + 2,
-        ended_at=BASE_TIME + 2 * DAY + 65, disposition="answered",
+        sip_call_id="bob-carol@test",
+        direction="outbound",
+        caller_ext="202",
+        caller_name="Bob Baker",
+        callee_ext="203",
+        callee_name="Carol Cole",
+        started_at=BASE_TIME + 2 * DAY,
+        answered_at=BASE_TIME + 2 * DAY + 2,
+        ended_at=BASE_TIME + 2 * DAY + 65,
+        disposition="answered",
     )
     try:
         yield fixture

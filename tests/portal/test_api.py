@@ -42,9 +42,10 @@ async def test_api_needs_login(portal: Fixture, method: str, path: str) -> None:
 
 
 async def test_pages_redirect_to_login(portal: Fixture) -> None:
-    async with new_session() as session, session.get(
-        portal.url + "/reports", allow_redirects=False
-    ) as r:
+    async with (
+        new_session() as session,
+        session.get(portal.url + "/reports", allow_redirects=False) as r,
+    ):
         assert r.status == 303
         assert r.headers["Location"].startswith("/login?next=")
 
@@ -61,7 +62,8 @@ async def test_session_cookie_is_httponly_and_samesite_strict(portal: Fixture) -
         ) as r:
             assert r.status == 303
             cookie = next(
-                value for key, value in r.headers.items()
+                value
+                for key, value in r.headers.items()
                 if key == "Set-Cookie" and value.startswith("callrec_session=")
             )
     assert "HttpOnly" in cookie
@@ -69,10 +71,14 @@ async def test_session_cookie_is_httponly_and_samesite_strict(portal: Fixture) -
 
 
 async def test_login_without_csrf_token_is_refused(portal: Fixture) -> None:
-    async with new_session() as session, session.post(
-        portal.url + "/login", data={"name": ADMIN[0], "password": ADMIN[1]},
-        allow_redirects=False,
-    ) as r:
+    async with (
+        new_session() as session,
+        session.post(
+            portal.url + "/login",
+            data={"name": ADMIN[0], "password": ADMIN[1]},
+            allow_redirects=False,
+        ) as r,
+    ):
         assert r.status == 403
 
 
@@ -125,9 +131,7 @@ def test_sessions_expire_when_idle() -> None:
 
 
 async def test_api_write_with_cookie_needs_csrf_header(portal: Fixture, admin: Client) -> None:
-    async with admin.session.put(
-        portal.url + API + "/settings", json={"feature_code": "*5"}
-    ) as r:
+    async with admin.session.put(portal.url + API + "/settings", json={"feature_code": "*5"}) as r:
         assert r.status == 403
     async with admin.session.put(
         portal.url + API + "/settings", json={"feature_code": "*5"}, headers=admin.headers
@@ -224,7 +228,8 @@ async def test_users_add_mode_remove_devices(portal: Fixture, admin: Client) -> 
     async with new_session() as session:
         await login(session, portal.url, "204", "dan-pass-44")
     changes = [
-        (e.action, e.object, e.detail) for e in await portal.store.list_audit(50)
+        (e.action, e.object, e.detail)
+        for e in await portal.store.list_audit(50)
         if e.action == "mode.change"
     ]
     assert ("mode.change", "user:201", "always -> never") in changes
@@ -281,7 +286,12 @@ async def test_settings_validation(
 
 
 async def test_settings_round_trip_and_audit(portal: Fixture, admin: Client) -> None:
-    new = {"feature_code": "*7", "retention_days": 180, "announcement": "beep", "channels": "stereo"}
+    new = {
+        "feature_code": "*7",
+        "retention_days": 180,
+        "announcement": "beep",
+        "channels": "stereo",
+    }
     async with admin.session.put(
         portal.url + API + "/settings", json=new, headers=admin.headers
     ) as r:
@@ -303,11 +313,14 @@ async def test_calls_filters_and_paging(portal: Fixture, admin: Client) -> None:
         page = await r.json()
     assert page["total"] == 3
     assert [c["id"] for c in page["items"]] == [
-        portal.calls["bob-carol"], portal.calls["carol-out"], portal.calls["alice-bob"]
+        portal.calls["bob-carol"],
+        portal.calls["carol-out"],
+        portal.calls["alice-bob"],
     ]
     async with admin.session.get(url, params={"recorded_only": "true"}) as r:
         assert {c["id"] for c in (await r.json())["items"]} == {
-            portal.calls["alice-bob"], portal.calls["carol-out"]
+            portal.calls["alice-bob"],
+            portal.calls["carol-out"],
         }
     async with admin.session.get(url, params={"extension": "203"}) as r:
         assert (await r.json())["total"] == 2
@@ -390,14 +403,23 @@ async def test_flac_content_type(portal: Fixture, admin: Client) -> None:
     from tests.portal.conftest import write_wav
 
     call_id = await portal.store.create_call(
-        sip_call_id="flac@test", direction="inbound", caller_ext="0611", callee_ext="202",
+        sip_call_id="flac@test",
+        direction="inbound",
+        caller_ext="0611",
+        callee_ext="202",
         started_at=1714564800.0,
     )
     relative = "recordings/2024/05/01/flac-one.flac"
     write_wav(portal.storage_dir / relative, 1.0, 300.0, subtype="PCM_16")
     recording_id = await portal.store.create_recording(
-        call_id=call_id, path=relative, format="flac", channels=1, sample_rate=8000,
-        started_at=1714564800.0, retention_days=90, owner_ext="202",
+        call_id=call_id,
+        path=relative,
+        format="flac",
+        channels=1,
+        sample_rate=8000,
+        started_at=1714564800.0,
+        retention_days=90,
+        owner_ext="202",
     )
     await portal.store.finish_recording(recording_id, status="complete", ended_at=1714564801.0)
     async with admin.session.get(portal.url + API + f"/recordings/{recording_id}/audio") as r:
@@ -473,8 +495,9 @@ async def test_missing_and_purged_files(portal: Fixture, admin: Client) -> None:
 
 async def test_bad_json_never_gives_a_traceback(portal: Fixture, admin: Client) -> None:
     async with admin.session.post(
-        portal.url + API + "/users", data=b"{not json", headers={
-            **admin.headers, "Content-Type": "application/json"}
+        portal.url + API + "/users",
+        data=b"{not json",
+        headers={**admin.headers, "Content-Type": "application/json"},
     ) as r:
         assert r.status == 400
         text = await r.text()
@@ -514,9 +537,15 @@ async def test_openapi_describes_the_routes(portal: Fixture) -> None:
     assert schema["openapi"].startswith("3.")
     paths = schema["paths"]
     for route in (
-        "/api/v1/users", "/api/v1/users/{extension}/mode", "/api/v1/settings", "/api/v1/calls",
-        "/api/v1/recordings/{id}", "/api/v1/recordings/{id}/audio",
-        "/api/v1/recordings/{id}/download", "/api/v1/exports", "/api/v1/exports/{id}",
+        "/api/v1/users",
+        "/api/v1/users/{extension}/mode",
+        "/api/v1/settings",
+        "/api/v1/calls",
+        "/api/v1/recordings/{id}",
+        "/api/v1/recordings/{id}/audio",
+        "/api/v1/recordings/{id}/download",
+        "/api/v1/exports",
+        "/api/v1/exports/{id}",
     ):
         assert route in paths, route
     assert "206" in paths["/api/v1/recordings/{id}/audio"]["get"]["responses"]
