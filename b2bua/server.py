@@ -48,7 +48,9 @@ from media.ports import PortAllocator
 from media.relay import MediaSession
 from media.rtp import MediaError
 from storage.database import StorageError, Store
+from storage.export import fail_interrupted_exports, wait_for_exports
 from storage.models import User
+from storage.retention import RetentionTask
 
 log = logging.getLogger("callrec.server")
 
@@ -582,7 +584,10 @@ async def serve(config: Config, *, ready: Callable[[B2bua], None] | None = None)
     recovered = await b2bua.recordings.recover()
     if recovered:
         log.warning("repaired %d recording(s) left unfinished by a crash", recovered)
+    await fail_interrupted_exports(store, time.time())
+    retention = RetentionTask(store, config.storage.dir)
     await b2bua.start()
+    retention.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -593,4 +598,6 @@ async def serve(config: Config, *, ready: Callable[[B2bua], None] | None = None)
     await stop.wait()
     log.info("shutting down")
     await b2bua.stop()
+    await retention.stop()
+    await wait_for_exports(30)
     await store.close()

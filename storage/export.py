@@ -88,6 +88,7 @@ MANIFEST_COLUMNS = (
     "segments",
     "integrity",
 )
+_NUMBER = re.compile(r"[0-9]{1,19}")
 _MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _NAME_PART_MAX = 40
@@ -292,7 +293,7 @@ def sign_download(secret: bytes, export_id: int, expires_at: float) -> str:
 def verify_download(secret: bytes, token: str, now: float) -> int:
     """The export id of a valid, unexpired token; raises StorageError otherwise."""
     parts = token.split(".") if isinstance(token, str) else []
-    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+    if len(parts) != 3 or not all(_NUMBER.fullmatch(part) for part in parts[:2]):
         raise StorageError("invalid download link")
     export_id, expires = int(parts[0]), int(parts[1])
     expected = _b64(_signature(secret, export_id, expires))

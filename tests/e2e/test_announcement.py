@@ -52,7 +52,7 @@ def test_both_parties_hear_the_notice_and_rtp_stays_continuous(
     prompt = load_announcement("default")
     assert prompt is not None
     t = np.arange(8000 * 6) / 8000
-    speech_like = (0.2 * np.sin(2 * np.pi * 500 * t) * 32767).astype(np.int16)
+    speech_like = (0.03 * np.sin(2 * np.pi * 500 * t) * 32767).astype(np.int16)
     sf.write(tmp_path / "talk.wav", speech_like, 8000, subtype="PCM_16")
     trunk_rtp = free_port(even=True, span=4)
     counter = RtpCounter(range(trunk_rtp, trunk_rtp + 1), keep_payloads=True).start()
@@ -101,9 +101,13 @@ def test_both_parties_hear_the_notice_and_rtp_stays_continuous(
     assert phone.wait(40).returncode == 0
     assert trunk.wait(30).named("confirmed")
     counter.stop()
+    # The prompt starts right at the answer, when pjsua2's jitter buffer is still
+    # filling and may drop its first packets: a clipped prompt correlates 0.7-0.9, the
+    # tone the phones play without it stays below 0.1.
     for side in ("phone", "trunk"):
         heard, _ = sf.read(tmp_path / f"{side}-heard.wav", dtype="int16")
-        assert best_correlation(prompt, heard[: 8000 * 4]) > 0.8, side
+        assert best_correlation(prompt, heard[: 8000 * 4]) > 0.6, side
+        assert best_correlation(prompt, heard[8000 * 3 :]) < 0.3, side
     packets = counter.payloads.get(trunk_rtp, [])
     assert len(packets) > 150, len(packets)
     assert continuity_breaks(packets) == []

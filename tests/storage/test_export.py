@@ -230,6 +230,8 @@ def test_tampered_links_are_rejected() -> None:
         "",
         "../../etc/passwd",
         f"{export_id}.{expires}.{signature}.x",
+        f"{export_id}\u00b2.{expires}.{signature}",
+        f"{'9' * 5000}.{expires}.{signature}",
     ):
         with pytest.raises(StorageError, match="invalid download link"):
             verify_download(SECRET, forged, 0.0)
