@@ -55,7 +55,7 @@ from storage.retention import RetentionTask
 log = logging.getLogger("callrec.server")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
-SUPPORTED_OUT_OF_DIALOG = {"INVITE", "REGISTER", "OPTIONS", "CANCEL", "ACK", "BYE"}
+HOUSEKEEPING_INTERVAL_S = 3600
 
 
 @dataclass
@@ -98,6 +98,7 @@ class B2bua:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cdr_chains: dict[int, asyncio.Task[Any]] = {}
+        self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -107,9 +108,25 @@ class B2bua:
         await self.transport.start()
         self.port = self.transport.port
         self.recordings.start()
+        self.spawn(self._housekeeping())
         log.info("listening for SIP on %s:%d (udp, tcp)", self.host, self.port)
 
+    async def _housekeeping(self) -> None:
+        """Forget expired registrations now and then (lookups already ignore them)."""
+        while not self._stopping:
+            try:
+                purged = await self.store.purge_expired_bindings(time.time())
+                if purged:
+                    log.info("%d expired registration(s) removed", purged)
+            except StorageError as exc:
+                log.error("cannot purge registrations: %s", exc)
+            for _ in range(HOUSEKEEPING_INTERVAL_S):
+                if self._stopping:
+                    return
+                await asyncio.sleep(1)
+
     async def stop(self) -> None:
+        self._stopping = True
         for call in list(self.calls):
             call.hang_up()
         await asyncio.sleep(0.1)
