@@ -84,6 +84,8 @@ class CallrecServer:
     rtp_first: int
     rtp_last: int
     extra_config: str = ""
+    # The web portal / REST API (TCP) port, `[portal] listen`.
+    portal_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     process: subprocess.Popen[bytes] | None = None
     log_path: Path = field(init=False)
 
@@ -94,12 +96,17 @@ class CallrecServer:
             f'[sip]\nlisten = "{HOST}:{self.sip_port}"\n'
             f'[trunk]\nuri = "sip:{HOST}:{self.trunk_port}"\n'
             f'[media]\nrtp_ports = "{self.rtp_first}-{self.rtp_last}"\n'
-            f'[storage]\ndir = "{self.data_dir}"\n' + self.extra_config
+            f'[storage]\ndir = "{self.data_dir}"\n'
+            f'[portal]\nlisten = "{HOST}:{self.portal_port}"\n' + self.extra_config
         )
 
     @property
     def config_path(self) -> Path:
         return self.root / "callrec.toml"
+
+    @property
+    def portal_url(self) -> str:
+        return f"http://{HOST}:{self.portal_port}"
 
     @property
     def data_dir(self) -> Path:

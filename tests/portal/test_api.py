@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+from pathlib import Path
 
 import pytest
 import soundfile
@@ -560,3 +561,58 @@ async def test_openapi_describes_the_routes(portal: Fixture) -> None:
         route = resource.canonical
         if route.startswith(API) and not route.endswith("openapi.json"):
             assert re.sub(r"\{[^}]+\}", "{}", route) in described, route
+
+
+# -- started from the config, as `callrec serve` does --------------------------------------
+
+
+async def test_start_portal_from_config_and_signed_export_link(tmp_path: Path) -> None:
+    import socket
+    import time
+    import zipfile
+
+    from b2bua.config import load_config
+    from portal.app import start_portal
+    from storage import export
+    from storage.database import Store
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config_path = tmp_path / "callrec.toml"
+    config_path.write_text(
+        f'[storage]\ndir = "{tmp_path / "data"}"\n[portal]\nlisten = "127.0.0.1:{port}"\n'
+    )
+    config = load_config(config_path)
+    store = await Store.open(config.storage.db_path)
+    handle = await start_portal(config, store)
+    try:
+        assert handle.url == f"http://127.0.0.1:{port}"
+        zip_path = config.storage.dir / "exports" / "1-2024-05.zip"
+        zip_path.parent.mkdir(parents=True)
+        with zipfile.ZipFile(zip_path, "w") as archive:
+            archive.writestr("manifest.csv", "file,sha256\n")
+        export_id = await store.create_export("2024-05", "admin:root", time.time())
+        await store.update_export(
+            export_id, "ready", path="exports/1-2024-05.zip", finished_at=time.time()
+        )
+        secret = await export.portal_secret(store, config)
+        good = export.sign_download(secret, export_id, time.time() + 600)
+        expired = export.sign_download(secret, export_id, time.time() - 1)
+        forged = export.sign_download(b"not the secret", export_id, time.time() + 600)
+        async with new_session() as session:
+            async with session.get(f"{handle.url}/exports/download", params={"token": good}) as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"] == "application/zip"
+                assert await r.read() == zip_path.read_bytes()
+            for token in (expired, forged, good[:-2], "", "../../callrec.db"):
+                async with session.get(
+                    f"{handle.url}/exports/download", params={"token": token}
+                ) as r:
+                    assert r.status == 403, token
+                    assert b"PK" not in await r.read()
+        actions = [e.action for e in await store.list_audit(20)]
+        assert actions.count("export.download") == 1
+    finally:
+        await handle.stop()
+        await store.close()
