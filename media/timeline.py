@@ -57,6 +57,10 @@ class TimelineStats:
     drift_shifts: int = 0
 
 
+# How early (in samples, 1 ms at 8 kHz) a packet must be before the anchor moves.
+_EARLY_TOLERANCE = 8
+
+
 @dataclass
 class _Anchor:
     """Maps one stream's extended RTP timestamps to call samples: call = ext + offset."""
@@ -207,6 +211,10 @@ class LegTimeline:
         return anchor
 
     def _track_delay(self, anchor: _Anchor, lateness: int, arrival: float) -> None:
+        if -_EARLY_TOLERANCE <= lateness < 0:
+            # Scheduling noise of a sample or two: moving the stream for it would leave a
+            # seam (samples dropped or repeated) for a sub-millisecond gain in alignment.
+            return
         if lateness < 0:
             # Less delayed than the anchor packet: the anchor itself came in late.
             anchor.offset += lateness

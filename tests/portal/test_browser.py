@@ -12,12 +12,15 @@ import os
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.portal.conftest import ADMIN, Fixture
 
 playwright_api = pytest.importorskip("playwright.async_api")
+if TYPE_CHECKING:
+    from playwright.async_api import Page
 
 CHROMIUM = os.environ.get("CALLREC_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -41,7 +44,7 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture
-async def page(portal: Fixture) -> AsyncIterator[playwright_api.Page]:
+async def page(portal: Fixture) -> AsyncIterator[Page]:
     async with playwright_api.async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
@@ -59,7 +62,7 @@ async def page(portal: Fixture) -> AsyncIterator[playwright_api.Page]:
 
 
 async def test_admin_records_a_user_and_plays_and_downloads_a_call(
-    portal: Fixture, page: playwright_api.Page
+    portal: Fixture, page: Page
 ) -> None:
     expect = playwright_api.expect
     await page.goto(f"{portal.url}/reports")
@@ -198,9 +201,7 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
     assert portal.exports == [("2024-05", "admin:root")]
 
 
-async def test_bulk_download_refused_below_180_days(
-    portal: Fixture, page: playwright_api.Page
-) -> None:
+async def test_bulk_download_refused_below_180_days(portal: Fixture, page: Page) -> None:
     expect = playwright_api.expect
     await page.goto(f"{portal.url}/bulk")
     await page.get_by_label("Name or extension").fill(ADMIN[0])
@@ -213,9 +214,7 @@ async def test_bulk_download_refused_below_180_days(
     await expect(page.get_by_role("button", name="Order ZIP")).to_be_disabled()
 
 
-async def test_user_sees_only_own_calls_in_reports(
-    portal: Fixture, page: playwright_api.Page
-) -> None:
+async def test_user_sees_only_own_calls_in_reports(portal: Fixture, page: Page) -> None:
     expect = playwright_api.expect
     await page.goto(f"{portal.url}/login")
     await page.get_by_label("Name or extension").fill("203")
