@@ -47,6 +47,7 @@ from b2bua.transaction import (
 from media.ports import PortAllocator
 from media.relay import MediaSession
 from media.rtp import MediaError
+from portal.app import start_portal
 from storage.database import StorageError, Store
 from storage.export import fail_interrupted_exports, wait_for_exports
 from storage.models import User
@@ -605,15 +606,20 @@ async def serve(config: Config, *, ready: Callable[[B2bua], None] | None = None)
     retention = RetentionTask(store, config.storage.dir)
     await b2bua.start()
     retention.start()
+    portal = await start_portal(config, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(f"callrec serving SIP on {b2bua._hostport()} (udp, tcp)", flush=True)
+    print(
+        f"callrec serving SIP on {b2bua._hostport()} (udp, tcp), portal on {portal.url}",
+        flush=True,
+    )
     if ready is not None:
         ready(b2bua)
     await stop.wait()
     log.info("shutting down")
+    await portal.stop()
     await b2bua.stop()
     await retention.stop()
     await wait_for_exports(30)

@@ -51,7 +51,9 @@ class Identity:
 
 
 def admin_identity(name: str, via: str = "session") -> Identity:
-    return Identity(actor=f"admin:{name}", role=ROLE_ADMIN, name=name, via=via)
+    """An admin logged in by name, or an admin API token (actor "token:<name>")."""
+    prefix = "token" if via == "token" else "admin"
+    return Identity(actor=f"{prefix}:{name}", role=ROLE_ADMIN, name=name, via=via)
 
 
 def user_identity(extension: str, name: str) -> Identity:

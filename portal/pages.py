@@ -344,8 +344,14 @@ async def post_settings(request: web.Request) -> web.Response:
         if key in form:
             submitted[key] = _text(form, key)
     try:
-        if "retention_position" in form:
-            submitted[RETENTION_KEY] = retention_from_slider(_text(form, "retention_position"))
+        position = _text(form, "retention_position")
+        current = _text(form, "retention_current")
+        if position and current.isdigit() and position == str(slider_position(int(current))):
+            # The slider was not moved: keep a retention the slider cannot show (say 200
+            # days set through the API) instead of rounding it to a slider stop.
+            pass
+        elif position:
+            submitted[RETENTION_KEY] = retention_from_slider(position)
         elif RETENTION_KEY in form:
             submitted[RETENTION_KEY] = _text(form, RETENTION_KEY)
     except FieldError as exc:

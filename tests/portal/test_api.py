@@ -616,3 +616,38 @@ async def test_start_portal_from_config_and_signed_export_link(tmp_path: Path) -
     finally:
         await handle.stop()
         await store.close()
+
+
+async def test_settings_form_keeps_an_unmoved_odd_retention(portal: Fixture, admin: Client) -> None:
+    """200 days (set through the API) survives saving the form with the slider untouched;
+    moving the slider to its first stop gives 30 days."""
+    await portal.store.set_setting("retention_days", "200")
+    form = {
+        "csrf_token": admin.csrf,
+        "feature_code": "*3",
+        "retention_position": "91",
+        "retention_current": "200",
+        "announcement": "none",
+        "channels": "mono",
+    }
+    async with admin.session.post(portal.url + "/settings", data=form) as r:
+        assert r.status == 200 and "Settings saved" in await r.text()
+    stored = await portal.store.all_settings()
+    assert stored["retention_days"] == "200" and stored["feature_code"] == "*3"
+    async with admin.session.post(
+        portal.url + "/settings", data={**form, "retention_position": "0"}
+    ) as r:
+        assert r.status == 200
+    assert (await portal.store.all_settings())["retention_days"] == "30"
+    async with admin.session.post(
+        portal.url + "/settings", data={**form, "csrf_token": "forged"}
+    ) as r:
+        assert r.status == 403
+    async with admin.session.post(
+        portal.url + "/settings", data={**form, "feature_code": "1*", "retention_position": "99"}
+    ) as r:
+        assert r.status == 422
+        page = await r.text()
+    assert "the feature code must be * followed by one digit" in page
+    assert "pick a retention on the slider" in page
+    assert (await portal.store.all_settings())["feature_code"] == "*3"
