@@ -100,6 +100,7 @@ class B2bua:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cdr_chains: dict[int, asyncio.Task[Any]] = {}
         self._stopping = False
+        self._parse_error_log = LogLimiter(per_window=20, window_s=10.0)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -160,7 +161,8 @@ class B2bua:
             message = parse_message(data)
         except SipParseError as exc:
             self.counters.parse_errors += 1
-            log.warning("malformed SIP from %s: %s", peer, exc.reason)
+            if self._parse_error_log.allow(time.monotonic()):
+                log.warning("malformed SIP from %s: %s", peer, exc.reason)
             if exc.partial is not None and exc.partial.method != "ACK":
                 response = make_response(exc.partial, 400, _reason_phrase(exc.reason))
                 self._send_raw(response.to_bytes(), peer)
@@ -560,6 +562,28 @@ class B2bua:
         caller = Party(_user_part(from_.uri), from_.display)
         callee = Party(user.extension, user.name)
         return "inbound", caller, callee, targets, user
+
+
+class LogLimiter:
+    """Lets `per_window` log lines through per window, then says how many it held back."""
+
+    def __init__(self, per_window: int, window_s: float) -> None:
+        self.per_window = per_window
+        self.window_s = window_s
+        self.window_start = -window_s
+        self.count = 0
+        self.suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        if now - self.window_start >= self.window_s:
+            if self.suppressed:
+                log.warning("%d more malformed SIP message(s) not logged", self.suppressed)
+            self.window_start, self.count, self.suppressed = now, 0, 0
+        self.count += 1
+        if self.count <= self.per_window:
+            return True
+        self.suppressed += 1
+        return False
 
 
 def _client_key(request: SipRequest) -> tuple[str, str]:

@@ -7,7 +7,9 @@ between sockets and a `receive(data, peer)` callback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from typing import cast
 
@@ -19,6 +21,7 @@ log = logging.getLogger("callrec.transport")
 Receiver = Callable[[bytes, Peer], None]
 
 MAX_TCP_BUFFER = 256 * 1024
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -92,6 +95,12 @@ class SipTransport:
             lambda: _UdpProtocol(self.receive), local_addr=(self.host, self.port)
         )
         self.udp = protocol
+        assert protocol.transport is not None
+        sock = protocol.transport.get_extra_info("socket")
+        if sock is not None:
+            # Bursts (a registration storm, a flood of garbage) should queue, not drop.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
         if self.port == 0:
             assert protocol.transport is not None
             self.port = int(protocol.transport.get_extra_info("sockname")[1])

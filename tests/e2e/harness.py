@@ -44,12 +44,16 @@ def _is_free(port: int) -> bool:
 
 
 def sip_options(port: int, *, timeout: float = 1.0, transport: str = "udp") -> str | None:
-    """Send an OPTIONS to callrec and return the status line of the answer, or None."""
+    """Send an OPTIONS to callrec and return the status line of the answer, or None.
+
+    Over UDP it is retransmitted as a UA would (RFC 3261 Timer E) until `timeout`.
+    """
     kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    deadline = time.monotonic() + timeout
     with socket.socket(socket.AF_INET, kind) as sock:
-        sock.settimeout(timeout)
         try:
             if transport == "tcp":
+                sock.settimeout(timeout)
                 sock.connect((HOST, port))
             else:
                 sock.bind((HOST, 0))
@@ -67,8 +71,18 @@ def sip_options(port: int, *, timeout: float = 1.0, transport: str = "udp") -> s
                 sock.sendall(message)
                 data = sock.recv(65535)
             else:
-                sock.sendto(message, (HOST, port))
-                data = sock.recv(65535)
+                interval = 0.25
+                while True:
+                    sock.sendto(message, (HOST, port))
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return None
+                    sock.settimeout(min(interval, remaining))
+                    try:
+                        data = sock.recv(65535)
+                        break
+                    except TimeoutError:
+                        interval *= 2
         except OSError:
             return None
     return data.split(b"\r\n", 1)[0].decode(errors="replace")

@@ -1,76 +1,43 @@
 """The portal in real headless Chromium (Debian `chromium`, driven by Playwright).
 
 Logs in as an admin, puts a user on recording, flips their mode, sets the feature code
-and retention, finds a recorded call in Reports, plays it and downloads it. Also saves
-the screenshots of the settings and reports pages into docs/.
+and retention, finds a recorded call in Reports, plays it and downloads it. The
+screenshots in docs/ come from the real call in tests/e2e/test_portal_e2e.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
+from tests.portal.chromium import chromium_page, fill_login_form, requires_chromium
 from tests.portal.conftest import ADMIN, Fixture
 
 playwright_api = pytest.importorskip("playwright.async_api")
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
-CHROMIUM = os.environ.get("CALLREC_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # el.play() from a test script has no user gesture behind it.
-    "--autoplay-policy=no-user-gesture-required",
-]
-DOCS = Path(__file__).resolve().parents[2] / "docs"
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None and not Path(CHROMIUM).exists(),
-    reason=f"{CHROMIUM} is not installed (apt-get install chromium)",
-)
+pytestmark = requires_chromium
 
 
 @pytest.fixture
 async def page(portal: Fixture) -> AsyncIterator[Page]:
-    async with playwright_api.async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True
-        )
-        try:
-            context = await browser.new_context(
-                accept_downloads=True, viewport={"width": 1280, "height": 800}
-            )
-            tab = await context.new_page()
-            tab.set_default_timeout(15_000)
-            yield tab
-            await context.close()
-        finally:
-            await browser.close()
+    async with chromium_page() as tab:
+        yield tab
 
 
 async def test_admin_records_a_user_and_plays_and_downloads_a_call(
-    portal: Fixture, page: Page
+    portal: Fixture, page: Page, tmp_path: Path
 ) -> None:
     expect = playwright_api.expect
     await page.goto(f"{portal.url}/reports")
     # Not logged in: the login form, then back to Reports.
     await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-    await page.get_by_label("Name or extension").fill(ADMIN[0])
-    await page.get_by_label("Password").fill(ADMIN[1])
-    await page.get_by_role("button", name="Log in").click()
+    await fill_login_form(page, *ADMIN)
     await expect(page.get_by_role("heading", name="Reports")).to_be_visible()
 
     # Put Carol (203, never recorded) on recording: she starts as on demand.
@@ -141,8 +108,7 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
         .click()
     )
     await expect(page.get_by_label("Add a user")).to_contain_text("Dan Dale (204)")
-    DOCS.mkdir(exist_ok=True)
-    await page.screenshot(path=str(DOCS / "settings.png"), full_page=True)
+    await page.screenshot(path=str(tmp_path / "settings.png"), full_page=True)
 
     # Reports: the recorded Alice-Bob call with its player and download button.
     await page.get_by_role("navigation", name="Main").get_by_role("link", name="Reports").click()
@@ -154,7 +120,7 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
     await expect(row).to_contain_text("2024-05-01 12:00:00")
     audio = row.locator("audio")
     await expect(audio).to_have_attribute("preload", "none")
-    await page.screenshot(path=str(DOCS / "reports.png"), full_page=True)
+    await page.screenshot(path=str(tmp_path / "reports.png"), full_page=True)
 
     # Play it: the element must really reach the playing state.
     await audio.evaluate("el => el.play()")
@@ -204,9 +170,7 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
 async def test_bulk_download_refused_below_180_days(portal: Fixture, page: Page) -> None:
     expect = playwright_api.expect
     await page.goto(f"{portal.url}/bulk")
-    await page.get_by_label("Name or extension").fill(ADMIN[0])
-    await page.get_by_label("Password").fill(ADMIN[1])
-    await page.get_by_role("button", name="Log in").click()
+    await fill_login_form(page, *ADMIN)
     await expect(page.get_by_role("heading", name="Bulk download")).to_be_visible()
     await expect(page.get_by_role("alert")).to_contain_text(
         "Bulk download needs a retention of 180 days or more; it is 90 days now."
@@ -217,9 +181,7 @@ async def test_bulk_download_refused_below_180_days(portal: Fixture, page: Page)
 async def test_user_sees_only_own_calls_in_reports(portal: Fixture, page: Page) -> None:
     expect = playwright_api.expect
     await page.goto(f"{portal.url}/login")
-    await page.get_by_label("Name or extension").fill("203")
-    await page.get_by_label("Password").fill("carol-pass-3")
-    await page.get_by_role("button", name="Log in").click()
+    await fill_login_form(page, "203", "carol-pass-3")
     await expect(page.get_by_role("heading", name="Reports")).to_be_visible()
     await expect(
         page.get_by_role("navigation", name="Main").get_by_role("link", name="Recording settings")
