@@ -22,8 +22,9 @@ turn), so values under ~4 ms read as 0 or 4.
 
 CPU is the callrec process's utime+stime (/proc/PID/stat) over the level, divided by
 the call-minutes held (successful calls x --call-seconds); "peak CPU %" is its busiest
-one-second window (100 % = one core: the asyncio loop is one thread). Peak RSS is its
-VmHWM. "calls/s offered" is SIPp's -r, chosen to reach the level with -l as the cap.
+one-second window (100 % = one core: the asyncio loop is one thread); "machine peak
+busy %" is the same for the whole box (all cores; SIPp and the sniffer run here too).
+Peak RSS is its VmHWM. "calls/s offered" is SIPp's -r, chosen to reach the level with -l as the cap.
 
 Run from the repository root, as root:
     python -m bench.calls [--calls 100] [--concurrency 10,20,50,100] [--call-seconds 8]
@@ -100,6 +101,7 @@ class LevelResult:
     challenge_ms: list[float]
     peak_rss_kb: int
     peak_cpu_percent: float
+    machine_peak_percent: float
     cdr_answered: int
     log_problems: list[str]
     sipp_failures: dict[str, str]
@@ -136,17 +138,18 @@ def peak_rss_kb(pid: int) -> int:
     return 0
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """(all, idle) CPU time of the machine so far, from /proc/stat, in clock ticks."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values), values[3] + values[4]  # idle + iowait
+
+
 def machine_busy_fraction(sample_s: float = 1.0) -> float:
     """Share of all CPUs not idle over `sample_s` (other jobs would make figures noisy)."""
 
-    def totals() -> tuple[int, int]:
-        values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        idle = values[3] + values[4]  # idle + iowait
-        return sum(values), idle
-
-    total_before, idle_before = totals()
+    total_before, idle_before = cpu_jiffies()
     time.sleep(sample_s)
-    total_after, idle_after = totals()
+    total_after, idle_after = cpu_jiffies()
     elapsed = total_after - total_before
     return 1.0 - (idle_after - idle_before) / elapsed if elapsed else 0.0
 
@@ -229,13 +232,14 @@ def make_bench_server(root: Path, concurrency: int) -> CallrecServer:
 
 
 class CpuSampler:
-    """Peak CPU use of a process over any one-second window, sampled in a thread."""
+    """Peak CPU use of a process, and of the machine, over one-second windows (a thread)."""
 
     def __init__(self, pid: int, max_seconds: float, interval_s: float = 1.0) -> None:
         self.pid = pid
         self.max_seconds = max_seconds
         self.interval_s = interval_s
         self.peak_percent = 0.0
+        self.machine_peak_percent = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-sampler", daemon=True)
 
@@ -252,13 +256,18 @@ class CpuSampler:
     def _run(self) -> None:
         deadline = time.monotonic() + self.max_seconds
         last_cpu, last_at = cpu_seconds(self.pid), time.monotonic()
+        last_total, last_idle = cpu_jiffies()
         while not self._stop.wait(self.interval_s) and time.monotonic() < deadline:
             try:
                 cpu, at = cpu_seconds(self.pid), time.monotonic()
             except OSError:
                 return
+            total, idle = cpu_jiffies()
             self.peak_percent = max(self.peak_percent, 100 * (cpu - last_cpu) / (at - last_at))
-            last_cpu, last_at = cpu, at
+            if total > last_total:
+                busy = 1 - (idle - last_idle) / (total - last_total)
+                self.machine_peak_percent = max(self.machine_peak_percent, 100 * busy)
+            last_cpu, last_at, last_total, last_idle = cpu, at, total, idle
 
 
 def answered_cdrs(server: CallrecServer, expected: int, calls: int, timeout: float = 15.0) -> int:
@@ -364,6 +373,7 @@ def run_level(
         challenge_ms=timers.get("challenge", []),
         peak_rss_kb=rss_kb,
         peak_cpu_percent=peak_cpu,
+        machine_peak_percent=sampler.machine_peak_percent,
         cdr_answered=cdr_answered,
         log_problems=log_problems,
         sipp_failures={
@@ -391,7 +401,7 @@ def percentile(values: Sequence[float], q: float) -> str:
 TABLE_HEADER = (
     "| concurrent (peak) | calls | calls/s offered | failed | RTP sent | RTP at far end "
     "| % arrived | echo back % | CPU s per call-min | setup p50/p99 ms | 407 p50/p99 ms "
-    "| callrec peak CPU % | peak RSS MB |"
+    "| callrec peak CPU % | machine peak busy % | peak RSS MB |"
 )
 
 
@@ -403,7 +413,8 @@ def table_row(result: LevelResult) -> str:
         f"| {100 * result.echo_ratio:.3f} | {result.cpu_per_call_minute:.3f} "
         f"| {percentile(result.setup_ms, 50)}/{percentile(result.setup_ms, 99)} "
         f"| {percentile(result.challenge_ms, 50)}/{percentile(result.challenge_ms, 99)} "
-        f"| {result.peak_cpu_percent:.0f} | {result.peak_rss_kb / 1024:.0f} |"
+        f"| {result.peak_cpu_percent:.0f} | {result.machine_peak_percent:.0f} "
+        f"| {result.peak_rss_kb / 1024:.0f} |"
     )
 
 

@@ -403,12 +403,14 @@ async def test_month_export_is_mailed_as_a_signed_link_to_a_valid_zip(
                 assert answer.status == 200, await answer.text()
                 assert answer.headers["Content-Type"] == "application/zip"
                 archive = await answer.read()
-            signature = token.rsplit(".", 1)[1]
+            # A flipped signature, another export's id, a later expiry: all refused.
+            export_part, expiry, signature = token.split(".")
             flipped = ("B" if signature[0] == "A" else "A") + signature[1:]
             tampered = [
-                token.rsplit(".", 1)[0] + "." + flipped,
-                f"{export_id + 1}." + token.split(".", 1)[1],
-                token.replace(token.split(".")[1], str(int(token.split(".")[1]) + 86400)),
+                f"{export_part}.{expiry}.{flipped}",
+                f"{export_id + 1}.{expiry}.{signature}",
+                f"{export_part}.{int(expiry) + 86400}.{signature}",
+                f"../{token}",
             ]
             for bad in tampered:
                 url = f"{server.portal_url}/exports/download?token={bad}"
