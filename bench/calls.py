@@ -107,6 +107,7 @@ class LevelResult:
     sipp_failures: dict[str, str]
     sipp_first_error: str
     work_dir: Path
+    recorded: RecordingFigures | None = None
 
     @property
     def far_end_ratio(self) -> float:
@@ -213,8 +214,12 @@ def peak_current_calls(work_dir: Path, stem: str) -> int:
     return peak
 
 
-def make_bench_server(root: Path, concurrency: int) -> CallrecServer:
-    """A callrec config with enough relay ports for `concurrency` calls (2 pairs each)."""
+def make_bench_server(root: Path, concurrency: int, mode: str = "plain") -> CallrecServer:
+    """A callrec config with enough relay ports for `concurrency` calls (2 pairs each).
+
+    In `recorded` mode every call is recorded (mono WAV) without an announcement: a
+    prompt replaces relayed packets for its length, which would blur the RTP counts.
+    """
     span = max(400, 4 * concurrency + 200)
     rtp_first = free_sip_port(even=True, span=span)
     server = CallrecServer(
@@ -223,12 +228,56 @@ def make_bench_server(root: Path, concurrency: int) -> CallrecServer:
         trunk_port=free_sip_port(),
         rtp_first=rtp_first,
         rtp_last=rtp_first + span - 1,
+        extra_config='[recording]\nannouncement = "none"\n' if mode == "recorded" else "",
     )
     config = server.config_path.read_text().replace("[sip]\n", SIPP_SIP_CONFIG, 1)
     server.config_path.write_text(config)
-    # Plain relay: the phone's user is never recorded.
-    server.add_user(PHONE_EXTENSION, "Bench Phone", PHONE_PASSWORD, "--mode", "never")
+    # Plain relay: the phone's user is never recorded; recorded: always.
+    recording_mode = "always" if mode == "recorded" else "never"
+    server.add_user(PHONE_EXTENSION, "Bench Phone", PHONE_PASSWORD, "--mode", recording_mode)
     return server
+
+
+@dataclass
+class RecordingFigures:
+    """What the recorded calls left behind: files complete, samples written."""
+
+    complete: int = 0
+    other: int = 0
+    written_s: float = 0.0
+    media_s: float = 0.0
+
+    @property
+    def written_ratio(self) -> float:
+        return self.written_s / self.media_s if self.media_s else 0.0
+
+
+def recording_figures(server: CallrecServer, calls: int, timeout: float = 30.0) -> RecordingFigures:
+    """File length against each answered call's media time (answer to hang-up)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows: list[dict[str, Any]] = json.loads(
+            server.cli("recordings", "list", "--json", "--limit", str(calls + 10)).stdout
+        )
+        if all(r["status"] != "recording" for r in rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    calls_by_id = {
+        row["id"]: row
+        for row in json.loads(
+            server.cli("calls", "list", "--json", "--limit", str(calls + 10)).stdout
+        )
+    }
+    figures = RecordingFigures()
+    for row in rows:
+        if row["status"] != "complete":
+            figures.other += 1
+            continue
+        figures.complete += 1
+        figures.written_s += float(row["duration_s"] or 0.0)
+        call = calls_by_id.get(row["call_id"], {})
+        figures.media_s += float(call.get("duration_s") or 0.0)
+    return figures
 
 
 class CpuSampler:
@@ -290,6 +339,7 @@ def run_level(
     call_seconds: float,
     rate: float | None,
     root: Path,
+    mode: str = "plain",
 ) -> LevelResult:
     """One bounded SIPp run through a fresh callrec; everything is stopped on return."""
     offered_rate = rate if rate else concurrency / (call_seconds + CALL_OVERHEAD_S)
@@ -297,7 +347,7 @@ def run_level(
     timeout_s = 2 * expected_s + 30
     root.mkdir(parents=True, exist_ok=True)
     scenario = timed_scenario(root)
-    server = make_bench_server(root / "callrec", concurrency)
+    server = make_bench_server(root / "callrec", concurrency, mode)
     # One block: the trunk's -rtp_echo binds its port and port+2, the phone takes +4.
     media_block = free_port(even=True, span=8)
     trunk_media, phone_media = media_block, media_block + 4
@@ -346,6 +396,7 @@ def run_level(
             counter.stop()
         rss_kb = peak_rss_kb(pid)
         cdr_answered = answered_cdrs(server, phone.successful_calls, calls)
+        recorded = recording_figures(server, calls) if mode == "recorded" else None
     finally:
         counter.stop()
         server.stop()
@@ -383,6 +434,7 @@ def run_level(
         },
         sipp_first_error=first_sipp_error(phone.errors),
         work_dir=root,
+        recorded=recorded,
     )
 
 
@@ -415,13 +467,21 @@ def table_row(result: LevelResult) -> str:
         f"| {percentile(result.challenge_ms, 50)}/{percentile(result.challenge_ms, 99)} "
         f"| {result.peak_cpu_percent:.0f} | {result.machine_peak_percent:.0f} "
         f"| {result.peak_rss_kb / 1024:.0f} |"
+        + (
+            f" {result.recorded.complete} | {100 * result.recorded.written_ratio:.3f} |"
+            if result.recorded is not None
+            else ""
+        )
     )
 
 
 def format_table(results: Sequence[LevelResult]) -> str:
-    columns = TABLE_HEADER.count("|") - 1
+    header = TABLE_HEADER
+    if any(r.recorded is not None for r in results):
+        header += " recordings complete | % samples written |"
+    columns = header.count("|") - 1
     separator = "|" + "---|" * columns
-    return "\n".join([TABLE_HEADER, separator, *(table_row(r) for r in results)])
+    return "\n".join([header, separator, *(table_row(r) for r in results)])
 
 
 def level_notes(result: LevelResult) -> list[str]:
@@ -444,6 +504,12 @@ def level_notes(result: LevelResult) -> list[str]:
         notes.append(f"{prefix} the sniffer lost {result.counter_drops} frames: counts are low")
     if result.cdr_answered < result.successful:
         notes.append(f"{prefix} {result.cdr_answered} answered CDRs for {result.successful} calls")
+    recorded = result.recorded
+    if recorded is not None and (recorded.other or recorded.complete < result.successful):
+        notes.append(
+            f"{prefix} {recorded.complete} complete recordings for {result.successful} calls"
+            f" ({recorded.other} in another state)"
+        )
     if result.log_problems:
         notes.append(f"{prefix} {len(result.log_problems)} WARNING/ERROR lines in serve.log:")
         notes.extend(f"    {line}" for line in result.log_problems[:5])
@@ -479,13 +545,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the logs and SIPp traces")
     args = parser.parse_args(argv)
 
-    if args.mode == "recorded":
-        print(
-            "bench.calls --mode recorded: NOT IMPLEMENTED YET (recorded calls and the "
-            "recorder's cost are not benched yet); no figures produced.",
-            file=sys.stderr,
-        )
-        return 2
     missing = environment_ok()
     if missing:
         print(f"bench.calls: {missing}", file=sys.stderr)
@@ -513,6 +572,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.call_seconds,
                 args.rate,
                 work_root / f"c{concurrency}",
+                args.mode,
             )
             results.append(result)
             print(
