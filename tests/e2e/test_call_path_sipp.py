@@ -215,3 +215,26 @@ def test_wrong_password_is_refused(server: CallrecServer) -> None:
         sock.sendto(invite("two", f"Proxy-Authorization: {auth}\r\n"), (HOST, server.sip_port))
         answer = parse_message(sock.recv(65535))
         assert isinstance(answer, SipResponse) and answer.status == 407
+
+
+def test_early_media_and_update_pass_through(server: CallrecServer, tmp_path: Path) -> None:
+    """183 with SDP reaches the phone pointing at the relay; an UPDATE crosses the call."""
+    before = len(server.calls())
+    phone, trunk, _, _ = call_through(
+        server, tmp_path, "uas_early_media.xml", "uac_update.xml", call_length_ms=600, trace=True
+    )
+    assert phone.ok, phone.summary()
+    assert trunk.ok, trunk.summary()
+    seen_by_phone = "".join(p.read_text() for p in (tmp_path / "uac").glob("*.messages"))
+    early = seen_by_phone.split("SIP/2.0 183 Session Progress")
+    assert len(early) > 1, "the phone should get the 183"
+    early_sdp = early[1].split("\n\n", 1)[1] if "\n\n" in early[1] else early[1]
+    assert f"c=IN IP4 {HOST}" in early_sdp
+    relay_port = int(early_sdp.split("m=audio ")[1].split()[0])
+    assert server.rtp_first <= relay_port <= server.rtp_last
+    seen_by_trunk = "".join(p.read_text() for p in (tmp_path / "uas").glob("*.messages"))
+    updates = seen_by_trunk.split("UPDATE sip:")[1:]
+    assert updates, "the trunk should receive the UPDATE"
+    update_port = int(updates[0].split("m=audio ")[1].split()[0])
+    assert server.rtp_first <= update_port <= server.rtp_last
+    assert last_cdr(server, before + 1)["disposition"] == "answered"
