@@ -164,12 +164,9 @@ def user_json(user: User, devices: Sequence[Device]) -> dict[str, Any]:
     }
 
 
-def call_json(call: CallRecord) -> dict[str, Any]:
-    """A call record with ISO-8601 UTC timestamps and its talk time."""
+def _call_parties(call: CallRecord) -> dict[str, Any]:
+    """Who called whom, and when, with ISO-8601 UTC timestamps."""
     return {
-        "id": call.id,
-        "sip_call_id": call.sip_call_id,
-        "direction": call.direction,
         "caller_ext": call.caller_ext,
         "caller_name": call.caller_name,
         "callee_ext": call.callee_ext,
@@ -177,6 +174,16 @@ def call_json(call: CallRecord) -> dict[str, Any]:
         "started_at": format_timestamp(call.started_at),
         "answered_at": format_timestamp(call.answered_at),
         "ended_at": format_timestamp(call.ended_at),
+    }
+
+
+def call_json(call: CallRecord) -> dict[str, Any]:
+    """A call record with ISO-8601 UTC timestamps and its talk time."""
+    return {
+        "id": call.id,
+        "sip_call_id": call.sip_call_id,
+        "direction": call.direction,
+        **_call_parties(call),
         "duration_s": call.duration_s,
         "disposition": call.disposition,
         "sip_status": call.sip_status,
@@ -190,13 +197,7 @@ def recording_json(listing: RecordingListing) -> dict[str, Any]:
     return {
         "id": recording.id,
         "call_id": call.id,
-        "caller_ext": call.caller_ext,
-        "caller_name": call.caller_name,
-        "callee_ext": call.callee_ext,
-        "callee_name": call.callee_name,
-        "started_at": format_timestamp(call.started_at),
-        "answered_at": format_timestamp(call.answered_at),
-        "ended_at": format_timestamp(call.ended_at),
+        **_call_parties(call),
         "owner_ext": recording.owner_ext,
         "path": recording.path,
         "format": recording.format,
