@@ -50,20 +50,10 @@ from typing import Any
 
 import numpy as np
 
-from tests.e2e.harness import HOST, CallrecServer
-from tests.e2e.harness import free_port as free_sip_port
+from tests.e2e.harness import CallrecServer, free_port, make_server
 from tests.e2e.rtp_counter import RtpCounter, count_pcap_rtp_packets
-from tests.e2e.sipp_runner import (
-    G711A_PCAP,
-    environment_ok,
-    free_port,
-    run_sipp,
-    scenario_path,
-    start_sipp,
-)
+from tests.e2e.sipp_runner import G711A_PCAP, environment_ok, scenario_path
 
-# SIPp answers only an MD5 challenge, and takes the first one offered.
-SIPP_SIP_CONFIG = '[sip]\ndigest_algorithms = ["MD5", "SHA-256"]\n'
 PHONE_EXTENSION = "201"
 PHONE_PASSWORD = "bench-201"
 CALLEE = "300"
@@ -220,18 +210,12 @@ def make_bench_server(root: Path, concurrency: int, mode: str = "plain") -> Call
     In `recorded` mode every call is recorded (mono WAV) without an announcement: a
     prompt replaces relayed packets for its length, which would blur the RTP counts.
     """
-    span = max(400, 4 * concurrency + 200)
-    rtp_first = free_sip_port(even=True, span=span)
-    server = CallrecServer(
-        root=root,
-        sip_port=free_sip_port(),
-        trunk_port=free_sip_port(),
-        rtp_first=rtp_first,
-        rtp_last=rtp_first + span - 1,
-        extra_config='[recording]\nannouncement = "none"\n' if mode == "recorded" else "",
+    server = make_server(
+        root,
+        '[recording]\nannouncement = "none"\n' if mode == "recorded" else "",
+        sipp=True,
+        rtp_ports=max(400, 4 * concurrency + 200),
     )
-    config = server.config_path.read_text().replace("[sip]\n", SIPP_SIP_CONFIG, 1)
-    server.config_path.write_text(config)
     # Plain relay: the phone's user is never recorded; recorded: always.
     recording_mode = "always" if mode == "recorded" else "never"
     server.add_user(PHONE_EXTENSION, "Bench Phone", PHONE_PASSWORD, "--mode", recording_mode)
@@ -356,37 +340,28 @@ def run_level(
         server.start()
         assert server.process is not None
         pid = server.process.pid
-        trunk = start_sipp(
-            "uas_echo.xml",
-            local_port=server.trunk_port,
-            media_port=trunk_media,
-            rtp_echo=True,
-            calls=calls,
-            timeout_s=timeout_s,
-            work_dir=root / "trunk",
+        trunk = server.start_sipp_trunk(
+            root / "trunk", media_port=trunk_media, calls=calls, timeout_s=timeout_s
         )
         with trunk:
             counter.start()
             sampler = CpuSampler(pid, max_seconds=timeout_s + 30).start()
             cpu_before = cpu_seconds(pid)
             started = time.monotonic()
-            phone = run_sipp(
+            phone = server.run_sipp_phone(
+                root / "phone",
                 str(scenario),
-                remote=f"{HOST}:{server.sip_port}",
+                caller=PHONE_EXTENSION,
+                password=PHONE_PASSWORD,
+                callee=CALLEE,
                 local_port=free_port(),
                 media_port=phone_media,
-                callee=CALLEE,
-                caller=PHONE_EXTENSION,
-                user=PHONE_EXTENSION,
-                password=PHONE_PASSWORD,
                 pcap=G711A_PCAP,
                 call_length_ms=round(call_seconds * 1000),
                 calls=calls,
                 rate=offered_rate,
                 max_concurrent=concurrency,
                 timeout_s=timeout_s,
-                work_dir=root / "phone",
-                extra=["-auth_uri", f"{CALLEE}@{HOST}:{server.sip_port}"],
             )
             elapsed_s = time.monotonic() - started
             trunk.wait(timeout_s=SETTLE_S + 5)

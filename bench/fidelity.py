@@ -74,6 +74,7 @@ from b2bua.message import (
 )
 from b2bua.sdp import parse_sdp
 from media import g711
+from tests.e2e.audio import lag_between
 from tests.e2e.harness import HOST, CallrecServer, make_server
 
 RATE = 8000
@@ -495,21 +496,10 @@ def reference_track(stream: RtpStream, start: float, length: int) -> tuple[Int16
     return track, starts
 
 
-def lag_of(reference: Int16Array, actual: Int16Array, max_lag: int) -> int:
-    """Samples by which `actual` is late against `reference` (|lag| <= max_lag)."""
-    ref = reference.astype(np.float64)
-    act = actual.astype(np.float64)
-    size = len(ref) + len(act)
-    corr = np.fft.irfft(np.fft.rfft(act, size) * np.conj(np.fft.rfft(ref, size)), size)
-    lags = np.concatenate((np.arange(0, max_lag + 1), np.arange(-max_lag, 0)))
-    best: int = lags[int(np.argmax(corr[lags]))]
-    return int(best)
-
-
 def score_leg(stream: RtpStream, channel: Int16Array, start: float) -> LegScore:
     length = len(channel)
     reference, packet_starts = reference_track(stream, start, length)
-    lag = lag_of(reference, channel, RATE // 4)
+    lag = lag_between(reference, channel, RATE // 4)
     # Every packet sent wholly inside the file (with room to search around it).
     round_trip = g711.decode("PCMU", g711.encode("PCMU", stream.source))
     inside = np.flatnonzero(

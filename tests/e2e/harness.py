@@ -1,4 +1,8 @@
-"""Starts the real `callrec serve` as a subprocess on free loopback ports for e2e tests."""
+"""Starts the real `callrec serve` as a subprocess on free loopback ports for e2e tests.
+
+It also builds the peers of a call through it: SIPp phones and trunks, and the
+arguments of `callrec phone` (pjsua2) phones.
+"""
 
 from __future__ import annotations
 
@@ -14,33 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.e2e.sipp_runner import SippProcess, SippResult, run_sipp, start_sipp
+from tests.e2e.sipp_runner import free_port as free_port
+
 HOST = "127.0.0.1"
 CALLREC = [sys.executable, "-m", "b2bua.cli"]
-
-
-def free_port(kind: int = socket.SOCK_DGRAM, *, even: bool = False, span: int = 1) -> int:
-    """A port free for UDP and TCP (and the `span - 1` ports above it)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind((HOST, 0))
-            port = int(probe.getsockname()[1])
-        if even and port % 2:
-            port += 1
-        if port + span >= 65000:
-            continue
-        if all(_is_free(p) for p in range(port, port + span)):
-            return port
-    raise RuntimeError("no free port found")
-
-
-def _is_free(port: int) -> bool:
-    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            try:
-                probe.bind((HOST, port))
-            except OSError:
-                return False
-    return True
+# SIPp can only answer an MD5 challenge and takes the first one offered.
+SIPP_DIGEST_CONFIG = 'digest_algorithms = ["MD5", "SHA-256"]\n'
+# The number the phones dial: callrec routes it to the trunk.
+TRUNK_NUMBER = "300"
 
 
 def sip_options(port: int, *, timeout: float = 1.0, transport: str = "udp") -> str | None:
@@ -98,6 +84,8 @@ class CallrecServer:
     rtp_first: int
     rtp_last: int
     extra_config: str = ""
+    # Extra lines of the `[sip]` table, e.g. SIPP_DIGEST_CONFIG.
+    sip_config: str = ""
     # The web portal / REST API (TCP) port, `[portal] listen`.
     portal_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     process: subprocess.Popen[bytes] | None = None
@@ -107,7 +95,7 @@ class CallrecServer:
         self.root.mkdir(parents=True, exist_ok=True)
         self.log_path = self.root / "serve.log"
         self.config_path.write_text(
-            f'[sip]\nlisten = "{HOST}:{self.sip_port}"\n'
+            f'[sip]\nlisten = "{self.sip_address}"\n{self.sip_config}'
             f'[trunk]\nuri = "sip:{HOST}:{self.trunk_port}"\n'
             f'[media]\nrtp_ports = "{self.rtp_first}-{self.rtp_last}"\n'
             f'[storage]\ndir = "{self.data_dir}"\n'
@@ -117,6 +105,11 @@ class CallrecServer:
     @property
     def config_path(self) -> Path:
         return self.root / "callrec.toml"
+
+    @property
+    def sip_address(self) -> str:
+        """HOST:PORT where callrec takes SIP from phones."""
+        return f"{HOST}:{self.sip_port}"
 
     @property
     def portal_url(self) -> str:
@@ -150,6 +143,164 @@ class CallrecServer:
                 return rows
             time.sleep(0.2)
         return rows
+
+    def recordings(self) -> list[dict[str, Any]]:
+        """The rows of `callrec recordings list --json`."""
+        rows: list[dict[str, Any]] = json.loads(self.cli("recordings", "list", "--json").stdout)
+        return rows
+
+    def recordings_of_call(self, call_id: int) -> list[dict[str, Any]]:
+        return [row for row in self.recordings() if row["call_id"] == call_id]
+
+    def wait_for_recording(self, call_id: int, timeout: float = 10.0) -> dict[str, Any]:
+        """The call's recording once it is no longer in progress (AssertionError if none)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = [r for r in self.recordings_of_call(call_id) if r["status"] != "recording"]
+            if rows:
+                return rows[0]
+            time.sleep(0.2)
+        raise AssertionError(f"no finished recording for call {call_id}: {self.recordings()}")
+
+    def start_sipp_trunk(
+        self,
+        work_dir: Path,
+        scenario: str = "uas_echo.xml",
+        *,
+        media_port: int | None = None,
+        rtp_echo: bool = True,
+        timeout_s: float = 60.0,
+        ready_wait_s: float = 0.3,
+        **options: object,
+    ) -> SippProcess:
+        """SIPp answering as the trunk, media on `media_port` (a free even one if None)."""
+        return start_sipp(
+            scenario,
+            work_dir=work_dir,
+            timeout_s=timeout_s,
+            ready_wait_s=ready_wait_s,
+            local_port=self.trunk_port,
+            media_port=media_port if media_port is not None else free_port(even=True, span=4),
+            rtp_echo=rtp_echo,
+            **options,
+        )
+
+    def start_sipp_phone(
+        self,
+        work_dir: Path,
+        scenario: str = "uac_auth_pcap.xml",
+        *,
+        caller: str,
+        password: str,
+        callee: str = TRUNK_NUMBER,
+        media_port: int | None = None,
+        timeout_s: float = 60.0,
+        ready_wait_s: float = 0.3,
+        **options: object,
+    ) -> SippProcess:
+        """SIPp as extension `caller` calling `callee` through callrec, with digest.
+
+        `-auth_uri` puts the Request-URI (callee@callrec) in the digest instead of
+        SIPp's default, callrec's bare address.
+        """
+        return start_sipp(
+            scenario,
+            work_dir=work_dir,
+            timeout_s=timeout_s,
+            ready_wait_s=ready_wait_s,
+            remote=self.sip_address,
+            media_port=media_port if media_port is not None else free_port(even=True, span=4),
+            callee=callee,
+            caller=caller,
+            user=caller,
+            password=password,
+            extra=["-auth_uri", f"{callee}@{self.sip_address}"],
+            **options,
+        )
+
+    def run_sipp_phone(
+        self, work_dir: Path, scenario: str = "uac_auth_pcap.xml", **options: Any
+    ) -> SippResult:
+        """`start_sipp_phone`, run to its end."""
+        return self.start_sipp_phone(work_dir, scenario, ready_wait_s=0, **options).wait()
+
+    def run_sipp_from_trunk(
+        self,
+        work_dir: Path,
+        *,
+        callee: str,
+        caller: str,
+        timeout_s: float = 60.0,
+        **options: object,
+    ) -> SippResult:
+        """SIPp as the trunk (callrec trusts its address: no digest) calling `callee`."""
+        return run_sipp(
+            "uac_auth_pcap.xml",
+            work_dir=work_dir,
+            timeout_s=timeout_s,
+            remote=self.sip_address,
+            local_port=self.trunk_port,
+            media_port=free_port(even=True, span=4),
+            callee=callee,
+            caller=caller,
+            **options,
+        )
+
+    def dial_args(
+        self,
+        extension: str,
+        password: str,
+        *options: str,
+        callee: str = TRUNK_NUMBER,
+        timeout_s: float = 30.0,
+    ) -> list[str]:
+        """`callrec phone` arguments: `extension` calls `callee` through callrec."""
+        return phone_dial_args(
+            self.sip_address,
+            extension,
+            "--password",
+            password,
+            "--timeout",
+            f"{timeout_s:g}",
+            *options,
+            callee=callee,
+        )
+
+    def trunk_phone_args(self, *options: str, calls: int = 1, timeout_s: float = 30.0) -> list[str]:
+        """`callrec phone` arguments: a phone answering `calls` calls on the trunk's address."""
+        return phone_answer_args(
+            self.sip_address,
+            TRUNK_NUMBER,
+            "--local-port",
+            str(self.trunk_port),
+            "--calls",
+            str(calls),
+            "--timeout",
+            f"{timeout_s:g}",
+            *options,
+        )
+
+    def registered_phone_args(
+        self,
+        extension: str,
+        password: str,
+        *options: str,
+        calls: int = 1,
+        timeout_s: float = 30.0,
+    ) -> list[str]:
+        """`callrec phone` arguments: `extension` registers at callrec and answers `calls`."""
+        return phone_answer_args(
+            self.sip_address,
+            extension,
+            "--register",
+            "--password",
+            password,
+            "--calls",
+            str(calls),
+            "--timeout",
+            f"{timeout_s:g}",
+            *options,
+        )
 
     def start(self, timeout: float = 15.0) -> None:
         env = dict(os.environ, CALLREC_LOG_LEVEL=os.environ.get("CALLREC_LOG_LEVEL", "INFO"))
@@ -185,13 +336,29 @@ class CallrecServer:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
-def make_server(root: Path, extra_config: str = "") -> CallrecServer:
-    rtp_first = free_port(even=True, span=400)
+def make_server(
+    root: Path, extra_config: str = "", *, sipp: bool = False, rtp_ports: int = 400
+) -> CallrecServer:
+    """A `callrec serve` (not started) on free ports; `sipp=True` offers MD5 first for SIPp."""
+    rtp_first = free_port(even=True, span=rtp_ports)
     return CallrecServer(
         root=root,
         sip_port=free_port(),
         trunk_port=free_port(),
         rtp_first=rtp_first,
-        rtp_last=rtp_first + 399,
+        rtp_last=rtp_first + rtp_ports - 1,
         extra_config=extra_config,
+        sip_config=SIPP_DIGEST_CONFIG if sipp else "",
     )
+
+
+def phone_dial_args(
+    via: str, extension: str, *options: str, callee: str = TRUNK_NUMBER
+) -> list[str]:
+    """`callrec phone` arguments: `extension` calls `callee` through `via` (HOST:PORT)."""
+    return ["dial", callee, "--via", via, "--as", extension, *options]
+
+
+def phone_answer_args(via: str, extension: str, *options: str) -> list[str]:
+    """`callrec phone` arguments: `extension` answers calls coming from `via` (HOST:PORT)."""
+    return ["answer", "--via", via, "--as", extension, *options]

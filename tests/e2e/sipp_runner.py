@@ -83,10 +83,11 @@ def scenario_path(name: str) -> Path:
 
 
 def free_port(kind: int = socket.SOCK_DGRAM, *, even: bool = False, span: int = 1) -> int:
-    """A port free on 127.0.0.1 now, with ``span`` free consecutive ports from it.
+    """A port free on 127.0.0.1 now for UDP and TCP, with ``span`` free consecutive ports.
 
-    Media ports are asked ``even=True, span=4``: SIPp uses the port and port+2 for its
-    echo and RTCP is expected on port+1.
+    ``kind`` is the socket the kernel is asked for a port with. Media ports are asked
+    ``even=True, span=4``: SIPp uses the port and port+2 for its echo and RTCP is
+    expected on port+1.
     """
     for _attempt in range(200):
         with socket.socket(socket.AF_INET, kind) as probe:
@@ -94,19 +95,20 @@ def free_port(kind: int = socket.SOCK_DGRAM, *, even: bool = False, span: int = 
             port: int = probe.getsockname()[1]
         if even and port % 2:
             port += 1
-        if port + span > 65535:
+        if port + span >= 65000:
             continue
-        if all(_port_free(candidate, kind) for candidate in range(port, port + span)):
+        if all(_port_free(candidate) for candidate in range(port, port + span)):
             return port
     raise RuntimeError("no free port range on 127.0.0.1")
 
 
-def _port_free(port: int, kind: int) -> bool:
-    with socket.socket(socket.AF_INET, kind) as probe:
-        try:
-            probe.bind((LOOPBACK, port))
-        except OSError:
-            return False
+def _port_free(port: int) -> bool:
+    for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+        with socket.socket(socket.AF_INET, kind) as probe:
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                return False
     return True
 
 

@@ -7,16 +7,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import soundfile as sf
 
 from b2bua.phone import PhoneProcess
 from media.announce import load_announcement
 from media.rtp import RtpPacket
-from tests.e2e.harness import HOST, CallrecServer, free_port, make_server
+from tests.e2e.audio import peak_correlation, tone_wav
+from tests.e2e.harness import CallrecServer, free_port, make_server
 from tests.e2e.rtp_counter import RtpCounter
-from tests.e2e.test_call_path_pjsua import best_correlation
 
 pytestmark = pytest.mark.e2e
 
@@ -51,52 +50,31 @@ def test_both_parties_hear_the_notice_and_rtp_stays_continuous(
 ) -> None:
     prompt = load_announcement("default")
     assert prompt is not None
-    t = np.arange(8000 * 6) / 8000
-    speech_like = (0.03 * np.sin(2 * np.pi * 500 * t) * 32767).astype(np.int16)
-    sf.write(tmp_path / "talk.wav", speech_like, 8000, subtype="PCM_16")
+    talk = tone_wav(tmp_path / "talk.wav", 500.0, seconds=6.0, amplitude=0.03)
     trunk_rtp = free_port(even=True, span=4)
     counter = RtpCounter(range(trunk_rtp, trunk_rtp + 1), keep_payloads=True).start()
     trunk = PhoneProcess(
-        [
-            "answer",
-            "--via",
-            f"{HOST}:{server.sip_port}",
-            "--as",
-            "300",
-            "--local-port",
-            str(server.trunk_port),
+        server.trunk_phone_args(
             "--rtp-port",
             str(trunk_rtp),
-            "--calls",
-            "1",
-            "--timeout",
-            "30",
             "--play",
-            str(tmp_path / "talk.wav"),
+            str(talk),
             "--record-heard",
             str(tmp_path / "trunk-heard.wav"),
-        ]
+        )
     )
     time.sleep(1.0)
     phone = PhoneProcess(
-        [
-            "dial",
-            "300",
-            "--via",
-            f"{HOST}:{server.sip_port}",
-            "--as",
+        server.dial_args(
             "202",
-            "--password",
             "pw-202",
             "--play",
-            str(tmp_path / "talk.wav"),
+            str(talk),
             "--record-heard",
             str(tmp_path / "phone-heard.wav"),
             "--hangup-after",
             "5",
-            "--timeout",
-            "30",
-        ]
+        )
     )
     assert phone.wait(40).returncode == 0
     assert trunk.wait(30).named("confirmed")
@@ -106,27 +84,14 @@ def test_both_parties_hear_the_notice_and_rtp_stays_continuous(
     # tone the phones play without it stays below 0.1.
     for side in ("phone", "trunk"):
         heard, _ = sf.read(tmp_path / f"{side}-heard.wav", dtype="int16")
-        assert best_correlation(prompt, heard[: 8000 * 4]) > 0.6, side
-        assert best_correlation(prompt, heard[8000 * 3 :]) < 0.3, side
+        assert peak_correlation(prompt, heard[: 8000 * 4]) > 0.6, side
+        assert peak_correlation(prompt, heard[8000 * 3 :]) < 0.3, side
     packets = counter.payloads.get(trunk_rtp, [])
     assert len(packets) > 150, len(packets)
     assert continuity_breaks(packets) == []
     # The notice is in the recording too, right at its start.
     call = server.wait_for_calls(1)[0]
-    rows = [r for r in _recordings(server) if r["call_id"] == call["id"]]
-    assert rows and rows[0]["status"] == "complete"
-    recorded, _ = sf.read(server.data_dir / rows[0]["path"], dtype="int16")
-    assert best_correlation(prompt, recorded[: 8000 * 3]) > 0.5
-
-
-def _recordings(server: CallrecServer) -> list[dict[str, object]]:
-    import json
-
-    deadline = time.monotonic() + 10
-    while True:
-        rows: list[dict[str, object]] = json.loads(
-            server.cli("recordings", "list", "--json").stdout
-        )
-        if all(r["status"] != "recording" for r in rows) or time.monotonic() > deadline:
-            return rows
-        time.sleep(0.2)
+    recording = server.wait_for_recording(call["id"])
+    assert recording["status"] == "complete"
+    recorded, _ = sf.read(server.data_dir / recording["path"], dtype="int16")
+    assert peak_correlation(prompt, recorded[: 8000 * 3]) > 0.5

@@ -11,19 +11,15 @@ import pytest
 
 from tests.e2e.harness import HOST, CallrecServer, free_port, make_server, sip_options
 from tests.e2e.rtp_counter import RtpCounter, count_pcap_rtp_packets
-from tests.e2e.sipp_runner import SippResult, run_sipp, start_sipp
 
 PCAP = "/usr/share/sip-tester/g711a.pcap"
-# SIPp can only answer an MD5 challenge and takes the first one offered.
-SIPP_CONFIG = '[sip]\ndigest_algorithms = ["MD5", "SHA-256"]\n'
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
-    srv = make_server(tmp_path_factory.mktemp("callrec"))
-    srv.config_path.write_text(srv.config_path.read_text().replace("[sip]\n", SIPP_CONFIG, 1))
+    srv = make_server(tmp_path_factory.mktemp("callrec"), sipp=True)
     srv.add_user("201", "Alice Martin", "pw-201")
     srv.start()
     yield srv
@@ -40,40 +36,24 @@ def call_through(
     calls: int = 1,
     transport: str = "udp",
     trace: bool = False,
-) -> tuple[SippResult, SippResult, int, int]:
-    """Run one SIPp trunk (uas) and one SIPp phone (uac) through callrec."""
-    uas_media = free_port(even=True, span=4)
-    uac_media = free_port(even=True, span=4)
-    trunk = start_sipp(
-        uas,
-        local_port=server.trunk_port,
-        media_port=uas_media,
-        rtp_echo=True,
-        calls=calls,
-        timeout_s=60,
-        work_dir=tmp_path / "uas",
-        trace_messages=trace,
-    )
+) -> None:
+    """Run one SIPp trunk (uas) and one SIPp phone (uac) through callrec; both must succeed."""
+    trunk = server.start_sipp_trunk(tmp_path / "uas", uas, calls=calls, trace_messages=trace)
     time.sleep(0.3)
-    phone = run_sipp(
+    phone = server.run_sipp_phone(
+        tmp_path / "uac",
         uac,
-        remote=f"{HOST}:{server.sip_port}",
-        local_port=free_port(),
-        media_port=uac_media,
-        transport=transport,
-        callee="300",
         caller="201",
-        user="201",
         password="pw-201",
+        local_port=free_port(),
+        transport=transport,
         call_length_ms=call_length_ms,
         calls=calls,
-        timeout_s=60,
-        work_dir=tmp_path / "uac",
         trace_messages=trace,
-        extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
     )
     trunk_result = trunk.wait()
-    return phone, trunk_result, uac_media, uas_media
+    assert phone.ok, phone.summary()
+    assert trunk_result.ok, trunk_result.summary()
 
 
 def last_cdr(server: CallrecServer, count: int) -> dict[str, object]:
@@ -96,28 +76,15 @@ def test_call_with_audio_reaches_far_end_and_is_recorded_in_cdr(
     uac_media = free_port(even=True, span=4)
     counter = RtpCounter(range(min(uas_media, uac_media), max(uas_media, uac_media) + 1))
     with counter:
-        trunk = start_sipp(
-            "uas_echo.xml",
-            local_port=server.trunk_port,
-            media_port=uas_media,
-            rtp_echo=True,
-            timeout_s=60,
-            work_dir=tmp_path / "uas",
-        )
+        trunk = server.start_sipp_trunk(tmp_path / "uas", media_port=uas_media)
         time.sleep(0.3)
-        phone = run_sipp(
-            "uac_auth_pcap.xml",
-            remote=f"{HOST}:{server.sip_port}",
-            media_port=uac_media,
-            callee="300",
+        phone = server.run_sipp_phone(
+            tmp_path / "uac",
             caller="201",
-            user="201",
             password="pw-201",
+            media_port=uac_media,
             pcap=PCAP,
             call_length_ms=8000,
-            timeout_s=60,
-            work_dir=tmp_path / "uac",
-            extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
         )
         trunk_result = trunk.wait()
         time.sleep(0.3)
@@ -140,9 +107,7 @@ def test_call_with_audio_reaches_far_end_and_is_recorded_in_cdr(
 
 def test_cancel_before_answer(server: CallrecServer, tmp_path: Path) -> None:
     before = len(server.calls())
-    phone, trunk, _, _ = call_through(server, tmp_path, "uas_ringing.xml", "uac_cancel.xml")
-    assert phone.ok, phone.summary()
-    assert trunk.ok, trunk.summary()
+    call_through(server, tmp_path, "uas_ringing.xml", "uac_cancel.xml")
     cdr = last_cdr(server, before + 1)
     assert cdr["disposition"] == "cancelled"
     assert cdr["sip_status"] == 487
@@ -151,9 +116,7 @@ def test_cancel_before_answer(server: CallrecServer, tmp_path: Path) -> None:
 
 def test_busy_from_trunk_keeps_status(server: CallrecServer, tmp_path: Path) -> None:
     before = len(server.calls())
-    phone, trunk, _, _ = call_through(server, tmp_path, "uas_busy.xml", "uac_busy.xml")
-    assert phone.ok, phone.summary()
-    assert trunk.ok, trunk.summary()
+    call_through(server, tmp_path, "uas_busy.xml", "uac_busy.xml")
     cdr = last_cdr(server, before + 1)
     assert cdr["disposition"] == "busy"
     assert cdr["sip_status"] == 486
@@ -161,11 +124,7 @@ def test_busy_from_trunk_keeps_status(server: CallrecServer, tmp_path: Path) -> 
 
 def test_hold_and_resume_reinvite_passes_through(server: CallrecServer, tmp_path: Path) -> None:
     before = len(server.calls())
-    phone, trunk, _, _ = call_through(
-        server, tmp_path, "uas_echo.xml", "uac_hold.xml", call_length_ms=500, trace=True
-    )
-    assert phone.ok, phone.summary()
-    assert trunk.ok, trunk.summary()
+    call_through(server, tmp_path, "uas_echo.xml", "uac_hold.xml", call_length_ms=500, trace=True)
     seen_by_trunk = "".join(p.read_text() for p in (tmp_path / "uas").glob("*.messages"))
     invites = [m for m in seen_by_trunk.split("INVITE sip:")[1:]]
     assert len(invites) >= 3, "the trunk should see the INVITE and two re-INVITEs"
@@ -178,11 +137,7 @@ def test_hold_and_resume_reinvite_passes_through(server: CallrecServer, tmp_path
 
 def test_call_over_tcp(server: CallrecServer, tmp_path: Path) -> None:
     before = len(server.calls())
-    phone, trunk, _, _ = call_through(
-        server, tmp_path, "uas_echo.xml", "uac_auth_pcap.xml", transport="tcp"
-    )
-    assert phone.ok, phone.summary()
-    assert trunk.ok, trunk.summary()
+    call_through(server, tmp_path, "uas_echo.xml", "uac_auth_pcap.xml", transport="tcp")
     assert last_cdr(server, before + 1)["disposition"] == "answered"
 
 
@@ -220,11 +175,9 @@ def test_wrong_password_is_refused(server: CallrecServer) -> None:
 def test_early_media_and_update_pass_through(server: CallrecServer, tmp_path: Path) -> None:
     """183 with SDP reaches the phone pointing at the relay; an UPDATE crosses the call."""
     before = len(server.calls())
-    phone, trunk, _, _ = call_through(
+    call_through(
         server, tmp_path, "uas_early_media.xml", "uac_update.xml", call_length_ms=600, trace=True
     )
-    assert phone.ok, phone.summary()
-    assert trunk.ok, trunk.summary()
     seen_by_phone = "".join(p.read_text() for p in (tmp_path / "uac").glob("*.messages"))
     early = seen_by_phone.split("SIP/2.0 183 Session Progress")
     assert len(early) > 1, "the phone should get the 183"

@@ -11,52 +11,26 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import soundfile as sf
 
 from b2bua.phone import PhoneProcess
-from tests.e2e.harness import HOST, CallrecServer, free_port, make_server
-from tests.e2e.sipp_runner import run_sipp, start_sipp, write_rtp_pcap
+from tests.e2e.harness import CallrecServer, make_server
+from tests.e2e.sipp_runner import SippProcess, write_rtp_pcap
 
 pytestmark = pytest.mark.e2e
-
-SIPP_CONFIG = '[sip]\ndigest_algorithms = ["MD5", "SHA-256"]\n'
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
-    srv = make_server(tmp_path_factory.mktemp("callrec"))
-    srv.config_path.write_text(srv.config_path.read_text().replace("[sip]\n", SIPP_CONFIG, 1))
+    srv = make_server(tmp_path_factory.mktemp("callrec"), sipp=True)
     srv.add_user("201", "Alice Martin", "pw-201", "--mode", "on-demand")
     srv.add_user("202", "Bob Always", "pw-202", "--mode", "always")
     srv.add_user("203", "Carol Never", "pw-203", "--mode", "never")
     srv.start()
     yield srv
     srv.stop()
-
-
-def recordings_of(server: CallrecServer, call_id: int) -> list[dict[str, Any]]:
-    rows = json_rows(server)
-    return [r for r in rows if r["call_id"] == call_id]
-
-
-def json_rows(server: CallrecServer) -> list[dict[str, Any]]:
-    import json
-
-    data: list[dict[str, Any]] = json.loads(server.cli("recordings", "list", "--json").stdout)
-    return data
-
-
-def wait_for_recording(server: CallrecServer, call_id: int, timeout: float = 10) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = [r for r in recordings_of(server, call_id) if r["status"] != "recording"]
-        if rows:
-            return rows[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no finished recording for call {call_id}: {json_rows(server)}")
 
 
 def toggles(server: CallrecServer, recording_id: int) -> list[tuple[float, str, str]]:
@@ -69,15 +43,8 @@ def toggles(server: CallrecServer, recording_id: int) -> list[tuple[float, str, 
     return [(float(at), str(action), str(method)) for at, action, method in rows]
 
 
-def start_trunk(server: CallrecServer, tmp_path: Path) -> Any:
-    return start_sipp(
-        "uas_echo.xml",
-        local_port=server.trunk_port,
-        media_port=free_port(even=True, span=4),
-        rtp_echo=True,
-        timeout_s=40,
-        work_dir=tmp_path / "uas",
-    )
+def start_trunk(server: CallrecServer, tmp_path: Path) -> SippProcess:
+    return server.start_sipp_trunk(tmp_path / "uas", timeout_s=40)
 
 
 @pytest.mark.parametrize("method", ["rfc2833", "inband", "info"])
@@ -87,14 +54,8 @@ def test_feature_code_by_each_method_starts_and_stops(
     before = len(server.calls())
     trunk = start_trunk(server, tmp_path)
     phone = PhoneProcess(
-        [
-            "dial",
-            "300",
-            "--via",
-            f"{HOST}:{server.sip_port}",
-            "--as",
+        server.dial_args(
             "201",
-            "--password",
             "pw-201",
             "--digits",
             "*1",
@@ -106,15 +67,13 @@ def test_feature_code_by_each_method_starts_and_stops(
             "4.0",
             "--hangup-after",
             "6",
-            "--timeout",
-            "30",
-        ]
+        )
     )
     result = phone.wait(40)
     assert result.returncode == 0, result.stderr[-2000:]
     assert trunk.wait().ok
     call = server.wait_for_calls(before + 1)[0]
-    recording = wait_for_recording(server, call["id"])
+    recording = server.wait_for_recording(call["id"])
     assert recording["status"] == "complete"
     # One span: from the first code (sent 1.0 s after the answer; its "1" follows the "*")
     # to the second (4.0 s). pjsua2's digits last ~100 ms each with a gap, hence the
@@ -139,24 +98,18 @@ def test_sipp_rfc4733_codes_at_known_times(server: CallrecServer, tmp_path: Path
     # A-law silence with `*1` at 1.0 s and again at 4.0 s of the stream.
     write_rtp_pcap(pcap, duration_s=6.0, digits=[(1.0, "*"), (1.2, "1"), (4.0, "*"), (4.2, "1")])
     trunk = start_trunk(server, tmp_path)
-    phone = run_sipp(
-        "uac_auth_pcap.xml",
-        remote=f"{HOST}:{server.sip_port}",
-        media_port=free_port(even=True, span=4),
-        callee="300",
+    phone = server.run_sipp_phone(
+        tmp_path / "uac",
         caller="201",
-        user="201",
         password="pw-201",
         pcap=pcap,
         call_length_ms=6500,
         timeout_s=40,
-        work_dir=tmp_path / "uac",
-        extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
     )
     assert phone.ok, phone.summary()
     assert trunk.wait().ok
     call = server.wait_for_calls(before + 1)[0]
-    recording = wait_for_recording(server, call["id"])
+    recording = server.wait_for_recording(call["id"])
     [(start, end)] = recording["segments"]
     # SIPp starts the pcap right after its ACK, a few ms after callrec's answer.
     assert abs(start - 1.2) <= 0.1, recording["segments"]
@@ -169,23 +122,18 @@ def test_sipp_with_debian_dtmf_pcaps_starts_recording(
     """SIPp's shipped RFC 4733 pcaps (`*` then `1`) start a recording that runs to the end."""
     before = len(server.calls())
     trunk = start_trunk(server, tmp_path)
-    phone = run_sipp(
+    phone = server.run_sipp_phone(
+        tmp_path / "uac",
         "uac_dtmf.xml",
-        remote=f"{HOST}:{server.sip_port}",
-        media_port=free_port(even=True, span=4),
-        callee="300",
         caller="201",
-        user="201",
         password="pw-201",
         call_length_ms=2000,
         timeout_s=40,
-        work_dir=tmp_path / "uac",
-        extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
     )
     assert phone.ok, phone.summary()
     assert trunk.wait().ok
     call = server.wait_for_calls(before + 1)[0]
-    recording = wait_for_recording(server, call["id"])
+    recording = server.wait_for_recording(call["id"])
     assert recording["status"] == "complete"
     assert len(recording["segments"]) == 1
     assert recording["duration_s"] > 1.0
@@ -198,14 +146,8 @@ def test_feature_code_does_nothing_for_always_and_never(
     before = len(server.calls())
     trunk = start_trunk(server, tmp_path)
     phone = PhoneProcess(
-        [
-            "dial",
-            "300",
-            "--via",
-            f"{HOST}:{server.sip_port}",
-            "--as",
+        server.dial_args(
             user,
-            "--password",
             f"pw-{user}",
             "--digits",
             "*1",
@@ -215,22 +157,20 @@ def test_feature_code_does_nothing_for_always_and_never(
             "1.0",
             "--hangup-after",
             "3",
-            "--timeout",
-            "30",
-        ]
+        )
     )
     assert phone.wait(40).returncode == 0
     assert trunk.wait().ok
     call = server.wait_for_calls(before + 1)[0]
     if recorded:
-        recording = wait_for_recording(server, call["id"])
+        recording = server.wait_for_recording(call["id"])
         # Recorded from the answer to the end, uninterrupted by the code.
         assert recording["segments"][0][0] == 0.0
         assert len(recording["segments"]) == 1
         assert abs(recording["duration_s"] - 3.0) < 0.2
     else:
         time.sleep(1)
-        assert recordings_of(server, call["id"]) == []
+        assert server.recordings_of_call(call["id"]) == []
         assert not call["recorded"]
 
 
@@ -239,8 +179,8 @@ def swallowing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Call
     srv = make_server(
         tmp_path_factory.mktemp("callrec-swallow"),
         extra_config="[recording]\nswallow_feature_code = true\n",
+        sipp=True,
     )
-    srv.config_path.write_text(srv.config_path.read_text().replace("[sip]\n", SIPP_CONFIG, 1))
     srv.add_user("201", "Alice Martin", "pw-201", "--mode", "on-demand")
     srv.start()
     yield srv
@@ -254,35 +194,15 @@ def test_swallowed_code_never_reaches_the_far_end(
     pcap = tmp_path / "codes.pcap"
     write_rtp_pcap(pcap, duration_s=5.0, digits=[(1.0, "*"), (1.2, "1"), (3.0, "5")])
     # The trunk is a pjsua2 phone that reports every digit it receives.
-    trunk = PhoneProcess(
-        [
-            "answer",
-            "--via",
-            f"{HOST}:{server.sip_port}",
-            "--as",
-            "300",
-            "--local-port",
-            str(server.trunk_port),
-            "--calls",
-            "1",
-            "--timeout",
-            "30",
-        ]
-    )
+    trunk = PhoneProcess(server.trunk_phone_args())
     time.sleep(1.0)
-    phone = run_sipp(
-        "uac_auth_pcap.xml",
-        remote=f"{HOST}:{server.sip_port}",
-        media_port=free_port(even=True, span=4),
-        callee="300",
+    phone = server.run_sipp_phone(
+        tmp_path / "uac",
         caller="201",
-        user="201",
         password="pw-201",
         pcap=pcap,
         call_length_ms=5500,
         timeout_s=40,
-        work_dir=tmp_path / "uac",
-        extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
     )
     assert phone.ok, phone.summary()
     far_end = trunk.wait(30)
@@ -290,6 +210,6 @@ def test_swallowed_code_never_reaches_the_far_end(
     heard = [e["digit"] for e in far_end.named("dtmf_received")]
     assert heard == ["5"], far_end.events
     call = server.wait_for_calls(1)[0]
-    recording = wait_for_recording(server, call["id"])
+    recording = server.wait_for_recording(call["id"])
     assert len(recording["segments"]) == 1
     assert abs(recording["segments"][0][0] - 1.2) <= 0.1

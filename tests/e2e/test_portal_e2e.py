@@ -31,12 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import numpy as np
 import pytest
-import soundfile as sf
 
 from b2bua.phone import PhoneProcess, PhoneResult
-from tests.e2e.harness import HOST, CallrecServer, free_port, make_server
+from tests.e2e.audio import tone_wav
+from tests.e2e.harness import HOST, TRUNK_NUMBER, CallrecServer, free_port, make_server
 from tests.portal.chromium import DOCS, chromium_page, fill_login_form, requires_chromium
 from tests.portal.conftest import login, new_session
 
@@ -51,16 +50,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 ADMIN = ("root", "admin-secret-1")
 ADMIN_EMAIL = "root@example.org"
 PASSWORDS = {"201": "pw-alice-201", "202": "pw-bob-202"}
-TRUNK_USER = "300"
 # The B2BUA re-reads the settings every ~2 s; a call placed later sees what was saved.
 SETTINGS_REFRESH_WAIT_S = 3.0
-
-
-def tone_wav(path: Path, seconds: float = 2.0) -> Path:
-    """A 440 Hz tone that `callrec phone --play` loops into the call."""
-    t = np.arange(int(8000 * seconds)) / 8000.0
-    sf.write(path, (0.3 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32), 8000)
-    return path
 
 
 def start_server(root: Path, extra_config: str = "") -> CallrecServer:
@@ -74,46 +65,19 @@ def start_server(root: Path, extra_config: str = "") -> CallrecServer:
 
 @pytest.fixture
 def wav(tmp_path: Path) -> Path:
-    return tone_wav(tmp_path / "tone.wav")
+    """A 440 Hz tone that `callrec phone --play` loops into the call."""
+    return tone_wav(tmp_path / "tone.wav", 440.0, seconds=2.0)
 
 
 def trunk_phone(server: CallrecServer, calls: int) -> PhoneProcess:
     """A pjsua2 phone answering on the trunk's address (callrec trusts it)."""
-    phone = PhoneProcess(
-        [
-            "answer",
-            "--via",
-            f"{HOST}:{server.sip_port}",
-            "--as",
-            TRUNK_USER,
-            "--local-port",
-            str(server.trunk_port),
-            "--calls",
-            str(calls),
-            "--timeout",
-            "30",
-        ]
-    )
+    phone = PhoneProcess(server.trunk_phone_args(calls=calls))
     phone.wait_for("started", 10)
     return phone
 
 
 def dial(server: CallrecServer, extension: str, *options: str) -> PhoneProcess:
-    return PhoneProcess(
-        [
-            "dial",
-            TRUNK_USER,
-            "--via",
-            f"{HOST}:{server.sip_port}",
-            "--as",
-            extension,
-            "--password",
-            PASSWORDS[extension],
-            "--timeout",
-            "20",
-            *options,
-        ]
-    )
+    return PhoneProcess(server.dial_args(extension, PASSWORDS[extension], *options, timeout_s=20))
 
 
 async def finish(*phones: PhoneProcess) -> list[PhoneResult]:
@@ -125,11 +89,6 @@ async def finish(*phones: PhoneProcess) -> list[PhoneResult]:
             phone.kill()
 
 
-def recordings(server: CallrecServer) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = json.loads(server.cli("recordings", "list", "--json").stdout)
-    return rows
-
-
 def wait_for_recordings(
     server: CallrecServer, callers: set[str], timeout: float = 15.0
 ) -> dict[str, dict[str, Any]]:
@@ -139,7 +98,7 @@ def wait_for_recordings(
     while time.monotonic() < deadline:
         found = {
             row["caller_ext"]: row
-            for row in recordings(server)
+            for row in server.recordings()
             if row["caller_ext"] in callers and row["status"] != "recording"
         }
         if set(found) == callers:
@@ -262,7 +221,7 @@ async def test_tester_records_a_real_call_and_plays_and_downloads_it(
             )
             await expect(caller_cell).to_contain_text("Alice Archer")
             await expect(caller_cell).to_contain_text("201")
-            await expect(callee_cell).to_contain_text(TRUNK_USER)
+            await expect(callee_cell).to_contain_text(TRUNK_NUMBER)
             if call["callee_name"]:
                 await expect(callee_cell).to_contain_text(call["callee_name"])
             await expect(row.locator("td.num")).to_have_text(hms(call["duration_s"]))

@@ -36,32 +36,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 import pytest
 import soundfile as sf
 
 from b2bua.phone import PhoneProcess
 from media import g711
 from media.rtp import MediaError, RtpPacket
-from tests.e2e.harness import HOST, CallrecServer, make_server
-from tests.e2e.rtp_counter import PACKET_IGNORE_OUTGOING, PACKET_OUTGOING, SOL_PACKET
-from tests.e2e.sipp_runner import (
-    G711A_PCAP,
-    environment_ok,
-    free_port,
-    run_sipp,
-    start_sipp,
-    write_rtp_pcap,
+from tests.e2e.audio import (
+    RATE,
+    Int16Array,
+    best_correlation,
+    chirp,
+    lag_between,
+    rms,
 )
+from tests.e2e.harness import CallrecServer, make_server
+from tests.e2e.rtp_counter import PACKET_IGNORE_OUTGOING, PACKET_OUTGOING, SOL_PACKET
+from tests.e2e.sipp_runner import G711A_PCAP, environment_ok, write_rtp_pcap
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(environment_ok() is not None, reason=str(environment_ok())),
 ]
 
-RATE = 8000
-# SIPp answers only an MD5 challenge and takes the first one offered.
-SIPP_SIP_CONFIG = '[sip]\ndigest_algorithms = ["MD5", "SHA-256"]\n'
 # The announcement is checked elsewhere; here it would sit on top of the audio compared.
 NO_ANNOUNCEMENT = 'announcement = "none"\n'
 PASSWORD = "pw-201"
@@ -69,18 +66,13 @@ LENGTH_TOLERANCE_S = 0.1
 OFFSET_TOLERANCE_S = 0.02
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 
-FloatArray = npt.NDArray[np.float64]
-Int16Array = npt.NDArray[np.int16]
-
 
 # ------------------------------------------------------------------------ servers
 def recording_server(root: Path, *, channels: str, fmt: str) -> CallrecServer:
     server = make_server(
         root,
         f'[recording]\nchannels = "{channels}"\nformat = "{fmt}"\n{NO_ANNOUNCEMENT}',
-    )
-    server.config_path.write_text(
-        server.config_path.read_text().replace("[sip]\n", SIPP_SIP_CONFIG, 1)
+        sipp=True,
     )
     server.add_user("201", "Alice Martin", PASSWORD, "--mode", "always")
     return server
@@ -95,13 +87,6 @@ def running(server: CallrecServer) -> Iterator[CallrecServer]:
         server.stop()
 
 
-def recordings(server: CallrecServer) -> list[dict[str, Any]]:
-    import json
-
-    rows: list[dict[str, Any]] = json.loads(server.cli("recordings", "list", "--json").stdout)
-    return rows
-
-
 def wait_for_new_recording(
     server: CallrecServer, known_ids: set[int], timeout: float = 10.0
 ) -> dict[str, Any]:
@@ -109,7 +94,7 @@ def wait_for_new_recording(
     deadline = time.monotonic() + timeout
     rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
-        rows = [r for r in recordings(server) if r["id"] not in known_ids]
+        rows = [r for r in server.recordings() if r["id"] not in known_ids]
         if rows and all(r["status"] != "recording" for r in rows):
             break
         time.sleep(0.2)
@@ -162,30 +147,17 @@ def sipp_call(
     trunk_echo: bool = False,
 ) -> RecordedCall:
     """One SIPp phone (201, playing `pcap`) to a SIPp trunk through callrec."""
-    known = {r["id"] for r in recordings(server)}
+    known = {r["id"] for r in server.recordings()}
     files = recording_files(server)
-    trunk = start_sipp(
-        "uas_echo.xml",
-        local_port=server.trunk_port,
-        media_port=free_port(even=True, span=4),
-        rtp_echo=trunk_echo,
-        timeout_s=30,
-        work_dir=work / "uas",
-    )
+    trunk = server.start_sipp_trunk(work / "uas", rtp_echo=trunk_echo, timeout_s=30)
     with trunk:
-        phone = run_sipp(
-            "uac_auth_pcap.xml",
-            remote=f"{HOST}:{server.sip_port}",
-            media_port=free_port(even=True, span=4),
-            callee="300",
+        phone = server.run_sipp_phone(
+            work / "uac",
             caller="201",
-            user="201",
             password=PASSWORD,
             pcap=pcap,
             call_length_ms=call_length_ms,
             timeout_s=30,
-            work_dir=work / "uac",
-            extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
         )
         assert phone.ok, phone.summary()
         trunk_result = trunk.wait()
@@ -215,50 +187,6 @@ def assert_one_sealed_file(call: RecordedCall, *, channels: int, fmt: str) -> No
 
 
 # ------------------------------------------------------------------------ signals
-def chirp(path: Path, low_hz: float, high_hz: float, seconds: float = 3.0) -> Int16Array:
-    """A linear sweep, written as 8 kHz 16-bit WAV: unambiguous to correlate."""
-    t = np.arange(int(RATE * seconds)) / RATE
-    phase = 2 * np.pi * (low_hz * t + (high_hz - low_hz) / (2 * seconds) * t**2)
-    pcm = (0.4 * 32767 * np.sin(phase)).astype(np.int16)
-    sf.write(path, pcm, RATE, subtype="PCM_16")
-    return pcm
-
-
-def cross_correlation(reference: FloatArray, signal: FloatArray) -> FloatArray:
-    """corr[k] = sum reference[n] * signal[n + k] for k in [0, len(signal))."""
-    size = len(reference) + len(signal)
-    spectrum = np.fft.rfft(signal, size) * np.conj(np.fft.rfft(reference, size))
-    return np.fft.irfft(spectrum, size)[: len(signal)]
-
-
-def best_correlation(reference: npt.ArrayLike, signal: npt.ArrayLike) -> tuple[float, int]:
-    """Peak normalised correlation of `reference` inside `signal` and where it starts."""
-    ref = np.asarray(reference, dtype=np.float64)
-    sig = np.asarray(signal, dtype=np.float64)
-    corr = cross_correlation(ref, sig)
-    energy = np.concatenate(([0.0], np.cumsum(sig**2)))
-    starts = np.arange(len(sig))
-    window = energy[np.minimum(starts + len(ref), len(sig))] - energy[starts]
-    norm = np.sqrt(np.maximum(window, 1e-9) * np.sum(ref**2))
-    score = np.abs(corr) / norm
-    # A window almost empty of signal (the file's tail) must not win on rounding noise.
-    score[window < 0.25 * np.sum(ref**2)] = 0.0
-    best = int(np.argmax(score))
-    return float(score[best]), best
-
-
-def lag_between(expected: npt.ArrayLike, actual: npt.ArrayLike, max_lag: int) -> int:
-    """Samples by which `actual` is late against `expected` (same-length tracks)."""
-    exp = np.asarray(expected, dtype=np.float64)
-    act = np.asarray(actual, dtype=np.float64)
-    size = len(exp) + len(act)
-    spectrum = np.fft.rfft(act, size) * np.conj(np.fft.rfft(exp, size))
-    corr = np.fft.irfft(spectrum, size)
-    lags = np.concatenate((np.arange(0, max_lag + 1), np.arange(-max_lag, 0)))
-    best: int = lags[int(np.argmax(corr[lags]))]
-    return int(best)
-
-
 def exact_windows(
     recorded: Int16Array, source: Int16Array, start: int, max_shift: int = 16
 ) -> float:
@@ -280,10 +208,6 @@ def exact_windows(
                 found += 1
                 break
     return found / max(total, 1)
-
-
-def rms(samples: npt.ArrayLike) -> float:
-    return float(np.sqrt(np.mean(np.asarray(samples, dtype=np.float64) ** 2)))
 
 
 def pcap_audio(path: Path) -> Int16Array:
@@ -434,45 +358,14 @@ def stereo_call(
     work = tmp_path_factory.mktemp("stereo-call")
     phone_signal = chirp(work / "a.wav", 300, 1500)
     trunk_signal = chirp(work / "b.wav", 1900, 3400)
-    known = {r["id"] for r in recordings(server)}
+    known = {r["id"] for r in server.recordings()}
     files = recording_files(server)
     capture = WireCapture(range(server.rtp_first, server.rtp_last + 1))
     try:
-        trunk = PhoneProcess(
-            [
-                "answer",
-                "--local-port",
-                str(server.trunk_port),
-                "--via",
-                f"{HOST}:{server.sip_port}",
-                "--as",
-                "300",
-                "--play",
-                str(work / "b.wav"),
-                "--calls",
-                "1",
-                "--timeout",
-                "30",
-            ]
-        )
+        trunk = PhoneProcess(server.trunk_phone_args("--play", str(work / "b.wav")))
         trunk.wait_for("started", 15)
         phone = PhoneProcess(
-            [
-                "dial",
-                "300",
-                "--via",
-                f"{HOST}:{server.sip_port}",
-                "--as",
-                "201",
-                "--password",
-                PASSWORD,
-                "--play",
-                str(work / "a.wav"),
-                "--hangup-after",
-                "4",
-                "--timeout",
-                "30",
-            ]
+            server.dial_args("201", PASSWORD, "--play", str(work / "a.wav"), "--hangup-after", "4")
         )
         phone_result = phone.wait(40)
         trunk_result = trunk.wait(40)
@@ -624,27 +517,14 @@ def test_kill_9_mid_call_loses_at_most_a_second(tmp_path: Path) -> None:
     server = recording_server(tmp_path / "crash", channels="mono", fmt="wav")
     server.start()
     try:
-        trunk = start_sipp(
-            "uas_echo.xml",
-            local_port=server.trunk_port,
-            media_port=free_port(even=True, span=4),
-            rtp_echo=True,
-            timeout_s=30,
-            work_dir=tmp_path / "uas",
-        )
-        phone = start_sipp(
-            "uac_auth_pcap.xml",
-            remote=f"{HOST}:{server.sip_port}",
-            media_port=free_port(even=True, span=4),
-            callee="300",
+        trunk = server.start_sipp_trunk(tmp_path / "uas", timeout_s=30)
+        phone = server.start_sipp_phone(
+            tmp_path / "uac",
             caller="201",
-            user="201",
             password=PASSWORD,
             call_length_ms=20000,
             timeout_s=30,
-            work_dir=tmp_path / "uac",
             ready_wait_s=0,
-            extra=["-auth_uri", f"300@{HOST}:{server.sip_port}"],
         )
         with trunk, phone:
             answered: float | None = None

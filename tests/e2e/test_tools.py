@@ -16,6 +16,8 @@ import pytest
 import soundfile
 
 from b2bua.phone import PhoneProcess, PhoneResult, parse_options, split_host_port
+from tests.e2e.audio import tone_wav
+from tests.e2e.harness import phone_answer_args, phone_dial_args
 from tests.e2e.rtp_counter import RtpCounter, count_pcap_rtp_packets, udp_ports
 from tests.e2e.sipp_runner import (
     DTMF_ONE_PCAP,
@@ -262,12 +264,6 @@ def test_phone_options() -> None:
         parse_options(["dial", "300", "--via", "x", "--as", "1", "--resume-at", "2"])
 
 
-def tone_wav(path: Path, frequency: float = 1000.0, seconds: float = 3.0) -> Path:
-    t = np.arange(int(8000 * seconds)) / 8000
-    soundfile.write(path, (0.3 * np.sin(2 * np.pi * frequency * t)).astype(np.float32), 8000)
-    return path
-
-
 def band_levels(path: Path, frequencies: list[float], block_ms: int = 40) -> np.ndarray:
     """Per block of the WAV, the amplitude at each frequency (blocks x frequencies)."""
     audio, rate = soundfile.read(path, dtype="float64")
@@ -303,33 +299,27 @@ def run_phone_pair(
 ) -> tuple[PhoneResult, PhoneResult]:
     port = free_port()
     callee = PhoneProcess(
-        [
-            "answer",
-            "--via",
+        phone_answer_args(
             "127.0.0.1:5060",
-            "--as",
             "bob",
             "--local-port",
             str(port),
             "--timeout",
             str(timeout_s),
             *answer_args,
-        ]
+        )
     )
     try:
         callee.wait_for("started")
         caller = PhoneProcess(
-            [
-                "dial",
-                "bob",
-                "--via",
+            phone_dial_args(
                 f"127.0.0.1:{port}",
-                "--as",
                 "alice",
                 "--timeout",
                 str(timeout_s),
                 *dial_args,
-            ]
+                callee="bob",
+            )
         )
         dialled = caller.wait(timeout_s + 10)
         answered = callee.wait(timeout_s + 10)
@@ -415,20 +405,17 @@ def test_phone_registers_and_takes_a_sipp_call(work_dir: Path) -> None:
         password="secret",
     )
     phone = PhoneProcess(
-        [
-            "answer",
-            "--register",
-            "--via",
+        phone_answer_args(
             f"127.0.0.1:{registrar_port}",
-            "--as",
             "201",
+            "--register",
             "--password",
             "secret",
             "--local-port",
             str(phone_port),
             "--timeout",
             "15",
-        ]
+        )
     )
     try:
         phone.wait_for("registered", 10)
@@ -467,12 +454,8 @@ def test_phone_rtp_reaches_a_sipp_trunk_and_echo_comes_back(work_dir: Path, tone
             timeout_s=20,
         )
         phone = PhoneProcess(
-            [
-                "dial",
-                "300",
-                "--via",
+            phone_dial_args(
                 f"127.0.0.1:{trunk_port}",
-                "--as",
                 "201",
                 "--play",
                 str(tone),
@@ -480,7 +463,7 @@ def test_phone_rtp_reaches_a_sipp_trunk_and_echo_comes_back(work_dir: Path, tone
                 str(heard),
                 "--hangup-after",
                 "2",
-            ]
+            )
         )
         result = phone.wait(25)
         trunk_result = trunk.wait(25)
@@ -506,18 +489,9 @@ def test_phone_answers_a_407_from_the_far_end(work_dir: Path) -> None:
         trace_messages=True,
     )
     phone = PhoneProcess(
-        [
-            "dial",
-            "300",
-            "--via",
-            f"127.0.0.1:{trunk_port}",
-            "--as",
-            "201",
-            "--password",
-            "secret",
-            "--hangup-after",
-            "0.5",
-        ]
+        phone_dial_args(
+            f"127.0.0.1:{trunk_port}", "201", "--password", "secret", "--hangup-after", "0.5"
+        )
     )
     result = phone.wait(25)
     trunk_result = trunk.wait(25)
