@@ -17,7 +17,8 @@ object per line, e.g. ``{"event": "confirmed", "call": 0, "t": 0.41}``; the even
 ``incoming``, ``calling``, ``progress`` (1xx, with ``status``), ``confirmed``, ``media``
 (``state``: active, hold, remote_hold, none; ``codec``, ``local_rtp``, ``remote_rtp``,
 ``event_pt``: the telephone-event payload type, 120 by pjsua's default), ``recording``,
-``dtmf_sent``, ``dtmf_received`` (``digit``, ``method``), ``hold_sent``, ``resume_sent``,
+``dtmf_sent`` (``digit``, ``after_answer_s``), ``dtmf_received`` (``digit``, ``method``),
+``hold_sent``, ``resume_sent``,
 ``disconnected`` (``status``, ``reason``, ``duration_s``), ``error`` and, last, ``done``
 (``ok``, ``exit``). The exit code is 0 when the calls went as asked: for ``dial``, the
 call was answered (or ended with ``--expect-status``) and every scheduled action ran;
@@ -25,8 +26,9 @@ for ``answer``, ``--calls`` calls were answered (or refused with 486 under ``--b
 and ended.
 
 Times (``--at``, ``--hold-at``, ``--resume-at``, ``--hangup-after``) count from the
-answer (``confirmed``); ``--cancel-after`` counts from the INVITE. In-band digits are
-tones (100 ms on, 100 ms off) mixed into the audio the phone sends.
+answer (``confirmed``); ``--cancel-after`` counts from the INVITE. ``--digits`` are
+keyed one at a time, 250 ms apart, from each ``--at``. In-band digits are 100 ms tones
+mixed into the audio the phone sends.
 
 A TARGET that is a full ``sip:`` URI is still sent through ``--via`` (with a Route
 header); a plain user becomes ``sip:USER@VIA``. Only G.711 (PCMU, PCMA; ``--codec``
@@ -44,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -61,6 +64,8 @@ MAX_CALLS_PER_ENDPOINT = 4
 POLL_MS = 10
 INBAND_TONE_ON_MS = 100
 INBAND_TONE_OFF_MS = 100
+# Between the starts of two keyed digits (rfc2833 digits last 160 ms in pjsua).
+DIGIT_INTERVAL_S = 0.25
 SIP_REQUEST_TERMINATED = 487
 
 
@@ -694,8 +699,11 @@ class PhoneCall:
             return
         self.actions = [a for a in self.actions if a.name != "cancel"]
         if options.digits:
+            # Keyed one at a time, like a person: each digit's time is then known.
             for seconds in options.digits_at:
-                at(seconds, f"digits@{seconds:g}", self.send_digits)
+                for index, digit in enumerate(options.digits):
+                    due = seconds + index * DIGIT_INTERVAL_S
+                    at(due, f"digit {digit}@{due:g}", functools.partial(self.send_digit, digit))
         if options.hold_at is not None:
             at(options.hold_at, "hold", self.hold)
         if options.resume_at is not None:
@@ -796,33 +804,38 @@ class PhoneCall:
             parameters.statusCode = 603
         self.native.hangup(parameters)
 
-    def send_digits(self) -> None:
-        """Send ``--digits`` by ``--dtmf-method``."""
+    def send_digit(self, digit: str) -> None:
+        """Key one digit by ``--dtmf-method``; ``dtmf_sent`` says when (from the answer)."""
         pj = self.pj
         options = self.phone.options
-        digits = options.digits or ""
         if options.dtmf_method == "inband":
             if self.tone_generator is None:
                 raise PhoneError("no media yet for in-band digits")
             tones = pj.ToneDigitVector()
-            for digit in digits:
-                tone = pj.ToneDigit()
-                tone.digit = digit
-                tone.on_msec = INBAND_TONE_ON_MS
-                tone.off_msec = INBAND_TONE_OFF_MS
-                tone.volume = 0  # pjmedia default amplitude (about -10 dBm0 per tone)
-                tones.append(tone)
+            tone = pj.ToneDigit()
+            tone.digit = digit
+            tone.on_msec = INBAND_TONE_ON_MS
+            tone.off_msec = INBAND_TONE_OFF_MS
+            tone.volume = 0  # pjmedia default amplitude (about -10 dBm0 per tone)
+            tones.append(tone)
             self.tone_generator.playDigits(tones)
         else:
             parameters = pj.CallSendDtmfParam()
-            parameters.digits = digits
+            parameters.digits = digit
             parameters.method = (
                 pj.PJSUA_DTMF_METHOD_SIP_INFO
                 if options.dtmf_method == "info"
                 else pj.PJSUA_DTMF_METHOD_RFC2833
             )
             self.native.sendDtmf(parameters)
-        self.phone.emit("dtmf_sent", call=self.call_id, digits=digits, method=options.dtmf_method)
+        after_answer = time.monotonic() - (self.confirmed_at or time.monotonic())
+        self.phone.emit(
+            "dtmf_sent",
+            call=self.call_id,
+            digit=digit,
+            method=options.dtmf_method,
+            after_answer_s=round(after_answer, 3),
+        )
 
     def hold(self) -> None:
         """re-INVITE with a=sendonly."""

@@ -75,14 +75,14 @@ def test_feature_code_by_each_method_starts_and_stops(
     call = server.wait_for_calls(before + 1)[0]
     recording = server.wait_for_recording(call["id"])
     assert recording["status"] == "complete"
-    # One span: from the first code (sent 1.0 s after the answer; its "1" follows the "*")
-    # to the second (4.0 s). pjsua2's digits last ~100 ms each with a gap, hence the
-    # allowance after the nominal times.
+    # One span, from the first code to the second: each starts when its "1" is keyed
+    # (the phone reports when it sent each digit, counted from its answer).
+    keyed = [e["after_answer_s"] for e in result.named("dtmf_sent") if e["digit"] == "1"]
+    assert len(keyed) == 2, result.events
     assert len(recording["segments"]) == 1, recording
     start, end = recording["segments"][0]
-    assert 1.0 <= start <= 1.6, recording["segments"]
-    assert 4.0 <= end <= 4.6, recording["segments"]
-    assert abs((end - start) - 3.0) < 0.2
+    assert abs(start - keyed[0]) <= 0.1, (recording["segments"], keyed)
+    assert abs(end - keyed[1]) <= 0.1, (recording["segments"], keyed)
     audio, rate = sf.read(server.data_dir / recording["path"], dtype="int16")
     assert abs(len(audio) / rate - (end - start)) < 0.1
     logged = toggles(server, recording["id"])
