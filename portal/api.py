@@ -35,7 +35,6 @@ from portal.recording_settings import (
     save_settings,
     validate_settings_patch,
 )
-from portal.repository import CallQuery, CallRow
 from storage.database import StorageError
 from storage.models import (
     RECORDING_MODES,
@@ -47,6 +46,7 @@ from storage.models import (
     User,
     format_timestamp,
 )
+from storage.portal_queries import CallQuery, CallRow
 
 API = "/api/v1"
 MAX_PAGE_SIZE = 200

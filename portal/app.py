@@ -25,9 +25,9 @@ from portal.auth import (
     parse_bearer,
 )
 from portal.context import CONTEXT, IDENTITY, SESSION, ApiError, PortalContext, context_of
-from portal.repository import PortalRepository
 from portal.services import PortalServices
 from storage.database import StorageError, Store
+from storage.portal_queries import PortalRepository
 
 log = logging.getLogger("callrec.portal")
 

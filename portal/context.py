@@ -11,10 +11,10 @@ import jinja2
 from aiohttp import web
 
 from portal.auth import Identity, LoginThrottle, Session, SessionStore, client_address
-from portal.repository import PortalRepository
 from portal.services import PortalServices
 from storage.database import Store
 from storage.models import Recording, RecordingListing
+from storage.portal_queries import PortalRepository
 
 
 class ApiError(Exception):

@@ -16,9 +16,9 @@ import soundfile
 from argon2 import PasswordHasher
 
 from portal.app import PortalHandle, start_portal_at
-from portal.repository import PortalRepository
 from portal.services import PortalServices
 from storage.database import Store
+from storage.portal_queries import PortalRepository
 
 ADMIN = ("root", "admin-secret-1")
 PASSWORDS = {"201": "alice-pass-1", "202": "bob-pass-22", "203": "carol-pass-3"}

@@ -1,9 +1,10 @@
 """The portal's queries on the store: scoped call pages, recordings, logins and tokens.
 
-These queries only the portal asks (a page of calls with its total, recordings limited to
-what one user may see, API tokens, users' portal passwords), so they live here and run on
-the store's connection through its lock and transaction helpers. The tables they use
-come from the store's migrations (`api_tokens`, `users.portal_password_hash`).
+Only the portal asks these (a page of calls with its total, recordings limited to what
+one user may see, API tokens, users' portal passwords). They live in `storage/`, beside
+`Store`, because they run on the store's connection through its package-internal lock
+and transaction helpers; the portal itself holds no SQL. The tables they use come from
+the store's migrations (`api_tokens`, `users.portal_password_hash`).
 """
 
 from __future__ import annotations
