@@ -366,6 +366,13 @@ def split_header_list(value: str) -> list[str]:
     return [part.strip(_WHITESPACE) for part in parts if part.strip(_WHITESPACE)]
 
 
+def _serialise(start_line: str, headers: Headers, body: bytes) -> bytes:
+    out = [start_line]
+    headers._to_lines(len(body), out)
+    out.append("\r\n")
+    return "".join(out).encode(_ENCODING, _ERRORS) + body
+
+
 @dataclass
 class SipRequest:
     """A SIP request: method, Request-URI, headers and body."""
@@ -378,10 +385,7 @@ class SipRequest:
 
     def to_bytes(self) -> bytes:
         """Serialise; Content-Length is always written as len(body)."""
-        out = [f"{self.method} {self.uri} {self.version}\r\n"]
-        self.headers._to_lines(len(self.body), out)
-        out.append("\r\n")
-        return "".join(out).encode(_ENCODING, _ERRORS) + self.body
+        return _serialise(f"{self.method} {self.uri} {self.version}\r\n", self.headers, self.body)
 
 
 @dataclass
@@ -396,10 +400,9 @@ class SipResponse:
 
     def to_bytes(self) -> bytes:
         """Serialise; Content-Length is always written as len(body)."""
-        out = [f"{self.version} {self.status} {self.reason}\r\n"]
-        self.headers._to_lines(len(self.body), out)
-        out.append("\r\n")
-        return "".join(out).encode(_ENCODING, _ERRORS) + self.body
+        return _serialise(
+            f"{self.version} {self.status} {self.reason}\r\n", self.headers, self.body
+        )
 
 
 SipMessage = SipRequest | SipResponse

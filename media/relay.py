@@ -234,28 +234,39 @@ class _RtpProtocol(_ChannelProtocol):
                 self.session._tap_failed(exc)
 
     def _muxed_rtcp_received(self, data: bytes, addr: Address) -> None:
-        channel = self.channel
         if len(data) < _RTCP_MIN_SIZE:
-            channel.garbled += 1
+            self.channel.garbled += 1
             return
-        source = channel.source
-        if source != addr:
-            if source is not None:
-                channel.foreign += 1
-                channel.dropped += 1
-                return
-            channel.latch(addr)
-        arrival = wall_clock()
-        channel.muxed_rtcp_in += 1
-        channel.last_at = arrival
-        far = channel.far
-        dest = far.dest
-        if dest is None:
+        _relay_rtcp(self, data, addr, muxed=True)
+
+
+def _relay_rtcp(protocol: _ChannelProtocol, data: bytes, addr: Address, *, muxed: bool) -> None:
+    """Latch, count, forward and tap one RTCP packet (on its own port or muxed with RTP)."""
+    channel = protocol.channel
+    source = channel.source
+    if source != addr:
+        if source is not None:
+            channel.foreign += 1
             channel.dropped += 1
-        else:
-            far.transport.sendto(data, dest)  # type: ignore[union-attr]
+            return
+        channel.latch(addr)
+    arrival = wall_clock()
+    if muxed:
+        channel.muxed_rtcp_in += 1
+    else:
+        channel.packets_in += 1
+    channel.last_at = arrival
+    far = channel.far
+    dest = far.dest
+    if dest is None:
+        channel.dropped += 1
+    else:
+        far.transport.sendto(data, dest)  # type: ignore[union-attr]
+        if muxed:
             far.muxed_rtcp_out += 1
-        self.session._tap_packet(channel.leg.name, "rtcp", data, arrival)
+        else:
+            far.packets_out += 1
+    protocol.session._tap_packet(channel.leg.name, "rtcp", data, arrival)
 
 
 def _forward_rtp(channel: _Channel, data: bytes, arrival: float) -> None:
@@ -281,28 +292,10 @@ class _RtcpProtocol(_ChannelProtocol):
     __slots__ = ()
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        channel = self.channel
         if len(data) < _RTCP_MIN_SIZE or data[0] & 0xC0 != 0x80:
-            channel.garbled += 1
+            self.channel.garbled += 1
             return
-        source = channel.source
-        if source != addr:
-            if source is not None:
-                channel.foreign += 1
-                channel.dropped += 1
-                return
-            channel.latch(addr)
-        arrival = wall_clock()
-        channel.packets_in += 1
-        channel.last_at = arrival
-        far = channel.far
-        dest = far.dest
-        if dest is None:
-            channel.dropped += 1
-        else:
-            far.transport.sendto(data, dest)  # type: ignore[union-attr]
-            far.packets_out += 1
-        self.session._tap_packet(channel.leg.name, "rtcp", data, arrival)
+        _relay_rtcp(self, data, addr, muxed=False)
 
 
 def _returning(protocol: _ChannelProtocol) -> Callable[[], _ChannelProtocol]:

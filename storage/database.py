@@ -252,6 +252,21 @@ class StorageError(Exception):
     """A store operation failed; the message is one line a person can act on."""
 
 
+def started_between(
+    column: str, since: float | None, until: float | None
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their parameters) for ``since <= column < until``; None is open."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        conditions.append(f"{column} >= ?")
+        params.append(since)
+    if until is not None:
+        conditions.append(f"{column} < ?")
+        params.append(until)
+    return conditions, params
+
+
 def device_username(uri: str) -> str | None:
     """The user part of a sip:/sips: URI (unescaped), None if it has none.
 
@@ -943,14 +958,7 @@ class Store:
         the caller or the callee."""
         if limit < 0 or offset < 0:
             raise StorageError("limit and offset must not be negative")
-        conditions: list[str] = []
-        params: list[Any] = []
-        if since is not None:
-            conditions.append("started_at >= ?")
-            params.append(since)
-        if until is not None:
-            conditions.append("started_at < ?")
-            params.append(until)
+        conditions, params = started_between("started_at", since, until)
         if extension is not None:
             conditions.append("(caller_ext = ? OR callee_ext = ?)")
             params.extend((extension, extension))
@@ -1080,14 +1088,7 @@ class Store:
         """Recordings with their call, newest first; since <= started_at < until."""
         if limit < 0 or offset < 0:
             raise StorageError("limit and offset must not be negative")
-        conditions: list[str] = []
-        params: list[Any] = []
-        if since is not None:
-            conditions.append("r.started_at >= ?")
-            params.append(since)
-        if until is not None:
-            conditions.append("r.started_at < ?")
-            params.append(until)
+        conditions, params = started_between("r.started_at", since, until)
         if owner_ext is not None:
             conditions.append("r.owner_ext = ?")
             params.append(owner_ext)

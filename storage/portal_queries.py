@@ -27,6 +27,7 @@ from storage.database import (
     _call_from_prefixed_row,
     _call_from_row,
     _recording_from_row,
+    started_between,
 )
 from storage.models import CallRecord, Recording, RecordingListing, User
 
@@ -99,14 +100,7 @@ class PortalRepository:
     # -- calls -------------------------------------------------------------------------
 
     def _call_where(self, query: CallQuery) -> tuple[str, list[Any]]:
-        conditions: list[str] = []
-        params: list[Any] = []
-        if query.since is not None:
-            conditions.append("c.started_at >= ?")
-            params.append(query.since)
-        if query.until is not None:
-            conditions.append("c.started_at < ?")
-            params.append(query.until)
+        conditions, params = started_between("c.started_at", query.since, query.until)
         if query.extension is not None:
             conditions.append(_own_call_condition("c"))
             params.extend((query.extension, query.extension))
@@ -205,14 +199,8 @@ class PortalRepository:
         limit: int,
         offset: int,
     ) -> tuple[list[RecordingListing], int]:
-        conditions = ["1 = 1"]
-        params: list[Any] = []
-        if since is not None:
-            conditions.append("r.started_at >= ?")
-            params.append(since)
-        if until is not None:
-            conditions.append("r.started_at < ?")
-            params.append(until)
+        conditions, params = started_between("r.started_at", since, until)
+        conditions.insert(0, "1 = 1")
         if extension is not None:
             conditions.append(f"(r.owner_ext = ? OR {_own_call_condition('c')})")
             params.extend((extension, extension, extension))
