@@ -468,18 +468,35 @@ class Call:
             self._send_bye(self.dialog_a, self.peer_a)
         self._end(disposition="failed")
 
-    def hang_up(self) -> None:
-        """End the call from our side (shutdown, media timeout policy, operator)."""
+    def hang_up(self, reason: str | None = None) -> None:
+        """End the call from our side (shutdown, media timeout, operator); `reason` is
+        an RFC 3326 Reason header value for the BYEs."""
         if self.state == CallState.ENDED:
             return
         if self.state != CallState.CONFIRMED:
             self.on_cancel()
             return
         if self.dialog_a is not None:
-            self._send_bye(self.dialog_a, self.peer_a)
+            self._send_bye(self.dialog_a, self.peer_a, reason=reason)
         if self.dialog_b is not None and self.peer_b is not None:
-            self._send_bye(self.dialog_b, self.peer_b)
+            self._send_bye(self.dialog_b, self.peer_b, reason=reason)
         self._end(disposition="answered")
+
+    def on_hold(self) -> bool:
+        """True when either leg's last SDP holds the audio (not sendrecv, port 0 or a
+        0.0.0.0 / :: address): such a call may carry no RTP for a long time."""
+        for body in self.sdp.values():
+            try:
+                sdp = parse_sdp(body)
+            except SdpError:
+                continue
+            audio = next((m for m in sdp.media if m.kind == "audio" and m.port != 0), None)
+            if audio is None:
+                return True
+            host = audio.connection or sdp.connection or ""
+            if audio.direction != "sendrecv" or host in ("0.0.0.0", "::"):
+                return True
+        return False
 
     # ----------------------------------------------------------------- helpers
     def _other(self, leg: str) -> tuple[Dialog, Peer] | None:
@@ -497,12 +514,21 @@ class Call:
         assert self.peer_b is not None
         return self.peer_b
 
-    def _send_bye(self, dialog: Dialog, peer: Peer, reason_from: SipRequest | None = None) -> None:
+    def _send_bye(
+        self,
+        dialog: Dialog,
+        peer: Peer,
+        reason_from: SipRequest | None = None,
+        *,
+        reason: str | None = None,
+    ) -> None:
         bye = dialog.new_request("BYE")
         bye.headers.add("Via", self.services.via(peer), first=True)
         bye.headers.set("Max-Forwards", "70")
         if reason_from is not None:
             _copy_passthrough(reason_from.headers, bye.headers)
+        if reason is not None:
+            bye.headers.set("Reason", reason)
         self.services.send_request(bye, peer, lambda _resp: None)
 
     def _sdp_towards(self, leg: str, body: bytes, *, learn_from: str) -> bytes:

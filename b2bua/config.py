@@ -87,6 +87,9 @@ class MediaConfig:
     rtp_port_first: int
     rtp_port_last: int
     rtp_timeout: float
+    # Seconds with no RTP from either leg (neither on hold) before callrec ends the call
+    # with a BYE to both sides (a lost BYE); 0 never does.
+    hangup_after_silence: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -295,6 +298,14 @@ def _timeout(value: object) -> float:
     return float(value)
 
 
+def _optional_timeout(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Invalid(f"expected seconds (0 for never, or 1-86400), got {_show(value)}")
+    if value != 0 and not 1 <= value <= 86400:
+        raise _Invalid(f"expected seconds (0 for never, or 1-86400), got {value}")
+    return float(value)
+
+
 def _code_timeout(value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value <= 10:
         raise _Invalid(f"expected seconds between 0.5 and 10, got {_show(value)}")
@@ -406,6 +417,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "address": ("127.0.0.1", lambda v, _: _ip_address(v)),
         "rtp_ports": ("20000-29999", lambda v, _: _rtp_ports(v)),
         "rtp_timeout": (30.0, lambda v, _: _timeout(v)),
+        "hangup_after_silence": (120.0, lambda v, _: _optional_timeout(v)),
     },
     "recording": {
         "channels": ("mono", lambda v, _: _choice(v, ("mono", "stereo"))),
@@ -527,6 +539,7 @@ def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Conf
             rtp_port_first=rtp_first,
             rtp_port_last=rtp_last,
             rtp_timeout=values["media"]["rtp_timeout"],
+            hangup_after_silence=values["media"]["hangup_after_silence"],
         ),
         recording=RecordingConfig(**values["recording"]),
         storage=StorageConfig(**values["storage"]),

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from b2bua.call import Call, Party, ResponseHandler, Target, trunk_target
+from b2bua.call import Call, CallState, Party, ResponseHandler, Target, trunk_target
 from b2bua.config import Config
 from b2bua.digest import Credentials as DigestCredentials
 from b2bua.digest import DigestChallenger, DigestError, parse_auth_header
@@ -493,6 +493,8 @@ class B2bua:
                     leg,
                     self.config.media.rtp_timeout,
                 ),
+                idle_timeout=self.config.media.hangup_after_silence or None,
+                on_idle=lambda: self._media_idle(call),
             )
         except (MediaError, OSError) as exc:
             log.error("call %s: no media ports: %s", call.call_id, exc)
@@ -516,6 +518,17 @@ class B2bua:
         if call.cancelled:
             return
         call.start(targets)
+
+    def _media_idle(self, call: Call) -> None:
+        """No RTP either way for [media] hangup_after_silence: a BYE was probably lost."""
+        if call.state != CallState.CONFIRMED:
+            return
+        idle = self.config.media.hangup_after_silence
+        if call.on_hold():
+            log.info("call %s: no RTP for %.0f s while on hold; kept", call.call_id, idle)
+            return
+        log.warning("call %s: no RTP either way for %.0f s; ending it", call.call_id, idle)
+        call.hang_up(reason=f'SIP ;cause=408 ;text="no RTP for {idle:.0f} s"')
 
     async def _route_outbound(
         self, request: SipRequest, peer: Peer

@@ -320,8 +320,11 @@ class MediaSession:
 
     Silence: once a leg has received RTP, or after `mark_media_started()`, a leg that gets
     no RTP for `silence_timeout` seconds triggers `on_silence(leg)` once, and again only
-    after its RTP has resumed and stopped again. A periodic check (at most every second)
-    does this; the precision is about a quarter of the timeout.
+    after its RTP has resumed and stopped again. Idle: once both legs have had no RTP for
+    `idle_timeout` seconds (neither leg on hold), `on_idle()` is called once, and again
+    only after RTP has resumed and stopped again; the call controller uses it to end
+    calls whose BYE was lost. A periodic check (at most every second) does both; the
+    precision is about a quarter of the shorter timeout.
     """
 
     def __init__(
@@ -332,6 +335,8 @@ class MediaSession:
         tap: MediaTap | None = None,
         silence_timeout: float | None = 30.0,
         on_silence: Callable[[str], None] | None = None,
+        idle_timeout: float | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> None:
         """Prefer `create()`; a session made here has no sockets until `open()`."""
         address = _parse_host(host)
@@ -343,6 +348,9 @@ class MediaSession:
         self.rtp_filter: Callable[[str, bytes, float], bool] | None = None
         self.silence_timeout = silence_timeout
         self.on_silence = on_silence
+        self.idle_timeout = idle_timeout
+        self.on_idle = on_idle
+        self._idle_reported = False
         self._allocator = allocator
         self._legs = {name: _Leg(name) for name in LEGS}
         leg_a, leg_b = self._legs["a"], self._legs["b"]
@@ -365,14 +373,22 @@ class MediaSession:
         tap: MediaTap | None = None,
         silence_timeout: float | None = 30.0,
         on_silence: Callable[[str], None] | None = None,
+        idle_timeout: float | None = None,
+        on_idle: Callable[[], None] | None = None,
     ) -> MediaSession:
         """Bind both legs' sockets on `host` with ports from `allocator` and start relaying.
 
         Raises `MediaError` if no port pair can be bound. `silence_timeout=None` or
-        `on_silence=None` turns silence detection off.
+        `on_silence=None` turns silence detection off; likewise for the idle check.
         """
         session = cls(
-            allocator, host, tap=tap, silence_timeout=silence_timeout, on_silence=on_silence
+            allocator,
+            host,
+            tap=tap,
+            silence_timeout=silence_timeout,
+            on_silence=on_silence,
+            idle_timeout=idle_timeout,
+            on_idle=on_idle,
         )
         await session.open()
         return session
@@ -397,7 +413,7 @@ class MediaSession:
         except BaseException:
             self.close()
             raise
-        if self.silence_timeout and self.on_silence is not None:
+        if self._monitor_interval() is not None:
             self._schedule_monitor()
 
     def _bind_pair(self, leg: _Leg) -> tuple[socket.socket, socket.socket]:
@@ -553,6 +569,17 @@ class MediaSession:
                 leg.silence_seen = leg.rtp.packets_in
                 leg.silence_progress_at = now
 
+    def _idle(self, now: float) -> bool:
+        """Both legs watched, neither on hold, and no RTP from either for idle_timeout."""
+        if self._idle_reported or not self.idle_timeout or self.on_idle is None:
+            return False
+        return all(
+            leg.silence_watching
+            and not leg.on_hold
+            and now - leg.silence_progress_at >= self.idle_timeout
+            for leg in self._legs.values()
+        )
+
     def close(self) -> None:
         """Close the sockets and give the ports back; safe to call more than once."""
         if self._closed:
@@ -632,19 +659,31 @@ class MediaSession:
                 exc_info=exc,
             )
 
-    def _monitor_interval(self) -> float:
-        assert self.silence_timeout is not None
-        return min(1.0, max(0.02, self.silence_timeout / 4))
+    def _monitor_interval(self) -> float | None:
+        """How often to check for silence; None when no check is wanted."""
+        timeouts = [
+            timeout
+            for timeout, callback in (
+                (self.silence_timeout, self.on_silence),
+                (self.idle_timeout, self.on_idle),
+            )
+            if timeout and callback is not None
+        ]
+        if not timeouts:
+            return None
+        return min(1.0, max(0.02, min(timeouts) / 4))
 
     def _schedule_monitor(self) -> None:
         assert self._loop is not None
-        self._monitor = self._loop.call_later(self._monitor_interval(), self._check_silence)
+        interval = self._monitor_interval()
+        assert interval is not None
+        self._monitor = self._loop.call_later(interval, self._check_silence)
 
     def _check_silence(self) -> None:
         if self._closed:
             return
-        assert self.silence_timeout is not None and self.on_silence is not None
         now = monotonic()
+        report_after = self.silence_timeout if self.on_silence is not None else None
         for leg in self._legs.values():
             count = leg.rtp.packets_in
             if count != leg.silence_seen:
@@ -652,15 +691,23 @@ class MediaSession:
                 leg.silence_progress_at = now
                 leg.silence_watching = True
                 leg.silent = False
+                self._idle_reported = False
             elif (
-                leg.silence_watching
+                report_after
+                and leg.silence_watching
                 and not leg.silent
-                and now - leg.silence_progress_at >= self.silence_timeout
+                and now - leg.silence_progress_at >= report_after
             ):
                 leg.silent = True
                 try:
-                    self.on_silence(leg.name)
+                    self.on_silence(leg.name)  # type: ignore[misc]
                 except Exception:
                     log.exception("on_silence callback failed for leg %s", leg.name)
+        if self._idle(now):
+            self._idle_reported = True
+            try:
+                self.on_idle()  # type: ignore[misc]
+            except Exception:
+                log.exception("on_idle callback failed")
         if not self._closed:  # the callback may have closed the session
             self._schedule_monitor()

@@ -197,3 +197,32 @@ def test_late_offer_answer_travels_in_the_acks() -> None:
     [b_ack] = wire.requests("ACK", DESK)
     assert b_ack.body == SDP
     assert b_ack.headers.get("Content-Type") == "application/sdp"
+
+
+def test_hang_up_sends_a_bye_with_the_reason_to_both_sides() -> None:
+    call, wire = forked_call()
+    desk = wire.requests("INVITE", DESK)[0]
+    wire.answer(desk, 200, "desk", SDP)
+    call.hang_up(reason='SIP ;cause=408 ;text="no RTP for 120 s"')
+    byes = wire.requests("BYE")
+    assert sorted(str(s.peer) for s in wire.sent if s.message in byes) == sorted(
+        [str(PHONE), str(DESK)]
+    )
+    assert {bye.headers.get("Reason") for bye in byes} == {
+        'SIP ;cause=408 ;text="no RTP for 120 s"'
+    }
+    assert call.state == CallState.ENDED and wire.ended == [call]
+
+
+def test_on_hold_reads_the_last_sdp_of_each_leg() -> None:
+    call, _ = forked_call()
+    call.sdp = {"a": SDP, "b": SDP}
+    assert not call.on_hold()
+    for held in (
+        SDP + b"a=sendonly\r\n",
+        SDP + b"a=inactive\r\n",
+        SDP.replace(b"c=IN IP4 127.0.0.1", b"c=IN IP4 0.0.0.0"),
+        SDP.replace(b"m=audio 4000", b"m=audio 0"),
+    ):
+        call.sdp = {"a": SDP, "b": held}
+        assert call.on_hold(), held

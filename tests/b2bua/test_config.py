@@ -31,6 +31,7 @@ def test_defaults_without_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert config.media.address == "127.0.0.1"
     assert (config.media.rtp_port_first, config.media.rtp_port_last) == (20000, 29999)
     assert config.media.rtp_timeout == 30.0
+    assert config.media.hangup_after_silence == 120.0
     assert (config.recording.channels, config.recording.format) == ("mono", "wav")
     assert (config.recording.feature_code, config.recording.announcement) == ("*1", "default")
     assert config.recording.announcement_path is None
@@ -72,6 +73,7 @@ trusted = ["127.0.0.2", "::1"]
 address = "127.0.0.1"
 rtp_ports = "30000-30099"
 rtp_timeout = 5
+hangup_after_silence = 0
 
 [recording]
 channels = "stereo"
@@ -108,6 +110,7 @@ sender = "recorder@example.org"
     assert config.trunk.trusted == ("127.0.0.2", "::1")
     assert (config.media.rtp_port_first, config.media.rtp_port_last) == (30000, 30099)
     assert config.media.rtp_timeout == 5.0 and isinstance(config.media.rtp_timeout, float)
+    assert config.media.hangup_after_silence == 0.0  # never
     assert (config.recording.channels, config.recording.format) == ("stereo", "flac")
     assert config.recording.feature_code == "#9"
     assert config.recording.announcement_path == (tmp_path / "prompts" / "notice.wav").resolve()
@@ -157,6 +160,8 @@ def test_absolute_storage_dir(tmp_path: Path) -> None:
         ("[media]\nrtp_ports = 20000", "[media] rtp_ports: expected a string"),
         ("[media]\nrtp_timeout = 0", "[media] rtp_timeout: expected seconds"),
         ("[media]\nrtp_timeout = '30'", "[media] rtp_timeout: expected seconds"),
+        ("[media]\nhangup_after_silence = 0.5", "[media] hangup_after_silence: expected seconds"),
+        ("[media]\nhangup_after_silence = -1", "[media] hangup_after_silence: expected seconds"),
         ("[recording]\nchannels = 'quad'", "[recording] channels: expected 'mono' or 'stereo'"),
         ("[recording]\nformat = 'mp3'", "[recording] format: expected 'wav' or 'flac'"),
         ("[recording]\nfeature_code = '*x'", "[recording] feature_code: expected 1 to 8 DTMF"),

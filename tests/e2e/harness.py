@@ -86,6 +86,7 @@ class CallrecServer:
     extra_config: str = ""
     # Extra lines of the `[sip]` table, e.g. SIPP_DIGEST_CONFIG.
     sip_config: str = ""
+    media_config: str = ""  # more [media] keys
     # The web portal / REST API (TCP) port, `[portal] listen`.
     portal_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     process: subprocess.Popen[bytes] | None = None
@@ -97,7 +98,7 @@ class CallrecServer:
         self.config_path.write_text(
             f'[sip]\nlisten = "{self.sip_address}"\n{self.sip_config}'
             f'[trunk]\nuri = "sip:{HOST}:{self.trunk_port}"\n'
-            f'[media]\nrtp_ports = "{self.rtp_first}-{self.rtp_last}"\n'
+            f'[media]\nrtp_ports = "{self.rtp_first}-{self.rtp_last}"\n{self.media_config}'
             f'[storage]\ndir = "{self.data_dir}"\n'
             f'[portal]\nlisten = "{HOST}:{self.portal_port}"\n' + self.extra_config
         )
@@ -337,7 +338,12 @@ class CallrecServer:
 
 
 def make_server(
-    root: Path, extra_config: str = "", *, sipp: bool = False, rtp_ports: int = 400
+    root: Path,
+    extra_config: str = "",
+    *,
+    sipp: bool = False,
+    rtp_ports: int = 400,
+    media_config: str = "",
 ) -> CallrecServer:
     """A `callrec serve` (not started) on free ports; `sipp=True` offers MD5 first for SIPp."""
     rtp_first = free_port(even=True, span=rtp_ports)
@@ -349,6 +355,7 @@ def make_server(
         rtp_last=rtp_first + rtp_ports - 1,
         extra_config=extra_config,
         sip_config=SIPP_DIGEST_CONFIG if sipp else "",
+        media_config=media_config,
     )
 
 

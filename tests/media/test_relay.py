@@ -409,6 +409,60 @@ async def test_silence_is_reported_once_per_leg_until_rtp_resumes(
         session.close()
 
 
+async def test_idle_is_reported_once_both_legs_stop_and_not_while_one_talks(
+    allocator: PortAllocator,
+) -> None:
+    idle_at: list[float] = []
+    session = await MediaSession.create(
+        allocator,
+        "127.0.0.1",
+        silence_timeout=None,
+        idle_timeout=0.3,
+        on_idle=lambda: idle_at.append(time.monotonic()),
+    )
+    try:
+        caller, callee = await connected_phones(session)
+        session.mark_media_started()
+        # Leg a keeps talking for 0.8 s while leg b says nothing: not idle.
+        for sequence in range(8):
+            await asyncio.sleep(0.1)
+            caller.rtp.send(rtp(sequence), session.local_port("a"))
+        stopped = time.monotonic()
+        assert idle_at == []
+        await asyncio.sleep(0.8)
+        assert len(idle_at) == 1  # once, not on every check
+        # The check runs every quarter of the timeout, and sees the last packet late.
+        assert 0.3 - 0.3 / 4 <= idle_at[0] - stopped <= 0.6
+        # RTP resumes and stops again: reported again.
+        callee.rtp.send(rtp(20), session.local_port("b"))
+        await asyncio.sleep(0.8)
+        assert len(idle_at) == 2
+    finally:
+        session.close()
+
+
+async def test_idle_is_not_reported_while_a_leg_is_on_hold(allocator: PortAllocator) -> None:
+    idle: list[float] = []
+    session = await MediaSession.create(
+        allocator,
+        "127.0.0.1",
+        silence_timeout=None,
+        idle_timeout=0.2,
+        on_idle=lambda: idle.append(time.monotonic()),
+    )
+    try:
+        await connected_phones(session)
+        session.mark_media_started()
+        session.set_remote("b", "0.0.0.0", 4000)  # b's re-INVITE: held
+        await asyncio.sleep(0.6)
+        assert idle == []
+        session.set_remote("b", "127.0.0.1", 4000)  # resumed, still no RTP at all
+        await asyncio.sleep(0.6)
+        assert len(idle) == 1
+    finally:
+        session.close()
+
+
 async def test_close_releases_ports_and_is_idempotent(allocator: PortAllocator) -> None:
     session = await MediaSession.create(allocator, "127.0.0.1", silence_timeout=None)
     ports = [session.local_port("a"), session.local_port("b")]
