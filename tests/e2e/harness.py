@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +127,14 @@ class CallrecServer:
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed: {result.stderr}")
         return result
+
+    def serving(self) -> Iterator[CallrecServer]:
+        """Start, yield this server, stop it: `yield from srv.serving()` in a fixture."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def add_user(self, extension: str, name: str, password: str, *extra: str) -> None:
         self.cli("users", "add", extension, "--name", name, "--password", password, *extra)

@@ -24,9 +24,7 @@ pytestmark = pytest.mark.e2e
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
     srv = make_server(tmp_path_factory.mktemp("callrec"))
     srv.add_user("202", "Bob Always", "pw-202", "--mode", "always")
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from srv.serving()
 
 
 def continuity_breaks(packets: list[bytes]) -> list[str]:

@@ -21,9 +21,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
     srv = make_server(tmp_path_factory.mktemp("callrec"))
     srv.add_user("201", "Alice Martin", "pw-201", "--device", "sip:201-mobile@callrec.test")
     srv.cli("users", "set-password", "201", "pw-201")
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from srv.serving()
 
 
 def test_phone_to_trunk_audio_goes_both_ways(server: CallrecServer, tmp_path: Path) -> None:

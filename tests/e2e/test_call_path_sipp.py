@@ -21,9 +21,7 @@ pytestmark = pytest.mark.e2e
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
     srv = make_server(tmp_path_factory.mktemp("callrec"), sipp=True)
     srv.add_user("201", "Alice Martin", "pw-201")
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from srv.serving()
 
 
 def call_through(

@@ -29,9 +29,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
         media_config=f"rtp_timeout = 1\nhangup_after_silence = {IDLE_S}\n",
     )
     srv.add_user("202", "Bob Always", "pw-202", "--mode", "always")
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from srv.serving()
 
 
 def test_a_call_with_no_rtp_either_way_is_ended_with_a_bye_to_both_sides(

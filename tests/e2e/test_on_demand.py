@@ -28,9 +28,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
     srv.add_user("201", "Alice Martin", "pw-201", "--mode", "on-demand")
     srv.add_user("202", "Bob Always", "pw-202", "--mode", "always")
     srv.add_user("203", "Carol Never", "pw-203", "--mode", "never")
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from srv.serving()
 
 
 def toggles(server: CallrecServer, recording_id: int) -> list[tuple[float, str, str]]:
@@ -182,9 +180,7 @@ def swallowing_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Call
         sipp=True,
     )
     srv.add_user("201", "Alice Martin", "pw-201", "--mode", "on-demand")
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from srv.serving()
 
 
 def test_swallowed_code_never_reaches_the_far_end(

@@ -28,9 +28,7 @@ pytestmark = pytest.mark.e2e
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServer]:
     srv = make_server(tmp_path_factory.mktemp("callrec"))
     srv.add_user("201", "Alice Martin", "pw-201")
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from srv.serving()
 
 
 def exchange(port: int, data: bytes, wait: float = 0.6) -> list[bytes]:

@@ -409,17 +409,24 @@ async def test_silence_is_reported_once_per_leg_until_rtp_resumes(
         session.close()
 
 
+async def idle_watched_session(
+    allocator: PortAllocator, timeout: float, reported: list[float]
+) -> MediaSession:
+    """A session whose idle reports append their time to `reported`."""
+    return await MediaSession.create(
+        allocator,
+        "127.0.0.1",
+        silence_timeout=None,
+        idle_timeout=timeout,
+        on_idle=lambda: reported.append(time.monotonic()),
+    )
+
+
 async def test_idle_is_reported_once_both_legs_stop_and_not_while_one_talks(
     allocator: PortAllocator,
 ) -> None:
     idle_at: list[float] = []
-    session = await MediaSession.create(
-        allocator,
-        "127.0.0.1",
-        silence_timeout=None,
-        idle_timeout=0.3,
-        on_idle=lambda: idle_at.append(time.monotonic()),
-    )
+    session = await idle_watched_session(allocator, 0.3, idle_at)
     try:
         caller, callee = await connected_phones(session)
         session.mark_media_started()
@@ -443,13 +450,7 @@ async def test_idle_is_reported_once_both_legs_stop_and_not_while_one_talks(
 
 async def test_idle_is_not_reported_while_a_leg_is_on_hold(allocator: PortAllocator) -> None:
     idle: list[float] = []
-    session = await MediaSession.create(
-        allocator,
-        "127.0.0.1",
-        silence_timeout=None,
-        idle_timeout=0.2,
-        on_idle=lambda: idle.append(time.monotonic()),
-    )
+    session = await idle_watched_session(allocator, 0.2, idle)
     try:
         await connected_phones(session)
         session.mark_media_started()
