@@ -91,6 +91,13 @@ class LazyWriter:
             raise MediaError("nothing was recorded")
         return self.writer.close()
 
+    def claim_sync(self) -> bool:
+        return self.writer is not None and self.writer.claim_sync()
+
+    def sync(self) -> None:
+        if self.writer is not None:
+            self.writer.sync()
+
 
 @dataclass(frozen=True)
 class Toggle:
@@ -283,6 +290,14 @@ class CallRecording:
         self.recorder.tick(now)
         if self.swallower is not None:
             self._release(self.swallower.due(now))
+
+    def claim_sync(self) -> bool:
+        """True once a second of audio written since the last claim awaits `sync()`."""
+        return self.sink.claim_sync()
+
+    def sync(self) -> None:
+        """fsync the file (blocking: run it in a worker thread)."""
+        self.sink.sync()
 
     @property
     def paused(self) -> bool:

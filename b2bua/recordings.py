@@ -77,6 +77,7 @@ class RecordingManager:
         self._prompts: dict[str, npt.NDArray[np.int16] | None] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._syncing: asyncio.Task[None] | None = None
 
     @property
     def storage_dir(self) -> Path:
@@ -91,6 +92,8 @@ class RecordingManager:
             self.finish(call)
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=10)
+        if self._syncing is not None:
+            await asyncio.wait([self._syncing], timeout=10)
         if self._ticker is not None:
             self._ticker.cancel()
 
@@ -122,12 +125,24 @@ class RecordingManager:
                 except Exception:
                     # A broken recorder must not stop the others (or the calls).
                     log.exception("call %s: recorder tick failed", active.call.call_id)
+            self._sync_files()
             if now - last_refresh >= SETTINGS_REFRESH_S:
                 last_refresh = now
                 try:
                     await self.refresh_settings()
                 except StorageError as exc:
                     log.error("cannot read settings: %s", exc)
+
+    def _sync_files(self) -> None:
+        """fsync, in a worker thread, each file that got a second of audio since its last
+        sync: a slow disk must not stall the event loop (signalling and the relay)."""
+        if self._syncing is not None and not self._syncing.done():
+            return  # the disk is behind; the files are claimed again once it is done
+        due = [active.recording for active in self.active.values() if active.recording.claim_sync()]
+        if due:
+            self._syncing = asyncio.get_running_loop().create_task(
+                asyncio.to_thread(_sync_each, due)
+            )
 
     def prompt(self, setting: str) -> npt.NDArray[np.int16] | None:
         if setting not in self._prompts:
@@ -330,6 +345,11 @@ class RecordingManager:
             )
             log.warning("recording %s %s after a crash: %s", row.path, status, result.action)
         return len(unfinished)
+
+
+def _sync_each(recordings: list[CallRecording]) -> None:
+    for recording in recordings:
+        recording.sync()
 
 
 def outcome(result: RecordingResult) -> tuple[str, str | None]:

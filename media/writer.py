@@ -2,8 +2,10 @@
 
 Durability: libsndfile writes WAV sample data straight through to the file and FLAC data
 one encoded block at a time, so audio reaches the OS as soon as it is written (WAV) or
-within one FLAC block (1152 samples, see `_FLAC_COMPRESSION_LEVEL`). `flush()` (fsync) is
-called at least once per `flush_interval_s` of audio for durability against power loss.
+within one FLAC block (1152 samples, see `_FLAC_COMPRESSION_LEVEL`). Against power loss
+the data must also be fsynced; that can stall for long on a busy disk, so the writer does
+not do it in `write()`: once `flush_interval_s` of audio is written, `claim_sync()` says
+so and its owner runs `sync()` in a worker thread (`close()` syncs the finished file).
 What a kill -9 leaves is an unfinished file: a WAV whose RIFF and data sizes were never
 patched, or a FLAC whose STREAMINFO does not know its length. `repair` makes either
 readable again. A closed or repaired file is made read-only.
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -137,6 +140,16 @@ class RecordingWriter:
             )
         except (OSError, RuntimeError) as exc:
             raise MediaError(f"cannot create recording {self.path}: {exc}") from exc
+        # A second descriptor of the same file for fsync from another thread (fsync
+        # flushes the file, whichever descriptor wrote to it); the lock keeps close() and
+        # sync() apart.
+        self._sync_lock = threading.Lock()
+        self._sync_error: str | None = None
+        try:
+            self._sync_fd: int | None = os.open(self.path, os.O_RDONLY)
+        except OSError as exc:
+            self._file.close()
+            raise MediaError(f"cannot open recording {self.path} to sync: {exc}") from exc
 
     @property
     def frames_written(self) -> int:
@@ -157,22 +170,49 @@ class RecordingWriter:
         )
         if not expected_shape_ok:
             raise MediaError(f"frames of shape {frames.shape} for {self.channels} channel(s)")
+        if self._sync_error is not None:
+            raise MediaError(f"cannot sync recording {self.path}: {self._sync_error}")
         try:
             self._file.write(frames.astype(np.int16, copy=False))
             self._frames += len(frames)
             self._unflushed += len(frames)
-            if self._unflushed >= self._flush_every:
-                self._file.flush()
-                self._unflushed = 0
         except (OSError, RuntimeError) as exc:
             raise MediaError(f"cannot write recording {self.path}: {exc}") from exc
 
+    def claim_sync(self) -> bool:
+        """True, once, when `flush_interval_s` of audio has been written since the last
+        claim: the caller then runs `sync()` (in a worker thread)."""
+        if self._summary is not None or self._unflushed < self._flush_every:
+            return False
+        self._unflushed = 0
+        return True
+
+    def sync(self) -> None:
+        """fsync what has been written. Safe in another thread than `write()`; a no-op
+        after `close()`. A failure is kept and raised by the next `write()`."""
+        with self._sync_lock:
+            if self._sync_fd is None:
+                return
+            try:
+                os.fsync(self._sync_fd)
+            except OSError as exc:
+                self._sync_error = str(exc)
+
     def close(self) -> RecordingSummary:
-        """Finish the file, make it read-only and return its summary (idempotent)."""
+        """Finish and fsync the file, make it read-only and return its summary
+        (idempotent)."""
         if self._summary is not None:
             return self._summary
         try:
-            self._file.close()
+            with self._sync_lock:
+                sync_fd, self._sync_fd = self._sync_fd, None
+                try:
+                    self._file.close()
+                    if sync_fd is not None:
+                        os.fsync(sync_fd)
+                finally:
+                    if sync_fd is not None:
+                        os.close(sync_fd)
             os.chmod(self.path, READ_ONLY)
             self._summary = _summarise(
                 self.path, self._frames, self.channels, self.sample_rate, self.format

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -209,3 +210,54 @@ def test_disk_full_raises_media_error(tmp_path: Path, fmt: RecordingFormat) -> N
         timeout=60,
     )
     assert output.stdout.startswith("MediaError"), output.stdout + output.stderr
+
+
+def test_a_sync_is_claimed_once_per_second_of_audio(tmp_path: Path) -> None:
+    writer = RecordingWriter(tmp_path / "a.wav", channels=1)
+    writer.write(noise(0.5, seed=1))
+    assert not writer.claim_sync()
+    writer.write(noise(0.51, seed=2))
+    assert writer.claim_sync()
+    assert not writer.claim_sync()  # claimed: the next one needs another second
+    writer.write(noise(1.0, seed=3))
+    writer.close()
+    assert not writer.claim_sync()  # close() synced the finished file itself
+
+
+def test_sync_runs_in_another_thread_while_writing_and_is_a_no_op_after_close(
+    tmp_path: Path,
+) -> None:
+    writer = RecordingWriter(tmp_path / "a.wav", channels=1)
+    blocks = [noise(0.1, seed=i) for i in range(30)]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = []
+        for block in blocks:
+            writer.write(block)
+            if writer.claim_sync():
+                pending.append(pool.submit(writer.sync))
+        for future in pending:
+            future.result()
+        assert len(pending) == 3
+        summary = writer.close()
+        pool.submit(writer.sync).result()
+    audio, _ = soundfile.read(tmp_path / "a.wav", dtype="int16")
+    assert np.array_equal(audio, np.concatenate(blocks))
+    assert summary.frames == len(audio)
+
+
+def test_a_failed_sync_fails_the_next_write(tmp_path: Path) -> None:
+    writer = RecordingWriter(tmp_path / "a.wav", channels=1)
+    writer.write(noise(1.0, seed=1))
+    # fsync of a pipe fails (EINVAL), as an I/O error on the disk would.
+    read_end, write_end = os.pipe()
+    real_fd, writer._sync_fd = writer._sync_fd, read_end
+    try:
+        writer.sync()
+        with pytest.raises(MediaError, match="cannot sync recording"):
+            writer.write(noise(1.0, seed=1))
+    finally:
+        writer._sync_fd = real_fd
+        os.close(read_end)
+        os.close(write_end)
+    writer.close()
+    assert soundfile.info(str(tmp_path / "a.wav")).frames == RATE
