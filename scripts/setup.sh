@@ -7,10 +7,13 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
-APT_PACKAGES="sip-tester espeak-ng sox multimon-ng libsndfile1 python3-venv python3-dev chromium"
+# The list is shared with .ci/run.
+APT_PACKAGES="$(cat scripts/apt-packages.txt)"
 missing=""
 for p in $APT_PACKAGES; do
-  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+  # Installed, not merely known (a removed package keeps a "deinstall" status).
+  status="$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)"
+  [ "$status" = "install ok installed" ] || missing="$missing $p"
 done
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
