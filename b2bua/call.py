@@ -462,10 +462,7 @@ class Call:
         if self.state == CallState.ENDED:
             return
         log.warning("call %s: no ACK for 2xx, hanging up", self.call_id)
-        if self.dialog_b is not None and self.peer_b is not None:
-            self._send_bye(self.dialog_b, self.peer_b)
-        if self.dialog_a is not None:
-            self._send_bye(self.dialog_a, self.peer_a)
+        self._bye_both_legs()
         self._end(disposition="failed")
 
     def hang_up(self, reason: str | None = None) -> None:
@@ -476,10 +473,7 @@ class Call:
         if self.state != CallState.CONFIRMED:
             self.on_cancel()
             return
-        if self.dialog_a is not None:
-            self._send_bye(self.dialog_a, self.peer_a, reason=reason)
-        if self.dialog_b is not None and self.peer_b is not None:
-            self._send_bye(self.dialog_b, self.peer_b, reason=reason)
+        self._bye_both_legs(reason)
         self._end(disposition="answered")
 
     def on_hold(self) -> bool:
@@ -513,6 +507,12 @@ class Call:
             return self.peer_a
         assert self.peer_b is not None
         return self.peer_b
+
+    def _bye_both_legs(self, reason: str | None = None) -> None:
+        if self.dialog_a is not None:
+            self._send_bye(self.dialog_a, self.peer_a, reason=reason)
+        if self.dialog_b is not None and self.peer_b is not None:
+            self._send_bye(self.dialog_b, self.peer_b, reason=reason)
 
     def _send_bye(
         self,

@@ -290,26 +290,24 @@ def _rtp_ports(value: object) -> tuple[int, int]:
     return first, last
 
 
-def _timeout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"expected seconds (a number 1-3600), got {_show(value)}")
-    if not 1 <= value <= 3600:
-        raise _Invalid(f"expected seconds (a number 1-3600), got {value}")
+def _seconds(value: object, low: float, high: float, expected: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise _Invalid(f"expected {expected}, got {_show(value)}")
     return float(value)
+
+
+def _timeout(value: object) -> float:
+    return _seconds(value, 1, 3600, "seconds (a number 1-3600)")
 
 
 def _optional_timeout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _Invalid(f"expected seconds (0 for never, or 1-86400), got {_show(value)}")
-    if value != 0 and not 1 <= value <= 86400:
-        raise _Invalid(f"expected seconds (0 for never, or 1-86400), got {value}")
-    return float(value)
+    if value == 0 and not isinstance(value, bool):
+        return 0.0
+    return _seconds(value, 1, 86400, "seconds (0 for never, or 1-86400)")
 
 
 def _code_timeout(value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.5 <= value <= 10:
-        raise _Invalid(f"expected seconds between 0.5 and 10, got {_show(value)}")
-    return float(value)
+    return _seconds(value, 0.5, 10, "seconds between 0.5 and 10")
 
 
 def _boolean(value: object) -> bool:

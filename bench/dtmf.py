@@ -33,33 +33,14 @@ def callrec_digits(audio: Int16Array) -> str:
     return "".join(digits)
 
 
+def _raw_mono16(rate: int) -> list[str]:
+    """sox options for headerless 16-bit mono audio on a pipe."""
+    return ["-t", "raw", "-r", str(rate), "-e", "signed", "-b", "16", "-c", "1", "-"]
+
+
 def multimon_digits(audio: Int16Array) -> str:
     resample = subprocess.run(
-        [
-            "sox",
-            "-t",
-            "raw",
-            "-r",
-            str(SAMPLE_RATE),
-            "-e",
-            "signed",
-            "-b",
-            "16",
-            "-c",
-            "1",
-            "-",
-            "-t",
-            "raw",
-            "-r",
-            str(MULTIMON_RATE),
-            "-e",
-            "signed",
-            "-b",
-            "16",
-            "-c",
-            "1",
-            "-",
-        ],
+        ["sox", *_raw_mono16(SAMPLE_RATE), *_raw_mono16(MULTIMON_RATE)],
         input=audio.astype("<i2").tobytes(),
         capture_output=True,
         check=True,

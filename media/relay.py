@@ -351,6 +351,7 @@ class MediaSession:
         self.idle_timeout = idle_timeout
         self.on_idle = on_idle
         self._idle_reported = False
+        self._check_every: float | None = None  # how often to check for silence; open() sets it
         self._allocator = allocator
         self._legs = {name: _Leg(name) for name in LEGS}
         leg_a, leg_b = self._legs["a"], self._legs["b"]
@@ -413,7 +414,8 @@ class MediaSession:
         except BaseException:
             self.close()
             raise
-        if self._monitor_interval() is not None:
+        self._check_every = self._monitor_interval()
+        if self._check_every is not None:
             self._schedule_monitor()
 
     def _bind_pair(self, leg: _Leg) -> tuple[socket.socket, socket.socket]:
@@ -571,7 +573,7 @@ class MediaSession:
 
     def _idle(self, now: float) -> bool:
         """Both legs watched, neither on hold, and no RTP from either for idle_timeout."""
-        if self._idle_reported or not self.idle_timeout or self.on_idle is None:
+        if self._idle_reported or not self.idle_timeout:
             return False
         return all(
             leg.silence_watching
@@ -675,15 +677,14 @@ class MediaSession:
 
     def _schedule_monitor(self) -> None:
         assert self._loop is not None
-        interval = self._monitor_interval()
-        assert interval is not None
-        self._monitor = self._loop.call_later(interval, self._check_silence)
+        assert self._check_every is not None
+        self._monitor = self._loop.call_later(self._check_every, self._check_silence)
 
     def _check_silence(self) -> None:
         if self._closed:
             return
         now = monotonic()
-        report_after = self.silence_timeout if self.on_silence is not None else None
+        on_silence, on_idle = self.on_silence, self.on_idle
         for leg in self._legs.values():
             count = leg.rtp.packets_in
             if count != leg.silence_seen:
@@ -693,20 +694,21 @@ class MediaSession:
                 leg.silent = False
                 self._idle_reported = False
             elif (
-                report_after
+                on_silence is not None
+                and self.silence_timeout
                 and leg.silence_watching
                 and not leg.silent
-                and now - leg.silence_progress_at >= report_after
+                and now - leg.silence_progress_at >= self.silence_timeout
             ):
                 leg.silent = True
                 try:
-                    self.on_silence(leg.name)  # type: ignore[misc]
+                    on_silence(leg.name)
                 except Exception:
                     log.exception("on_silence callback failed for leg %s", leg.name)
-        if self._idle(now):
+        if on_idle is not None and self._idle(now):
             self._idle_reported = True
             try:
-                self.on_idle()  # type: ignore[misc]
+                on_idle()
             except Exception:
                 log.exception("on_idle callback failed")
         if not self._closed:  # the callback may have closed the session

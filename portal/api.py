@@ -39,6 +39,7 @@ from storage.database import StorageError
 from storage.models import (
     RECORDING_MODES,
     AuditEntry,
+    CallRecord,
     Device,
     ExportJob,
     Recording,
@@ -201,16 +202,23 @@ def recording_json(recording: Recording) -> dict[str, Any]:
     }
 
 
-def call_json(row: CallRow) -> dict[str, Any]:
-    call = row.call
+def _call_parties(call: CallRecord) -> dict[str, Any]:
+    """Who called whom, and when: shared by a call and a recording's call."""
     return {
-        "id": call.id,
-        "direction": call.direction,
         "caller": {"extension": call.caller_ext, "name": call.caller_name},
         "callee": {"extension": call.callee_ext, "name": call.callee_name},
         "started_at": format_timestamp(call.started_at),
         "answered_at": format_timestamp(call.answered_at),
         "ended_at": format_timestamp(call.ended_at),
+    }
+
+
+def call_json(row: CallRow) -> dict[str, Any]:
+    call = row.call
+    return {
+        "id": call.id,
+        "direction": call.direction,
+        **_call_parties(call),
         "duration_s": call.duration_s,
         "disposition": call.disposition,
         "recorded": bool(row.recordings) or call.recorded,
@@ -221,14 +229,7 @@ def call_json(row: CallRow) -> dict[str, Any]:
 def listing_json(listing: RecordingListing) -> dict[str, Any]:
     data = recording_json(listing.recording)
     call = listing.call
-    data["call"] = {
-        "id": call.id,
-        "caller": {"extension": call.caller_ext, "name": call.caller_name},
-        "callee": {"extension": call.callee_ext, "name": call.callee_name},
-        "started_at": format_timestamp(call.started_at),
-        "answered_at": format_timestamp(call.answered_at),
-        "ended_at": format_timestamp(call.ended_at),
-    }
+    data["call"] = {"id": call.id, **_call_parties(call)}
     return data
 
 

@@ -460,8 +460,12 @@ def _recording_from_row(row: sqlite3.Row) -> Recording:
     )
 
 
+# A call's columns in a join with recordings (alias `c`), named for `_call_from_prefixed_row`.
+_CALL_COLUMNS_ALIASED = ", ".join(f"c.{name} AS call_{name}" for name in ("id", *CALL_FIELDS))
+
+
 def _call_from_prefixed_row(row: sqlite3.Row) -> CallRecord:
-    """A call record from columns aliased `call_<name>` in a join."""
+    """A call record from the columns of `_CALL_COLUMNS_ALIASED`."""
     values = {name: row[f"call_{name}"] for name in ("id", *CALL_FIELDS)}
     return _call_from_row(values)
 
@@ -1096,10 +1100,9 @@ class Store:
             conditions.append("r.call_id = ?")
             params.append(call_id)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        call_columns = ", ".join(f"c.{name} AS call_{name}" for name in ("id", *CALL_FIELDS))
         async with self._read():
             rows = await self._all(
-                f"SELECT {_RECORDING_COLUMNS_R}, {call_columns} FROM recordings r"
+                f"SELECT {_RECORDING_COLUMNS_R}, {_CALL_COLUMNS_ALIASED} FROM recordings r"
                 f" JOIN calls c ON c.id = r.call_id{where}"
                 " ORDER BY r.started_at DESC, r.id DESC LIMIT ? OFFSET ?",
                 [*params, limit, offset],
@@ -1236,10 +1239,9 @@ class Store:
     async def export_listings(self, since: float, until: float) -> list[RecordingListing]:
         """Exportable recordings (complete or recovered) with since <= started_at < until,
         oldest first, with their calls."""
-        call_columns = ", ".join(f"c.{name} AS call_{name}" for name in ("id", *CALL_FIELDS))
         async with self._read():
             rows = await self._all(
-                f"SELECT {_RECORDING_COLUMNS_R}, {call_columns} FROM recordings r"
+                f"SELECT {_RECORDING_COLUMNS_R}, {_CALL_COLUMNS_ALIASED} FROM recordings r"
                 " JOIN calls c ON c.id = r.call_id"
                 " WHERE r.started_at >= ? AND r.started_at < ?"
                 " AND r.status IN ('complete', 'recovered')"

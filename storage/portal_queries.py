@@ -20,6 +20,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from storage.database import (
+    _CALL_COLUMNS_ALIASED,
     _RECORDING_COLUMNS_R,
     CALL_FIELDS,
     StorageError,
@@ -32,7 +33,6 @@ from storage.database import (
 from storage.models import CallRecord, Recording, RecordingListing, User
 
 _CALL_COLUMNS_C = ", ".join(f"c.{name}" for name in ("id", *CALL_FIELDS))
-_CALL_ALIASED = ", ".join(f"c.{name} AS call_{name}" for name in ("id", *CALL_FIELDS))
 # SQLite integers are signed 64-bit; a larger id in a URL can name nothing.
 MAX_ROW_ID = 2**63 - 1
 
@@ -181,7 +181,7 @@ class PortalRepository:
         store = self.store
         async with store._read():
             row = await store._one(
-                f"SELECT {_RECORDING_COLUMNS_R}, {_CALL_ALIASED} FROM recordings r"
+                f"SELECT {_RECORDING_COLUMNS_R}, {_CALL_COLUMNS_ALIASED} FROM recordings r"
                 f" JOIN calls c ON c.id = r.call_id WHERE r.id = ?{scope}",
                 [recording_id, *params],
             )
@@ -214,7 +214,7 @@ class PortalRepository:
                 params,
             )
             rows = await store._all(
-                f"SELECT {_RECORDING_COLUMNS_R}, {_CALL_ALIASED} FROM recordings r"
+                f"SELECT {_RECORDING_COLUMNS_R}, {_CALL_COLUMNS_ALIASED} FROM recordings r"
                 f" JOIN calls c ON c.id = r.call_id{where}"
                 " ORDER BY r.started_at DESC, r.id DESC LIMIT ? OFFSET ?",
                 [*params, limit, offset],
