@@ -3,30 +3,35 @@ from setuptools import find_packages, setup
 
 setup(
     name="callrec",
-    version="0.1.0",
+    version="0.2.0",
     description="Call-recording SIP proxy (B2BUA) with RTP relay, recorder and portal",
     python_requires=">=3.11",
-    packages=find_packages(include=["b2bua*", "media*", "dtmf*", "storage*", "portal*"]),
+    packages=find_packages(
+        include=["callrec*", "b2bua*", "media*", "dtmf*", "storage*", "portal*"]
+    ),
     package_data={"media": ["prompts/*.wav"], "portal": ["templates/*", "static/*"]},
     install_requires=[
         "numpy>=1.26",
         "soundfile>=0.12",
         "aiosqlite>=0.19",
-        "pjsua2-python>=2.15",
         "aiohttp>=3.9",
         "jinja2>=3.1",
         "argon2-cffi>=23.1",
     ],
     extras_require={
+        # The tester's softphone (`callrec phone`); the proxy itself never loads pjsua2.
+        "phone": ["pjsua2-python>=2.15"],
         "test": [
             "pytest>=8",
             "pytest-asyncio>=0.23",
             "pytest-timeout>=2.3",
+            "hypothesis>=6",
             "ruff",
             "mypy",
+            "import-linter>=2",
             "aiosmtpd>=1.4",
             "playwright>=1.40",
         ],
     },
-    entry_points={"console_scripts": ["callrec=b2bua.cli:main"]},
+    entry_points={"console_scripts": ["callrec=callrec.cli:main"]},
 )

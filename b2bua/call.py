@@ -31,8 +31,7 @@ from b2bua.message import (
 )
 from b2bua.peer import Peer
 from b2bua.sdp import SdpError, parse_sdp, prefer_codecs, rewrite_sdp
-from media.relay import MediaSession
-from media.rtp import MediaError
+from b2bua.services import MediaLeg
 
 log = logging.getLogger("callrec.call")
 
@@ -153,7 +152,7 @@ class Call:
     direction: str
     caller: Party
     callee: Party
-    media: MediaSession | None = None
+    media: MediaLeg | None = None
     state: CallState = CallState.SETUP
     a_tag: str = field(default_factory=generate_tag)
     b_call_id: str = field(default_factory=generate_call_id)
@@ -557,7 +556,7 @@ class Call:
                     port = 0
                 try:
                     self.media.set_remote(learn_from, host, port, relatch=True)
-                except MediaError as exc:
+                except ValueError as exc:
                     log.warning("call %s: leg %s media address: %s", self.call_id, learn_from, exc)
                 ports.append(self.media.local_port(leg))
             else:

@@ -1,24 +1,22 @@
-"""The callrec process: SIP transports, transaction layer, registrar and calls in asyncio.
+"""The SIP side of callrec: transports, transaction layer, registrar and calls in asyncio.
 
 `B2bua` is the glue between the sans-IO cores (message, transaction, dialog, digest,
-registrar, call) and the outside world (sockets, the store, timers). `serve(config)`
-runs it until SIGINT/SIGTERM.
+registrar, call) and the outside world: sockets, timers, and, through the Protocols of
+`b2bua.services`, the directory (users, registrations, CDRs), the media relay and the
+recorder. The application (`callrec.app`) builds and wires it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets
-import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from b2bua.call import Call, CallState, Party, ResponseHandler, Target, trunk_target
-from b2bua.config import Config
 from b2bua.digest import Credentials as DigestCredentials
 from b2bua.digest import DigestChallenger, DigestError, parse_auth_header
 from b2bua.message import (
@@ -34,9 +32,16 @@ from b2bua.message import (
     parse_message,
 )
 from b2bua.peer import Peer
-from b2bua.recordings import RecordingManager
 from b2bua.registrar import Binding, Registrar, Remove, RemoveAll, Upsert, format_received
 from b2bua.registrar import parse_received as parse_received_peer
+from b2bua.services import (
+    CallObserver,
+    Directory,
+    MediaFactory,
+    MediaUnavailable,
+    NoObserver,
+    Subscriber,
+)
 from b2bua.transaction import (
     RequestReceived,
     ResponseReceived,
@@ -44,14 +49,7 @@ from b2bua.transaction import (
     TransactionLayer,
     TransactionTimeout,
 )
-from media.ports import PortAllocator
-from media.relay import MediaSession
-from media.rtp import MediaError
-from portal.app import start_portal
-from storage.database import StorageError, Store
-from storage.export import fail_interrupted_exports, wait_for_exports
-from storage.models import User
-from storage.retention import RetentionTask
+from callrec.config import Config
 
 log = logging.getLogger("callrec.server")
 
@@ -74,9 +72,16 @@ class Counters:
 class B2bua:
     """The SIP side of callrec: one instance per process."""
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Directory,
+        media: MediaFactory,
+        observer: CallObserver | None = None,
+    ) -> None:
         self.config = config
         self.store = store
+        self.media = media
         self.host, self.port = config.sip.listen.host, config.sip.listen.port
         self.transport: Any = None
         self.transactions = TransactionLayer()
@@ -84,7 +89,6 @@ class B2bua:
             config.sip.realm, secrets.token_bytes(32), algorithms=config.sip.digest_algorithms
         )
         self.registrar = Registrar()
-        self.ports = PortAllocator(config.media.rtp_port_first, config.media.rtp_port_last)
         trunk = config.trunk
         self.trunk_peer = Peer(trunk.host, trunk.port, trunk.transport)
         # The trunk is its URI's host:port; `trusted` adds whole hosts (any port).
@@ -95,7 +99,7 @@ class B2bua:
         self.invite_calls: dict[str, Call] = {}
         self.handlers: dict[tuple[str, str], ResponseHandler] = {}
         self.counters = Counters()
-        self.recordings = RecordingManager(config, store)
+        self.recordings: CallObserver = observer if observer is not None else NoObserver()
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cdr_chains: dict[int, asyncio.Task[Any]] = {}
@@ -109,7 +113,6 @@ class B2bua:
         self.transport = SipTransport(self.host, self.port, self.on_data)
         await self.transport.start()
         self.port = self.transport.port
-        self.recordings.start()
         self.spawn(self._housekeeping())
         log.info("listening for SIP on %s:%d (udp, tcp)", self.host, self.port)
 
@@ -120,7 +123,7 @@ class B2bua:
                 purged = await self.store.purge_expired_bindings(time.time())
                 if purged:
                     log.info("%d expired registration(s) removed", purged)
-            except StorageError as exc:
+            except Exception as exc:  # a directory failure must not end housekeeping
                 log.error("cannot purge registrations: %s", exc)
             for _ in range(HOUSEKEEPING_INTERVAL_S):
                 if self._stopping:
@@ -132,7 +135,6 @@ class B2bua:
         for call in list(self.calls):
             call.hang_up()
         await asyncio.sleep(0.1)
-        await self.recordings.stop()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=5)
         if self.transport is not None:
@@ -239,12 +241,12 @@ class B2bua:
 
     def via(self, peer: Peer) -> str:
         return (
-            f"SIP/2.0/{peer.transport.upper()} {self._hostport()};branch={generate_branch()};rport"
+            f"SIP/2.0/{peer.transport.upper()} {self.hostport()};branch={generate_branch()};rport"
         )
 
     def contact(self, peer: Peer) -> str:
         transport = ";transport=tcp" if peer.transport == "tcp" else ""
-        return f"<sip:callrec@{self._hostport()}{transport}>"
+        return f"<sip:callrec@{self.hostport()}{transport}>"
 
     def media_address(self) -> str:
         return self.config.media.address
@@ -284,7 +286,7 @@ class B2bua:
                 return
             try:
                 await action(call.cdr_id)
-            except StorageError as exc:
+            except Exception as exc:  # the call goes on without its CDR update
                 log.error("call %s: CDR update failed: %s", call.call_id, exc)
 
         task = self.spawn(run())
@@ -297,7 +299,7 @@ class B2bua:
             )
         )
 
-    def _hostport(self) -> str:
+    def hostport(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
@@ -330,7 +332,7 @@ class B2bua:
         elif method == "OPTIONS":
             self._answer_options(request)
         elif method == "REGISTER":
-            self.spawn(self._on_register(request, peer))
+            self.spawn(self._unless_directory_fails(request, self._on_register(request, peer)))
         elif method == "INVITE":
             self._on_invite(request, peer)
         elif method == "BYE":
@@ -401,7 +403,7 @@ class B2bua:
 
     async def _credentials_for(
         self, request: SipRequest, header: str
-    ) -> tuple[User, DigestCredentials] | None:
+    ) -> tuple[Subscriber, DigestCredentials] | None:
         value = request.headers.get(header)
         if value is None:
             return None
@@ -465,11 +467,33 @@ class B2bua:
         )
         self.spawn(self._setup_call(request, peer, from_trunk))
 
-    async def _setup_call(self, request: SipRequest, peer: Peer, from_trunk: bool) -> None:
+    async def _unless_directory_fails(self, request: SipRequest, work: Awaitable[None]) -> None:
+        """Run `work`; if the directory fails under it, answer 503 instead of nothing."""
+        try:
+            await work
+        except Exception:
+            log.exception(
+                "%s %s: the directory failed", request.method, request.headers.get("Call-ID")
+            )
+            response = make_response(request, 503, "Service Unavailable", to_tag=generate_tag())
+            response.headers.set("Retry-After", "5")
+            self.send_response(response)
+
+    async def _route(
+        self, request: SipRequest, peer: Peer, from_trunk: bool
+    ) -> tuple[str, Party, Party, list[Target], Subscriber] | None:
         if from_trunk:
-            prepared = await self._route_inbound(request)
-        else:
-            prepared = await self._route_outbound(request, peer)
+            return await self._route_inbound(request)
+        return await self._route_outbound(request, peer)
+
+    async def _setup_call(self, request: SipRequest, peer: Peer, from_trunk: bool) -> None:
+        prepared: tuple[str, Party, Party, list[Target], Subscriber] | None = None
+
+        async def route() -> None:
+            nonlocal prepared
+            prepared = await self._route(request, peer, from_trunk)
+
+        await self._unless_directory_fails(request, route())
         if prepared is None:
             return
         direction, caller, callee, targets, owner = prepared
@@ -483,20 +507,16 @@ class B2bua:
         self.calls.add(call)
         self.counters.calls += 1
         try:
-            call.media = await MediaSession.create(
-                self.ports,
-                self.config.media.address,
-                silence_timeout=self.config.media.rtp_timeout,
+            call.media = await self.media.open(
                 on_silence=lambda leg: log.warning(
                     "call %s: no RTP on leg %s for %.0f s",
                     call.call_id,
                     leg,
                     self.config.media.rtp_timeout,
                 ),
-                idle_timeout=self.config.media.hangup_after_silence or None,
                 on_idle=lambda: self._media_idle(call),
             )
-        except (MediaError, OSError) as exc:
+        except MediaUnavailable as exc:
             log.error("call %s: no media ports: %s", call.call_id, exc)
             self.send_response(make_response(request, 503, "No Media Ports", to_tag=call.a_tag))
             self.call_ended(call)
@@ -513,7 +533,7 @@ class B2bua:
                 leg_a_call_id=call.call_id,
                 leg_b_call_id=call.b_call_id,
             )
-        except StorageError as exc:
+        except Exception as exc:  # the call goes on without a CDR
             log.error("call %s: CDR not created: %s", call.call_id, exc)
         if call.cancelled:
             return
@@ -532,7 +552,7 @@ class B2bua:
 
     async def _route_outbound(
         self, request: SipRequest, peer: Peer
-    ) -> tuple[str, Party, Party, list[Target], User] | None:
+    ) -> tuple[str, Party, Party, list[Target], Subscriber] | None:
         credentials = await self._credentials_for(request, "Proxy-Authorization")
         result = self.challenger.verify(
             request, time.time(), lambda _u: credentials[1] if credentials else None
@@ -550,7 +570,7 @@ class B2bua:
 
     async def _route_inbound(
         self, request: SipRequest
-    ) -> tuple[str, Party, Party, list[Target], User] | None:
+    ) -> tuple[str, Party, Party, list[Target], Subscriber] | None:
         dialed = _user_part(request.uri) or _user_part(
             NameAddr.parse(request.headers.get("To") or "").uri
         )
@@ -625,39 +645,3 @@ def _reason_phrase(reason: str) -> str:
 
 def format_binding_peer(peer: Peer) -> str:
     return format_received(peer)
-
-
-async def serve(config: Config, *, ready: Callable[[B2bua], None] | None = None) -> None:
-    """Run callrec until SIGINT or SIGTERM."""
-    logging.basicConfig(
-        level=os.environ.get("CALLREC_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
-    store = await Store.open(config.storage.db_path)
-    b2bua = B2bua(config, store)
-    await b2bua.recordings.refresh_settings()
-    recovered = await b2bua.recordings.recover()
-    if recovered:
-        log.warning("repaired %d recording(s) left unfinished by a crash", recovered)
-    await fail_interrupted_exports(store, time.time())
-    retention = RetentionTask(store, config.storage.dir)
-    await b2bua.start()
-    retention.start()
-    portal = await start_portal(config, store)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    print(
-        f"callrec serving SIP on {b2bua._hostport()} (udp, tcp), portal on {portal.url}",
-        flush=True,
-    )
-    if ready is not None:
-        ready(b2bua)
-    await stop.wait()
-    log.info("shutting down")
-    await portal.stop()
-    await b2bua.stop()
-    await retention.stop()
-    await wait_for_exports(30)
-    await store.close()

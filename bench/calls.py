@@ -50,9 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from tests.e2e.harness import CallrecServer, free_port, make_server
-from tests.e2e.rtp_counter import RtpCounter, count_pcap_rtp_packets
-from tests.e2e.sipp_runner import G711A_PCAP, environment_ok, scenario_path
+from testkit.harness import CallrecServer, free_port, make_server
+from testkit.rtp_counter import RtpCounter, count_pcap_rtp_packets
+from testkit.sipp_runner import G711A_PCAP, environment_ok, scenario_path
 
 PHONE_EXTENSION = "201"
 PHONE_PASSWORD = "bench-201"

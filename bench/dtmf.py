@@ -19,7 +19,7 @@ import time
 import numpy as np
 
 from dtmf.inband import InbandDetector
-from tests.dtmf.signals import BATTERY, SAMPLE_RATE, Condition, Int16Array, render, speech
+from testkit.signals import BATTERY, SAMPLE_RATE, Condition, Int16Array, render, speech
 
 MULTIMON_RATE = 22050
 

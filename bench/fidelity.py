@@ -74,8 +74,8 @@ from b2bua.message import (
 )
 from b2bua.sdp import parse_sdp
 from media import g711
-from tests.e2e.audio import lag_between
-from tests.e2e.harness import HOST, CallrecServer, make_server
+from testkit.audio import lag_between
+from testkit.harness import HOST, CallrecServer, make_server
 
 RATE = 8000
 PACKET_SAMPLES = 160

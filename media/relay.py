@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from media.announce import FRAME_SECONDS, INJECTABLE_CODECS, Injection, StreamContinuity
 from media.ports import PortAllocator
-from media.rtp import MediaError, is_rtcp, rtp_header_valid
+from media.rtp import BadMediaAddress, MediaError, is_rtcp, rtp_header_valid
 
 __all__ = ["LEGS", "LegStats", "MediaSession", "MediaTap"]
 
@@ -307,7 +307,7 @@ def _parse_host(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
         return ipaddress.ip_address(host)
     except ValueError:
         # Resolving a name here would block the event loop; SDP carries literals anyway.
-        raise MediaError(f"media address {host!r} is not an IP literal") from None
+        raise BadMediaAddress(f"media address {host!r} is not an IP literal") from None
 
 
 class MediaSession:
@@ -476,9 +476,11 @@ class MediaSession:
         else:
             address = _parse_host(host)
             if (address.version == 6) != (self.family == socket.AF_INET6):
-                raise MediaError(f"remote media address {host} is not in the family of {self.host}")
+                raise BadMediaAddress(
+                    f"remote media address {host} is not in the family of {self.host}"
+                )
             if not 0 < port < 65536 or (rtcp_port is not None and not 0 < rtcp_port < 65536):
-                raise MediaError(f"bad remote media port {port}/{rtcp_port}")
+                raise BadMediaAddress(f"bad remote media port {port}/{rtcp_port}")
             state.on_hold = False
             state.rtp.sdp_address = (str(address), port)
             state.rtcp.sdp_address = (

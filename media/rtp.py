@@ -28,6 +28,10 @@ class MediaError(Exception):
     """A media-layer failure: a malformed packet, no free port, a socket that cannot bind."""
 
 
+class BadMediaAddress(MediaError, ValueError):
+    """A remote media address or port (from SDP) that cannot be used."""
+
+
 @dataclass
 class RtpPacket:
     """One RTP packet; `serialize(parse(data)) == data` for every packet `parse` accepts.

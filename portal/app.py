@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from b2bua.config import Config
+from callrec.config import Config
 from portal import api, pages
 from portal.auth import (
     CSRF_HEADER,

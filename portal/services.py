@@ -1,8 +1,8 @@
 """What the portal needs from the rest of callrec, injected by whoever starts it.
 
 `PortalServices.from_config(config, store)` wires the defaults: exports through
-`storage.export` (ordered in the background, mailed as a signed link), retention checked
-by `storage.retention.validate_retention_days`. Tests may build one by hand.
+`callrec.services.export` (ordered in the background, mailed as a signed link), retention checked
+by `callrec.services.retention.validate_retention_days`. Tests may build one by hand.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Protocol
 
 from argon2 import PasswordHasher
 
-from b2bua.config import Config
+from callrec.config import Config
 from storage.database import StorageError, Store
 
 
@@ -55,7 +55,7 @@ class PortalServices:
     @classmethod
     def from_config(cls, config: Config, store: Store | None = None) -> PortalServices:
         """Defaults from `[storage]`, `[retention]` and `[recording]`; with `store`, the
-        export hooks of `storage.export` too."""
+        export hooks of `callrec.services.export` too."""
         announcement = config.recording.announcement
         if announcement not in ("default", "beep", "none"):
             # A custom prompt file plays like the default one as far as the portal cares.
@@ -68,7 +68,7 @@ class PortalServices:
             default_announcement=announcement,
             default_channels=config.recording.channels,
         )
-        from storage.retention import validate_retention_days
+        from callrec.services.retention import validate_retention_days
 
         services.validate_retention_days = validate_retention_days
         if store is not None:
@@ -77,8 +77,8 @@ class PortalServices:
 
 
 def export_hooks(config: Config, store: Store) -> tuple[RequestExport, VerifyExportLink]:
-    """`request_export` and `verify_export_link` backed by `storage.export`."""
-    from storage import export
+    """`request_export` and `verify_export_link` backed by `callrec.services.export`."""
+    from callrec.services import export
 
     async def request(
         month: str, requested_by: str, *, email: str | None, address: str | None

@@ -24,5 +24,5 @@ if [ ! -x venv/bin/python ]; then
   "$PY" -m venv venv
 fi
 venv/bin/python -m pip install -q --upgrade pip
-venv/bin/python -m pip install -q -e '.[test]'
+venv/bin/python -m pip install -q -e '.[test,phone]'
 echo "callrec installed: $(venv/bin/callrec --version 2>/dev/null || echo venv/bin/callrec)"

@@ -34,7 +34,6 @@ import aiosqlite
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from b2bua.passwords import ha1_pair
 from storage.models import (
     CALL_DIRECTIONS,
     CALL_DISPOSITIONS,
@@ -52,6 +51,7 @@ from storage.models import (
     Registration,
     User,
 )
+from storage.passwords import ha1_pair
 
 __all__ = [
     "MIGRATIONS",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dtmf.inband import COLUMN_FREQUENCIES, ROW_FREQUENCIES, InbandDetector, dbm0_to_peak
-from tests.dtmf.signals import (
+from testkit.signals import (
     BATTERY,
     SAMPLE_RATE,
     Condition,

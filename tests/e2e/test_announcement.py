@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from b2bua.phone import PhoneProcess
+from callrec_phone.phone import PhoneProcess
 from media.announce import load_announcement
 from media.rtp import RtpPacket
-from tests.e2e.audio import peak_correlation, tone_wav
-from tests.e2e.harness import CallrecServer, free_port, make_server
-from tests.e2e.rtp_counter import RtpCounter
+from testkit.audio import peak_correlation, tone_wav
+from testkit.harness import CallrecServer, free_port, make_server
+from testkit.rtp_counter import RtpCounter
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from b2bua.phone import PhoneProcess
-from tests.e2e.audio import chirp, peak_correlation, rms
-from tests.e2e.harness import CallrecServer, make_server
+from callrec_phone.phone import PhoneProcess
+from testkit.audio import chirp, peak_correlation, rms
+from testkit.harness import CallrecServer, make_server
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import HOST, CallrecServer, free_port, make_server, sip_options
-from tests.e2e.rtp_counter import RtpCounter, count_pcap_rtp_packets
+from testkit.harness import HOST, CallrecServer, free_port, make_server, sip_options
+from testkit.rtp_counter import RtpCounter, count_pcap_rtp_packets
 
 PCAP = "/usr/share/sip-tester/g711a.pcap"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.harness import CallrecServer, make_server
+from testkit.harness import CallrecServer, make_server
 
 pytestmark = pytest.mark.e2e
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from b2bua.phone import PhoneProcess
-from tests.e2e.harness import CallrecServer, make_server
-from tests.e2e.sipp_runner import SippProcess, write_rtp_pcap
+from callrec_phone.phone import PhoneProcess
+from testkit.harness import CallrecServer, make_server
+from testkit.sipp_runner import SippProcess, write_rtp_pcap
 
 pytestmark = pytest.mark.e2e
 

@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 import pytest
 
-from b2bua.phone import PhoneProcess, PhoneResult
-from tests.e2e.audio import tone_wav
-from tests.e2e.harness import HOST, TRUNK_NUMBER, CallrecServer, free_port, make_server
+from callrec_phone.phone import PhoneProcess, PhoneResult
+from testkit.audio import tone_wav
+from testkit.harness import HOST, TRUNK_NUMBER, CallrecServer, free_port, make_server
 from tests.portal.chromium import DOCS, chromium_page, fill_login_form, requires_chromium
 from tests.portal.conftest import login, new_session
 

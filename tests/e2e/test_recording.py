@@ -39,10 +39,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from b2bua.phone import PhoneProcess
+from callrec_phone.phone import PhoneProcess
 from media import g711
 from media.rtp import MediaError, RtpPacket
-from tests.e2e.audio import (
+from testkit.audio import (
     RATE,
     Int16Array,
     best_correlation,
@@ -50,9 +50,9 @@ from tests.e2e.audio import (
     lag_between,
     rms,
 )
-from tests.e2e.harness import CallrecServer, make_server
-from tests.e2e.rtp_counter import PACKET_IGNORE_OUTGOING, PACKET_OUTGOING, SOL_PACKET
-from tests.e2e.sipp_runner import G711A_PCAP, environment_ok, write_rtp_pcap
+from testkit.harness import CallrecServer, make_server
+from testkit.rtp_counter import PACKET_IGNORE_OUTGOING, PACKET_OUTGOING, SOL_PACKET
+from testkit.sipp_runner import G711A_PCAP, environment_ok, write_rtp_pcap
 
 pytestmark = [
     pytest.mark.e2e,

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from b2bua.message import SipParseError, SipRequest, parse_message
-from tests.e2e.harness import HOST, CallrecServer, make_server, sip_options
+from testkit.harness import HOST, CallrecServer, make_server, sip_options
 
 DATA = Path(__file__).parent.parent / "data" / "sip" / "rfc4475"
 MESSAGES = sorted(DATA.glob("*/*.sip"))

@@ -1,6 +1,6 @@
 """Tests of the test tools themselves, without callrec in the middle.
 
-SIPp UAC against SIPp UAS, and `callrec phone` (b2bua.phone) against `callrec phone` or
+SIPp UAC against SIPp UAS, and `callrec phone` (callrec_phone.phone) against `callrec phone` or
 SIPp, all on 127.0.0.1. Each phone runs in its own process (one pjsua2 Endpoint per
 process). RTP is counted on `lo` with an AF_PACKET socket, which needs root.
 """
@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import soundfile
 
-from b2bua.phone import PhoneProcess, PhoneResult, parse_options, split_host_port
-from tests.e2e.audio import tone_wav
-from tests.e2e.harness import phone_answer_args, phone_dial_args
-from tests.e2e.rtp_counter import RtpCounter, count_pcap_rtp_packets, udp_ports
-from tests.e2e.sipp_runner import (
+from callrec_phone.phone import PhoneProcess, PhoneResult, parse_options, split_host_port
+from testkit.audio import tone_wav
+from testkit.harness import phone_answer_args, phone_dial_args
+from testkit.rtp_counter import RtpCounter, count_pcap_rtp_packets, udp_ports
+from testkit.sipp_runner import (
     DTMF_ONE_PCAP,
     DTMF_STAR_PCAP,
     G711A_PCAP,

@@ -571,9 +571,9 @@ async def test_start_portal_from_config_and_signed_export_link(tmp_path: Path) -
     import time
     import zipfile
 
-    from b2bua.config import load_config
+    from callrec.config import load_config
+    from callrec.services import export
     from portal.app import start_portal
-    from storage import export
     from storage.database import Store
 
     with socket.socket() as probe:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from b2bua.config import Config, load_config
+from callrec.config import Config, load_config
 from storage.database import Store
 
 DAY = 86400.0

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from b2bua.passwords import ha1
 from storage.database import MIGRATIONS, StorageError, Store, device_username
 from storage.models import format_timestamp
+from storage.passwords import ha1
 
 
 @pytest.fixture

@@ -6,14 +6,14 @@ work directory: the statistics CSV (``-trace_stat``), the final screens
 (``-trace_screen``), unexpected messages (``-trace_err``), optionally every SIP message
 (``-trace_msg``) and each call's response time, INVITE to 200 (``-trace_rtt``).
 
-The scenarios live in ``tests/e2e/sipp/``. The command lines this module builds, on
+The scenarios live in ``testkit/sipp/``. The command lines this module builds, on
 loopback, are (ports are examples; ``-nostdin`` and the trace options are always added)::
 
     # the trunk: answers, echoes RTP, waits for the BYE
-    sipp -sf tests/e2e/sipp/uas_echo.xml -i 127.0.0.1 -p 5080 -mi 127.0.0.1 -mp 16000 \\
+    sipp -sf testkit/sipp/uas_echo.xml -i 127.0.0.1 -p 5080 -mi 127.0.0.1 -mp 16000 \\
          -rtp_echo -m 1 -timeout 30s -timeout_error
     # a phone: INVITE (answers a 407 with -au/-ap), plays g711a.pcap, BYE after -d ms
-    sipp -sf tests/e2e/sipp/uac_auth_pcap.xml 127.0.0.1:5060 -i 127.0.0.1 -p 5070 \\
+    sipp -sf testkit/sipp/uac_auth_pcap.xml 127.0.0.1:5060 -i 127.0.0.1 -p 5070 \\
          -mi 127.0.0.1 -mp 16100 -s 300 -key caller 201 -au 201 -ap secret \\
          -key pcap /usr/share/sip-tester/g711a.pcap -d 7500 -m 1 -r 10 -l 20 \\
          -timeout 30s -timeout_error
@@ -75,7 +75,7 @@ EXIT_NO_CALL_PROCESSED = 99
 
 
 def scenario_path(name: str) -> Path:
-    """Absolute path of a scenario in tests/e2e/sipp/ (``"uas_echo"`` or ``"uas_echo.xml"``)."""
+    """Absolute path of a scenario in testkit/sipp/ (``"uas_echo"`` or ``"uas_echo.xml"``)."""
     path = SCENARIO_DIR / (name if name.endswith(".xml") else f"{name}.xml")
     if not path.is_file():
         raise FileNotFoundError(f"no SIPp scenario {path}")

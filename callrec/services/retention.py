@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from b2bua.config import Config
+from callrec.config import Config
 from storage.database import StorageError, Store
 from storage.models import Recording
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from b2bua.config import ConfigError, HostPort, load_config, parse_host_port
+from callrec.config import ConfigError, HostPort, load_config, parse_host_port
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import getpass
 import importlib
+import importlib.util
 import json
 import sys
 import time
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from b2bua.config import Config, ConfigError, load_config
+from callrec.config import Config, ConfigError, load_config
 from storage.database import StorageError, Store
 from storage.models import (
     RECORDING_MODES,
@@ -336,7 +337,7 @@ def _cli_actor() -> str:
 
 
 async def _export_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
-    from storage.export import build_export
+    from callrec.services.export import build_export
 
     async def work(store: Store) -> None:
         job = await build_export(
@@ -354,7 +355,7 @@ async def _export_command(args: argparse.Namespace, config: Config, out: TextIO)
 
 
 async def _purge_command(config: Config, out: TextIO) -> None:
-    from storage.retention import purge_expired
+    from callrec.services.retention import purge_expired
 
     async def work(store: Store) -> None:
         report = await purge_expired(store, config.storage.dir, time.time())
@@ -383,7 +384,7 @@ async def _admin_command(args: argparse.Namespace, config: Config, out: TextIO) 
 
 
 async def _settings_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
-    from storage.retention import set_retention_days
+    from callrec.services.retention import set_retention_days
 
     async def work(store: Store) -> None:
         days = await set_retention_days(store, args.value, actor=_cli_actor())
@@ -393,26 +394,43 @@ async def _settings_command(args: argparse.Namespace, config: Config, out: TextI
 
 
 class _ServerUnavailable(Exception):
-    """b2bua.server (or something it needs) is missing."""
+    """callrec.app (or something it needs) is missing."""
 
 
 def _serve(config: Config) -> None:
     # Imported late: the server pulls in the whole stack, the admin commands need none.
     try:
-        server: Any = importlib.import_module("b2bua.server")
+        server: Any = importlib.import_module("callrec.app")
     except ImportError as exc:
         raise _ServerUnavailable(f"the server cannot be loaded: {exc}") from exc
     asyncio.run(server.serve(config))
+
+
+PHONE_INSTALL_HINT = (
+    "callrec: `callrec phone` needs the softphone extra (pjsua2): "
+    "pip install 'callrec[phone]' (scripts/setup.sh installs it)"
+)
+
+
+def _phone(arguments: list[str]) -> int:
+    """`callrec phone ...`: the tester's softphone, a separate package with its own parser."""
+    try:
+        phone: Any = importlib.import_module("callrec_phone.phone")
+    except ImportError:
+        print(PHONE_INSTALL_HINT, file=sys.stderr)
+        return EXIT_FAILURE
+    if importlib.util.find_spec("pjsua2") is None and not {"-h", "--help"} & set(arguments):
+        print(PHONE_INSTALL_HINT, file=sys.stderr)
+        return EXIT_FAILURE
+    code: int = phone.run_phone(arguments)
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `callrec` console script; returns the exit code."""
     arguments = sys.argv[1:] if argv is None else argv
     if arguments[:1] == ["phone"]:
-        # The softphone has its own parser; pjsua2 is loaded only for it.
-        from b2bua.phone import run_phone
-
-        return run_phone(arguments[1:])
+        return _phone(arguments[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(arguments)

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from b2bua.config import Config
+from callrec.config import Config
+from callrec.services.export import ExportService, request_export, wait_for_exports
+from callrec.services.mailer import Mail, MailError, send_mail
+from callrec.services.retention import set_retention_days
 from storage.database import Store
-from storage.export import ExportService, request_export, wait_for_exports
-from storage.mailer import Mail, MailError, send_mail
-from storage.retention import set_retention_days
 from tests.storage.recording_factory import file_recording, make_config
 
 

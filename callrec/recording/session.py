@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from b2bua.config import RecordingConfig
 from b2bua.sdp import SdpError, parse_sdp
+from callrec.config import RecordingConfig
 from dtmf.events import DigitEvent, DtmfError
 from dtmf.swallow import FeatureCodeSwallower
 from dtmf.watcher import FeatureCodeWatcher

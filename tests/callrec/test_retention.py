@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from b2bua.config import Config
-from storage.database import StorageError, Store
-from storage.retention import (
+from callrec.config import Config
+from callrec.services.retention import (
     RETENTION_CHOICES,
     InvalidRequest,
     RetentionTask,
@@ -22,6 +21,7 @@ from storage.retention import (
     set_retention_days,
     validate_retention_days,
 )
+from storage.database import StorageError, Store
 from tests.storage.recording_factory import DAY, file_recording, make_config
 
 T0 = 1_700_000_000.0  # 2023-11-14, the fake clock's epoch

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
-from b2bua.config import SmtpConfig
+from callrec.config import SmtpConfig
 from storage.database import StorageError
 
 __all__ = ["Mail", "MailError", "compose", "export_failed_mail", "export_ready_mail", "send_mail"]

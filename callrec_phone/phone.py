@@ -36,8 +36,8 @@ chooses the preferred one) is offered, at 8 kHz, without VAD, so a call sends 50
 packets per second even in silence. ``--record-heard`` writes 8 kHz mono 16-bit WAV
 (``OUT.wav``, then ``OUT-2.wav``... for further calls).
 
-The entry point is :func:`run_phone` (``b2bua.cli`` calls ``run_phone(argv)`` for
-``callrec phone ...``; ``python -m b2bua.phone ...`` is the same). pjsua2 allows one
+The entry point is :func:`run_phone` (``callrec.cli`` calls ``run_phone(argv)`` for
+``callrec phone ...``; ``python -m callrec_phone.phone ...`` is the same). pjsua2 allows one
 Endpoint per process and four calls per Endpoint, so run each phone in its own process:
 :class:`PhoneProcess` does that and collects the events.
 """
@@ -884,7 +884,7 @@ class PhoneProcess:
         import tempfile
         import threading
 
-        base = list(command) if command else [sys.executable, "-m", "b2bua.phone"]
+        base = list(command) if command else [sys.executable, "-m", "callrec_phone.phone"]
         self.argv = [*base, *argv]
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 - read back in wait()
         self.process = subprocess.Popen(
@@ -943,7 +943,7 @@ class PhoneProcess:
 
 
 def main() -> None:
-    """`python -m b2bua.phone ...` (the same as `callrec phone ...`)."""
+    """`python -m callrec_phone.phone ...` (the same as `callrec phone ...`)."""
     raise SystemExit(run_phone(sys.argv[1:]))
 
 

@@ -14,7 +14,7 @@ from typing import TypeVar
 
 import pytest
 
-from b2bua.cli import main
+from callrec.cli import main
 from storage.database import Store
 from tests.storage.recording_factory import DAY, FiledRecording, file_recording
 

@@ -21,10 +21,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import numpy.typing as npt
 
-from b2bua.config import Config
-from b2bua.recording import CallRecording, MediaFormat, RecordingFile, Toggle
+from callrec.config import Config
+from callrec.recording.session import CallRecording, MediaFormat, RecordingFile, Toggle
 from media.announce import load_announcement
 from media.recorder import RecordingResult
+from media.relay import MediaSession
 from media.rtp import MediaError
 from media.writer import repair
 from storage.database import StorageError, Store
@@ -155,7 +156,8 @@ class RecordingManager:
 
     # ------------------------------------------------------------------ calls
     def call_answered(self, call: Call) -> None:
-        if call.recording_mode not in ("always", "on-demand") or call.media is None:
+        relay = _relay(call)
+        if call.recording_mode not in ("always", "on-demand") or relay is None:
             return
         if call in self.active:
             return
@@ -184,10 +186,10 @@ class RecordingManager:
             media = recording.learn_sdp(leg, body)
             if media is not None:
                 active.media[leg] = media
-        call.media.tap = recording
+        relay.tap = recording
         if recording.swallower is not None:
-            call.media.rtp_filter = recording.rtp_filter
-            recording.release = functools.partial(call.media.forward, call.internal_leg)
+            relay.rtp_filter = recording.rtp_filter
+            recording.release = functools.partial(relay.forward, call.internal_leg)
         self.active[call] = active
         if recording.started:
             self._recording_started(active, now)
@@ -213,7 +215,7 @@ class RecordingManager:
     def _play(
         self, active: ActiveRecording, pcm: npt.NDArray[np.int16] | None, legs: list[str]
     ) -> bool:
-        media = active.call.media
+        media = _relay(active.call)
         if pcm is None or media is None:
             return False
         played = False
@@ -284,9 +286,10 @@ class RecordingManager:
         active = self.active.pop(call, None)
         if active is None:
             return
-        if call.media is not None:
-            call.media.tap = None
-            call.media.rtp_filter = None
+        relay = _relay(call)
+        if relay is not None:
+            relay.tap = None
+            relay.rtp_filter = None
         self._spawn(self._finish(active, time.time()))
 
     async def _finish(self, active: ActiveRecording, now: float) -> None:
@@ -345,6 +348,11 @@ class RecordingManager:
             )
             log.warning("recording %s %s after a crash: %s", row.path, status, result.action)
         return len(unfinished)
+
+
+def _relay(call: Call) -> MediaSession | None:
+    """The call's relay session (the app's media factory makes `MediaSession`s)."""
+    return call.media if isinstance(call.media, MediaSession) else None
 
 
 def _sync_each(recordings: list[CallRecording]) -> None:

@@ -16,9 +16,8 @@ from pathlib import Path
 import pytest
 import soundfile
 
-from b2bua.config import Config, ConfigError
-from storage.database import StorageError, Store
-from storage.export import (
+from callrec.config import Config, ConfigError
+from callrec.services.export import (
     MANIFEST_COLUMNS,
     ExportService,
     build_export,
@@ -32,8 +31,9 @@ from storage.export import (
     verify_download,
     wait_for_exports,
 )
+from callrec.services.retention import InvalidRequest, set_retention_days
+from storage.database import StorageError, Store
 from storage.models import RecordingListing
-from storage.retention import InvalidRequest, set_retention_days
 from tests.storage.recording_factory import DAY, file_recording, make_config, write_wav
 
 
@@ -188,7 +188,7 @@ MEASURE_EXPORT_PEAK = """
 import asyncio, sys, tracemalloc
 from pathlib import Path
 from storage.database import Store
-from storage.export import MonthExport, parse_month
+from callrec.services.export import MonthExport, parse_month
 
 async def listings(db):
     store = await Store.open(db)

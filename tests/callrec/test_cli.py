@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from b2bua.cli import main
-from b2bua.passwords import ha1
+from callrec.cli import main
 from storage.database import Store
+from storage.passwords import ha1
 
 
 @pytest.fixture
@@ -185,8 +185,10 @@ def test_calls_list(capsys: pytest.CaptureFixture[str], config_file: Path, tmp_p
 
 
 def test_real_console_script(config_file: Path) -> None:
-    script = shutil.which("callrec")
-    assert script is not None, "the callrec console script is not installed"
+    # The script installed beside the running interpreter (venv/bin/callrec): the README's
+    # `venv/bin/python -m pytest` does not put venv/bin on PATH.
+    script = str(Path(sys.executable).parent / "callrec")
+    assert Path(script).exists(), f"the callrec console script is not installed at {script}"
     added = subprocess.run(
         [script, "users", "add", "201", "--name", "Script User", "--mode", "never",
          "--config", str(config_file)],

@@ -35,11 +35,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from b2bua.config import Config
+from callrec.config import Config
+from callrec.services.mailer import (
+    Mail,
+    MailError,
+    export_failed_mail,
+    export_ready_mail,
+    send_mail,
+)
+from callrec.services.retention import (
+    EXPORT_LINK_LIFETIME_S,
+    InvalidRequest,
+    current_retention_days,
+)
 from storage.database import StorageError, Store
-from storage.mailer import Mail, MailError, export_failed_mail, export_ready_mail, send_mail
 from storage.models import ExportJob, RecordingListing, format_timestamp
-from storage.retention import EXPORT_LINK_LIFETIME_S, InvalidRequest, current_retention_days
 
 __all__ = [
     "BULK_DOWNLOAD_MIN_RETENTION_DAYS",

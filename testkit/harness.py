@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.sipp_runner import SippProcess, SippResult, run_sipp, start_sipp
-from tests.e2e.sipp_runner import free_port as free_port
+from testkit.sipp_runner import SippProcess, SippResult, run_sipp, start_sipp
+from testkit.sipp_runner import free_port as free_port
 
 HOST = "127.0.0.1"
-CALLREC = [sys.executable, "-m", "b2bua.cli"]
+CALLREC = [sys.executable, "-m", "callrec.cli"]
 # SIPp can only answer an MD5 challenge and takes the first one offered.
 SIPP_DIGEST_CONFIG = 'digest_algorithms = ["MD5", "SHA-256"]\n'
 # The number the phones dial: callrec routes it to the trunk.

@@ -1,0 +1,156 @@
+"""What the SIP side needs from the rest of callrec, as small Protocols.
+
+`b2bua` never imports `media` or `storage`: the application (`callrec.app`) hands the
+`B2bua` a `Directory` (users, credentials, registrations, call detail records), a
+`MediaFactory` (one relay session per call) and a `CallObserver` (the recording
+orchestration). Each Protocol names only what the SIP side calls, so a new backend (for
+example PostgreSQL) only has to offer these methods.
+
+Errors: a `Directory` method may raise anything on a backend failure; the SIP side logs
+it and answers 503 (or, for a CDR write, keeps the call going). A `MediaFactory` raises
+`MediaUnavailable` when it cannot give a call media ports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from b2bua.call import Call
+    from b2bua.message import SipRequest
+
+
+class MediaUnavailable(Exception):
+    """No media session could be opened for a call (no free port, a socket error)."""
+
+
+class Subscriber(Protocol):
+    """A user as the SIP side sees one."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def extension(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def recording_mode(self) -> str: ...
+
+
+class CredentialRecord(Protocol):
+    """The digest secrets of one authentication username, and whose they are."""
+
+    @property
+    def user(self) -> Subscriber: ...
+    @property
+    def realm(self) -> str: ...
+    @property
+    def ha1_md5(self) -> str | None: ...
+    @property
+    def ha1_sha256(self) -> str | None: ...
+
+
+class DeviceRecord(Protocol):
+    @property
+    def username(self) -> str | None: ...
+
+
+class StoredBinding(Protocol):
+    """One registration as kept by the directory."""
+
+    @property
+    def contact(self) -> str: ...
+    @property
+    def expires_at(self) -> float: ...
+    @property
+    def call_id(self) -> str: ...
+    @property
+    def cseq(self) -> int: ...
+    @property
+    def received(self) -> str: ...
+
+
+class Directory(Protocol):
+    """Users, their credentials and registrations, and the call detail records."""
+
+    async def find_credentials(self, username: str) -> CredentialRecord | None: ...
+
+    async def get_user(self, extension: str) -> Subscriber | None: ...
+
+    async def list_devices(self, extension: str) -> Sequence[DeviceRecord]: ...
+
+    async def bindings(self, extension: str, now: float) -> Sequence[StoredBinding]: ...
+
+    async def upsert_binding(
+        self,
+        user_id: int,
+        contact: str,
+        received: str,
+        call_id: str,
+        cseq: int,
+        expires_at: float,
+        device_username: str | None = None,
+        *,
+        instance: str | None = None,
+        user_agent: str | None = None,
+    ) -> None: ...
+
+    async def remove_binding(self, user_id: int, contact: str) -> bool: ...
+
+    async def remove_all_bindings(self, user_id: int) -> int: ...
+
+    async def purge_expired_bindings(self, now: float) -> int: ...
+
+    async def create_call(self, **fields: Any) -> int: ...
+
+    async def update_call(self, call_id: int, **fields: Any) -> None: ...
+
+
+class MediaLeg(Protocol):
+    """One call's relay: two anchored legs, "a" (the caller) and "b" (the callee)."""
+
+    def local_port(self, leg: str) -> int: ...
+
+    def set_remote(self, leg: str, host: str, port: int, *, relatch: bool = False) -> None:
+        """Raises ValueError for an address that cannot be used."""
+
+    def mark_media_started(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class MediaFactory(Protocol):
+    async def open(
+        self, *, on_silence: Callable[[str], None], on_idle: Callable[[], None]
+    ) -> MediaLeg:
+        """A new relay session; raises `MediaUnavailable`."""
+        ...
+
+
+class CallObserver(Protocol):
+    """Told of a call's answer, media changes, INFO requests and end (the recorder)."""
+
+    def call_answered(self, call: Call) -> None: ...
+
+    def media_changed(self, call: Call, leg: str, sdp: bytes) -> None: ...
+
+    def info_received(self, call: Call, leg: str, request: SipRequest) -> None: ...
+
+    def finish(self, call: Call) -> None: ...
+
+
+class NoObserver:
+    """A `CallObserver` that does nothing (a proxy without recording, tests)."""
+
+    def call_answered(self, call: Call) -> None:
+        pass
+
+    def media_changed(self, call: Call, leg: str, sdp: bytes) -> None:
+        pass
+
+    def info_received(self, call: Call, leg: str, request: SipRequest) -> None:
+        pass
+
+    def finish(self, call: Call) -> None:
+        pass

@@ -1,0 +1,1 @@
+"""Background services above the store: retention purge, the monthly export and its mail."""

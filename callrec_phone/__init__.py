@@ -1,0 +1,1 @@
+"""`callrec phone`: a pjsua2 softphone for testers (installed with `callrec[phone]`)."""
