@@ -1,4 +1,5 @@
 """Install callrec: the call-recording SIP B2BUA."""
+
 from setuptools import find_packages, setup
 
 setup(

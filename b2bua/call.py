@@ -14,13 +14,19 @@ import enum
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from b2bua.dialog import Dialog
+from b2bua.identity import (
+    IDENTITY_HEADERS,
+    CallerIdentity,
+    clean_display,
+    has_control,
+    outbound_identity,
+)
 from b2bua.message import (
-    CSeq,
     Headers,
     NameAddr,
     SipRequest,
@@ -32,6 +38,8 @@ from b2bua.message import (
 from b2bua.peer import Peer
 from b2bua.sdp import SdpError, parse_sdp, prefer_codecs, rewrite_sdp
 from b2bua.services import MediaLeg
+from b2bua.transaction import make_cancel
+from callrec.policy import RecordingMode
 
 log = logging.getLogger("callrec.call")
 
@@ -164,7 +172,9 @@ class Call:
     branches: list[Branch] = field(default_factory=list)
     cancelled: bool = False
     cdr_id: int | None = None
-    started_at: float = field(default_factory=time.time)
+    # The wall clock the call's times come from; tests hand in a fake one.
+    now: Callable[[], float] = time.time
+    started_at: float = field(init=False)
     answered_at: float | None = None
     ended_at: float | None = None
     final_status: int | None = None
@@ -173,8 +183,13 @@ class Call:
     # The internal user whose recording mode applies, and their leg ("a" or "b").
     owner_ext: str | None = None
     internal_leg: str = "a"
-    recording_mode: str = "never"
+    recording_mode: str = RecordingMode.NEVER
     sdp: dict[str, bytes] = field(default_factory=dict)
+    # Set on calls out: who leg B asserts to the trunk (b2bua.identity), not the phone's From.
+    identity: CallerIdentity | None = None
+
+    def __post_init__(self) -> None:
+        self.started_at = self.now()
 
     @property
     def call_id(self) -> str:
@@ -187,7 +202,7 @@ class Call:
         self.services.register_dialog(self, self.call_id, self.a_tag, "a")
         self.services.register_dialog(self, self.b_call_id, self.b_tag, "b")
         body = self._sdp_towards("b", self.invite_a.body, learn_from="a")
-        if body and self.recording_mode != "never":
+        if body and self.recording_mode != RecordingMode.NEVER:
             # An unparsable SDP goes on unchanged; it was logged when parsed.
             with contextlib.suppress(SdpError):
                 body = prefer_codecs(body)
@@ -214,16 +229,28 @@ class Call:
         headers.add("Max-Forwards", str(self._max_forwards() - 1))
         from_ = NameAddr.parse(source.get("From") or "")
         from_.params["tag"] = self.b_tag
+        from_.display = clean_display(from_.display)
+        asserted: list[tuple[str, str]] = []
+        if self.identity is not None:
+            from_, asserted = outbound_identity(self.identity, source, self.b_tag)
         to = NameAddr.parse(source.get("To") or "")
         to.params.pop("tag", None)
+        to.display = clean_display(to.display)
         headers.add("From", str(from_))
         headers.add("To", str(to))
         headers.add("Call-ID", self.b_call_id)
         headers.add("CSeq", f"{self.b_cseq} INVITE")
         headers.add("Contact", self.services.contact(target.peer))
-        _copy_passthrough(source, headers)
+        _copy_passthrough(source, headers, skip=self._phone_claims("a"))
+        for name, value in asserted:
+            headers.add(name, value)
         _drop_reliable_provisionals(headers)
         return SipRequest("INVITE", target.request_uri, headers, body)
+
+    def _phone_claims(self, leg: str) -> frozenset[str]:
+        """Identity headers that a phone on `leg` may not pass on (b2bua.identity)."""
+        phone_leg = "a" if self.direction == "outbound" else "b"
+        return IDENTITY_HEADERS if leg == phone_leg else frozenset()
 
     def _max_forwards(self) -> int:
         value = self.invite_a.headers.get("Max-Forwards")
@@ -284,7 +311,7 @@ class Call:
         self.state = CallState.CONFIRMED
         if self.media is not None:
             self.media.mark_media_started()
-        self.answered_at = time.time()
+        self.answered_at = self.now()
         self.final_status = response.status
         self.services.record_cdr(self, answered_at=self.answered_at, sip_status=response.status)
         self._relay_setup_response(response, learn_b=True)
@@ -299,7 +326,7 @@ class Call:
         a_response = make_response(
             self.invite_a, response.status, response.reason, to_tag=self.a_tag
         )
-        _copy_passthrough(response.headers, a_response.headers)
+        _copy_passthrough(response.headers, a_response.headers, skip=self._phone_claims("b"))
         if response.status < 300:
             a_response.headers.set("Contact", self.services.contact(self.peer_a))
         a_response.body = body
@@ -330,16 +357,7 @@ class Call:
             branch.cancel_pending = True
             return
         branch.cancel_pending = False
-        invite = branch.invite
-        headers = Headers()
-        headers.add("Via", invite.headers.get_all("Via")[0])
-        for name in ("From", "To", "Call-ID"):
-            headers.add(name, invite.headers.get(name) or "")
-        for route in invite.headers.get_all("Route"):
-            headers.add("Route", route)
-        headers.add("Max-Forwards", "70")
-        headers.add("CSeq", f"{CSeq.parse(invite.headers.get('CSeq') or '').seq} CANCEL")
-        cancel = SipRequest("CANCEL", invite.uri, headers)
+        cancel = make_cancel(branch.invite)
         self.services.send_request(cancel, branch.target.peer, lambda _resp: None)
 
     # ----------------------------------------------------------------- leg A events
@@ -393,7 +411,9 @@ class Call:
         forwarded.headers.set("Max-Forwards", "70")
         if request.method in ("INVITE", "UPDATE", "SUBSCRIBE", "NOTIFY", "REFER"):
             forwarded.headers.set("Contact", self.services.contact(other_peer))
-        _copy_passthrough(request.headers, forwarded.headers, skip=("Content-Type",))
+        _copy_passthrough(
+            request.headers, forwarded.headers, skip=("Content-Type", *self._phone_claims(leg))
+        )
         if request.method == "INVITE":
             self.pending = PendingInvite(leg, late_offer=not request.body, other_peer=other_peer)
 
@@ -420,7 +440,7 @@ class Call:
         if body and _is_sdp(response.headers):
             body = self._sdp_towards(leg, body, learn_from=other_leg)
         relayed = make_response(original, response.status, response.reason)
-        _copy_passthrough(response.headers, relayed.headers)
+        _copy_passthrough(response.headers, relayed.headers, skip=self._phone_claims(other_leg))
         if 200 <= response.status < 300 and original.method in ("INVITE", "UPDATE"):
             relayed.headers.set("Contact", self.services.contact(self._peer(leg)))
             other_dialog.refresh_target(response)
@@ -555,7 +575,13 @@ class Call:
                 if media.direction == "inactive":
                     port = 0
                 try:
-                    self.media.set_remote(learn_from, host, port, relatch=True)
+                    self.media.set_remote(
+                        learn_from,
+                        host,
+                        port,
+                        relatch=True,
+                        signalled_from=self._signalling_host(learn_from),
+                    )
                 except ValueError as exc:
                     log.warning("call %s: leg %s media address: %s", self.call_id, learn_from, exc)
                 ports.append(self.media.local_port(leg))
@@ -564,11 +590,20 @@ class Call:
                 ports.append(0)
         return rewrite_sdp(body, self.services.media_address(), ports)
 
+    def _signalling_host(self, leg: str) -> str | None:
+        """The host `leg`'s SIP comes from (the relay accepts its media from there when
+        its SDP names a private address); None while a forked leg B is undecided."""
+        if leg == "a":
+            return self.peer_a.host
+        if self.peer_b is not None:
+            return self.peer_b.host
+        return self.branches[0].target.peer.host if len(self.branches) == 1 else None
+
     def _end(self, *, disposition: str, ended_by: str | None = None) -> None:
         if self.state == CallState.ENDED:
             return
         self.state = CallState.ENDED
-        self.ended_at = time.time()
+        self.ended_at = self.now()
         if self.media is not None:
             self.media.close()
         self.services.record_cdr(
@@ -588,10 +623,11 @@ class Call:
         self.services.call_ended(self)
 
 
-def _copy_passthrough(source: Headers, target: Headers, skip: tuple[str, ...] = ()) -> None:
+def _copy_passthrough(source: Headers, target: Headers, skip: Iterable[str] = ()) -> None:
     skipped = LEG_HEADERS | {s.lower() for s in skip}
     for name, value in source:
-        if name.lower() not in skipped:
+        # A control character (a bare CR...) could split the header for the next parser.
+        if name.lower() not in skipped and not has_control(value):
             target.add(name, value)
 
 

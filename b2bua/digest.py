@@ -1,14 +1,28 @@
 """SIP digest authentication (RFC 3261 §22, RFC 7616, RFC 8760), sans-IO.
 
-Server side: `DigestChallenger` issues challenges and verifies credentials. Nonces are
-stateless: ``base64url(timestamp | salt | HMAC(secret, realm | timestamp | salt))``, so any
-nonce this server issued can be checked without a table, and one past its lifetime is
-answered with ``stale=true`` (the phone retries with the same password, no prompt).
+Server side: `DigestChallenger` issues challenges and verifies credentials.
 
-Replay: nonce counts are not tracked (that would need per-nonce state), so a captured
-header can be replayed for the *same* method and request-URI until its nonce expires
-(``nonce_lifetime``, 300 s). A header replayed on a different method or URI is refused,
-because the method and the URI are hashed into the response (HA2).
+Nonces: ``base64url(timestamp | salt | HMAC(secret, realm | address | timestamp | salt))``.
+The address is the client's IP and transport (not its port, which NAT may change): a
+nonce issued to one address is refused from any other, so a captured header is useless
+elsewhere. A nonce lives ``nonce_lifetime`` seconds (60 by default); one past its lifetime
+with a right digest is answered with ``stale=true`` and the phone retries at once with the
+same password, no prompt.
+
+Replay: the nonce count (``nc``) of every nonce used successfully is kept in a bounded
+in-memory table (`NonceCounts`). A request must carry a higher ``nc`` than the last one
+accepted for its nonce; a replayed or non-increasing ``nc`` is refused like a wrong
+password (a new challenge with ``stale=false``, ``AuthResult.failed``). Credentials
+without qop carry no ``nc``: their nonce is good for one request. When the table is full
+its least recently used entry is dropped and every nonce issued up to that entry's
+issue time is treated as expired (stale), so forgetting a count never re-opens a replay.
+
+Nonces do not survive a restart: the HMAC secret is drawn per process, because replay
+safety needs the ``nc`` table, which is memory only. After a restart every phone gets a
+``stale=true`` challenge and carries on.
+
+Only credentials that were right move the table, so wrong guesses cannot burn the counts
+of an honest client's nonce.
 
 Client side: `build_authorization` answers a challenge; used by tests and tools.
 """
@@ -19,12 +33,15 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import struct
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from b2bua.message import SipRequest, SipResponse, SipUri, make_response
+from b2bua.peer import Peer
 
 # RFC 8760 order of preference: strongest first.
 SUPPORTED_ALGORITHMS: tuple[str, ...] = ("SHA-256", "MD5")
@@ -34,6 +51,8 @@ _MAC_BYTES = 16
 _TIMESTAMP = struct.Struct(">d")
 # Clock skew tolerated on nonces that claim to come from the future (clock changes).
 _FUTURE_SLACK = 5.0
+DEFAULT_NONCE_LIFETIME = 60.0
+DEFAULT_MAX_NONCES = 8192
 
 
 class DigestError(ValueError):
@@ -62,14 +81,18 @@ class Credentials:
 class AuthResult:
     """Outcome of checking a request's credentials.
 
-    ``stale`` is true only when the digest was right for an expired nonce of ours: the
-    caller should re-challenge with ``stale=True``.
+    ``stale`` is true only when the digest was right for a nonce of ours that expired (or
+    whose count was forgotten): the caller should re-challenge with ``stale=True``.
+    ``failed`` is true when credentials were presented and refused (wrong password,
+    unknown user, foreign or replayed nonce, malformed header): what abuse limits count.
+    A request without credentials is neither.
     """
 
     ok: bool
     username: str | None
     stale: bool
     reason: str
+    failed: bool = False
 
 
 CredentialLookup = Callable[[str], Credentials | None]
@@ -210,65 +233,131 @@ def _quote(value: str) -> str:
 # server side
 
 
+def address_of(peer: Peer) -> str:
+    """What a nonce is bound to: the transport and the IP (canonical form), not the port."""
+    try:
+        host = str(ipaddress.ip_address(peer.host))
+    except ValueError:
+        host = peer.host.lower()
+    return f"{peer.transport.lower()}:{host}"
+
+
+class NonceCounts:
+    """The highest ``nc`` accepted per nonce, for at most ``capacity`` nonces.
+
+    Entries are kept in least-recently-used order. An entry whose nonce has expired is
+    useless (the nonce is refused as stale anyway) and is pruned. When the table is full
+    the least recently used entry is evicted and ``floor`` rises to its issue time: a nonce
+    issued at or before ``floor`` that is not in the table may have been used before, so it
+    is refused as forgotten (the caller answers ``stale=true``).
+    """
+
+    def __init__(self, capacity: int = DEFAULT_MAX_NONCES) -> None:
+        if capacity < 1:
+            raise ValueError("the nonce table needs room for at least one nonce")
+        self.capacity = capacity
+        self.floor = float("-inf")
+        self._seen: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def advance(self, nonce: str, issued: float, nc: int, expires_before: float) -> str:
+        """Record ``nc`` for ``nonce``: "ok", "replay" (not above the last) or "forgotten".
+
+        Entries issued before ``expires_before`` have expired and are pruned first.
+        """
+        while self._seen:
+            oldest_issued = next(iter(self._seen.values()))[0]
+            if oldest_issued >= expires_before:
+                break
+            self._seen.popitem(last=False)
+        entry = self._seen.get(nonce)
+        if entry is None:
+            if issued <= self.floor:
+                return "forgotten"
+        elif nc <= entry[1]:
+            return "replay"
+        self._seen[nonce] = (issued, nc)
+        self._seen.move_to_end(nonce)
+        while len(self._seen) > self.capacity:
+            _, (evicted_issued, _) = self._seen.popitem(last=False)
+            self.floor = max(self.floor, evicted_issued)
+        return "ok"
+
+
 class DigestChallenger:
-    """Issues Digest challenges with stateless nonces and verifies the answers."""
+    """Issues Digest challenges with address-bound nonces and verifies the answers."""
 
     def __init__(
         self,
         realm: str,
         secret: bytes,
-        nonce_lifetime: float = 300.0,
+        nonce_lifetime: float = DEFAULT_NONCE_LIFETIME,
         algorithms: tuple[str, ...] = SUPPORTED_ALGORITHMS,
+        *,
+        max_nonces: int = DEFAULT_MAX_NONCES,
     ) -> None:
         if not secret:
             raise ValueError("the nonce secret must not be empty")
         unknown = [a for a in algorithms if a not in SUPPORTED_ALGORITHMS]
         if unknown or not algorithms:
             raise ValueError(f"digest algorithms must be among {SUPPORTED_ALGORITHMS}")
+        if nonce_lifetime <= 0:
+            raise ValueError("the nonce lifetime must be positive")
         # Offered in this order: RFC 8760 wants SHA-256 first, but some clients (SIPp)
         # take the first challenge and only know MD5.
         self.algorithms = algorithms
         self.realm = realm
         self.nonce_lifetime = nonce_lifetime
+        self.counts = NonceCounts(max_nonces)
         self._secret = secret
 
     # -- nonces --------------------------------------------------------------------------
 
-    def _mac(self, stamp_and_salt: bytes) -> bytes:
-        message = self.realm.encode("utf-8") + b"\0" + stamp_and_salt
+    def _mac(self, address: str, stamp_and_salt: bytes) -> bytes:
+        message = (
+            self.realm.encode("utf-8") + b"\0" + address.encode("utf-8") + b"\0" + stamp_and_salt
+        )
         return hmac.new(self._secret, message, hashlib.sha256).digest()[:_MAC_BYTES]
 
-    def make_nonce(self, now: float) -> str:
+    def make_nonce(self, now: float, source: Peer) -> str:
+        """A fresh nonce for a client at ``source`` (only its IP and transport count)."""
         stamp_and_salt = _TIMESTAMP.pack(now) + secrets.token_bytes(_SALT_BYTES)
-        raw = stamp_and_salt + self._mac(stamp_and_salt)
+        raw = stamp_and_salt + self._mac(address_of(source), stamp_and_salt)
         return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
 
-    def check_nonce(self, nonce: str, now: float) -> str:
-        """Return "valid", "stale" (ours but expired) or "invalid" (not ours)."""
+    def nonce_issued_at(self, nonce: str, source: Peer) -> float | None:
+        """When we issued ``nonce`` to ``source``'s address; None if we did not."""
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except (binascii.Error, ValueError):
-            return "invalid"
+            return None
         if len(raw) != _TIMESTAMP.size + _SALT_BYTES + _MAC_BYTES:
-            return "invalid"
+            return None
         stamp_and_salt, mac = raw[:-_MAC_BYTES], raw[-_MAC_BYTES:]
-        if not hmac.compare_digest(mac, self._mac(stamp_and_salt)):
-            return "invalid"
+        if not hmac.compare_digest(mac, self._mac(address_of(source), stamp_and_salt)):
+            return None
         (issued,) = _TIMESTAMP.unpack(stamp_and_salt[: _TIMESTAMP.size])
+        return float(issued)
+
+    def check_nonce(self, nonce: str, now: float, source: Peer) -> str:
+        """Return "valid", "stale" (ours but expired) or "invalid" (not ours for source)."""
+        issued = self.nonce_issued_at(nonce, source)
+        if issued is None:
+            return "invalid"
         if not issued - _FUTURE_SLACK <= now < issued + self.nonce_lifetime:
             return "stale"
         return "valid"
 
     # -- challenges ----------------------------------------------------------------------
 
-    def challenge(self, now: float, *, stale: bool = False, proxy: bool = True) -> list[str]:
+    def challenge(self, now: float, source: Peer, *, stale: bool = False) -> list[str]:
         """Header values for a 401/407: one per algorithm, SHA-256 first (RFC 8760).
 
-        ``proxy`` only says which header the values go in (Proxy-Authenticate when true,
-        WWW-Authenticate otherwise, see `challenge_header_name`); the values are the same.
+        Both values carry the same nonce, bound to ``source``'s IP and transport.
         """
-        del proxy
-        nonce = self.make_nonce(now)
+        nonce = self.make_nonce(now, source)
         stale_param = ", stale=true" if stale else ""
         return [
             f"Digest realm={_quote(self.realm)}, nonce={_quote(nonce)}, "
@@ -283,6 +372,7 @@ class DigestChallenger:
         status: int,
         to_tag: str | None,
         *,
+        source: Peer,
         stale: bool = False,
     ) -> SipResponse:
         """A 401 (WWW-Authenticate) or 407 (Proxy-Authenticate) answering ``request``."""
@@ -290,7 +380,7 @@ class DigestChallenger:
             raise ValueError(f"a digest challenge is a 401 or 407, not {status}")
         response = make_response(request, status, to_tag=to_tag)
         name = challenge_header_name(status)
-        for value in self.challenge(now, stale=stale, proxy=status == 407):
+        for value in self.challenge(now, source, stale=stale):
             response.headers.add(name, value)
         return response
 
@@ -302,12 +392,14 @@ class DigestChallenger:
         now: float,
         lookup: CredentialLookup,
         *,
+        source: Peer,
         header: str | None = None,
     ) -> AuthResult:
-        """Check the request's credentials for our realm.
+        """Check the request's credentials for our realm, as sent from ``source``.
 
         ``header`` defaults to Authorization for REGISTER and Proxy-Authorization for every
-        other method. ``lookup(username)`` returns the stored HA1s or None.
+        other method. ``lookup(username)`` returns the stored HA1s or None. A request that
+        passes has its ``nc`` recorded: the same credentials will not pass again.
         """
         if header is None:
             header = "Authorization" if request.method == "REGISTER" else "Proxy-Authorization"
@@ -331,8 +423,8 @@ class DigestChallenger:
             if params.get("realm") != self.realm:
                 problems.append(f"{header} realm {params.get('realm')!r} is not ours")
                 continue
-            return self._verify_params(request, now, lookup, params)
-        return AuthResult(False, None, False, "; ".join(problems))
+            return self._verify_params(request, now, lookup, params, source)
+        return AuthResult(False, None, False, "; ".join(problems), failed=True)
 
     def _verify_params(
         self,
@@ -340,13 +432,17 @@ class DigestChallenger:
         now: float,
         lookup: CredentialLookup,
         params: dict[str, str],
+        source: Peer,
     ) -> AuthResult:
         username = params.get("username")
         if not username:
-            return AuthResult(False, None, False, "credentials have no username")
+            return AuthResult(False, None, False, "credentials have no username", failed=True)
 
-        def deny(reason: str, stale: bool = False) -> AuthResult:
-            return AuthResult(False, username, stale, reason)
+        def deny(reason: str) -> AuthResult:
+            return AuthResult(False, username, False, reason, failed=True)
+
+        def stale(reason: str) -> AuthResult:
+            return AuthResult(False, username, True, reason)
 
         for required in ("nonce", "uri", "response"):
             if required not in params:
@@ -356,20 +452,23 @@ class DigestChallenger:
         except DigestError as error:
             return deny(str(error))
         qop = params.get("qop")
+        nc = 1  # without qop a nonce is good for one request
         if qop is not None:
             qop = qop.lower()
             if qop not in ("auth", "auth-int"):
                 return deny(f"unsupported qop {params['qop']!r}")
-            nc = params.get("nc", "")
-            if not params.get("cnonce") or len(nc) != 8 or not _is_hex(nc):
+            nc_text = params.get("nc", "")
+            if not params.get("cnonce") or len(nc_text) != 8 or not _is_hex(nc_text):
                 return deny("qop needs nc (8 hex digits) and cnonce")
+            nc = int(nc_text, 16)
         elif "nc" in params or "cnonce" in params:
             return deny("nc/cnonce given without qop")
         if not _same_uri(params["uri"], request.uri):
             return deny(f"digest uri {params['uri']!r} is not the request-URI {request.uri!r}")
-        nonce_state = self.check_nonce(params["nonce"], now)
-        if nonce_state == "invalid":
-            return deny("nonce was not issued by us")
+        nonce = params["nonce"]
+        issued = self.nonce_issued_at(nonce, source)
+        if issued is None:
+            return deny("nonce was not issued by us to this address")
         credentials = lookup(username)
         if credentials is None:
             return deny(f"unknown user {username!r}")
@@ -378,7 +477,7 @@ class DigestChallenger:
             credentials.ha1_for(base),
             method=request.method,
             uri=params["uri"],
-            nonce=params["nonce"],
+            nonce=nonce,
             qop=qop,
             nc=params.get("nc", ""),
             cnonce=params.get("cnonce", ""),
@@ -386,9 +485,26 @@ class DigestChallenger:
         )
         if not hmac.compare_digest(expected.encode(), params["response"].lower().encode()):
             return deny("wrong digest response (bad password?)")
-        if nonce_state == "stale":
-            return deny("nonce expired", stale=True)
+        if not issued - _FUTURE_SLACK <= now < issued + self.nonce_lifetime:
+            return stale("nonce expired")
+        counted = self.counts.advance(nonce, issued, nc, now - self.nonce_lifetime)
+        if counted == "forgotten":
+            return stale("nonce count forgotten")
+        if counted == "replay":
+            return deny(f"nonce count {nc:08x} replayed (not above the last one accepted)")
         return AuthResult(True, username, False, "ok")
+
+
+def credentials_username(request: SipRequest, header: str) -> str | None:
+    """The username of the first ``header`` (Authorization or Proxy-Authorization)."""
+    value = request.headers.get(header)
+    if value is None:
+        return None
+    try:
+        _, params = parse_auth_header(value)
+    except DigestError:
+        return None
+    return params.get("username") or None
 
 
 def challenge_header_name(status: int) -> str:

@@ -467,9 +467,18 @@ class StreamFramer:
     SipParseError the stream cannot be resynchronised: close the connection.
     """
 
-    def __init__(self, max_message_size: int = 256 * 1024) -> None:
+    def __init__(
+        self, max_message_size: int = 256 * 1024, max_header_size: int | None = None
+    ) -> None:
         self._buffer = bytearray()
         self._max_message_size = max_message_size
+        # A header section that never ends must not grow to the whole message limit.
+        self._max_header_size = max_header_size or max_message_size
+
+    @property
+    def pending(self) -> int:
+        """Bytes of a message received but not yet complete (0 between messages)."""
+        return len(self._buffer) - _skip_line_breaks(self._buffer)
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add received bytes; return the complete messages now available, in order."""
@@ -484,10 +493,12 @@ class StreamFramer:
                     break
                 found = _find_head_end(buffer, position)
                 if found is None:
-                    if len(buffer) - position > self._max_message_size:
+                    if len(buffer) - position > self._max_header_size:
                         raise SipParseError("header section too large on stream")
                     break
                 head_end, body_start = found
+                if head_end - position > self._max_header_size:
+                    raise SipParseError("header section too large on stream")
                 length = _content_length_of_head(bytes(buffer[position:head_end]))
                 if length is None:
                     raise SipParseError("missing Content-Length on a stream transport")

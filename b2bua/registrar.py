@@ -5,6 +5,12 @@ calls `Registrar.register`, applies the returned changes to the store and sends 
 response. Times (``now``, ``Binding.expires_at``) are on whatever clock the caller uses,
 as long as it is the same one throughout.
 
+Contacts per user are capped (``max_contacts``, 10 by default): a REGISTER that would
+leave a user with more bindings than that is refused with 403 and a Warning, so one
+account cannot collect bindings until its 200 no longer fits a datagram or an INVITE to
+it forks to thousands of targets. Refreshing or removing existing bindings is always
+allowed, even above the cap (bindings stored before the cap existed).
+
 NAT: each binding records the transport address the REGISTER came from (``received``).
 Requests for the user should go to that address (`Binding.destination`), not to the
 Contact host, which behind NAT is usually a private address.
@@ -30,6 +36,9 @@ from b2bua.peer import Peer
 DEFAULT_EXPIRES = 3600
 MIN_EXPIRES = 60
 MAX_EXPIRES = 3600
+DEFAULT_MAX_CONTACTS = 10
+# RFC 3261 §20.43: 399 is "Miscellaneous warning"; the agent names who says it.
+WARN_AGENT = "callrec"
 
 
 @dataclass(frozen=True)
@@ -104,10 +113,11 @@ def parse_received(text: str) -> Peer:
 
 
 class _Reject(Exception):
-    def __init__(self, status: int, reason: str | None = None) -> None:
+    def __init__(self, status: int, reason: str | None = None, warning: str | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.reason = reason
+        self.warning = warning
 
 
 def _same_uri(left: str, right: str) -> bool:
@@ -135,9 +145,13 @@ class Registrar:
         min_expires: int = MIN_EXPIRES,
         max_expires: int = MAX_EXPIRES,
         default_expires: int = DEFAULT_EXPIRES,
+        max_contacts: int = DEFAULT_MAX_CONTACTS,
     ) -> None:
         if not 0 < min_expires <= max_expires:
             raise ValueError("need 0 < min_expires <= max_expires")
+        if max_contacts < 1:
+            raise ValueError("need max_contacts >= 1")
+        self.max_contacts = max_contacts
         self.min_expires = min_expires
         self.max_expires = max_expires
         self.default_expires = min(max(default_expires, min_expires), max_expires)
@@ -166,12 +180,21 @@ class Registrar:
         live = [binding for binding in bindings if binding.expires_at > now]
         try:
             changes = self._changes(request, peer, now, extension, allowed_aors, live)
+            current = _apply(live, changes)
+            if len(current) > self.max_contacts and len(current) > len(live):
+                raise _Reject(
+                    403,
+                    "Too many registrations",
+                    f"at most {self.max_contacts} contacts per user; "
+                    "remove one (Expires: 0) before adding another",
+                )
         except _Reject as rejection:
             response = make_response(request, rejection.status, rejection.reason, to_tag=tag)
             if rejection.status == 423:
                 response.headers.set("Min-Expires", str(self.min_expires))
+            if rejection.warning is not None:
+                response.headers.set("Warning", f'399 {WARN_AGENT} "{rejection.warning}"')
             return RegisterOutcome(response)
-        current = _apply(live, changes)
         response = make_response(request, 200, to_tag=tag)
         for binding in current:
             remaining = max(1, math.ceil(binding.expires_at - now))

@@ -12,13 +12,20 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
 from b2bua.call import Call, CallState, Party, ResponseHandler, Target, trunk_target
+from b2bua.digest import (
+    AuthResult,
+    DigestChallenger,
+    credentials_header_name,
+    credentials_username,
+)
 from b2bua.digest import Credentials as DigestCredentials
-from b2bua.digest import DigestChallenger, DigestError, parse_auth_header
+from b2bua.identity import CallerIdentity
+from b2bua.limits import AuthLimits, Verdict
 from b2bua.message import (
     NameAddr,
     SipParseError,
@@ -32,7 +39,7 @@ from b2bua.message import (
     parse_message,
 )
 from b2bua.peer import Peer
-from b2bua.registrar import Binding, Registrar, Remove, RemoveAll, Upsert, format_received
+from b2bua.registrar import Binding, Registrar, Remove, RemoveAll, Upsert
 from b2bua.registrar import parse_received as parse_received_peer
 from b2bua.services import (
     CallObserver,
@@ -78,20 +85,35 @@ class B2bua:
         store: Directory,
         media: MediaFactory,
         observer: CallObserver | None = None,
+        *,
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
     ) -> None:
         self.config = config
+        # Starts a background task in the owner's task group (`callrec serve`): call
+        # set-ups, REGISTERs, CDR writes and housekeeping all run through it.
+        self.spawn = spawn
         self.store = store
         self.media = media
         self.host, self.port = config.sip.listen.host, config.sip.listen.port
         self.transport: Any = None
         self.transactions = TransactionLayer()
+        # A new secret per process: nonces must not outlive the nc table (b2bua.digest).
         self.challenger = DigestChallenger(
-            config.sip.realm, secrets.token_bytes(32), algorithms=config.sip.digest_algorithms
+            config.sip.realm,
+            secrets.token_bytes(32),
+            nonce_lifetime=config.sip.nonce_lifetime,
+            algorithms=config.sip.digest_algorithms,
         )
-        self.registrar = Registrar()
+        self.limits = AuthLimits(
+            max_failures=config.sip.auth_max_failures,
+            window=config.sip.auth_failure_window,
+            lockout=config.sip.auth_lockout,
+        )
+        self.registrar = Registrar(max_contacts=config.sip.max_contacts)
         trunk = config.trunk
         self.trunk_peer = Peer(trunk.host, trunk.port, trunk.transport)
-        # The trunk is its URI's host:port; `trusted` adds whole hosts (any port).
+        # The trunk is its URI's host:port over its transport; `trusted` adds whole hosts
+        # (any port), over that transport too (callrec.config.TrunkConfig).
         self.trusted_hosts = set(trunk.trusted)
         self.calls: set[Call] = set()
         self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
@@ -101,57 +123,57 @@ class B2bua:
         self.counters = Counters()
         self.recordings: CallObserver = observer if observer is not None else NoObserver()
         self._timer: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._cdr_chains: dict[int, asyncio.Task[Any]] = {}
-        self._stopping = False
+        self.accepting_calls = True
         self._parse_error_log = LogLimiter(per_window=20, window_s=10.0)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
-        from b2bua.transport import SipTransport
+        from b2bua.transport import SipTransport, TcpLimits
 
-        self.transport = SipTransport(self.host, self.port, self.on_data)
+        sip = self.config.sip
+        limits = TcpLimits(
+            max_connections=sip.tcp_max_connections,
+            max_per_source=sip.tcp_max_per_source,
+            idle_timeout=sip.tcp_idle_timeout,
+            message_timeout=sip.tcp_message_timeout,
+        )
+        self.transport = SipTransport(self.host, self.port, self.on_data, limits)
         await self.transport.start()
         self.port = self.transport.port
         self.spawn(self._housekeeping())
         log.info("listening for SIP on %s:%d (udp, tcp)", self.host, self.port)
 
     async def _housekeeping(self) -> None:
-        """Forget expired registrations now and then (lookups already ignore them)."""
-        while not self._stopping:
+        """Forget expired registrations now and then (lookups already ignore them);
+        runs until the owner's task group cancels it."""
+        while True:
             try:
                 purged = await self.store.purge_expired_bindings(time.time())
                 if purged:
                     log.info("%d expired registration(s) removed", purged)
             except Exception as exc:  # a directory failure must not end housekeeping
                 log.error("cannot purge registrations: %s", exc)
-            for _ in range(HOUSEKEEPING_INTERVAL_S):
-                if self._stopping:
-                    return
-                await asyncio.sleep(1)
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL_S)
 
     async def stop(self) -> None:
-        self._stopping = True
+        """Stop taking calls (new INVITEs get 503), end the calls in progress (BYE or
+        CANCEL), wait until their CDRs are written, then close the transports. What
+        else still runs (set-ups, REGISTERs, housekeeping) is the task group's to cancel."""
+        self.accepting_calls = False
         for call in list(self.calls):
             call.hang_up()
-        await asyncio.sleep(0.1)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=5)
-        if self.transport is not None:
-            await self.transport.close()
+        writes = list(self._cdr_chains.values())
+        if writes:
+            # Bounded: a directory that hangs must not hold the shutdown for ever.
+            await asyncio.wait(writes, timeout=5)
+        transport, self.transport = self.transport, None
+        if transport is not None:
+            # Closing flushes what is queued (the BYEs over TCP) before the sockets go.
+            await transport.close()
         if self._timer is not None:
             self._timer.cancel()
-
-    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("task failed", exc_info=task.exception())
+            self._timer = None
 
     # ------------------------------------------------------------------ I/O glue
     def on_data(self, data: bytes, peer: Peer) -> None:
@@ -168,6 +190,8 @@ class B2bua:
             if exc.partial is not None and exc.partial.method != "ACK":
                 response = make_response(exc.partial, 400, _reason_phrase(exc.reason))
                 self._send_raw(response.to_bytes(), peer)
+            return
+        if isinstance(message, SipRequest) and self._dropped(message, peer):
             return
         try:
             self._process(self.transactions.receive(message, peer, time.monotonic()))
@@ -350,8 +374,10 @@ class B2bua:
         self.send_response(response)
 
     def _on_cancel(self, cancel: SipRequest) -> None:
-        key = _setup_key(cancel)
-        call = self.setups.get(key)
+        # RFC 3261 9.2: a CANCEL names the INVITE it cancels by that INVITE's server
+        # transaction (same branch), not by Call-ID and tags.
+        invite = self.transactions.find_invite_server_transaction(cancel)
+        call = self.invite_calls.get(_client_key(invite)[0]) if invite is not None else None
         if call is None:
             self.send_response(make_response(cancel, 481, to_tag=generate_tag()))
             return
@@ -360,15 +386,11 @@ class B2bua:
 
     # ------------------------------------------------------------------ REGISTER
     async def _on_register(self, request: SipRequest, peer: Peer) -> None:
-        now = time.time()
-        credentials = await self._credentials_for(request, "Authorization")
-        result = self.challenger.verify(
-            request, now, lambda _u: credentials[1] if credentials else None
-        )
-        if not result.ok or credentials is None:
-            self._challenge(request, 401, stale=result.stale, reason=result.reason)
+        authenticated = await self._authenticate(request, peer, 401)
+        if authenticated is None:
             return
-        user = credentials[0]
+        user, username = authenticated
+        now = time.time()
         devices = await self.store.list_devices(user.extension)
         allowed = {user.extension} | {d.username for d in devices if d.username}
         stored = await self.store.bindings(user.extension, now)
@@ -385,7 +407,7 @@ class B2bua:
                     change.call_id,
                     change.cseq,
                     change.expires_at,
-                    result.username,
+                    username,
                     user_agent=request.headers.get("User-Agent"),
                 )
             elif isinstance(change, Remove):
@@ -404,15 +426,8 @@ class B2bua:
     async def _credentials_for(
         self, request: SipRequest, header: str
     ) -> tuple[Subscriber, DigestCredentials] | None:
-        value = request.headers.get(header)
-        if value is None:
-            return None
-        try:
-            _, params = parse_auth_header(value)
-        except DigestError:
-            return None
-        username = params.get("username")
-        if not username:
+        username = credentials_username(request, header)
+        if username is None:
             return None
         found = await self.store.find_credentials(username)
         if found is None or found.ha1_md5 is None or found.ha1_sha256 is None:
@@ -421,19 +436,83 @@ class B2bua:
             return None
         return found.user, DigestCredentials(found.ha1_md5, found.ha1_sha256)
 
-    def _challenge(self, request: SipRequest, status: int, *, stale: bool, reason: str) -> None:
-        if (
-            request.headers.get("Authorization" if status == 401 else "Proxy-Authorization")
-            is not None
-            and not stale
-        ):
+    async def _authenticate(
+        self, request: SipRequest, peer: Peer, status: int
+    ) -> tuple[Subscriber, str] | None:
+        """The user and digest username `request` proves, or None once it was answered.
+
+        `status` is the challenge to answer with (401 for REGISTER, 407 otherwise). A
+        locked-out source or user gets a 403 before its credentials are looked at.
+        """
+        header = credentials_header_name(status)
+        username = credentials_username(request, header)
+        credentials = await self._credentials_for(request, header)
+        # From here to the failure count nothing awaits: guesses sent in a burst cannot
+        # all pass the check before the first of them is counted.
+        verdict = self.limits.check(peer.host, username, time.monotonic())
+        if verdict is not Verdict.ALLOW:
+            self.counters.extra["auth_refused"] = self.counters.extra.get("auth_refused", 0) + 1
+            response = make_response(request, 403, "Forbidden", to_tag=generate_tag())
+            response.headers.set(
+                "Warning", '399 callrec "Too many failed authentications; try again later"'
+            )
+            self.send_response(response)
+            return None
+        result = self.challenger.verify(
+            request,
+            time.time(),
+            lambda name: credentials[1] if credentials and name == username else None,
+            source=peer,
+        )
+        if not result.ok or credentials is None or result.username is None:
+            self._challenge(request, peer, status, result, known_user=credentials is not None)
+            return None
+        self.limits.success(peer.host, result.username, time.monotonic())
+        return credentials[0], result.username
+
+    def _challenge(
+        self, request: SipRequest, peer: Peer, status: int, result: AuthResult, *, known_user: bool
+    ) -> None:
+        if result.failed:
             self.counters.auth_failures += 1
-            log.warning("auth failed for %s: %s", request.headers.get("From"), reason)
+            now = time.monotonic()
+            user = result.username if known_user else None
+            outcome = self.limits.failure(peer.host, user, now)
+            if outcome.log:
+                log.warning(
+                    "auth failed for %s from %s: %s",
+                    request.headers.get("From"),
+                    peer,
+                    result.reason,
+                )
+            for lockout in outcome.lockouts:
+                log.warning("%s", lockout.describe(now))
         self.counters.auth_challenges += 1
         self.send_response(
             self.challenger.challenge_response(
-                request, time.time(), status, generate_tag(), stale=stale
+                request, time.time(), status, generate_tag(), source=peer, stale=result.stale
             )
+        )
+
+    def _dropped(self, request: SipRequest, peer: Peer) -> bool:
+        """A new REGISTER or INVITE from a locked-out source that keeps going: no answer."""
+        if request.method not in ("REGISTER", "INVITE"):
+            return False
+        if not self.limits.should_drop(peer.host, time.monotonic()) or self._from_trunk(peer):
+            return False
+        try:
+            return NameAddr.parse(request.headers.get("To") or "").tag is None
+        except SipParseError:
+            return False
+
+    def _from_trunk(self, peer: Peer) -> bool:
+        # Over the other transport the trunk's address proves nothing: anyone on its host
+        # can open a TCP connection from its UDP port.
+        trunk = self.trunk_peer
+        if peer.transport != trunk.transport:
+            return False
+        return peer.host in self.trusted_hosts or (
+            peer.host == trunk.host and peer.port == trunk.port
         )
 
     # ------------------------------------------------------------------ INVITE
@@ -462,10 +541,15 @@ class B2bua:
             response.headers.set("Accept", "application/sdp")
             self.send_response(response)
             return
-        from_trunk = peer.host in self.trusted_hosts or (
-            peer.host == self.trunk_peer.host and peer.port == self.trunk_peer.port
-        )
-        self.spawn(self._setup_call(request, peer, from_trunk))
+        if not self.accepting_calls:
+            self._refuse_shutting_down(request)
+            return
+        self.spawn(self._setup_call(request, peer, self._from_trunk(peer)))
+
+    def _refuse_shutting_down(self, request: SipRequest) -> None:
+        response = make_response(request, 503, "Shutting Down", to_tag=generate_tag())
+        response.headers.set("Retry-After", "30")
+        self.send_response(response)
 
     async def _unless_directory_fails(self, request: SipRequest, work: Awaitable[None]) -> None:
         """Run `work`; if the directory fails under it, answer 503 instead of nothing."""
@@ -496,9 +580,17 @@ class B2bua:
         await self._unless_directory_fails(request, route())
         if prepared is None:
             return
+        if not self.accepting_calls:
+            self._refuse_shutting_down(request)
+            return
         direction, caller, callee, targets, owner = prepared
         call = Call(self, request, peer, direction, caller, callee)
         call.owner_ext = owner.extension
+        if direction == "outbound":
+            trunk = self.config.trunk
+            call.identity = CallerIdentity(
+                owner.extension, owner.name, trunk.from_domain or trunk.host, trunk.identity
+            )
         call.internal_leg = "a" if direction == "outbound" else "b"
         call.recording_mode = owner.recording_mode
         key = _setup_key(request)
@@ -553,14 +645,10 @@ class B2bua:
     async def _route_outbound(
         self, request: SipRequest, peer: Peer
     ) -> tuple[str, Party, Party, list[Target], Subscriber] | None:
-        credentials = await self._credentials_for(request, "Proxy-Authorization")
-        result = self.challenger.verify(
-            request, time.time(), lambda _u: credentials[1] if credentials else None
-        )
-        if not result.ok or credentials is None:
-            self._challenge(request, 407, stale=result.stale, reason=result.reason)
+        authenticated = await self._authenticate(request, peer, 407)
+        if authenticated is None:
             return None
-        user = credentials[0]
+        user = authenticated[0]
         dialed = _user_part(request.uri)
         to = NameAddr.parse(request.headers.get("To") or "")
         caller = Party(user.extension, user.name)
@@ -578,7 +666,9 @@ class B2bua:
         if user is None:
             self.send_response(make_response(request, 404, to_tag=generate_tag()))
             return None
-        bindings = await self.store.bindings(user.extension, time.time())
+        # Newest first (the store's order); at most max_contacts forks, whatever is stored.
+        bindings = list(await self.store.bindings(user.extension, time.time()))
+        bindings = bindings[: self.config.sip.max_contacts]
         if not bindings:
             self.send_response(
                 make_response(request, 480, "Temporarily Unavailable", to_tag=generate_tag())
@@ -641,7 +731,3 @@ def _user_part(uri: str) -> str | None:
 def _reason_phrase(reason: str) -> str:
     text = "".join(ch if ch.isprintable() and ch not in "\r\n" else " " for ch in reason)
     return ("Bad Request - " + text)[:120]
-
-
-def format_binding_peer(peer: Peer) -> str:
-    return format_received(peer)

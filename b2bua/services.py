@@ -112,8 +112,18 @@ class MediaLeg(Protocol):
 
     def local_port(self, leg: str) -> int: ...
 
-    def set_remote(self, leg: str, host: str, port: int, *, relatch: bool = False) -> None:
-        """Raises ValueError for an address that cannot be used."""
+    def set_remote(
+        self,
+        leg: str,
+        host: str,
+        port: int,
+        *,
+        relatch: bool = False,
+        signalled_from: str | None = None,
+    ) -> None:
+        """`leg`'s SDP names `host:port`; `signalled_from` is the host its SIP message came
+        from (media is accepted only from these). Raises ValueError for an address that
+        cannot be used."""
 
     def mark_media_started(self) -> None: ...
 

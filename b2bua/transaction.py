@@ -21,8 +21,9 @@ Choices the RFCs leave open, and the B2BUA's needs:
 * Every other retransmission timer (A, E, G) is off on reliable transports, and Timers
   D, I, J and K are zero there.
 * The TU answers a CANCEL in its own server transaction and uses
-  :meth:`TransactionLayer.find_invite_server_transaction` to find the INVITE it cancels.
-  :func:`make_cancel` builds a CANCEL for a client INVITE.
+  :meth:`TransactionLayer.find_invite_server_transaction` to find the INVITE it cancels
+  (``B2bua._on_cancel``). :func:`make_cancel` builds a CANCEL for a client INVITE
+  (``Call`` cancelling a forked branch).
 * Requests whose top Via branch lacks the ``z9hG4bK`` cookie (RFC 2543 peers) are matched
   on Call-ID, From tag, CSeq number, top Via sent-by and method, which also matches their
   ACK and CANCEL to the INVITE.

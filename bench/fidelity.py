@@ -569,7 +569,7 @@ def recording_start(server: CallrecServer, row: dict[str, Any]) -> float:
             ).fetchone()
     except sqlite3.Error:
         found = None
-    return float(found[0]) if found else wall_time(row["answered_at"])
+    return float(found[0]) if found else wall_time(row["call"]["answered_at"])
 
 
 def wall_time(iso: str) -> float:
@@ -617,9 +617,9 @@ def wait_for_recordings(server: CallrecServer, callees: set[str]) -> dict[str, d
     found: dict[str, dict[str, Any]] = {}
     while time.monotonic() < deadline:
         found = {
-            row["callee_ext"]: row
+            row["call"]["callee"]["extension"]: row
             for row in recordings(server)
-            if row["callee_ext"] in callees and row["status"] != "recording"
+            if row["call"]["callee"]["extension"] in callees and row["status"] != "recording"
         }
         if set(found) == callees:
             break
@@ -640,7 +640,8 @@ def score_calls(
         audio, rate = sf.read(server.data_dir / row["path"], dtype="int16", always_2d=True)
         assert rate == RATE and audio.shape[1] == 2, "the bench records in stereo"
         start = recording_start(server, row)
-        media_time = wall_time(row["ended_at"]) - wall_time(row["answered_at"])
+        call = row["call"]
+        media_time = wall_time(call["ended_at"]) - wall_time(call["answered_at"])
         legs = {
             "phone": score_leg(phone_party.stream, audio[:, 0], start),
             "trunk": score_leg(trunk_party.stream, audio[:, 1], start),

@@ -9,25 +9,36 @@ one task group that shutdown cancels.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import os
+import resource
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
 
 from b2bua.server import B2bua
 from b2bua.services import MediaUnavailable
+from b2bua.transport import ListenError
 from callrec.config import Config
 from callrec.recording.manager import RecordingManager
-from callrec.services.export import fail_interrupted_exports, wait_for_exports
+from callrec.services.export import fail_interrupted_exports
 from callrec.services.retention import RetentionTask
 from media.ports import PortAllocator
 from media.relay import MediaSession
 from media.rtp import MediaError
 from portal.app import start_portal
 from storage.database import Store
+from storage.errors import EmptyDatabase, StorageError
+from storage.files import RecordingFiles
 
 log = logging.getLogger("callrec.app")
+
+# Starts a background task in the process's task group (`background_tasks`).
+Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
 
 class RelayFactory:
@@ -38,6 +49,8 @@ class RelayFactory:
         self.address = media.address
         self.silence_timeout = media.rtp_timeout
         self.idle_timeout = media.hangup_after_silence or None
+        self.nat = media.nat
+        self.latch_window = media.latch_window
         self.ports = PortAllocator(media.rtp_port_first, media.rtp_port_last)
 
     async def open(
@@ -51,50 +64,168 @@ class RelayFactory:
                 on_silence=on_silence,
                 idle_timeout=self.idle_timeout,
                 on_idle=on_idle,
+                nat=self.nat,
+                latch_window=self.latch_window,
             )
         except (MediaError, OSError) as exc:
             raise MediaUnavailable(str(exc)) from exc
 
 
-def build_b2bua(config: Config, store: Store) -> tuple[B2bua, RecordingManager]:
-    """The SIP side wired to the store, a relay factory and the recorder."""
-    recordings = RecordingManager(config, store)
-    return B2bua(config, store, RelayFactory(config), recordings), recordings
+def _shown(path: Path) -> str:
+    """`path` relative to the current folder when it is inside it, as people typed it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
-async def serve(config: Config, *, ready: Callable[[B2bua], None] | None = None) -> None:
-    """Run callrec until SIGINT or SIGTERM."""
+async def open_store(config: Config, *, init: bool = False) -> Store:
+    """The store for `serve`: a missing database is a first start and is created; an
+    existing empty or unreadable one is refused (StorageError, one line), unless `init`
+    asks for a new one in place of an empty file."""
+    path = config.storage.db_path
+    new = not path.exists() or path.stat().st_size == 0
+    try:
+        store = await Store.open(path, create_empty=init)
+    except EmptyDatabase:
+        raise StorageError(
+            f"the database {_shown(path)} is empty; run callrec serve --init to create a new one"
+        ) from None
+    except StorageError as exc:
+        raise StorageError(f"cannot use the database {_shown(path)}: {exc}") from exc
+    if new:
+        log.warning("created a new database %s", _shown(path))
+    return store
+
+
+def raise_open_file_limit(config: Config) -> None:
+    """Take the hard RLIMIT_NOFILE: TCP connections, RTP ports, recordings and the
+    portal all need descriptors, and running out refuses calls."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (OSError, ValueError) as exc:
+            log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
+    media = config.media
+    needed = config.sip.tcp_max_connections + (media.rtp_port_last - media.rtp_port_first + 1)
+    if soft < needed + 256:
+        log.warning(
+            "the open-file limit %d is below tcp_max_connections plus the RTP ports (%d):"
+            " lower [sip] tcp_max_connections or raise the limit (ulimit -n)",
+            soft,
+            needed,
+        )
+
+
+async def close_interrupted_calls(store: Store, storage_dir: Path) -> int:
+    """Close the calls a crash left open, at the last write of their recording. Runs
+    before the recordings are repaired (a repair writes the file, moving its mtime)."""
+
+    def last_write(path: str) -> float | None:
+        try:
+            return (storage_dir / path).stat().st_mtime
+        except OSError:
+            return None
+
+    closed = await store.close_interrupted_calls(last_write)
+    for call in closed:
+        log.warning("call %s was interrupted by a crash; closed as interrupted", call.sip_call_id)
+    return len(closed)
+
+
+class _Shutdown(Exception):
+    """Raised in the task group once the services have stopped in order: leaving the
+    group with it cancels what still runs (housekeeping, the ticker, retention, exports)."""
+
+
+@contextlib.asynccontextmanager
+async def background_tasks() -> AsyncIterator[Spawn]:
+    """The one owner of the process's background tasks: an `asyncio.TaskGroup`.
+
+    Yields the group's `spawn`. A task that fails is logged once and the others go on:
+    the group never sees its exception, so it neither cancels the task's siblings nor
+    takes the process down. Leaving the block cancels what still runs and waits for it;
+    an error raised in the block comes out as itself, not in an ExceptionGroup.
+    """
+    error: BaseException | None = None
+    try:
+        async with asyncio.TaskGroup() as group:
+            yield functools.partial(_spawn_logged, group)
+            raise _Shutdown
+    except BaseExceptionGroup as errors:
+        # Spawned tasks never raise, so the group holds only the block's own error.
+        _, rest = errors.split(_Shutdown)
+        error = rest.exceptions[0] if rest is not None else None
+    if error is not None:
+        raise error  # outside the except: its context stays its own
+
+
+def _spawn_logged(group: asyncio.TaskGroup, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    name = getattr(work, "__qualname__", type(work).__name__)
+    return group.create_task(_logged(work, name), name=name)
+
+
+async def _logged(work: Coroutine[Any, Any, Any], name: str) -> Any:
+    try:
+        return await work
+    except Exception:
+        log.exception("background task %s failed", name)
+        return None
+
+
+async def serve(config: Config, *, init: bool = False) -> None:
+    """Run callrec until SIGINT or SIGTERM. Failing to start (a port in use, an empty
+    database) raises after closing what was opened, so the process exits."""
     logging.basicConfig(
         level=os.environ.get("CALLREC_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
-    store = await Store.open(config.storage.db_path)
-    b2bua, recordings = build_b2bua(config, store)
+    raise_open_file_limit(config)
+    store = await open_store(config, init=init)
+    try:
+        await close_interrupted_calls(store, config.storage.dir)
+        async with background_tasks() as spawn:
+            await _run(config, store, spawn)
+    finally:
+        await store.close()
+
+
+async def _run(config: Config, store: Store, spawn: Spawn) -> None:
+    """Start every part with `spawn` for its background work, serve until signalled,
+    then stop in order: the portal, new calls, the calls in progress (their records
+    written), the recordings (filed). The task group cancels the rest."""
+    recordings = RecordingManager(config, store, spawn=spawn)
+    b2bua = B2bua(config, store, RelayFactory(config), recordings, spawn=spawn)
     await recordings.refresh_settings()
     recovered = await recordings.recover()
     if recovered:
         log.warning("repaired %d recording(s) left unfinished by a crash", recovered)
     await fail_interrupted_exports(store, time.time())
-    retention = RetentionTask(store, config.storage.dir)
-    await b2bua.start()
-    recordings.start()
-    retention.start()
-    portal = await start_portal(config, store)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    print(
-        f"callrec serving SIP on {b2bua.hostport()} (udp, tcp), portal on {portal.url}",
-        flush=True,
-    )
-    if ready is not None:
-        ready(b2bua)
-    await stop.wait()
-    log.info("shutting down")
-    await portal.stop()
-    await b2bua.stop()
-    await recordings.stop()
-    await retention.stop()
-    await wait_for_exports(30)
-    await store.close()
+    try:
+        await b2bua.start()
+        recordings.start()
+        spawn(RetentionTask(store, RecordingFiles(config.storage.dir)).run_forever())
+        listen = config.portal.listen
+        try:
+            portal = await start_portal(config, store, spawn=spawn)
+        except OSError as exc:
+            raise ListenError(listen.host, listen.port, "tcp", exc) from exc
+        try:
+            print(
+                f"callrec serving SIP on {b2bua.hostport()} (udp, tcp), portal on {portal.url}",
+                flush=True,
+            )
+            await stop.wait()
+            log.info("shutting down")
+        finally:
+            await portal.stop()
+    finally:
+        await b2bua.stop()
+        await recordings.stop()

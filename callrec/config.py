@@ -16,6 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from callrec.policy import (
+    ANNOUNCEMENTS,
+    CHANNELS,
+    DEFAULT_FEATURE_CODE,
+    DEFAULT_RETENTION_DAYS,
+    FORMATS,
+    PAUSED_MODES,
+    RETENTION_MAX_DAYS,
+    RETENTION_MIN_DAYS,
+    FeatureCode,
+    PolicyError,
+    RecordingSettings,
+)
+
 __all__ = [
     "Config",
     "ConfigError",
@@ -60,23 +74,53 @@ class HostPort:
 
 @dataclass(frozen=True)
 class SipConfig:
-    """[sip]: where callrec listens for SIP (UDP and TCP on the same port)."""
+    """[sip]: where callrec listens for SIP (UDP and TCP on the same port), and its trust.
+
+    A digest nonce lives `nonce_lifetime` seconds; `auth_max_failures` failed logins in
+    `auth_failure_window` seconds lock the source (or the user) out for `auth_lockout`
+    seconds; a user may hold at most `max_contacts` registrations.
+    """
 
     listen: HostPort
     realm: str
     user_agent: str
     digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    nonce_lifetime: float = 60.0
+    auth_max_failures: int = 10
+    auth_failure_window: float = 60.0
+    auth_lockout: float = 300.0
+    max_contacts: int = 10
+    # TCP: connections in all and per source IP; seconds a new connection may take to
+    # deliver its first complete message, and any message from its first byte to its last.
+    tcp_max_connections: int = 2000
+    tcp_max_per_source: int = 200
+    tcp_idle_timeout: float = 60.0
+    tcp_message_timeout: float = 10.0
 
 
 @dataclass(frozen=True)
 class TrunkConfig:
-    """[trunk]: the SIP trunk calls go out to; requests from `trusted` hosts skip auth."""
+    """[trunk]: the SIP trunk calls go out to, and who is taken for it.
+
+    A request is from the trunk (no digest; routed to a user) when it arrives over the
+    trunk's `transport` (udp unless the URI says `;transport=tcp`) from the URI's host
+    and port, or over that same transport from any port of a `trusted` host. Over the
+    other transport, even from those addresses, it is a phone's: challenged.
+
+    Calls out assert the authenticated user, never what the phone wrote: `identity`
+    "from" puts `"Name" <sip:EXT@from_domain>` in From; "pai" adds the same in
+    P-Asserted-Identity. `from_domain` defaults to the trunk URI's host. A phone asking
+    for privacy (`Privacy: id|user|header`) gets an anonymous From, with the identity
+    in P-Asserted-Identity and `Privacy: id` (RFC 3325).
+    """
 
     uri: str
     host: str
     port: int
     transport: str
     trusted: tuple[str, ...]
+    identity: str = "from"
+    from_domain: str | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +134,12 @@ class MediaConfig:
     # Seconds with no RTP from either leg (neither on hold) before callrec ends the call
     # with a BYE to both sides (a lost BYE); 0 never does.
     hangup_after_silence: float = 120.0
+    # A leg's media is accepted only from the address its SDP names. With `nat`, a phone
+    # whose SDP names another host than its SIP came from (behind NAT) is also accepted
+    # from its SIP host, at the port its first packet shows within `latch_window` seconds
+    # of its SDP (or of the answer).
+    nat: bool = True
+    latch_window: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -101,7 +151,7 @@ class RecordingConfig:
 
     channels: str
     format: str
-    feature_code: str
+    feature_code: FeatureCode
     announcement: str
     feature_code_timeout: float = 2.0
     paused: str = "skip"
@@ -109,7 +159,7 @@ class RecordingConfig:
 
     @property
     def announcement_path(self) -> Path | None:
-        if self.announcement in _ANNOUNCEMENT_KEYWORDS:
+        if self.announcement in ANNOUNCEMENTS:
             return None
         return Path(self.announcement)
 
@@ -181,14 +231,28 @@ class Config:
     smtp: SmtpConfig
     source: Path | None = None
 
+    @property
+    def recording_settings(self) -> RecordingSettings:
+        """The recording settings this file gives, before the stored settings."""
+        recording = self.recording
+        return RecordingSettings(
+            feature_code=recording.feature_code,
+            retention_days=self.retention.default_days,
+            announcement=recording.announcement,
+            channels=recording.channels,
+            format=recording.format,
+            paused=recording.paused,
+            swallow_feature_code=recording.swallow_feature_code,
+        )
 
-_ANNOUNCEMENT_KEYWORDS = ("default", "beep", "none")
+
 _HOSTNAME = re.compile(
     r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?"
 )
-_FEATURE_CODE = re.compile(r"[0-9*#A-D]{1,8}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+# [trunk] identity: which header asserts the caller toward the trunk.
+TRUNK_IDENTITY_MODES = ("from", "pai")
 
 
 def _show(value: object) -> str:
@@ -316,13 +380,6 @@ def _boolean(value: object) -> bool:
     return value
 
 
-def _feature_code(value: object) -> str:
-    text = _string(value)
-    if not _FEATURE_CODE.fullmatch(text):
-        raise _Invalid(f"expected 1 to 8 DTMF keys from 0-9 * # A-D, got {text!r}")
-    return text
-
-
 def _email(value: object) -> str:
     text = _string(value)
     if not _EMAIL.fullmatch(text):
@@ -406,24 +463,37 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "realm": ("callrec", lambda v, _: _realm(v)),
         "user_agent": ("callrec", lambda v, _: _nonempty(v)),
         "digest_algorithms": (["SHA-256", "MD5"], lambda v, _: _digest_algorithms(v)),
+        "nonce_lifetime": (60.0, lambda v, _: _seconds(v, 5, 3600, "seconds (a number 5-3600)")),
+        "auth_max_failures": (10, lambda v, _: _integer(v, 1, 1000)),
+        "auth_failure_window": (60.0, lambda v, _: _timeout(v)),
+        "auth_lockout": (300.0, lambda v, _: _seconds(v, 1, 86400, "seconds (a number 1-86400)")),
+        "max_contacts": (10, lambda v, _: _integer(v, 1, 100)),
+        "tcp_max_connections": (2000, lambda v, _: _integer(v, 1, 1_000_000)),
+        "tcp_max_per_source": (200, lambda v, _: _integer(v, 1, 1_000_000)),
+        "tcp_idle_timeout": (60.0, lambda v, _: _seconds(v, 0.1, 3600, "seconds (0.1-3600)")),
+        "tcp_message_timeout": (10.0, lambda v, _: _seconds(v, 0.1, 600, "seconds (0.1-600)")),
     },
     "trunk": {
         "uri": ("sip:127.0.0.1:5080", lambda v, _: _trunk_uri(v)),
         "trusted": (None, lambda v, _: _trusted(v)),
+        "identity": ("from", lambda v, _: _choice(v, TRUNK_IDENTITY_MODES)),
+        "from_domain": (None, lambda v, _: _host(_string(v))),
     },
     "media": {
         "address": ("127.0.0.1", lambda v, _: _ip_address(v)),
         "rtp_ports": ("20000-29999", lambda v, _: _rtp_ports(v)),
         "rtp_timeout": (30.0, lambda v, _: _timeout(v)),
         "hangup_after_silence": (120.0, lambda v, _: _optional_timeout(v)),
+        "nat": (True, lambda v, _: _boolean(v)),
+        "latch_window": (3.0, lambda v, _: _seconds(v, 0.5, 30, "seconds between 0.5 and 30")),
     },
     "recording": {
-        "channels": ("mono", lambda v, _: _choice(v, ("mono", "stereo"))),
-        "format": ("wav", lambda v, _: _choice(v, ("wav", "flac"))),
-        "feature_code": ("*1", lambda v, _: _feature_code(v)),
+        "channels": ("mono", lambda v, _: _choice(v, CHANNELS)),
+        "format": ("wav", lambda v, _: _choice(v, FORMATS)),
+        "feature_code": (DEFAULT_FEATURE_CODE.text, lambda v, _: FeatureCode.parse(_string(v))),
         "announcement": ("default", lambda v, base: _announcement(v, base)),
         "feature_code_timeout": (2.0, lambda v, _: _code_timeout(v)),
-        "paused": ("skip", lambda v, _: _choice(v, ("skip", "silence"))),
+        "paused": ("skip", lambda v, _: _choice(v, PAUSED_MODES)),
         "swallow_feature_code": (False, lambda v, _: _boolean(v)),
     },
     "storage": {
@@ -431,7 +501,10 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "db": ("callrec.db", lambda v, _: _nonempty(v)),
     },
     "retention": {
-        "default_days": (90, lambda v, _: _integer(v, 30, 365)),
+        "default_days": (
+            DEFAULT_RETENTION_DAYS,
+            lambda v, _: _integer(v, RETENTION_MIN_DAYS, RETENTION_MAX_DAYS),
+        ),
     },
     "portal": {
         "listen": ("127.0.0.1:8080", lambda v, _: _host_port(v)),
@@ -472,13 +545,14 @@ def _realm(value: object) -> str:
 
 def _announcement(value: object, base: Path) -> str:
     text = _nonempty(value)
-    if text in _ANNOUNCEMENT_KEYWORDS:
+    if text in ANNOUNCEMENTS:
         return text
     path = Path(text).expanduser()
     if not path.is_absolute():
         path = base / path
     if not path.is_file():
-        raise _Invalid(f"expected 'default', 'beep', 'none' or an existing file, got {text!r}")
+        keywords = ", ".join(repr(keyword) for keyword in ANNOUNCEMENTS)
+        raise _Invalid(f"expected {keywords} or an existing file, got {text!r}")
     return str(path.resolve())
 
 
@@ -518,7 +592,7 @@ def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Conf
                 continue
             try:
                 values[section][key] = parser(raw, base)
-            except _Invalid as exc:
+            except (_Invalid, PolicyError) as exc:
                 raise ConfigError(f"[{section}] {key}: {exc}") from None
 
     trunk_uri: _TrunkUri = values["trunk"]["uri"]
@@ -531,6 +605,8 @@ def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Conf
             port=trunk_uri.port,
             transport=trunk_uri.transport,
             trusted=values["trunk"]["trusted"] or (),
+            identity=values["trunk"]["identity"],
+            from_domain=values["trunk"]["from_domain"],
         ),
         media=MediaConfig(
             address=values["media"]["address"],
@@ -538,6 +614,8 @@ def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Conf
             rtp_port_last=rtp_last,
             rtp_timeout=values["media"]["rtp_timeout"],
             hangup_after_silence=values["media"]["hangup_after_silence"],
+            nat=values["media"]["nat"],
+            latch_window=values["media"]["latch_window"],
         ),
         recording=RecordingConfig(**values["recording"]),
         storage=StorageConfig(**values["storage"]),

@@ -1,26 +1,27 @@
-"""The on-demand feature code: `*` then one digit within a timeout toggles recording."""
+"""The on-demand feature code: `*` then the code's digit within a timeout toggles recording.
+
+What a valid code is belongs to the product rules (`callrec.policy.FeatureCode`); this
+module only matches one in a call's digit stream.
+"""
 
 from __future__ import annotations
 
+from callrec.policy import DEFAULT_FEATURE_CODE, FeatureCode
 from dtmf.events import DigitEvent, DtmfError
-
-
-def validate_feature_code(code: str) -> str:
-    """Return the code if it is `*` plus one digit 0-9; raise DtmfError otherwise."""
-    if len(code) != 2 or code[0] != "*" or code[1] not in "0123456789":
-        raise DtmfError(f"feature code must be '*' followed by one digit 0-9, got {code!r}")
-    return code
 
 
 class FeatureCodeMatcher:
     """Matches the feature code in one call's digit stream (already deduplicated).
 
     Each leg is matched on its own, so a `*` on one side and the digit on the other do
-    not combine. `feed` returns True on the digit that completes the code.
+    not combine. `feed` returns True on the digit that completes the code. A code given
+    as text is parsed (InvalidFeatureCode if it is not `*` plus one digit).
     """
 
-    def __init__(self, code: str = "*1", timeout: float = 2.0) -> None:
-        self.code = validate_feature_code(code)
+    def __init__(
+        self, code: FeatureCode | str = DEFAULT_FEATURE_CODE, timeout: float = 2.0
+    ) -> None:
+        self.code = FeatureCode.parse(code)
         if timeout <= 0:
             raise DtmfError(f"feature code timeout must be positive, got {timeout}")
         self.timeout = timeout
@@ -31,6 +32,6 @@ class FeatureCodeMatcher:
         if event.digit == "*":
             self._star_at[event.leg] = event.at
             return False
-        if star_at is None or event.digit != self.code[1]:
+        if star_at is None or event.digit != self.code.digit:
             return False
         return 0.0 <= event.at - star_at <= self.timeout

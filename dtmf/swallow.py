@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from callrec.policy import DEFAULT_FEATURE_CODE, FeatureCode
 from dtmf.events import DIGITS
 
 STAR = DIGITS.index("*")
@@ -33,9 +34,13 @@ class FeatureCodeSwallower:
     """Decides for each RTP packet of the user's leg whether it goes to the far end."""
 
     def __init__(
-        self, code: str = "*1", *, timeout: float = 2.0, telephone_event_pts: Iterable[int] = ()
+        self,
+        code: FeatureCode | str = DEFAULT_FEATURE_CODE,
+        *,
+        timeout: float = 2.0,
+        telephone_event_pts: Iterable[int] = (),
     ) -> None:
-        self.digit = DIGITS.index(code[1])
+        self.digit = DIGITS.index(FeatureCode.parse(code).digit)
         self.timeout = timeout
         self.payload_types = set(telephone_event_pts)
         self.held: list[bytes] = []

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 import numpy.typing as npt
 
+from callrec.policy import DEFAULT_FEATURE_CODE, FeatureCode
 from dtmf.dedup import DigitDeduplicator
 from dtmf.events import DigitEvent
 from dtmf.feature_code import FeatureCodeMatcher
@@ -26,7 +27,7 @@ class FeatureCodeWatcher:
     def __init__(
         self,
         leg: str,
-        code: str = "*1",
+        code: FeatureCode | str = DEFAULT_FEATURE_CODE,
         *,
         timeout: float = 2.0,
         telephone_event_pts: Iterable[int] = (),

@@ -13,6 +13,22 @@ has been played towards a leg, the RTP forwarded towards it goes through that le
 `media.announce.StreamContinuity`, which rewrites sequence number, timestamp and SSRC (one
 copy of the packet) so the phone keeps seeing one continuous stream. Until then packets
 stay byte for byte; the relay only keeps a reference to the last one sent.
+
+Where a leg's packets may come from (strict source, against RTP hijacking):
+
+- Before a leg's SDP is known, nothing is accepted on it.
+- Packets from the exact address its SDP names (RTP port, RTCP port) are accepted.
+- NAT: when the leg's SDP names another host than the one its SIP came from (a phone
+  behind NAT puts its private address in SDP), packets from the SIP host are accepted
+  too, from whatever port, but only while the leg is learning: for `latch_window`
+  seconds after its SDP arrived and again after the call is answered. The first such
+  packet latches that port; until then the relay sends towards the SIP host at the SDP
+  port (never to the private address, which it cannot reach). `nat=False` turns this off.
+- Whatever was accepted first is latched: later packets from that address take the fast
+  path (one tuple comparison). Any other source is dropped before it is counted,
+  forwarded or tapped (the recorder never sees it), and counted as `foreign` per leg;
+  the session logs those drops at most once per `_FOREIGN_LOG_INTERVAL` seconds and once
+  more, as a summary, when it closes.
 """
 
 from __future__ import annotations
@@ -41,6 +57,7 @@ log = logging.getLogger(__name__)
 LEGS = ("a", "b")
 _HOLD_HOSTS = frozenset({"0.0.0.0", "::"})
 _TAP_ERROR_LOG_INTERVAL = 10.0
+_FOREIGN_LOG_INTERVAL = 5.0
 _BIND_ATTEMPTS = 32
 _RTCP_MIN_SIZE = 4  # the RTCP common header
 
@@ -66,7 +83,8 @@ class LegStats:
     `*_in` count valid packets accepted on this leg's sockets, `*_out` packets sent out of
     them. `dropped` counts valid packets that arrived on this leg and were not forwarded:
     the far leg's remote is unknown or on hold, its socket is congested, or (counted in
-    `foreign` too) they came from a source other than the latched one. `replaced` counts
+    `foreign` too) they came from a source the leg does not accept (not its SDP address,
+    not its latched source, not its NAT host while learning). `replaced` counts
     RTP packets that arrived on this leg while an announcement played towards the other
     leg (not forwarded, not in `dropped`); `injected` counts announcement packets sent out
     of this leg (also in `rtp_out`).
@@ -100,15 +118,18 @@ class _Channel:
         "kind",
         "last_at",
         "last_forwarded",
+        "learn_until",
         "leg",
         "muxed_rtcp_in",
         "muxed_rtcp_out",
+        "nat_host",
         "packets_in",
         "packets_out",
         "port",
         "replaced",
         "sdp_address",
         "send_errors",
+        "send_to",
         "source",
         "transport",
     )
@@ -120,7 +141,12 @@ class _Channel:
         self.transport: asyncio.DatagramTransport | None = None
         self.far: _Channel = self  # wired to the other leg's channel by the session
         self.source: Address | None = None  # latched remote (symmetric RTP)
-        self.sdp_address: Address | None = None
+        self.sdp_address: Address | None = None  # (host, port) the SDP names: accepted
+        # NAT: the host the leg's SIP came from, whose packets are accepted from any port
+        # until `learn_until` (session clock) while nothing is latched; None = strict.
+        self.nat_host: str | None = None
+        self.learn_until = 0.0
+        self.send_to: Address | None = None  # where to send until a source is latched
         self.dest: Address | None = None  # where to send now; None = drop
         self.congested = False
         self.packets_in = 0
@@ -143,7 +169,7 @@ class _Channel:
         if self.leg.on_hold or self.congested:
             self.dest = None
         else:
-            self.dest = self.source if self.source is not None else self.sdp_address
+            self.dest = self.source if self.source is not None else self.send_to
 
     def latch(self, source: Address) -> None:
         self.source = source
@@ -203,21 +229,18 @@ class _RtpProtocol(_ChannelProtocol):
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         channel = self.channel
+        # The source check comes first: a foreign packet is not even looked at. Once a
+        # source is latched, its packets cost one tuple comparison here.
+        if addr != channel.source and not self.session._admit(channel, addr):
+            return
         # Fast path: a plain version-2 header with no CSRC, extension or padding.
         if len(data) < 12 or data[0] != 0x80 or 192 <= data[1] <= 223:
             if is_rtcp(data):
-                self._muxed_rtcp_received(data, addr)
+                self._muxed_rtcp_received(data)
                 return
             if not rtp_header_valid(data):
                 channel.garbled += 1
                 return
-        source = channel.source
-        if source != addr:
-            if source is not None:
-                channel.foreign += 1
-                channel.dropped += 1
-                return
-            channel.latch(addr)
         arrival = wall_clock()
         channel.packets_in += 1
         channel.last_at = arrival
@@ -233,23 +256,17 @@ class _RtpProtocol(_ChannelProtocol):
             except Exception as exc:
                 self.session._tap_failed(exc)
 
-    def _muxed_rtcp_received(self, data: bytes, addr: Address) -> None:
+    def _muxed_rtcp_received(self, data: bytes) -> None:
         if len(data) < _RTCP_MIN_SIZE:
             self.channel.garbled += 1
             return
-        _relay_rtcp(self, data, addr, muxed=True)
+        _relay_rtcp(self, data, muxed=True)
 
 
-def _relay_rtcp(protocol: _ChannelProtocol, data: bytes, addr: Address, *, muxed: bool) -> None:
-    """Latch, count, forward and tap one RTCP packet (on its own port or muxed with RTP)."""
+def _relay_rtcp(protocol: _ChannelProtocol, data: bytes, *, muxed: bool) -> None:
+    """Count, forward and tap one RTCP packet (on its own port or muxed with RTP) whose
+    source was admitted."""
     channel = protocol.channel
-    source = channel.source
-    if source != addr:
-        if source is not None:
-            channel.foreign += 1
-            channel.dropped += 1
-            return
-        channel.latch(addr)
     arrival = wall_clock()
     if muxed:
         channel.muxed_rtcp_in += 1
@@ -292,10 +309,39 @@ class _RtcpProtocol(_ChannelProtocol):
     __slots__ = ()
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        if len(data) < _RTCP_MIN_SIZE or data[0] & 0xC0 != 0x80:
-            self.channel.garbled += 1
+        channel = self.channel
+        if addr != channel.source and not self.session._admit(channel, addr):
             return
-        _relay_rtcp(self, data, addr, muxed=False)
+        if len(data) < _RTCP_MIN_SIZE or data[0] & 0xC0 != 0x80:
+            channel.garbled += 1
+            return
+        _relay_rtcp(self, data, muxed=False)
+
+
+def _allowed(channel: _Channel, addr: Address) -> bool:
+    """True if `channel`'s signalling allows a latched source at `addr` to stay."""
+    sdp = channel.sdp_address
+    if sdp is not None and addr[0] == sdp[0] and addr[1] == sdp[1]:
+        return True
+    return channel.nat_host is not None and addr[0] == channel.nat_host
+
+
+def _accepted(channel: _Channel, now: float) -> str:
+    """What `channel` accepts now, for a log line."""
+    if channel.source is not None:
+        return _show_address(channel.source)
+    sdp = channel.sdp_address
+    if sdp is None:
+        return "nothing yet (no SDP)"
+    text = _show_address(sdp)
+    if channel.nat_host is not None and now < channel.learn_until:
+        text += f" or {channel.nat_host} at any port (NAT, learning)"
+    return text
+
+
+def _show_address(addr: Address) -> str:
+    host = str(addr[0])
+    return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
 
 
 def _returning(protocol: _ChannelProtocol) -> Callable[[], _ChannelProtocol]:
@@ -313,10 +359,13 @@ def _parse_host(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
 class MediaSession:
     """The relay for one call: legs "a" and "b", each an RTP/RTCP socket pair.
 
-    Create it with `await MediaSession.create(...)`. Symmetric RTP: the first valid
-    packet on a leg's RTP (or RTCP) socket latches that leg's remote RTP (or RTCP) address
-    to its source; packets from other sources are then dropped and counted as `foreign`
-    until `set_remote(..., relatch=True)`.
+    Create it with `await MediaSession.create(...)`. Strict source with symmetric RTP
+    (see the module docstring): a leg accepts packets only from the address its SDP
+    names or, behind NAT, from the host its SIP came from while it is learning; the first
+    accepted packet on a leg's RTP (or RTCP) socket latches that leg's remote RTP (or
+    RTCP) address to its source. Everything else is dropped and counted as `foreign`.
+    `clock` (default `time.monotonic`) times the learning window, the silence and idle
+    checks and the rate limit of the logs, so tests can drive them with a fake clock.
 
     Silence: once a leg has received RTP, or after `mark_media_started()`, a leg that gets
     no RTP for `silence_timeout` seconds triggers `on_silence(leg)` once, and again only
@@ -337,6 +386,9 @@ class MediaSession:
         on_silence: Callable[[str], None] | None = None,
         idle_timeout: float | None = None,
         on_idle: Callable[[], None] | None = None,
+        nat: bool = True,
+        latch_window: float = 3.0,
+        clock: Callable[[], float] = monotonic,
     ) -> None:
         """Prefer `create()`; a session made here has no sockets until `open()`."""
         address = _parse_host(host)
@@ -350,6 +402,13 @@ class MediaSession:
         self.on_silence = on_silence
         self.idle_timeout = idle_timeout
         self.on_idle = on_idle
+        self.nat = nat
+        self.latch_window = latch_window
+        self.clock = clock
+        # Names the session in its log lines; the owner may set it to the call's id.
+        self.label: str | None = None
+        self._foreign_logged_at: float | None = None
+        self._foreign_logged_count = 0
         self._idle_reported = False
         self._check_every: float | None = None  # how often to check for silence; open() sets it
         self._allocator = allocator
@@ -376,11 +435,16 @@ class MediaSession:
         on_silence: Callable[[str], None] | None = None,
         idle_timeout: float | None = None,
         on_idle: Callable[[], None] | None = None,
+        nat: bool = True,
+        latch_window: float = 3.0,
+        clock: Callable[[], float] = monotonic,
     ) -> MediaSession:
         """Bind both legs' sockets on `host` with ports from `allocator` and start relaying.
 
         Raises `MediaError` if no port pair can be bound. `silence_timeout=None` or
         `on_silence=None` turns silence detection off; likewise for the idle check.
+        `nat=False` accepts packets only from the SDP address; `latch_window` is how long
+        a NAT'ed leg may latch a source port from its SIP host (see the module docstring).
         """
         session = cls(
             allocator,
@@ -390,6 +454,9 @@ class MediaSession:
             on_silence=on_silence,
             idle_timeout=idle_timeout,
             on_idle=on_idle,
+            nat=nat,
+            latch_window=latch_window,
+            clock=clock,
         )
         await session.open()
         return session
@@ -462,17 +529,30 @@ class MediaSession:
         *,
         rtcp_port: int | None = None,
         relatch: bool = False,
+        signalled_from: str | None = None,
     ) -> None:
-        """Send `leg`'s packets to `host:port` (RTCP to `rtcp_port`, default port + 1),
-        as that leg's SDP says, unless a source is already latched. Port 0 or host
-        0.0.0.0 / :: puts the leg on hold (nothing is sent to it). `relatch=True` (a
-        re-INVITE changed the address) forgets the latched sources."""
+        """`leg`'s SDP says it takes media at `host:port` (RTCP at `rtcp_port`, default
+        port + 1); `signalled_from` is the host that SDP's SIP message came from.
+
+        Packets are accepted from that address, and, when `host` differs from
+        `signalled_from` (NAT) and `nat` is on, from `signalled_from` at any port while
+        the leg learns (`latch_window` seconds from now, and again after
+        `mark_media_started`). They are sent to the latched source, else to the SDP
+        address (or, behind NAT with a private SDP address, to `signalled_from` at the SDP
+        port). Port 0 or host 0.0.0.0 / :: puts the leg on hold (nothing is sent to it).
+        `relatch=True` (new SDP) forgets the latched sources and restarts the learning;
+        without it a latched source is kept while the new SDP still allows it.
+        `signalled_from` that is not an IP literal of the session's family is ignored.
+        """
         state = self._leg(leg)
-        if relatch:
-            state.rtp.source = None
-            state.rtcp.source = None
         if port == 0 or host in _HOLD_HOSTS:
             state.on_hold = True
+            if relatch:
+                # A held phone may still send (music on hold) from where it did before.
+                learn_until = self.clock() + self.latch_window
+                for channel in (state.rtp, state.rtcp):
+                    channel.source = None
+                    channel.learn_until = learn_until
         else:
             address = _parse_host(host)
             if (address.version == 6) != (self.family == socket.AF_INET6):
@@ -482,17 +562,50 @@ class MediaSession:
             if not 0 < port < 65536 or (rtcp_port is not None and not 0 < rtcp_port < 65536):
                 raise BadMediaAddress(f"bad remote media port {port}/{rtcp_port}")
             state.on_hold = False
-            state.rtp.sdp_address = (str(address), port)
-            state.rtcp.sdp_address = (
-                str(address),
-                rtcp_port if rtcp_port is not None else port + 1,
+            nat_host = self._nat_host(address, signalled_from)
+            # A private SDP address behind NAT cannot be reached from here: until the
+            # phone's first packet shows its public port, guess the SDP port at its host.
+            send_host = (
+                nat_host
+                if nat_host is not None and address.is_private and not address.is_loopback
+                else str(address)
             )
+            learn_until = self.clock() + self.latch_window
+            for channel, number in (
+                (state.rtp, port),
+                (state.rtcp, rtcp_port if rtcp_port is not None else port + 1),
+            ):
+                channel.sdp_address = (str(address), number)
+                channel.send_to = (send_host, number)
+                channel.nat_host = nat_host
+                source = channel.source
+                if relatch or (source is not None and not _allowed(channel, source)):
+                    channel.source = None
+                if channel.source is None:
+                    channel.learn_until = learn_until
         state.rtp.refresh_dest()
         state.rtcp.refresh_dest()
 
+    def _nat_host(
+        self,
+        sdp_host: ipaddress.IPv4Address | ipaddress.IPv6Address,
+        signalled_from: str | None,
+    ) -> str | None:
+        """The host to learn a NAT'ed leg's source port from, or None (strict SDP)."""
+        if not self.nat or signalled_from is None:
+            return None
+        try:
+            sip_host = ipaddress.ip_address(signalled_from.strip("[]"))
+        except ValueError:
+            return None
+        if sip_host == sdp_host or (sip_host.version == 6) != (self.family == socket.AF_INET6):
+            return None
+        return str(sip_host)
+
     def remote(self, leg: str, kind: str = "rtp") -> tuple[str, int] | None:
         """Where `leg`'s RTP (or RTCP) goes now: the latched source, else the SDP
-        address; None while unknown or on hold."""
+        address (behind NAT with a private SDP address: the SIP host at the SDP port);
+        None while unknown or on hold."""
         state = self._leg(leg)
         channel = state.rtp if kind == "rtp" else state.rtcp
         dest = channel.dest
@@ -501,6 +614,11 @@ class MediaSession:
     def is_latched(self, leg: str, kind: str = "rtp") -> bool:
         state = self._leg(leg)
         return (state.rtp if kind == "rtp" else state.rtcp).source is not None
+
+    @property
+    def foreign_packets(self) -> int:
+        """Packets dropped on either leg because of their source (see `LegStats.foreign`)."""
+        return sum(ch.foreign for leg in self._legs.values() for ch in (leg.rtp, leg.rtcp))
 
     def stats(self, leg: str) -> LegStats:
         """A snapshot of `leg`'s counters."""
@@ -565,9 +683,14 @@ class MediaSession:
         return continuity is not None and continuity.injecting
 
     def mark_media_started(self) -> None:
-        """Start the silence clock of legs that have not sent RTP yet (call answered)."""
-        now = monotonic()
+        """The call is answered: start the silence clock of legs that have not sent RTP
+        yet, and let NAT'ed legs that latched nothing yet learn for another window (a
+        phone may send only once the call is answered)."""
+        now = self.clock()
         for leg in self._legs.values():
+            for channel in (leg.rtp, leg.rtcp):
+                if channel.source is None and channel.nat_host is not None:
+                    channel.learn_until = now + self.latch_window
             if not leg.silence_watching:
                 leg.silence_watching = True
                 leg.silence_seen = leg.rtp.packets_in
@@ -589,6 +712,17 @@ class MediaSession:
         if self._closed:
             return
         self._closed = True
+        foreign = self.foreign_packets
+        if foreign:
+            counts = {name: self.stats(name).foreign for name in LEGS}
+            log.warning(
+                "%s: closed; %d packet(s) from unexpected sources were dropped "
+                "(leg a: %d, leg b: %d)",
+                self._name(),
+                foreign,
+                counts["a"],
+                counts["b"],
+            )
         if self._monitor is not None:
             self._monitor.cancel()
             self._monitor = None
@@ -654,7 +788,7 @@ class MediaSession:
 
     def _tap_failed(self, exc: Exception) -> None:
         self._tap_errors += 1
-        now = monotonic()
+        now = self.clock()
         if now - self._tap_error_logged_at >= _TAP_ERROR_LOG_INTERVAL:
             self._tap_error_logged_at = now
             log.error(
@@ -680,12 +814,19 @@ class MediaSession:
     def _schedule_monitor(self) -> None:
         assert self._loop is not None
         assert self._check_every is not None
-        self._monitor = self._loop.call_later(self._check_every, self._check_silence)
+        self._monitor = self._loop.call_later(self._check_every, self._on_monitor)
 
-    def _check_silence(self) -> None:
+    def _on_monitor(self) -> None:
+        self.check_silence()
+        if not self._closed:  # a callback may have closed the session
+            self._schedule_monitor()
+
+    def check_silence(self) -> None:
+        """Report silence and idleness as of `clock()` now; a timer calls this every
+        `_check_every` seconds, and a test on a fake clock may call it directly."""
         if self._closed:
             return
-        now = monotonic()
+        now = self.clock()
         on_silence, on_idle = self.on_silence, self.on_idle
         for leg in self._legs.values():
             count = leg.rtp.packets_in
@@ -713,5 +854,52 @@ class MediaSession:
                 on_idle()
             except Exception:
                 log.exception("on_idle callback failed")
-        if not self._closed:  # the callback may have closed the session
-            self._schedule_monitor()
+
+    # -- source checks (the slow path: first packet of a source, or a foreign one) -----
+
+    def _admit(self, channel: _Channel, addr: Address) -> bool:
+        """Decide on a packet from `addr`, which is not `channel`'s latched source:
+        latch it and return True, or count it as foreign and return False."""
+        sdp = channel.sdp_address
+        host = addr[0]
+        if sdp is not None and host == sdp[0] and addr[1] == sdp[1]:
+            channel.latch(addr)
+            return True
+        if (
+            channel.source is None
+            and host == channel.nat_host
+            and self.clock() < channel.learn_until
+        ):
+            channel.latch(addr)
+            return True
+        channel.foreign += 1
+        channel.dropped += 1
+        self._foreign_dropped(channel, addr)
+        return False
+
+    def _foreign_dropped(self, channel: _Channel, addr: Address) -> None:
+        """Log foreign packets at most once per `_FOREIGN_LOG_INTERVAL` per session."""
+        now = self.clock()
+        last = self._foreign_logged_at
+        if last is not None and now - last < _FOREIGN_LOG_INTERVAL:
+            return
+        self._foreign_logged_at = now
+        total = self.foreign_packets
+        log.warning(
+            "%s: dropped %d packet(s) from unexpected sources (%d since the last report); "
+            "latest on leg %s %s from %s, which accepts %s",
+            self._name(),
+            total,
+            total - self._foreign_logged_count,
+            channel.leg.name,
+            channel.kind,
+            _show_address(addr),
+            _accepted(channel, now),
+        )
+        self._foreign_logged_count = total
+
+    def _name(self) -> str:
+        if self.label is not None:
+            return self.label
+        ports = "/".join(str(leg.rtp.port) for leg in self._legs.values())
+        return f"media session {self.host} ports {ports}"

@@ -9,10 +9,18 @@ so and its owner runs `sync()` in a worker thread (`close()` syncs the finished 
 What a kill -9 leaves is an unfinished file: a WAV whose RIFF and data sizes were never
 patched, or a FLAC whose STREAMINFO does not know its length. `repair` makes either
 readable again. A closed or repaired file is made read-only.
+
+A write that fails (disk full, a file-size limit, an I/O error) stops the file where it
+is: `close()` then seals what was written (the WAV header is set from the file length,
+a FLAC is cut at its last whole frame where the disk allows) and returns a summary whose
+`partial` says why it stops early. The error names the cause, "disk full (ENOSPC)" for a
+full disk, since libsndfile itself only says "System error".
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import os
 import struct
@@ -32,6 +40,7 @@ __all__ = [
     "RecordingSummary",
     "RecordingWriter",
     "RepairResult",
+    "WriteFailed",
     "file_sha256",
     "repair",
 ]
@@ -47,13 +56,47 @@ _FLAC_COMPRESSION_LEVEL = 0.25
 _SOUNDFILE_FORMATS: dict[str, str] = {"wav": "WAV", "flac": "FLAC"}
 # libsndfile's frame count for a FLAC whose STREAMINFO total was never written.
 _UNKNOWN_FRAMES = 1 << 62
+# libsndfile's error code for a failed system call (its errno is in cffi's copy).
+_SFE_SYSTEM = 2
 _RIFF_HEADER = struct.Struct("<4sI4s")
 _CHUNK_HEADER = struct.Struct("<4sI")
 
 
+class WriteFailed(MediaError):
+    """Writing a recording failed; `errno` is the OS error behind it when known
+    (errno.ENOSPC: the disk is full), and the message names it."""
+
+    def __init__(self, message: str, error_number: int | None) -> None:
+        super().__init__(message)
+        self.errno = error_number
+
+
+def _cause(exc: BaseException, fd: int | None) -> tuple[int | None, str]:
+    """The errno behind a failed write and how to say it. libsndfile reports any OS
+    failure as "System error"; its errno is still in cffi's copy, and a file system with
+    no free block is a full disk whatever the errno."""
+    number = exc.errno if isinstance(exc, OSError) else None
+    if number is None and getattr(exc, "code", None) == _SFE_SYSTEM:
+        number = getattr(getattr(soundfile, "_ffi", None), "errno", 0) or None
+    if number is None and fd is not None:
+        with contextlib.suppress(OSError):
+            if os.fstatvfs(fd).f_bfree == 0:
+                number = errno.ENOSPC
+    if number == errno.ENOSPC:
+        return number, "disk full (ENOSPC)"
+    if number == errno.EDQUOT:
+        return number, "disk quota exceeded (EDQUOT)"
+    if number == errno.EFBIG:
+        return number, "file size limit reached (EFBIG)"
+    if number is not None:
+        return number, f"{os.strerror(number)} ({errno.errorcode.get(number, number)})"
+    return None, str(exc) or type(exc).__name__
+
+
 @dataclass(frozen=True)
 class RecordingSummary:
-    """What the store records about a finished file."""
+    """What the store records about a finished file; `partial` says why the file stops
+    before the recording did (None: it holds everything)."""
 
     path: Path
     frames: int
@@ -63,6 +106,7 @@ class RecordingSummary:
     channels: int
     sample_rate: int
     format: str
+    partial: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +183,9 @@ class RecordingWriter:
                 **extra,
             )
         except (OSError, RuntimeError) as exc:
-            raise MediaError(f"cannot create recording {self.path}: {exc}") from exc
+            _, cause = _cause(exc, None)
+            raise MediaError(f"cannot create recording {self.path}: {cause}") from exc
+        self._failure: WriteFailed | None = None
         # A second descriptor of the same file for fsync from another thread (fsync
         # flushes the file, whichever descriptor wrote to it); the lock keeps close() and
         # sync() apart.
@@ -170,14 +216,21 @@ class RecordingWriter:
         )
         if not expected_shape_ok:
             raise MediaError(f"frames of shape {frames.shape} for {self.channels} channel(s)")
+        if self._failure is not None:
+            raise self._failure
         if self._sync_error is not None:
-            raise MediaError(f"cannot sync recording {self.path}: {self._sync_error}")
+            self._failure = WriteFailed(
+                f"cannot sync recording {self.path}: {self._sync_error}", None
+            )
+            raise self._failure
         try:
             self._file.write(frames.astype(np.int16, copy=False))
             self._frames += len(frames)
             self._unflushed += len(frames)
         except (OSError, RuntimeError) as exc:
-            raise MediaError(f"cannot write recording {self.path}: {exc}") from exc
+            number, cause = _cause(exc, self._sync_fd)
+            self._failure = WriteFailed(f"cannot write recording {self.path}: {cause}", number)
+            raise self._failure from exc
 
     def claim_sync(self) -> bool:
         """True, once, when `flush_interval_s` of audio has been written since the last
@@ -196,13 +249,15 @@ class RecordingWriter:
             try:
                 os.fsync(self._sync_fd)
             except OSError as exc:
-                self._sync_error = str(exc)
+                self._sync_error = _cause(exc, None)[1]
 
     def close(self) -> RecordingSummary:
         """Finish and fsync the file, make it read-only and return its summary
         (idempotent)."""
         if self._summary is not None:
             return self._summary
+        if self._failure is not None:
+            return self._close_partial(self._failure)
         try:
             with self._sync_lock:
                 sync_fd, self._sync_fd = self._sync_fd, None
@@ -218,8 +273,78 @@ class RecordingWriter:
                 self.path, self._frames, self.channels, self.sample_rate, self.format
             )
         except (OSError, RuntimeError) as exc:
-            raise MediaError(f"cannot close recording {self.path}: {exc}") from exc
+            raise MediaError(f"cannot close recording {self.path}: {_cause(exc, None)[1]}") from exc
         return self._summary
+
+    def _close_partial(self, failure: WriteFailed) -> RecordingSummary:
+        """Seal what a failed write left: the file as far as it is whole, read-only,
+        with `partial` naming the failure. MediaError if nothing readable is left."""
+        with self._sync_lock:
+            sync_fd, self._sync_fd = self._sync_fd, None
+            # libsndfile patches the header in place (no new blocks on a full disk); a
+            # failure here is repaired below from the file itself.
+            with contextlib.suppress(OSError, RuntimeError):
+                self._file.close()
+            if sync_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.fsync(sync_fd)
+                os.close(sync_fd)
+        result = repair(self.path)
+        summary = result.summary
+        if summary is None:
+            summary = _readable_as_is(self.path, self.format)
+        if summary is None:
+            raise MediaError(f"{failure}; nothing readable was left ({result.error})")
+        self._summary = RecordingSummary(
+            path=summary.path,
+            frames=summary.frames,
+            duration_s=summary.duration_s,
+            sha256=summary.sha256,
+            bytes=summary.bytes,
+            channels=summary.channels,
+            sample_rate=summary.sample_rate,
+            format=summary.format,
+            partial=str(failure),
+        )
+        return self._summary
+
+
+def _readable_as_is(path: Path, fmt: str) -> RecordingSummary | None:
+    """A FLAC that could not be rewritten (no room for the copy) keeps its frames: the
+    ones that decode are counted and that count is set in STREAMINFO in place, so readers
+    stop before the cut frame."""
+    try:
+        with soundfile.SoundFile(str(path)) as source:
+            channels, sample_rate = source.channels, source.samplerate
+            frames = 0
+            # Small reads: the read that hits the cut raises and its block is not counted.
+            read_size = max(1, sample_rate // 10)
+            with contextlib.suppress(RuntimeError):
+                while block := len(source.read(read_size, dtype="int16", always_2d=True)):
+                    frames += block
+        if frames == 0 or fmt != "flac":
+            return None
+        _make_writable(path)
+        _set_flac_total_samples(path, frames)
+        os.chmod(path, READ_ONLY)
+        return _summarise(path, frames, channels, sample_rate, fmt)
+    except (OSError, RuntimeError, MediaError):
+        return None
+
+
+# "fLaC", the 4-byte header of the STREAMINFO block, then its 36-bit total-samples
+# field, which starts in the low nibble of STREAMINFO byte 13.
+_STREAMINFO_TOTAL_AT = 4 + 4 + 13
+
+
+def _set_flac_total_samples(path: Path, frames: int) -> None:
+    with path.open("r+b") as file:
+        head = file.read(_STREAMINFO_TOTAL_AT + 5)
+        if len(head) < _STREAMINFO_TOTAL_AT + 5 or head[:4] != b"fLaC" or head[4] & 0x7F != 0:
+            raise MediaError("FLAC without STREAMINFO first")
+        high = head[_STREAMINFO_TOTAL_AT] & 0xF0 | (frames >> 32) & 0x0F
+        file.seek(_STREAMINFO_TOTAL_AT)
+        file.write(bytes([high]) + struct.pack(">I", frames & 0xFFFFFFFF))
 
 
 def repair(path: str | os.PathLike[str]) -> RepairResult:
@@ -302,16 +427,20 @@ def _repair_flac(path: Path) -> RepairAction:
     audio = np.concatenate(blocks) if blocks else np.zeros((0, channels), dtype=np.int16)
     temporary = path.with_name(path.name + ".repair")
     temporary.unlink(missing_ok=True)
-    with soundfile.SoundFile(
-        str(temporary),
-        mode="x",
-        samplerate=sample_rate,
-        channels=channels,
-        subtype="PCM_16",
-        format="FLAC",
-        compression_level=_FLAC_COMPRESSION_LEVEL,
-    ) as target:
-        target.write(audio)
+    try:
+        with soundfile.SoundFile(
+            str(temporary),
+            mode="x",
+            samplerate=sample_rate,
+            channels=channels,
+            subtype="PCM_16",
+            format="FLAC",
+            compression_level=_FLAC_COMPRESSION_LEVEL,
+        ) as target:
+            target.write(audio)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk must not keep half a copy
+        raise
     os.replace(temporary, path)
     return "rewritten"
 

@@ -16,32 +16,34 @@ from typing import Any
 
 from aiohttp import web
 
+from callrec.policy import (
+    BULK_DOWNLOAD_MIN_RETENTION_DAYS,
+    DEFAULT_RECORDING_MODE,
+    PolicyError,
+    RecordingMode,
+    SettingKey,
+    bulk_download_allowed,
+)
+from callrec.services import records
+from callrec.services.records import audit_json, device_json, export_json, media_type, user_json
 from portal.auth import Identity, client_address
 from portal.context import (
     ApiError,
     PortalContext,
     context_of,
-    download_name,
     identity_of,
-    media_type,
     parse_id,
     session_of,
 )
 from portal.openapi import openapi_schema
 from portal.recording_settings import (
-    BULK_DOWNLOAD_MIN_RETENTION_DAYS,
-    FieldError,
     load_settings,
     save_settings,
     validate_settings_patch,
 )
-from storage.database import StorageError
+from storage.errors import StorageError
 from storage.models import (
-    RECORDING_MODES,
-    AuditEntry,
-    CallRecord,
-    Device,
-    ExportJob,
+    PLAYABLE_STATUSES,
     Recording,
     RecordingListing,
     User,
@@ -161,102 +163,33 @@ def parse_call_filters(query: Mapping[str, str], identity: Identity) -> tuple[Ca
 # -- JSON shapes -----------------------------------------------------------------------
 
 
-def user_json(user: User) -> dict[str, Any]:
-    return {
-        "extension": user.extension,
-        "name": user.name,
-        "email": user.email,
-        "recording_mode": user.recording_mode,
-        "created_at": format_timestamp(user.created_at),
-    }
-
-
-def device_json(device: Device) -> dict[str, Any]:
-    return {"id": device.id, "uri": device.uri, "username": device.username, "kind": device.kind}
-
-
-def recording_json(recording: Recording) -> dict[str, Any]:
-    playable = recording.status in ("complete", "recovered") and recording.purged_at is None
+def _links(recording: Recording) -> dict[str, str | None]:
+    """Where the API serves a recording's audio, while it is playable."""
+    playable = recording.status in PLAYABLE_STATUSES and recording.purged_at is None
     base = f"{API}/recordings/{recording.id}"
     return {
-        "id": recording.id,
-        "call_id": recording.call_id,
-        "owner_ext": recording.owner_ext,
-        "format": recording.format,
-        "media_type": media_type(recording),
-        "channels": recording.channels,
-        "sample_rate": recording.sample_rate,
-        "codec": recording.codec,
-        "status": recording.status,
-        "started_at": format_timestamp(recording.started_at),
-        "ended_at": format_timestamp(recording.ended_at),
-        "duration_s": recording.duration_s,
-        "segments": [list(segment) for segment in recording.segments],
-        "sha256": recording.sha256,
-        "bytes": recording.bytes,
-        "retention_days": recording.retention_days,
-        "expires_at": format_timestamp(recording.expires_at),
-        "purged_at": format_timestamp(recording.purged_at),
         "audio_url": f"{base}/audio" if playable else None,
         "download_url": f"{base}/download" if playable else None,
     }
 
 
-def _call_parties(call: CallRecord) -> dict[str, Any]:
-    """Who called whom, and when: shared by a call and a recording's call."""
-    return {
-        "caller": {"extension": call.caller_ext, "name": call.caller_name},
-        "callee": {"extension": call.callee_ext, "name": call.callee_name},
-        "started_at": format_timestamp(call.started_at),
-        "answered_at": format_timestamp(call.answered_at),
-        "ended_at": format_timestamp(call.ended_at),
-    }
+def recording_json(recording: Recording) -> dict[str, Any]:
+    """The recording's one JSON shape, with links to its audio."""
+    return {**records.recording_json(recording), **_links(recording)}
 
 
 def call_json(row: CallRow) -> dict[str, Any]:
-    call = row.call
+    """The call's one JSON shape, with the recordings the caller may see."""
     return {
-        "id": call.id,
-        "direction": call.direction,
-        **_call_parties(call),
-        "duration_s": call.duration_s,
-        "disposition": call.disposition,
-        "recorded": bool(row.recordings) or call.recorded,
+        **records.call_json(row.call),
+        "recorded": bool(row.recordings) or row.call.recorded,
         "recordings": [recording_json(recording) for recording in row.recordings],
     }
 
 
 def listing_json(listing: RecordingListing) -> dict[str, Any]:
-    data = recording_json(listing.recording)
-    call = listing.call
-    data["call"] = {"id": call.id, **_call_parties(call)}
-    return data
-
-
-def export_json(export: ExportJob) -> dict[str, Any]:
-    return {
-        "id": export.id,
-        "month": export.month,
-        "requested_by": export.requested_by,
-        "requested_at": format_timestamp(export.requested_at),
-        "status": export.status,
-        "bytes": export.bytes,
-        "files": export.files,
-        "error": export.error,
-        "finished_at": format_timestamp(export.finished_at),
-    }
-
-
-def audit_json(entry: AuditEntry) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "at": format_timestamp(entry.at),
-        "actor": entry.actor,
-        "action": entry.action,
-        "object": entry.object,
-        "address": entry.address,
-        "detail": entry.detail,
-    }
+    """A recording and its call, with links to its audio."""
+    return {**records.listing_json(listing), **_links(listing.recording)}
 
 
 def page_json(items: list[Any], paging: Paging, total: int) -> dict[str, Any]:
@@ -277,10 +210,11 @@ def _field_text(data: Mapping[str, Any], field: str, *, required: bool) -> str |
     return value.strip()
 
 
-def validate_mode(value: object) -> str:
-    if not isinstance(value, str) or value not in RECORDING_MODES:
-        raise ApiError(422, f"mode must be one of {', '.join(RECORDING_MODES)}", "mode")
-    return value
+def validate_mode(value: object) -> RecordingMode:
+    try:
+        return RecordingMode.parse(value)
+    except PolicyError as exc:
+        raise ApiError(422, exc.message, "mode") from exc
 
 
 async def known_user(context: PortalContext, extension: str) -> User:
@@ -321,7 +255,7 @@ async def add_user(
     email = _field_text(data, "email", required=False)
     if email is not None and not _EMAIL.fullmatch(email):
         raise ApiError(422, "email must look like name@example.org", "email")
-    mode = validate_mode(data.get("mode", "on-demand"))
+    mode = validate_mode(data.get("mode", DEFAULT_RECORDING_MODE))
     password = _field_text(data, "password", required=False)
     portal_password = _field_text(data, "portal_password", required=False)
     if portal_password is not None and len(portal_password) < 8:
@@ -331,13 +265,11 @@ async def add_user(
         raise ApiError(422, "devices must be a list of SIP URIs", "devices")
     if await context.store.get_user(extension) is not None:
         raise ApiError(409, f"user {extension} already exists", "extension")
-    try:
-        user = await context.store.add_user(
-            extension, name, email=email, mode=mode, password=password, devices=devices
-        )
-    except StorageError as exc:
-        field = "devices" if "device" in str(exc) else "extension"
-        raise ApiError(422, str(exc), field) from exc
+    # A refused value (InvalidValue) or a username already taken (Conflict) names its
+    # field; the error middleware answers it.
+    user = await context.store.add_user(
+        extension, name, email=email, mode=mode, password=password, devices=devices
+    )
     if portal_password is not None:
         await context.repository.set_portal_password(extension, portal_password)
     await context.audit(request, identity, "user.add", f"user:{extension}", f"mode {mode}")
@@ -352,12 +284,12 @@ async def order_export(
         raise ApiError(422, "month must be YYYY-MM", "month")
     month = month.strip()
     settings = await load_settings(context.store, context.services)
-    if settings.retention_days < BULK_DOWNLOAD_MIN_RETENTION_DAYS:
+    if not bulk_download_allowed(settings.retention_days):
         raise ApiError(
             409,
             f"Bulk download needs a retention of {BULK_DOWNLOAD_MIN_RETENTION_DAYS} days or"
             f" more; it is {settings.retention_days} days now.",
-            "retention_days",
+            SettingKey.RETENTION_DAYS,
         )
     if context.services.request_export is None:
         raise ApiError(503, "bulk export is not available in this server")
@@ -367,12 +299,12 @@ async def order_export(
         email = admin.email if admin is not None else None
     try:
         # The export service audits the order itself.
-        export_id = await context.services.request_export(
+        return await context.services.request_export(
             month, identity.actor, email=email, address=client_address(request)
         )
-    except (ValueError, StorageError) as exc:
-        raise ApiError(409, str(exc), "month") from exc
-    return export_id
+    except StorageError as exc:
+        # Answered here, not by the middleware, so the bulk page can show it in place.
+        raise ApiError.from_storage(exc) from exc
 
 
 # -- handlers --------------------------------------------------------------------------
@@ -447,7 +379,8 @@ async def remove_from_recording(request: web.Request) -> web.Response:
     """Take a user off recording (mode never); their recordings are kept."""
     identity = require(request, admin=True)
     context = context_of(request)
-    user = await change_mode(context, request, identity, request.match_info["extension"], "never")
+    extension = request.match_info["extension"]
+    user = await change_mode(context, request, identity, extension, RecordingMode.NEVER)
     return web.json_response(user_json(user))
 
 
@@ -487,10 +420,7 @@ async def post_device(request: web.Request) -> web.Response:
     assert uri is not None
     kind = _field_text(data, "kind", required=False) or "phone"
     password = _field_text(data, "password", required=False)
-    try:
-        device = await context.store.add_device(extension, uri, kind, password)
-    except StorageError as exc:
-        raise ApiError(422, str(exc), "uri") from exc
+    device = await context.store.add_device(extension, uri, kind, password)
     await context.audit(request, identity, "device.add", f"user:{extension}", uri)
     return web.json_response(device_json(device), status=201)
 
@@ -500,7 +430,7 @@ async def get_settings(request: web.Request) -> web.Response:
     require(request)
     context = context_of(request)
     settings = await load_settings(context.store, context.services)
-    return web.json_response({**settings.as_json(), "note": RETENTION_NOTE})
+    return web.json_response({**settings.settable(), "note": RETENTION_NOTE})
 
 
 async def _patch_settings(request: web.Request) -> web.Response:
@@ -508,15 +438,15 @@ async def _patch_settings(request: web.Request) -> web.Response:
     context = context_of(request)
     data = await json_body(request)
     try:
-        changes = validate_settings_patch(data, context.services)
-    except FieldError as exc:
+        changes = validate_settings_patch(data)
+    except PolicyError as exc:
         raise ApiError(422, exc.message, exc.field) from exc
     await save_settings(context.store, changes)
     await context.audit(
         request, identity, "settings.change", "settings", json.dumps(changes, sort_keys=True)
     )
     settings = await load_settings(context.store, context.services)
-    return web.json_response({**settings.as_json(), "note": RETENTION_NOTE})
+    return web.json_response({**settings.settable(), "note": RETENTION_NOTE})
 
 
 routes.put(f"{API}/settings")(_patch_settings)
@@ -624,7 +554,7 @@ async def get_download(request: web.Request) -> web.StreamResponse:
         await context.audit(
             request, identity, "recording.download", f"recording:{listing.recording.id}"
         )
-    name = download_name(listing)
+    name = records.recording_file_name(listing)
     return web.FileResponse(
         path,
         headers={

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from callrec.config import Config
+from callrec.services.export import Spawn
 from portal import api, pages
 from portal.auth import (
     CSRF_HEADER,
@@ -24,9 +25,18 @@ from portal.auth import (
     csrf_matches,
     parse_bearer,
 )
-from portal.context import CONTEXT, IDENTITY, SESSION, ApiError, PortalContext, context_of
+from portal.context import (
+    CONTEXT,
+    IDENTITY,
+    RETRY_AFTER_S,
+    SESSION,
+    ApiError,
+    PortalContext,
+    context_of,
+)
 from portal.services import PortalServices
-from storage.database import StorageError, Store
+from storage.database import Store
+from storage.errors import StorageError
 from storage.portal_queries import PortalRepository
 
 log = logging.getLogger("callrec.portal")
@@ -50,6 +60,16 @@ def _is_api(request: web.Request) -> bool:
 
 def _error_response(
     request: web.Request, status: int, message: str, field: str | None = None
+) -> web.StreamResponse:
+    if status == 503:
+        response = _error_body(request, status, message, field)
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
+    return _error_body(request, status, message, field)
+
+
+def _error_body(
+    request: web.Request, status: int, message: str, field: str | None
 ) -> web.StreamResponse:
     if _is_api(request):
         body: dict[str, object] = {"error": message, "status": status}
@@ -75,7 +95,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if header in exc.headers:
                 response.headers[header] = exc.headers[header]
     except StorageError as exc:
-        response = _error_response(request, 422, str(exc))
+        error = ApiError.from_storage(exc)
+        if error.status >= 500:
+            log.error("portal %s %s: storage: %s", request.method, request.path, exc)
+        response = _error_response(request, error.status, error.message, error.field)
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -119,7 +142,7 @@ def build_app(store: Store, services: PortalServices) -> web.Application:
     )
     app[CONTEXT] = PortalContext(
         store=store,
-        repository=PortalRepository(store, services.password_hasher),
+        repository=PortalRepository(store),
         services=services,
         sessions=SessionStore(),
         throttle=LoginThrottle(),
@@ -175,10 +198,15 @@ async def start_portal_at(
 
 
 async def start_portal(
-    config: Config, store: Store, *, services: PortalServices | None = None
+    config: Config,
+    store: Store,
+    *,
+    services: PortalServices | None = None,
+    spawn: Spawn | None = None,
 ) -> PortalHandle:
-    """Start the portal on the config's `[portal] listen` (from `callrec serve`)."""
+    """Start the portal on the config's `[portal] listen` (from `callrec serve`, which
+    hands in `spawn`, its task group's way to start the background export builds)."""
     if services is None:
-        services = PortalServices.from_config(config, store)
+        services = PortalServices.from_config(config, store, spawn=spawn)
     listen = config.portal.listen
     return await start_portal_at(store, services, listen.host, listen.port)

@@ -1,10 +1,12 @@
-"""State shared by the portal's handlers, and the helpers they use to check access."""
+"""State shared by the portal's handlers, the helpers they use to check access, and
+`ApiError`, the one error answer: `ApiError.from_storage` is the one place a typed
+storage error becomes an HTTP status (InvalidValue 422 naming the field, NotFound 404,
+Conflict 409, StorageUnavailable 503); no handler looks at an error's text."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import jinja2
@@ -13,8 +15,18 @@ from aiohttp import web
 from portal.auth import Identity, LoginThrottle, Session, SessionStore, client_address
 from portal.services import PortalServices
 from storage.database import Store
-from storage.models import Recording, RecordingListing
+from storage.errors import (
+    Conflict,
+    InvalidValue,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
+)
+from storage.models import Recording
 from storage.portal_queries import PortalRepository
+
+# Seconds a client is asked to wait before retrying after a 503 (a lock, a full disk).
+RETRY_AFTER_S = 5
 
 
 class ApiError(Exception):
@@ -25,6 +37,21 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.field = field
+
+    @classmethod
+    def from_storage(cls, error: StorageError) -> ApiError:
+        """The answer to a storage error, by its type. The messages of the typed errors
+        are written for people and name no server path; any other StorageError is an
+        internal error whose text stays in the log."""
+        if isinstance(error, InvalidValue):
+            return cls(422, error.message, error.field)
+        if isinstance(error, NotFound):
+            return cls(404, error.message)
+        if isinstance(error, Conflict):
+            return cls(409, error.message, error.field)
+        if isinstance(error, StorageUnavailable):
+            return cls(503, error.message)
+        return cls(500, "internal error; see the server log")
 
 
 @dataclass
@@ -55,16 +82,12 @@ class PortalContext:
         )
 
     def recording_file(self, recording: Recording) -> Path:
-        """The recording's file, resolved inside the storage folder; ApiError if it is not
-        there (purged, missing, or a path escaping the folder)."""
+        """The recording's file, as `RecordingFiles` resolves it inside the recordings
+        folder; ApiError if it is not there (purged, missing, or a path escaping it)."""
         if recording.status == "purged" or recording.purged_at is not None:
             raise ApiError(410, f"recording {recording.id} was purged after its retention")
-        base = self.services.storage_dir.resolve()
-        relative = Path(recording.path)
-        if relative.is_absolute() or ".." in relative.parts:
-            raise ApiError(404, f"recording {recording.id} has no file")
-        path = (base / relative).resolve()
-        if not path.is_relative_to(base) or not path.is_file():
+        path = self.services.files.existing(recording.path)
+        if path is None:
             raise ApiError(404, f"recording {recording.id} has no file")
         return path
 
@@ -91,23 +114,3 @@ def parse_id(request: web.Request, name: str = "id") -> int:
     if not text.isdigit() or len(text) > 19:
         raise ApiError(404, f"no such {name}")
     return int(text)
-
-
-def media_type(recording: Recording) -> str:
-    return "audio/flac" if recording.format.lower() == "flac" else "audio/wav"
-
-
-def _slug(text: str | None, fallback: str) -> str:
-    cleaned = "".join(ch if ch.isascii() and ch.isalnum() else "-" for ch in (text or "").strip())
-    cleaned = "-".join(part for part in cleaned.split("-") if part)
-    return cleaned[:40] or fallback
-
-
-def download_name(listing: RecordingListing) -> str:
-    """E.g. "2024-05-01_12-30-05_Alice-201_to_Bob-202_rec17.wav" (ASCII-safe parts)."""
-    call = listing.call
-    moment = datetime.fromtimestamp(listing.recording.started_at, tz=UTC)
-    caller = _slug(f"{call.caller_name or ''} {call.caller_ext or ''}", "unknown")
-    callee = _slug(f"{call.callee_name or ''} {call.callee_ext or ''}", "unknown")
-    extension = "flac" if listing.recording.format.lower() == "flac" else "wav"
-    return f"{moment:%Y-%m-%d_%H-%M-%S}_{caller}_to_{callee}_rec{listing.recording.id}.{extension}"

@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from callrec.policy import (
+    ANNOUNCEMENTS,
+    CHANNELS,
+    DEFAULT_RECORDING_MODE,
+    FEATURE_CODE_PATTERN,
+    FORMATS,
+    RECORDING_MODES,
+    RETENTION_MAX_DAYS,
+    RETENTION_MIN_DAYS,
+)
+
+_MODE = {"type": "string", "enum": list(RECORDING_MODES)}
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
@@ -101,7 +113,9 @@ _SCHEMAS: dict[str, Any] = {
             "extension": {"type": "string"},
             "name": {"type": "string"},
             "email": {"type": "string", "nullable": True},
-            "recording_mode": {"type": "string", "enum": ["never", "always", "on-demand"]},
+            "recording_mode": _MODE,
+            "has_password": {"type": "boolean"},
+            "realm": {"type": "string", "nullable": True},
             "created_at": {"type": "string", "format": "date-time"},
         },
     },
@@ -112,11 +126,7 @@ _SCHEMAS: dict[str, Any] = {
             "extension": {"type": "string", "pattern": "^[0-9]{2,15}$"},
             "name": {"type": "string", "minLength": 1, "maxLength": 200},
             "email": {"type": "string"},
-            "mode": {
-                "type": "string",
-                "enum": ["never", "always", "on-demand"],
-                "default": "on-demand",
-            },
+            "mode": {**_MODE, "default": DEFAULT_RECORDING_MODE.value},
             "password": {"type": "string", "description": "SIP digest password"},
             "portal_password": {"type": "string", "minLength": 8},
             "devices": {"type": "array", "items": {"type": "string"}},
@@ -134,10 +144,14 @@ _SCHEMAS: dict[str, Any] = {
     "Settings": {
         "type": "object",
         "properties": {
-            "feature_code": {"type": "string", "pattern": "^\\*[0-9]$"},
-            "retention_days": {"type": "integer", "minimum": 30, "maximum": 365},
-            "announcement": {"type": "string", "enum": ["default", "beep", "none"]},
-            "channels": {"type": "string", "enum": ["mono", "stereo"]},
+            "feature_code": {"type": "string", "pattern": f"^{FEATURE_CODE_PATTERN}$"},
+            "retention_days": {
+                "type": "integer",
+                "minimum": RETENTION_MIN_DAYS,
+                "maximum": RETENTION_MAX_DAYS,
+            },
+            "announcement": {"type": "string", "enum": list(ANNOUNCEMENTS)},
+            "channels": {"type": "string", "enum": list(CHANNELS)},
             "note": {"type": "string", "readOnly": True},
         },
     },
@@ -154,11 +168,14 @@ _SCHEMAS: dict[str, Any] = {
             "id": {"type": "integer"},
             "call_id": {"type": "integer"},
             "owner_ext": {"type": "string", "nullable": True},
-            "format": {"type": "string", "enum": ["wav", "flac"]},
+            "path": {"type": "string", "description": "relative to the storage folder"},
+            "format": {"type": "string", "enum": list(FORMATS)},
             "media_type": {"type": "string", "enum": ["audio/wav", "audio/flac"]},
             "channels": {"type": "integer"},
             "sample_rate": {"type": "integer"},
+            "codec": {"type": "string", "nullable": True},
             "status": {"type": "string"},
+            "error": {"type": "string", "nullable": True},
             "started_at": {"type": "string", "format": "date-time"},
             "ended_at": {"type": "string", "format": "date-time", "nullable": True},
             "duration_s": {"type": "number", "nullable": True},
@@ -177,6 +194,7 @@ _SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "id": {"type": "integer"},
+            "sip_call_id": {"type": "string"},
             "direction": {"type": "string"},
             "caller": _ref("Party"),
             "callee": _ref("Party"),
@@ -185,6 +203,7 @@ _SCHEMAS: dict[str, Any] = {
             "ended_at": {"type": "string", "format": "date-time", "nullable": True},
             "duration_s": {"type": "number", "nullable": True},
             "disposition": {"type": "string", "nullable": True},
+            "sip_status": {"type": "integer", "nullable": True},
             "recorded": {"type": "boolean"},
             "recordings": {"type": "array", "items": _ref("Recording")},
         },
@@ -280,9 +299,7 @@ def _paths() -> dict[str, Any]:
                     {
                         "type": "object",
                         "required": ["mode"],
-                        "properties": {
-                            "mode": {"type": "string", "enum": ["never", "always", "on-demand"]}
-                        },
+                        "properties": {"mode": _MODE},
                     }
                 ),
                 "responses": {"200": _answer("User", _ref("User")), **_errors(401, 403, 404, 422)},

@@ -6,16 +6,24 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import secrets
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import jinja2
 from aiohttp import web
 from multidict import MultiDictProxy
 
+from callrec.policy import (
+    BULK_DOWNLOAD_MIN_RETENTION_DAYS,
+    RETENTION_SLIDER_DAYS,
+    RecordingMode,
+    SettingKey,
+    bulk_download_allowed,
+)
 from portal.api import (
     DEFAULT_PAGE_SIZE,
     add_user,
@@ -37,9 +45,6 @@ from portal.auth import (
 )
 from portal.context import ApiError, context_of, identity_of, session_of
 from portal.recording_settings import (
-    BULK_DOWNLOAD_MIN_RETENTION_DAYS,
-    RETENTION_KEY,
-    RETENTION_SLIDER_DAYS,
     FieldError,
     load_settings,
     retention_from_slider,
@@ -48,7 +53,11 @@ from portal.recording_settings import (
     validate_settings_patch,
 )
 
-MODE_LABELS = {"never": "Never", "always": "Always", "on-demand": "On demand"}
+MODE_LABELS: dict[str, str] = {
+    RecordingMode.NEVER: "Never",
+    RecordingMode.ALWAYS: "Always",
+    RecordingMode.ON_DEMAND: "On demand",
+}
 NAV = (
     ("/settings", "Recording settings", True),
     ("/users", "Users", True),
@@ -177,11 +186,29 @@ def _notice(request: web.Request, text: str) -> None:
         session.notices.append(text)
 
 
+# Whitespace, C0 controls, DEL and the backslash: never in a redirect target of ours.
+_UNSAFE_IN_NEXT = re.compile(r"[\x00-\x20\x7f\\]|\s")
+
+
 def _safe_next(target: str) -> str:
-    # Only a path on this portal: no scheme, no host, no protocol-relative URL.
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return "/"
+    """`target` if it is a path on this portal, else "/".
+
+    Browsers drop tab, CR and LF from a Location and read "\\" as "/", so "/\t/evil" or
+    "/\\evil" leaves the portal. The target must start with one "/" and hold none of
+    those, neither as sent nor in its path once percent-decoded (twice-encoded too). A
+    scheme ("https:", "javascript:") cannot come before the leading "/".
+    """
+    if not target.startswith("/") or target.startswith("//") or _UNSAFE_IN_NEXT.search(target):
+        return "/"
+    path = target.split("?", 1)[0].split("#", 1)[0]
+    for _ in range(3):
+        decoded = unquote(path)
+        if decoded == path:
+            break
+        path = decoded
+    if path.startswith("//") or _UNSAFE_IN_NEXT.search(path):
+        return "/"
+    return target
 
 
 # -- login ------------------------------------------------------------------------------
@@ -309,7 +336,7 @@ async def _settings_page(
     context = context_of(request)
     users = await context.store.list_users()
     settings = await load_settings(context.store, context.services)
-    values = settings.as_json()
+    values: dict[str, object] = dict(settings.settable())
     if form is not None:
         values.update(form)
     return render(
@@ -317,12 +344,12 @@ async def _settings_page(
         "settings.html",
         status=status,
         title="Recording settings",
-        recording_users=[u for u in users if u.recording_mode != "never"],
-        other_users=[u for u in users if u.recording_mode == "never"],
+        recording_users=[u for u in users if u.recording_mode != RecordingMode.NEVER],
+        other_users=[u for u in users if u.recording_mode == RecordingMode.NEVER],
         form=values,
         errors=errors or {},
         slider_days=RETENTION_SLIDER_DAYS,
-        slider_position=slider_position(int(values.get("retention_days", 90))),
+        slider_position=slider_position(settings.retention_days),
         error="Please correct the marked fields." if errors else None,
     )
 
@@ -351,29 +378,33 @@ async def post_settings(request: web.Request) -> web.Response:
             # days set through the API) instead of rounding it to a slider stop.
             pass
         elif position:
-            submitted[RETENTION_KEY] = retention_from_slider(position)
-        elif RETENTION_KEY in form:
-            submitted[RETENTION_KEY] = _text(form, RETENTION_KEY)
+            submitted[SettingKey.RETENTION_DAYS] = retention_from_slider(position)
+        elif SettingKey.RETENTION_DAYS in form:
+            submitted[SettingKey.RETENTION_DAYS] = _text(form, SettingKey.RETENTION_DAYS)
     except FieldError as exc:
         errors[exc.field] = exc.message
     changes: dict[str, str] = {}
     # Validate field by field so every wrong field is marked at once.
     for key, value in submitted.items():
         try:
-            changes.update(validate_settings_patch({key: value}, context.services))
+            changes.update(validate_settings_patch({key: value}))
         except FieldError as exc:
             errors[exc.field] = exc.message
     if errors:
-        shown = {k: v for k, v in submitted.items() if k != RETENTION_KEY}
+        shown = {k: v for k, v in submitted.items() if k != SettingKey.RETENTION_DAYS}
         return await _settings_page(request, status=422, form=shown, errors=errors)
     before = await load_settings(context.store, context.services)
     await save_settings(context.store, changes)
-    changed = {k: v for k, v in changes.items() if str(before.as_json()[k]) != v}
+    changed = {k: v for k, v in changes.items() if str(before.settable()[k]) != v}
     if changed:
         await context.audit(
             request, identity, "settings.change", "settings", json.dumps(changed, sort_keys=True)
         )
-    note = " Retention changes affect new recordings only." if RETENTION_KEY in changed else ""
+    note = (
+        " Retention changes affect new recordings only."
+        if SettingKey.RETENTION_DAYS in changed
+        else ""
+    )
     _notice(request, "Settings saved." + note)
     raise web.HTTPSeeOther("/settings")
 
@@ -385,7 +416,7 @@ async def post_recording_user(request: web.Request) -> web.Response:
     form = await checked_form(request)
     extension = _text(form, "extension")
     user = await known_user(context, extension)
-    await change_mode(context, request, identity, extension, "on-demand")
+    await change_mode(context, request, identity, extension, RecordingMode.ON_DEMAND)
     _notice(request, f"{user.name} ({extension}) is now recorded on demand.")
     raise web.HTTPSeeOther("/settings")
 
@@ -396,7 +427,7 @@ async def post_recording_mode(request: web.Request) -> web.Response:
     context = context_of(request)
     form = await checked_form(request)
     mode = _text(form, "mode")
-    if mode not in ("always", "on-demand"):
+    if mode not in (RecordingMode.ALWAYS, RecordingMode.ON_DEMAND):
         raise ApiError(422, "Choose always or on demand.", "mode")
     user = await change_mode(context, request, identity, request.match_info["extension"], mode)
     _notice(request, f"{user.name} ({user.extension}): {MODE_LABELS[mode].lower()}.")
@@ -408,7 +439,8 @@ async def post_recording_remove(request: web.Request) -> web.Response:
     identity = page_identity(request, admin=True)
     context = context_of(request)
     await checked_form(request)
-    user = await change_mode(context, request, identity, request.match_info["extension"], "never")
+    extension = request.match_info["extension"]
+    user = await change_mode(context, request, identity, extension, RecordingMode.NEVER)
     _notice(
         request, f"{user.name} ({user.extension}) is no longer recorded; their recordings are kept."
     )
@@ -435,7 +467,7 @@ async def post_users(request: web.Request) -> web.Response:
     context = context_of(request)
     form = await checked_form(request)
     data = {key: _text(form, key) for key in ("extension", "name", "email", "portal_password")}
-    data["mode"] = "never"
+    data["mode"] = RecordingMode.NEVER
     user = await add_user(context, request, identity, {k: v for k, v in data.items() if v})
     _notice(request, f"Added {user.name} ({user.extension}).")
     raise web.HTTPSeeOther("/users")
@@ -513,7 +545,7 @@ async def _bulk_page(
     context = context_of(request)
     settings = await load_settings(context.store, context.services)
     refused = None
-    if settings.retention_days < BULK_DOWNLOAD_MIN_RETENTION_DAYS:
+    if not bulk_download_allowed(settings.retention_days):
         refused = (
             f"Bulk download needs a retention of {BULK_DOWNLOAD_MIN_RETENTION_DAYS} days or"
             f" more; it is {settings.retention_days} days now. Raise it on the Recording"

@@ -2,13 +2,24 @@
 # Installs everything callrec needs on a fresh Debian machine: system packages (SIPp,
 # espeak-ng, sox, multimon-ng, Chromium), a virtualenv in ./venv and callrec itself in it.
 # Safe to run again. Run as root or as a user with sudo.
+#   --bench  also installs the peer and counters of the load bench (bench/peer.py,
+#            bench/calls.py): Kamailio with SQLite, rtpengine, nftables. CI needs none.
 set -euo pipefail
+BENCH=0
+for arg in "$@"; do
+  case "$arg" in
+    --bench) BENCH=1 ;;
+    *) echo "usage: scripts/setup.sh [--bench]" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" != "0" ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 # The list is shared with .ci/run.
 APT_PACKAGES="$(cat scripts/apt-packages.txt)"
+BENCH_PACKAGES="kamailio kamailio-sqlite-modules rtpengine-daemon nftables"
+if [ "$BENCH" = 1 ]; then APT_PACKAGES="$APT_PACKAGES $BENCH_PACKAGES"; fi
 missing=""
 for p in $APT_PACKAGES; do
   # Installed, not merely known (a removed package keeps a "deinstall" status).
@@ -18,6 +29,12 @@ done
 if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq $missing >/dev/null
+fi
+if [ "$BENCH" = 1 ] && [ -d /run/systemd/system ]; then
+  # The bench starts its own Kamailio and rtpengine on free loopback ports; the
+  # packages' system services would hold 5060 and the ng port for nothing.
+  $SUDO systemctl disable --now kamailio rtpengine-daemon rtpengine-recording-daemon \
+    >/dev/null 2>&1 || true
 fi
 PY="${PYTHON:-python3}"
 if [ ! -x venv/bin/python ]; then

@@ -1,1 +1,69 @@
-"""callrec storage package."""
+"""callrec's storage: the SQLite metadata store and the recording files on disk.
+
+The public surface is what `__all__` names; the concept modules (`connection`, `users`,
+`registrations`, `calls`, `recordings`, `exports`, `accounts`, `audit`, `settings`,
+`files`) are importable too, but callers outside `storage` should need only these.
+"""
+
+from storage.accounts import Passwords, ha1, ha1_pair
+from storage.calls import CallQuery
+from storage.connection import MIGRATIONS, Database, Session
+from storage.database import Store
+from storage.errors import (
+    Conflict,
+    EmptyDatabase,
+    InvalidValue,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
+)
+from storage.files import NewRecording, RecordingFiles
+from storage.models import (
+    Admin,
+    ApiToken,
+    AuditEntry,
+    CallRecord,
+    CallRow,
+    Credentials,
+    Device,
+    ExportJob,
+    Recording,
+    RecordingListing,
+    Registration,
+    User,
+    format_timestamp,
+)
+from storage.portal_queries import PortalRepository
+
+__all__ = [
+    "MIGRATIONS",
+    "Admin",
+    "ApiToken",
+    "AuditEntry",
+    "CallQuery",
+    "CallRecord",
+    "CallRow",
+    "Conflict",
+    "Credentials",
+    "Database",
+    "Device",
+    "EmptyDatabase",
+    "ExportJob",
+    "InvalidValue",
+    "NewRecording",
+    "NotFound",
+    "Passwords",
+    "PortalRepository",
+    "Recording",
+    "RecordingFiles",
+    "RecordingListing",
+    "Registration",
+    "Session",
+    "StorageError",
+    "StorageUnavailable",
+    "Store",
+    "User",
+    "format_timestamp",
+    "ha1",
+    "ha1_pair",
+]

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-RECORDING_MODES = ("never", "always", "on-demand")
 CALL_DIRECTIONS = ("inbound", "outbound")
-CALL_DISPOSITIONS = ("answered", "busy", "no-answer", "cancelled", "failed")
+# `interrupted`: the process died during the call; set at the next start-up.
+CALL_DISPOSITIONS = ("answered", "busy", "no-answer", "cancelled", "failed", "interrupted")
 
 
 def format_timestamp(timestamp: float | None) -> str | None:
@@ -124,10 +124,14 @@ RECORDING_STATUSES = (
     "recording",
     "complete",
     "recovered",
+    "partial",
     "error",
     "unrecordable",
     "purged",
 )
+# Statuses whose file holds audio to play and export. `partial`: writing stopped early
+# (disk full, I/O error) and the file keeps what was written before.
+PLAYABLE_STATUSES = ("complete", "recovered", "partial")
 
 
 @dataclass(frozen=True)
@@ -205,3 +209,24 @@ class Admin:
     name: str
     email: str | None
     created_at: float
+
+
+@dataclass(frozen=True)
+class CallRow:
+    """A call with its recordings (those visible to the asker)."""
+
+    call: CallRecord
+    recordings: list[Recording]
+
+
+@dataclass(frozen=True)
+class ApiToken:
+    """An API bearer token (only its SHA-256 is stored)."""
+
+    id: int
+    name: str
+    actor: str
+    role: str
+    created_at: float
+    last_used_at: float | None
+    revoked_at: float | None

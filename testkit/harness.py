@@ -21,6 +21,7 @@ from typing import Any
 
 from testkit.sipp_runner import SippProcess, SippResult, run_sipp, start_sipp
 from testkit.sipp_runner import free_port as free_port
+from testkit.waiting import WaitTimeout, wait_until
 
 HOST = "127.0.0.1"
 CALLREC = [sys.executable, "-m", "callrec.cli"]
@@ -145,14 +146,12 @@ class CallrecServer:
 
     def wait_for_calls(self, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
         """CDRs once `count` calls have ended (written asynchronously after the BYE)."""
-        deadline = time.monotonic() + timeout
-        rows = self.calls()
-        while time.monotonic() < deadline:
+
+        def ended() -> list[dict[str, Any]] | None:
             rows = self.calls()
-            if len([r for r in rows if r.get("ended_at")]) >= count:
-                return rows
-            time.sleep(0.2)
-        return rows
+            return rows if len([r for r in rows if r.get("ended_at")]) >= count else None
+
+        return wait_until(ended, timeout=timeout, what=f"{count} ended call(s)", interval=0.2)
 
     def recordings(self) -> list[dict[str, Any]]:
         """The rows of `callrec recordings list --json`."""
@@ -164,13 +163,20 @@ class CallrecServer:
 
     def wait_for_recording(self, call_id: int, timeout: float = 10.0) -> dict[str, Any]:
         """The call's recording once it is no longer in progress (AssertionError if none)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def finished() -> dict[str, Any] | None:
             rows = [r for r in self.recordings_of_call(call_id) if r["status"] != "recording"]
-            if rows:
-                return rows[0]
-            time.sleep(0.2)
-        raise AssertionError(f"no finished recording for call {call_id}: {self.recordings()}")
+            return rows[0] if rows else None
+
+        try:
+            return wait_until(
+                finished,
+                timeout=timeout,
+                what=f"finished recording of call {call_id}",
+                interval=0.2,
+            )
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"{exc}: {self.recordings()}") from None
 
     def start_sipp_trunk(
         self,
@@ -180,7 +186,7 @@ class CallrecServer:
         media_port: int | None = None,
         rtp_echo: bool = True,
         timeout_s: float = 60.0,
-        ready_wait_s: float = 0.3,
+        ready_wait_s: float = 10.0,
         **options: object,
     ) -> SippProcess:
         """SIPp answering as the trunk, media on `media_port` (a free even one if None)."""
@@ -205,7 +211,7 @@ class CallrecServer:
         callee: str = TRUNK_NUMBER,
         media_port: int | None = None,
         timeout_s: float = 60.0,
-        ready_wait_s: float = 0.3,
+        ready_wait_s: float = 10.0,
         **options: object,
     ) -> SippProcess:
         """SIPp as extension `caller` calling `callee` through callrec, with digest.
@@ -227,6 +233,33 @@ class CallrecServer:
             extra=["-auth_uri", f"{callee}@{self.sip_address}"],
             **options,
         )
+
+    def start_answered_call(
+        self, work_dir: Path, *, caller: str, password: str, seconds: float = 20.0
+    ) -> tuple[SippProcess, SippProcess, dict[str, Any]]:
+        """A SIPp trunk and a SIPp phone (`caller`) in one call of `seconds` through
+        callrec, returned once it is answered: (trunk, phone, the call's row)."""
+        trunk = self.start_sipp_trunk(work_dir / "uas", timeout_s=seconds + 10)
+        phone = self.start_sipp_phone(
+            work_dir / "uac",
+            caller=caller,
+            password=password,
+            call_length_ms=int(seconds * 1000),
+            timeout_s=seconds + 10,
+            ready_wait_s=0,
+        )
+        try:
+            rows = wait_until(
+                lambda: (found := self.calls()) and found[0].get("answered_at") and found,
+                timeout=10,
+                what="the call answered",
+                interval=0.1,
+            )
+        except BaseException:
+            for sipp in (phone, trunk):
+                sipp.stop(grace_s=1.0)
+            raise
+        return trunk, phone, rows[0]
 
     def run_sipp_phone(
         self, work_dir: Path, scenario: str = "uac_auth_pcap.xml", **options: Any
@@ -321,14 +354,17 @@ class CallrecServer:
             stderr=subprocess.STDOUT,
             env=env,
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
+        process = self.process
+
+        def answering() -> bool:
+            if process.poll() is not None:
                 raise AssertionError(f"callrec serve exited early:\n{self.log()}")
-            if sip_options(self.sip_port, timeout=0.3) is not None:
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"callrec serve did not answer OPTIONS:\n{self.log()}")
+            return sip_options(self.sip_port, timeout=0.3) is not None
+
+        try:
+            wait_until(answering, timeout=timeout, what="answer to OPTIONS", interval=0.05)
+        except WaitTimeout as exc:
+            raise WaitTimeout(f"callrec serve: {exc}\n{self.log()}") from None
 
     def stop(self) -> None:
         if self.process is None:

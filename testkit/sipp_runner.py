@@ -60,6 +60,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testkit.waiting import WaitTimeout, port_bound, wait_until
+
 SIPP = "sipp"
 SCENARIO_DIR = Path(__file__).resolve().parent / "sipp"
 PCAP_DIR = Path("/usr/share/sip-tester")
@@ -341,22 +343,34 @@ def start_sipp(
     *,
     work_dir: Path | str | None = None,
     timeout_s: float = 60.0,
-    ready_wait_s: float = 0.3,
+    ready_wait_s: float = 10.0,
     **options: object,
 ) -> SippProcess:
     """Start SIPp in the background (a UAS, or a UAC to run beside others).
 
-    ``options`` are those of :func:`sipp_command`. The call waits ``ready_wait_s`` so
-    that a UAS has bound its port before a UAC is started against it, and raises if
-    SIPp already died (a bad scenario or a port in use).
+    ``options`` are those of :func:`sipp_command`. With a ``local_port``, the call
+    returns once SIPp has bound it (at most ``ready_wait_s``; 0 does not wait), so a
+    UAC started next finds the UAS listening; it raises if SIPp died first (a bad
+    scenario or a port in use) or never bound the port.
     """
     directory = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="sipp-"))
     directory.mkdir(parents=True, exist_ok=True)
     command = sipp_command(scenario, work_dir=directory, timeout_s=timeout_s, **options)  # type: ignore[arg-type]
     process = SippProcess(scenario, command, directory, timeout_s)
-    if ready_wait_s:
-        time.sleep(ready_wait_s)
-        if process.process.poll() is not None:
+    local_port = options.get("local_port")
+    if ready_wait_s and isinstance(local_port, int):
+        transport = "tcp" if options.get("transport") == "tcp" else "udp"
+        try:
+            wait_until(
+                lambda: process.process.poll() is not None or port_bound(local_port, transport),
+                timeout=ready_wait_s,
+                what=f"SIPp bound to {transport} port {local_port}",
+                interval=0.02,
+            )
+        except WaitTimeout as exc:
+            process.stop(grace_s=1.0)
+            raise RuntimeError(f"{exc}\n{command}") from None
+        if process.process.poll() not in (None, EXIT_ALL_SUCCESSFUL):
             result = process.wait()
             raise RuntimeError(f"sipp exited at start:\n{result.summary()}\n{command}")
     return process

@@ -5,6 +5,12 @@ mode whether to record, attaches a `CallRecording` as the relay's tap, ticks eve
 recorder so audio reaches disk at least once a second, plays the legal notice and the
 toggle beeps, and files the result in the store when the call ends. At start-up it
 repairs files left unfinished by a crash.
+
+Its background work (the ticker, filing, fsyncs, closing files) runs in tasks started by
+the `spawn` its owner hands in (`callrec serve`'s task group); `stop()` waits only for
+the work that files a finished recording. Time comes from the injected `now` (wall
+clock, for what is stored) and `monotonic` (intervals), so tests can drive a fake clock
+through `tick()` instead of sleeping.
 """
 
 from __future__ import annotations
@@ -13,22 +19,25 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from callrec.config import Config
+from callrec.policy import PolicyError, RecordingMode, RecordingSettings
 from callrec.recording.session import CallRecording, MediaFormat, RecordingFile, Toggle
 from media.announce import load_announcement
 from media.recorder import RecordingResult
 from media.relay import MediaSession
 from media.rtp import MediaError
 from media.writer import repair
-from storage.database import StorageError, Store
+from storage.database import Store
+from storage.errors import InvalidValue, StorageError
+from storage.files import RecordingFiles
 
 if TYPE_CHECKING:
     from b2bua.call import Call
@@ -38,16 +47,6 @@ log = logging.getLogger("callrec.recordings")
 
 TICK_INTERVAL_S = 0.25
 SETTINGS_REFRESH_S = 2.0
-
-
-@dataclass
-class RecordingSettings:
-    """What the portal may change at run time, over the config file's defaults."""
-
-    feature_code: str
-    announcement: str
-    channels: str
-    retention_days: int
 
 
 @dataclass(eq=False)
@@ -64,21 +63,30 @@ class ActiveRecording:
 class RecordingManager:
     """Every recording in progress in this process."""
 
-    def __init__(self, config: Config, store: Store) -> None:
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        *,
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        now: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.store = store
+        self.files = RecordingFiles(config.storage.dir)
         self.active: dict[Call, ActiveRecording] = {}
-        recording = config.recording
-        self.settings = RecordingSettings(
-            recording.feature_code,
-            recording.announcement,
-            recording.channels,
-            config.retention.default_days,
-        )
+        self.settings: RecordingSettings = config.recording_settings
+        # Stored settings already reported as invalid: read every 2 s, logged once.
+        self._invalid_settings: set[str] = set()
         self._prompts: dict[str, npt.NDArray[np.int16] | None] = {}
-        self._ticker: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._syncing: asyncio.Task[None] | None = None
+        self.spawn = spawn
+        self.now = now
+        self.monotonic = monotonic
+        # What stop() waits for: the tasks that close and file finished recordings.
+        self._finishing: set[asyncio.Task[Any]] = set()
+        self._syncing: asyncio.Task[Any] | None = None
+        self._refreshed_at: float | None = None
 
     @property
     def storage_dir(self) -> Path:
@@ -86,53 +94,64 @@ class RecordingManager:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        """Start ticking (the task runs until its owner cancels it)."""
+        self.spawn(self._tick_forever())
 
     async def stop(self) -> None:
+        """Finish every recording in progress and wait until each is filed (bounded: a
+        store that hangs must not hold the shutdown for ever)."""
         for call in list(self.active):
             self.finish(call)
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=10)
-        if self._syncing is not None:
-            await asyncio.wait([self._syncing], timeout=10)
-        if self._ticker is not None:
-            self._ticker.cancel()
-
-    def _spawn(self, coro: Coroutine[object, object, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        pending = [*self._finishing, *([self._syncing] if self._syncing is not None else [])]
+        if pending:
+            await asyncio.wait(pending, timeout=10)
 
     async def refresh_settings(self) -> None:
         """Pick up what the portal stored in `settings` (feature code, channels...)."""
         stored = await self.store.all_settings()
-        recording = self.config.recording
-        days = stored.get("retention_days", "")
-        self.settings = RecordingSettings(
-            stored.get("feature_code", recording.feature_code),
-            stored.get("announcement", recording.announcement),
-            stored.get("channels", recording.channels),
-            int(days) if days.isdigit() else self.config.retention.default_days,
+        settings = self.config.recording_settings.with_stored(
+            stored, on_invalid=self._invalid_setting
         )
+        if settings != self.settings:
+            log.info(
+                "recording settings now: feature code %s, retention %d days, %s %s,"
+                " announcement %s",
+                settings.feature_code,
+                settings.retention_days,
+                settings.channels,
+                settings.format,
+                settings.announcement,
+            )
+        self.settings = settings
+
+    def _invalid_setting(self, error: PolicyError) -> None:
+        if error.message not in self._invalid_settings:
+            self._invalid_settings.add(error.message)
+            log.warning("stored setting ignored, the config's value applies: %s", error)
 
     async def _tick_forever(self) -> None:
-        last_refresh = 0.0
         while True:
             await asyncio.sleep(TICK_INTERVAL_S)
-            now = time.time()
-            for active in list(self.active.values()):
-                try:
-                    active.recording.tick(now)
-                except Exception:
-                    # A broken recorder must not stop the others (or the calls).
-                    log.exception("call %s: recorder tick failed", active.call.call_id)
-            self._sync_files()
-            if now - last_refresh >= SETTINGS_REFRESH_S:
-                last_refresh = now
-                try:
-                    await self.refresh_settings()
-                except StorageError as exc:
-                    log.error("cannot read settings: %s", exc)
+            await self.tick()
+
+    async def tick(self) -> None:
+        """Write what every recorder has buffered, start the fsyncs that are due and,
+        every SETTINGS_REFRESH_S, re-read the stored settings."""
+        now = self.now()
+        for active in list(self.active.values()):
+            try:
+                active.recording.tick(now)
+            except Exception:
+                # A broken recorder must not stop the others (or the calls).
+                log.exception("call %s: recorder tick failed", active.call.call_id)
+        self._sync_files()
+        since = self.monotonic()
+        if self._refreshed_at is None or since - self._refreshed_at >= SETTINGS_REFRESH_S:
+            self._refreshed_at = since
+            try:
+                await self.refresh_settings()
+            except StorageError as exc:
+                log.error("cannot read settings: %s", exc)
 
     def _sync_files(self) -> None:
         """fsync, in a worker thread, each file that got a second of audio since its last
@@ -141,9 +160,7 @@ class RecordingManager:
             return  # the disk is behind; the files are claimed again once it is done
         due = [active.recording for active in self.active.values() if active.recording.claim_sync()]
         if due:
-            self._syncing = asyncio.get_running_loop().create_task(
-                asyncio.to_thread(_sync_each, due)
-            )
+            self._syncing = self.spawn(asyncio.to_thread(_sync_each, due))
 
     def prompt(self, setting: str) -> npt.NDArray[np.int16] | None:
         if setting not in self._prompts:
@@ -157,15 +174,17 @@ class RecordingManager:
     # ------------------------------------------------------------------ calls
     def call_answered(self, call: Call) -> None:
         relay = _relay(call)
-        if call.recording_mode not in ("always", "on-demand") or relay is None:
+        if (
+            call.recording_mode not in (RecordingMode.ALWAYS, RecordingMode.ON_DEMAND)
+            or relay is None
+        ):
             return
         if call in self.active:
             return
-        now = time.time()
+        now = self.now()
         settings = self.settings
-        file = RecordingFile.new(
-            self.config.storage.recordings_dir, self.storage_dir, self.config.recording.format, now
-        )
+        new = self.files.new_recording(settings.format, now)
+        file = RecordingFile(new.relative, new.absolute)
         try:
             recording = CallRecording(
                 self.config.recording,
@@ -176,6 +195,7 @@ class RecordingManager:
                 feature_code=settings.feature_code,
                 channels=settings.channels,
                 label=call.call_id,
+                now=self.now,
             )
         except (MediaError, OSError, ValueError) as exc:
             log.error("call %s: cannot start recording: %s", call.call_id, exc)
@@ -203,14 +223,14 @@ class RecordingManager:
             self._recording_started(active, toggle.at)
         else:
             self._play(active, self.prompt("beep"), [active.call.internal_leg])
-        self._spawn(self._log_toggle(active, toggle))
+        self.spawn(self._log_toggle(active, toggle))
 
     def _recording_started(self, active: ActiveRecording, at: float) -> None:
         """Recording begins: file the row, and tell both parties (the legal notice)."""
-        active.filed = asyncio.get_running_loop().create_task(self._file(active, at))
+        active.filed = self.spawn(self._file(active, at))
         prompt = self.prompt(self.settings.announcement)
         if self._play(active, prompt, ["a", "b"]) and prompt is not None:
-            active.recording.add_prompt(prompt, time.time())
+            active.recording.add_prompt(prompt, self.now())
 
     def _play(
         self, active: ActiveRecording, pcm: npt.NDArray[np.int16] | None, legs: list[str]
@@ -279,7 +299,7 @@ class RecordingManager:
         if active is None or leg != call.internal_leg:
             return
         content_type = request.headers.get("Content-Type") or ""
-        active.recording.on_info(content_type, request.body, time.time())
+        active.recording.on_info(content_type, request.body, self.now())
 
     def finish(self, call: Call) -> None:
         """The call ended: close its file (in a thread) and record the outcome."""
@@ -290,7 +310,9 @@ class RecordingManager:
         if relay is not None:
             relay.tap = None
             relay.rtp_filter = None
-        self._spawn(self._finish(active, time.time()))
+        task = self.spawn(self._finish(active, self.now()))
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
 
     async def _finish(self, active: ActiveRecording, now: float) -> None:
         call, recording = active.call, active.recording
@@ -332,14 +354,21 @@ class RecordingManager:
         """Repair recordings a crash left unfinished; returns how many were found."""
         unfinished = await self.store.recordings_with_status("recording")
         for row in unfinished:
-            path = self.storage_dir / row.path
+            try:
+                path = self.files.resolve(row.path)
+            except InvalidValue as exc:
+                await self.store.finish_recording(
+                    row.id, status="error", ended_at=self.now(), error=exc.message
+                )
+                log.error("recording %d not repaired: %s", row.id, exc)
+                continue
             result = await asyncio.to_thread(repair, path)
             summary = result.summary
             status = "recovered" if summary is not None else "error"
             await self.store.finish_recording(
                 row.id,
                 status=status,
-                ended_at=time.time(),
+                ended_at=self.now(),
                 duration_s=summary.duration_s if summary else None,
                 segments=[(0.0, summary.duration_s)] if summary else (),
                 sha256=summary.sha256 if summary else None,
@@ -364,6 +393,9 @@ def outcome(result: RecordingResult) -> tuple[str, str | None]:
     """The store status of a closed recording and why it is not `complete`."""
     if result.file is None:
         return "error", result.error or "the file could not be finished"
+    if result.file.partial is not None:
+        # Writing stopped early (disk full...): what was written is sealed and playable.
+        return "partial", result.file.partial
     if result.error:
         return "error", result.error
     if result.unrecordable_reason:

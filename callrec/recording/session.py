@@ -5,14 +5,15 @@ tap for that call and feeds the sans-IO `media.recorder.Recorder`, which is tick
 server so audio reaches the file at least once a second. For an `on-demand` user it also
 watches the user's leg for the feature code (RFC 4733, in-band, SIP INFO) and toggles the
 recording; the file is only created when recording first starts, so an on-demand call
-that is never recorded leaves nothing behind.
+that is never recorded leaves nothing behind. Every time it uses comes from its caller
+(packet arrivals, `tick(now)`, `close(now)`) or from the injected `now` clock, so tests
+run it on a fake clock.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy.typing as npt
 
 from b2bua.sdp import SdpError, parse_sdp
 from callrec.config import RecordingConfig
+from callrec.policy import DEFAULT_FEATURE_CODE, FeatureCode, RecordingMode
 from dtmf.events import DigitEvent, DtmfError
 from dtmf.swallow import FeatureCodeSwallower
 from dtmf.watcher import FeatureCodeWatcher
@@ -37,20 +39,11 @@ G711 = ("PCMU", "PCMA")
 
 @dataclass
 class RecordingFile:
-    """Where a call's recording goes, relative to the storage directory and absolute."""
+    """Where a call's recording goes, relative to the storage directory and absolute
+    (named by `storage.files.RecordingFiles.new_recording`)."""
 
     relative: str
     absolute: Path
-
-    @classmethod
-    def new(cls, recordings_dir: Path, storage_dir: Path, fmt: str, at: float) -> RecordingFile:
-        day = time.strftime("%Y/%m/%d", time.gmtime(at))
-        absolute = recordings_dir / day / f"{uuid.uuid4()}.{fmt}"
-        try:
-            relative = str(absolute.relative_to(storage_dir))
-        except ValueError:
-            relative = str(absolute)
-        return cls(relative, absolute)
 
 
 class LazyWriter:
@@ -156,12 +149,14 @@ class CallRecording:
         internal_leg: str,
         start_time: float,
         mode: str,
-        feature_code: str = "*1",
+        feature_code: FeatureCode | str = DEFAULT_FEATURE_CODE,
         channels: str = "mono",
         on_toggle: Callable[[Toggle], None] | None = None,
         label: str = "",
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.file = file
+        self.now = now
         self.mode = mode
         self.label = label
         self.internal_leg = internal_leg
@@ -169,13 +164,13 @@ class CallRecording:
         self.format = config.format
         self.start_time = start_time
         self.on_toggle = on_toggle
-        self.started = mode == "always"
+        self.started = mode == RecordingMode.ALWAYS
         self.sink = LazyWriter(file, self.channels, config.format)
         self.watcher: FeatureCodeWatcher | None = None
         self.swallower: FeatureCodeSwallower | None = None
         # Sends a held packet on towards the far end (set by whoever owns the relay).
         self.release: Callable[[bytes], None] | None = None
-        if mode == "on-demand":
+        if mode == RecordingMode.ON_DEMAND:
             self.watcher = FeatureCodeWatcher(
                 internal_leg, feature_code, timeout=config.feature_code_timeout
             )
@@ -188,7 +183,7 @@ class CallRecording:
             start_time=start_time,
             internal_leg=internal_leg,
             paused_mode="silence" if config.paused == "silence" else "skip",
-            start_paused=mode != "always",
+            start_paused=mode != RecordingMode.ALWAYS,
             audio_listener=self._on_audio if self.watcher is not None else None,
             label=label,
         )
@@ -239,7 +234,7 @@ class CallRecording:
     def _toggle(self, event: DigitEvent) -> None:
         # The recording switches at the digit that completed the code; the recorder
         # clamps to what it has already written.
-        at = min(time.time(), event.at)
+        at = min(self.now(), event.at)
         if self.recorder.paused:
             first = not self.started
             self.started = True

@@ -6,10 +6,12 @@ entry with streaming zipfile writes (each file copied in chunks through
 in a worker thread, so the event loop keeps relaying RTP meanwhile. `manifest.csv` lists
 every recording's metadata and the SHA-256 of the bytes actually put in the ZIP.
 
-The portal orders an export with `request_export` (built in the background, then mailed
-as a signed link valid 7 days); the CLI and tests await `build_export`. Links are
-`<portal base url>/exports/download?token=...` where the token is an HMAC-SHA256 of the
-export id and the expiry time (`sign_download` / `verify_download`).
+The portal orders an export through `ExportService.request` (built in a background task
+started by the `spawn` callable its owner hands in, then mailed as a signed link valid 7
+days) and checks mailed links with `ExportService.verify_link`; the CLI awaits
+`build_export`. Links are `<portal base url>/exports/download?token=...` where the token
+is an HMAC-SHA256 of the export id and the expiry time (`sign_download` /
+`verify_download`). Where ZIPs go and which recording file is read: `RecordingFiles`.
 """
 
 from __future__ import annotations
@@ -28,14 +30,19 @@ import secrets
 import shutil
 import tempfile
 import time
-import unicodedata
 import zipfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from callrec.config import Config
+from callrec.policy import (
+    BULK_DOWNLOAD_MIN_RETENTION_DAYS,
+    EXPORT_LINK_LIFETIME_S,
+    bulk_download_allowed,
+)
 from callrec.services.mailer import (
     Mail,
     MailError,
@@ -43,39 +50,39 @@ from callrec.services.mailer import (
     export_ready_mail,
     send_mail,
 )
-from callrec.services.retention import (
-    EXPORT_LINK_LIFETIME_S,
-    InvalidRequest,
-    current_retention_days,
+from callrec.services.records import recording_file_name as entry_name
+from callrec.services.retention import current_retention_days
+from storage.database import Store
+from storage.errors import (
+    Conflict,
+    InvalidValue,
+    NotFound,
+    StorageError,
+    StorageUnavailable,
 )
-from storage.database import StorageError, Store
+from storage.files import RecordingFiles
 from storage.models import ExportJob, RecordingListing, format_timestamp
 
 __all__ = [
-    "BULK_DOWNLOAD_MIN_RETENTION_DAYS",
     "MANIFEST_COLUMNS",
     "ExportService",
     "MonthExport",
+    "Spawn",
     "ZipSummary",
     "build_export",
     "check_bulk_download_allowed",
     "download_url",
     "entry_name",
-    "export_file",
     "export_status",
     "fail_interrupted_exports",
     "parse_month",
     "portal_secret",
-    "request_export",
     "sign_download",
     "verify_download",
-    "wait_for_exports",
 ]
 
 log = logging.getLogger("callrec.export")
 
-BULK_DOWNLOAD_MIN_RETENTION_DAYS = 180
-EXPORTS_FOLDER = "exports"
 PORTAL_SECRET_SETTING = "portal_secret"
 COPY_CHUNK_BYTES = 64 * 1024
 MANIFEST_COLUMNS = (
@@ -100,8 +107,6 @@ MANIFEST_COLUMNS = (
 )
 _NUMBER = re.compile(r"[0-9]{1,19}")
 _MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
-_NAME_PART_MAX = 40
 _TOKEN_CONTEXT = b"callrec export download v1\n"
 _RECENT_EXPORTS = 100
 _DEDUPLICATE_WITHIN_S = 6 * 3600.0
@@ -111,39 +116,14 @@ _DEDUPLICATE_WITHIN_S = 6 * 3600.0
 
 
 def parse_month(month: str) -> tuple[float, float]:
-    """[start, end) of a "YYYY-MM" month in UTC unix seconds; raises InvalidRequest."""
+    """[start, end) of a "YYYY-MM" month in UTC unix seconds; raises InvalidValue."""
     match = _MONTH.fullmatch(month) if isinstance(month, str) else None
     if match is None:
-        raise InvalidRequest(f"invalid month {month!r}: expected YYYY-MM, e.g. 2024-05")
+        raise InvalidValue("month", f"invalid month {month!r}: expected YYYY-MM, e.g. 2024-05")
     year, number = int(match.group(1)), int(match.group(2))
     start = datetime(year, number, 1, tzinfo=UTC)
     end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=UTC)
     return start.timestamp(), end.timestamp()
-
-
-def _safe(text: str | None, fallback: str) -> str:
-    """ASCII letters, digits, - and _ only: accents are folded, the rest becomes -."""
-    if not text:
-        return fallback
-    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-    cleaned = _UNSAFE.sub("-", folded.replace("_", "-")).strip("-")[:_NAME_PART_MAX].strip("-")
-    return cleaned or fallback
-
-
-def _party(ext: str | None, name: str | None) -> str:
-    ext_part = _safe(ext, "unknown")
-    return f"{ext_part}-{_safe(name, '')}".rstrip("-")
-
-
-def entry_name(listing: RecordingListing) -> str:
-    """`YYYY-MM-DD_HHMMSS_<caller ext>-<caller name>_to_<callee ext>-<callee name>_<id>.wav`
-    (UTC start of the recording; the extension is the recording's format)."""
-    recording, call = listing.recording, listing.call
-    started = datetime.fromtimestamp(recording.started_at, tz=UTC).strftime("%Y-%m-%d_%H%M%S")
-    caller = _party(call.caller_ext, call.caller_name)
-    callee = _party(call.callee_ext, call.callee_name)
-    extension = _safe(recording.format, "wav").lower()
-    return f"{started}_{caller}_to_{callee}_{recording.id}.{extension}"
 
 
 # -- the ZIP (blocking; runs in a worker thread) -----------------------------------------
@@ -165,9 +145,9 @@ class MonthExport:
     """Writes one month's recordings and `manifest.csv` to a ZIP file (blocking)."""
 
     def __init__(
-        self, storage_dir: Path, listings: Sequence[RecordingListing], *, built_at: float
+        self, files: RecordingFiles, listings: Sequence[RecordingListing], *, built_at: float
     ) -> None:
-        self.storage_dir = storage_dir
+        self.files = files
         self.listings = listings
         self.built_at = built_at
 
@@ -213,10 +193,9 @@ class MonthExport:
     ) -> tuple[str, int] | None:
         """Copy one recording into the ZIP in chunks; its (sha256, size) or None."""
         recording = listing.recording
-        source = self.storage_dir / recording.path
         try:
-            handle = source.open("rb")
-        except FileNotFoundError:
+            handle = self.files.resolve(recording.path).open("rb")
+        except (FileNotFoundError, InvalidValue):
             log.error("export: recording %d: file %s is missing", recording.id, recording.path)
             summary.missing.append(recording.id)
             return None
@@ -301,16 +280,16 @@ def sign_download(secret: bytes, export_id: int, expires_at: float) -> str:
 
 
 def verify_download(secret: bytes, token: str, now: float) -> int:
-    """The export id of a valid, unexpired token; raises StorageError otherwise."""
+    """The export id of a valid, unexpired token; raises InvalidValue("token") otherwise."""
     parts = token.split(".") if isinstance(token, str) else []
     if len(parts) != 3 or not all(_NUMBER.fullmatch(part) for part in parts[:2]):
-        raise StorageError("invalid download link")
+        raise InvalidValue("token", "invalid download link")
     export_id, expires = int(parts[0]), int(parts[1])
     expected = _b64(_signature(secret, export_id, expires))
     if not hmac.compare_digest(expected.encode("ascii"), parts[2].encode("ascii", "replace")):
-        raise StorageError("invalid download link")
+        raise InvalidValue("token", "invalid download link")
     if now >= expires:
-        raise StorageError("download link expired")
+        raise InvalidValue("token", "download link expired")
     return export_id
 
 
@@ -332,21 +311,16 @@ async def portal_secret(store: Store, config: Config) -> bytes:
 
 
 async def check_bulk_download_allowed(store: Store, config: Config) -> int:
-    """The retention in force if bulk download is allowed; raises InvalidRequest."""
+    """The retention in force if bulk download is allowed; raises Conflict (field
+    `retention_days`) while the setting is too short."""
     days = await current_retention_days(store, config)
-    if days < BULK_DOWNLOAD_MIN_RETENTION_DAYS:
-        raise InvalidRequest(
+    if not bulk_download_allowed(days):
+        raise Conflict(
             f"bulk download needs retention of {BULK_DOWNLOAD_MIN_RETENTION_DAYS} days"
-            f" or more (now {days})"
+            f" or more (now {days})",
+            "retention_days",
         )
     return days
-
-
-def export_file(storage_dir: Path, job: ExportJob) -> Path | None:
-    """The ZIP of a ready export, or None if it has none."""
-    if job.status != "ready" or job.path is None:
-        return None
-    return storage_dir / job.path
 
 
 async def export_status(store: Store, export_id: int) -> ExportJob | None:
@@ -365,36 +339,33 @@ async def build_export(
     clock: Callable[[], float] = time.time,
 ) -> ExportJob:
     """Build the month's ZIP now (to `output`, default `<storage>/exports/<id>-<month>.zip`)
-    and return the finished row. Refused (InvalidRequest) below 180 days of retention;
-    a failed build is marked `failed` and raised as StorageError."""
+    and return the finished row. Refused (Conflict) below 180 days of retention; a failed
+    build is marked `failed` (with the details) and raised as StorageUnavailable."""
     since, until = parse_month(month)
     await check_bulk_download_allowed(store, config)
     if export_id is None:
         export_id = await store.create_export(month, requested_by, clock())
-    storage_dir = config.storage.dir
-    target = (
-        output if output is not None else storage_dir / EXPORTS_FOLDER / f"{export_id}-{month}.zip"
-    )
+    files = RecordingFiles(config.storage.dir)
+    target = output if output is not None else files.export_zip(export_id, month)
     try:
         await store.update_export(export_id, "building")
         listings = await store.export_listings(since, until)
-        builder = MonthExport(storage_dir, listings, built_at=clock())
+        builder = MonthExport(files, listings, built_at=clock())
         summary = await asyncio.to_thread(builder.write, target)
     except (OSError, StorageError, zipfile.LargeZipFile) as exc:
         error = f"export of {month} failed: {exc}"
         log.error("export %d: %s", export_id, error)
         await store.update_export(export_id, "failed", error=error, finished_at=clock())
         await store.audit(requested_by, "export.failed", f"export {export_id}", detail=error)
-        raise StorageError(error) from exc
+        # The row and the log keep the details; the raised message names no path.
+        reason = exc.strerror if isinstance(exc, OSError) else getattr(exc, "message", str(exc))
+        raise StorageUnavailable(f"export of {month} failed: {reason}") from exc
     problems = []
     if summary.missing:
         problems.append(f"{len(summary.missing)} file(s) missing: {summary.missing}")
     if summary.mismatched:
         problems.append(f"{len(summary.mismatched)} SHA-256 mismatch(es): {summary.mismatched}")
-    try:
-        stored_path = str(target.relative_to(storage_dir))
-    except ValueError:
-        stored_path = str(target.resolve())
+    stored_path = files.stored_export_path(target)
     finished_at = clock()
     await store.update_export(
         export_id,
@@ -417,49 +388,6 @@ async def build_export(
     return job
 
 
-# Background builds ordered through request_export; kept so they are not garbage
-# collected mid-way and so tests and shutdown can wait for them.
-_PENDING: set[asyncio.Task[None]] = set()
-
-
-async def request_export(
-    store: Store,
-    config: Config,
-    month: str,
-    requested_by: str,
-    email: str | None,
-    *,
-    address: str | None = None,
-    clock: Callable[[], float] = time.time,
-) -> int:
-    """Order a month's ZIP: checks month and retention (InvalidRequest, also a
-    ValueError), files a queued export, builds it in the background and mails the
-    signed link to `email` (if given). Returns the export id at once."""
-    parse_month(month)
-    await check_bulk_download_allowed(store, config)
-    secret = await portal_secret(store, config)
-    for job in await store.list_exports(limit=_RECENT_EXPORTS):
-        recent = job.requested_at > clock() - _DEDUPLICATE_WITHIN_S
-        if job.month == month and job.status in ("queued", "building") and recent:
-            # Ordering the same month again while it builds does not start a second
-            # build: repeated clicks must not pile up ZIP builds on the disk.
-            return job.id
-    export_id = await store.create_export(month, requested_by, clock())
-    await store.audit(
-        requested_by,
-        "export.request",
-        f"export {export_id}",
-        address=address,
-        detail=f"month {month}",
-    )
-    task = asyncio.get_running_loop().create_task(
-        _build_and_mail(store, config, secret, month, requested_by, export_id, email, clock)
-    )
-    _PENDING.add(task)
-    task.add_done_callback(_PENDING.discard)
-    return export_id
-
-
 async def fail_interrupted_exports(store: Store, now: float) -> list[int]:
     """At start-up: exports left queued or building by a previous process can never
     finish; mark them failed. Returns their ids."""
@@ -479,12 +407,6 @@ async def fail_interrupted_exports(store: Store, now: float) -> list[int]:
     return interrupted
 
 
-async def wait_for_exports(timeout: float | None = None) -> None:
-    """Wait for the background exports ordered so far (tests, orderly shutdown)."""
-    if _PENDING:
-        await asyncio.wait(list(_PENDING), timeout=timeout)
-
-
 async def _build_and_mail(
     store: Store,
     config: Config,
@@ -500,13 +422,12 @@ async def _build_and_mail(
             store, config, month, requested_by=requested_by, export_id=export_id, clock=clock
         )
     except StorageError as exc:
-        if isinstance(exc, InvalidRequest):
+        if isinstance(exc, Conflict):
             # The retention setting dropped below 180 days between order and build.
-            await store.update_export(export_id, "failed", error=str(exc), finished_at=clock())
+            await store.update_export(export_id, "failed", error=exc.message, finished_at=clock())
         if email is not None:
-            await _mail_quietly(
-                store, config, export_id, export_failed_mail(email, month=month, error=str(exc))
-            )
+            mail = export_failed_mail(email, month=month, error=exc.message)
+            await _mail_quietly(store, config, export_id, mail)
         return
     except Exception:
         log.exception("export %d: unexpected failure", export_id)
@@ -544,27 +465,35 @@ async def _mail_quietly(
     await store.audit("export", "export.mailed", f"export {export_id}", detail=f"to {mail.to}")
 
 
+# Starts a background task and returns it; `callrec serve` hands in its task group's.
+Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
+
+
 class ExportService:
-    """The bulk-download hooks the portal calls, bound to one store and config."""
+    """Bulk download for the portal, bound to one store and config: orders builds (run
+    as background tasks through `spawn`; without one, ordering is unavailable) and
+    resolves the mailed links."""
 
     def __init__(
         self,
         store: Store,
         config: Config,
-        secret: bytes,
         *,
+        spawn: Spawn | None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.config = config
-        self.secret = secret
+        self.files = RecordingFiles(config.storage.dir)
+        self.spawn = spawn
         self.clock = clock
+        self._secret: bytes | None = None
 
-    @classmethod
-    async def create(
-        cls, store: Store, config: Config, *, clock: Callable[[], float] = time.time
-    ) -> ExportService:
-        return cls(store, config, await portal_secret(store, config), clock=clock)
+    async def secret(self) -> bytes:
+        """The link-signing key (`portal_secret`), read once."""
+        if self._secret is None:
+            self._secret = await portal_secret(self.store, self.config)
+        return self._secret
 
     async def request(
         self,
@@ -574,44 +503,61 @@ class ExportService:
         *,
         address: str | None = None,
     ) -> int:
-        """Order an export (see `request_export`). Without `email`, the mail goes to the
-        admin named `requested_by` (or "admin:<name>") if they have an address."""
+        """Order a month's ZIP: checks month (InvalidValue) and retention (Conflict),
+        files a queued export (audited), builds it in the background and mails the
+        signed link to `email`; without one, to the admin named `requested_by` (or
+        "admin:<name>") if they have an address. Returns the export id at once."""
+        spawn = self.spawn
+        if spawn is None:
+            raise StorageUnavailable("bulk export is not available in this process")
+        parse_month(month)
+        store, clock = self.store, self.clock
+        await check_bulk_download_allowed(store, self.config)
         if email is None:
-            admin = await self.store.get_admin(requested_by.removeprefix("admin:"))
+            admin = await store.get_admin(requested_by.removeprefix("admin:"))
             email = admin.email if admin is not None else None
-        return await request_export(
-            self.store,
-            self.config,
-            month,
+        for job in await store.list_exports(limit=_RECENT_EXPORTS):
+            recent = job.requested_at > clock() - _DEDUPLICATE_WITHIN_S
+            if job.month == month and job.status in ("queued", "building") and recent:
+                # Ordering the same month again while it builds does not start a second
+                # build: repeated clicks must not pile up ZIP builds on the disk.
+                return job.id
+        secret = await self.secret()
+        export_id = await store.create_export(month, requested_by, clock())
+        await store.audit(
             requested_by,
-            email,
+            "export.request",
+            f"export {export_id}",
             address=address,
-            clock=self.clock,
+            detail=f"month {month}",
         )
+        spawn(
+            _build_and_mail(
+                store, self.config, secret, month, requested_by, export_id, email, clock
+            )
+        )
+        return export_id
 
-    def link(self, export_id: int, expires_at: float) -> str:
-        return download_url(self.config, sign_download(self.secret, export_id, expires_at))
+    async def link(self, export_id: int, expires_at: float) -> str:
+        return download_url(self.config, sign_download(await self.secret(), export_id, expires_at))
 
     async def resolve_download(self, token: str) -> tuple[ExportJob, Path]:
-        """The export and its ZIP for a download token; raises StorageError if the
-        token is tampered with or expired, or the export is not (or no longer) ready."""
-        export_id = verify_download(self.secret, token, self.clock())
+        """The export and its ZIP for a download token; InvalidValue if the token is
+        tampered with or expired, NotFound if the export is not (or no longer) ready."""
+        export_id = verify_download(await self.secret(), token, self.clock())
         job = await self.store.get_export(export_id)
-        path = export_file(self.config.storage.dir, job) if job is not None else None
-        if job is None or path is None or not path.is_file():
-            raise StorageError(f"export {export_id} is not available")
+        path = self.files.export_file(job) if job is not None else None
+        if job is None or path is None:
+            raise NotFound(f"export {export_id} is not available")
         return job, path
 
-    async def verify_link(self, export_id: int | None, query: Mapping[str, str]) -> Path | None:
-        """The ZIP if `query["token"]` is a valid link (for `export_id`, when given),
-        else None. Matches the portal's `VerifyExportLink` hook."""
-        token = query.get("token")
+    async def verify_link(self, token: str) -> Path | None:
+        """The ZIP if `token` is a valid link to a ready export, else None (the portal's
+        `VerifyExportLink` hook)."""
         if not token:
             return None
         try:
-            job, path = await self.resolve_download(token)
-        except StorageError:
-            return None
-        if export_id is not None and job.id != export_id:
+            _, path = await self.resolve_download(token)
+        except (InvalidValue, NotFound):
             return None
         return path

@@ -5,6 +5,10 @@ setting in force then; changing the setting later changes only new recordings. T
 deletes the file of every recording whose `expires_at` is at or before `now` and marks
 its row `purged` (metadata kept) with an audit entry. Nothing else deletes a recording.
 
+The files themselves belong to `storage.files.RecordingFiles`: the purge asks it to
+delete each one (it refuses any path outside the recordings folder), and export expiry
+asks it to delete the ZIPs the server built.
+
 `purge_expired` takes `now` from its caller, so tests drive it on a fake clock;
 `RetentionTask` runs it periodically inside `callrec serve`.
 """
@@ -12,26 +16,26 @@ its row `purged` (metadata kept) with an audit entry. Nothing else deletes a rec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from callrec.config import Config
-from storage.database import StorageError, Store
+from callrec.policy import (
+    EXPORT_LINK_LIFETIME_S,
+    InvalidRetention,
+    SettingKey,
+    parse_retention_days,
+)
+from storage.database import Store
+from storage.errors import InvalidValue, StorageError
+from storage.files import RecordingFiles
 from storage.models import Recording
 
 __all__ = [
-    "EXPORT_LINK_LIFETIME_S",
-    "MAX_RETENTION_DAYS",
-    "MIN_RETENTION_DAYS",
-    "RETENTION_CHOICES",
     "RETENTION_SETTING",
     "ExpiredExport",
-    "InvalidRequest",
     "PurgeFailure",
     "PurgeReport",
     "PurgedRecording",
@@ -45,34 +49,17 @@ __all__ = [
 
 log = logging.getLogger("callrec.retention")
 
-MIN_RETENTION_DAYS = 30
-MAX_RETENTION_DAYS = 365
-# What the portal slider offers; any integer in MIN..MAX is accepted.
-RETENTION_CHOICES: tuple[int, ...] = (*range(MIN_RETENTION_DAYS, 121), 180, MAX_RETENTION_DAYS)
-RETENTION_SETTING = "retention_days"
+RETENTION_SETTING = SettingKey.RETENTION_DAYS.value
 PURGE_ACTOR = "retention"
-# A ready export ZIP (and its signed link) lives this long after it was built.
-EXPORT_LINK_LIFETIME_S = 7 * 86400.0
-
-
-class InvalidRequest(StorageError, ValueError):
-    """A value from a person (retention days, a month) is not acceptable; the message
-    says what is. Also a ValueError, for callers that validate with ValueError."""
 
 
 def validate_retention_days(value: object) -> int:
-    """The retention in days if `value` (an int or a string of digits) is allowed."""
-    days: int | None = None
-    if isinstance(value, int) and not isinstance(value, bool):
-        days = value
-    elif isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
-        days = int(value.strip())
-    if days is None or not MIN_RETENTION_DAYS <= days <= MAX_RETENTION_DAYS:
-        raise InvalidRequest(
-            f"invalid retention {value!r}: expected whole days from "
-            f"{MIN_RETENTION_DAYS} to {MAX_RETENTION_DAYS}"
-        )
-    return days
+    """The retention in days if `value` (an int or a string of digits) is allowed
+    (`callrec.policy.parse_retention_days`), as an InvalidValue otherwise."""
+    try:
+        return parse_retention_days(value)
+    except InvalidRetention as exc:
+        raise InvalidValue(exc.field, exc.message) from None
 
 
 async def current_retention_days(store: Store, config: Config) -> int:
@@ -83,7 +70,7 @@ async def current_retention_days(store: Store, config: Config) -> int:
         return config.retention.default_days
     try:
         return validate_retention_days(stored)
-    except InvalidRequest:
+    except InvalidValue:
         log.warning(
             "setting %s=%r is invalid; using the default %d days",
             RETENTION_SETTING,
@@ -142,31 +129,21 @@ class PurgeReport:
         return [item for item in self.purged if not item.file_found]
 
 
-def _recording_file(storage_dir: Path, relative: str) -> Path:
-    """The file of a recording row; refuses a path that climbs out of the storage dir."""
-    path = Path(relative)
-    if not path.is_absolute() and ".." in path.parts:
-        raise StorageError(f"refusing path outside the storage folder: {relative!r}")
-    return storage_dir / path
-
-
-def _delete_files(storage_dir: Path, rows: Sequence[Recording]) -> list[bool | str]:
-    """Per row: True deleted, False already missing, or the error text. Read-only (0444)
-    files go too: unlinking needs write access to the folder, not the file."""
+def _delete_files(files: RecordingFiles, rows: Sequence[Recording]) -> list[bool | str]:
+    """Per row: True deleted, False already missing, or why it could not be deleted."""
     outcomes: list[bool | str] = []
     for row in rows:
         try:
-            os.unlink(_recording_file(storage_dir, row.path))
-            outcomes.append(True)
-        except FileNotFoundError:
-            outcomes.append(False)
-        except (OSError, StorageError) as exc:
+            outcomes.append(files.delete(row.path))
+        except InvalidValue as exc:
+            outcomes.append(exc.message)
+        except OSError as exc:
             outcomes.append(str(exc))
     return outcomes
 
 
 async def purge_expired(
-    store: Store, storage_dir: Path, now: float, *, limit: int | None = None
+    store: Store, files: RecordingFiles, now: float, *, limit: int | None = None
 ) -> PurgeReport:
     """Delete the files of recordings expired at `now` (at most `limit` of them) and
     mark their rows purged, one audit entry each."""
@@ -174,7 +151,7 @@ async def purge_expired(
     rows = await store.expired_recordings(now, limit)
     if not rows:
         return report
-    outcomes = await asyncio.to_thread(_delete_files, storage_dir, rows)
+    outcomes = await asyncio.to_thread(_delete_files, files, rows)
     for row, outcome in zip(rows, outcomes, strict=True):
         if isinstance(outcome, str):
             log.error("recording %d: cannot delete %s: %s", row.id, row.path, outcome)
@@ -203,17 +180,13 @@ class ExpiredExport:
     path: str | None
 
 
-async def expire_exports(store: Store, storage_dir: Path, now: float) -> list[ExpiredExport]:
-    """Delete export ZIPs built more than the link lifetime ago; mark them expired."""
+async def expire_exports(store: Store, files: RecordingFiles, now: float) -> list[ExpiredExport]:
+    """Delete export ZIPs built more than the link lifetime ago (only those the server
+    built: a CLI export written elsewhere is the operator's file); mark them expired."""
     expired: list[ExpiredExport] = []
     for job in await store.exports_finished_before(now - EXPORT_LINK_LIFETIME_S):
-        if job.path is not None and job.status == "ready":
-            target = storage_dir / job.path
-            # Only ZIPs in our exports folder: a CLI export written elsewhere is the
-            # operator's file.
-            if target.parent == storage_dir / "exports":
-                with contextlib.suppress(FileNotFoundError):
-                    await asyncio.to_thread(os.unlink, target)
+        if job.status == "ready":
+            await asyncio.to_thread(files.delete_export, job)
         await store.update_export(job.id, "expired")
         await store.audit(PURGE_ACTOR, "export.expired", f"export {job.id}", at=now)
         expired.append(ExpiredExport(job.id, job.path))
@@ -229,46 +202,33 @@ class RetentionTask:
     def __init__(
         self,
         store: Store,
-        storage_dir: Path,
+        files: RecordingFiles,
         *,
         interval_s: float = 3600.0,
         batch: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.storage_dir = storage_dir
+        self.files = files
         self.interval_s = interval_s
         self.batch = batch
         self.clock = clock
         self.last_report: PurgeReport | None = None
         self.passes = 0
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        """Start the periodic purge (the first pass runs at once)."""
-        if self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._run_forever())
-
-    async def stop(self) -> None:
-        """Cancel the task and wait until it has stopped (a pass in progress ends
-        between two recordings; its thread finishes its current batch)."""
-        task, self._task = self._task, None
-        if task is None:
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
     async def run_once(self) -> PurgeReport:
         """One pass now."""
         now = self.clock()
-        report = await purge_expired(self.store, self.storage_dir, now, limit=self.batch)
-        await expire_exports(self.store, self.storage_dir, now)
+        report = await purge_expired(self.store, self.files, now, limit=self.batch)
+        await expire_exports(self.store, self.files, now)
         self.last_report = report
         self.passes += 1
         return report
 
-    async def _run_forever(self) -> None:
+    async def run_forever(self) -> None:
+        """A pass now and then one every `interval_s`, until cancelled (`callrec serve`
+        runs it in its task group; a pass in progress ends between two recordings, its
+        thread finishing its current batch)."""
         while True:
             try:
                 await self.run_once()

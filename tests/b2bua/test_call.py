@@ -8,6 +8,8 @@ the exact requests and responses, including paths the end-to-end tests cannot fo
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from b2bua.call import Call, CallState, Party, ResponseHandler, Target
@@ -44,6 +46,7 @@ class Wire:
     handlers: dict[str, ResponseHandler] = field(default_factory=dict)
     ended: list[Call] = field(default_factory=list)
     answered: list[Call] = field(default_factory=list)
+    cdr_updates: list[dict[str, object]] = field(default_factory=list)
 
     def send_request(self, request: SipRequest, peer: Peer, on_response: ResponseHandler) -> None:
         self.sent.append(Sent(request, peer))
@@ -71,7 +74,7 @@ class Wire:
         pass
 
     def record_cdr(self, call: Call, **fields: object) -> None:
-        pass
+        self.cdr_updates.append(fields)
 
     def call_answered(self, call: Call) -> None:
         self.answered.append(call)
@@ -123,10 +126,16 @@ def invite(body: bytes = SDP) -> SipRequest:
     return SipRequest("INVITE", "sip:201@127.0.0.1", headers, body)
 
 
-def forked_call(body: bytes = SDP) -> tuple[Call, Wire]:
+def forked_call(body: bytes = SDP, now: Callable[[], float] = time.time) -> tuple[Call, Wire]:
     wire = Wire()
     call = Call(
-        wire, invite(body), PHONE, "inbound", Party("0612345678", "Trunk"), Party("201", "A")
+        wire,
+        invite(body),
+        PHONE,
+        "inbound",
+        Party("0612345678", "Trunk"),
+        Party("201", "A"),
+        now=now,
     )
     call.start([Target("sip:201@127.0.0.1:5064", DESK), Target("sip:201@127.0.0.1:5066", MOBILE)])
     return call, wire
@@ -226,3 +235,17 @@ def test_on_hold_reads_the_last_sdp_of_each_leg() -> None:
     ):
         call.sdp = {"a": SDP, "b": held}
         assert call.on_hold(), held
+
+
+def test_the_call_times_come_from_its_clock() -> None:
+    clock = [1_700_000_000.0]
+    call, wire = forked_call(now=lambda: clock[0])
+    assert call.started_at == 1_700_000_000.0
+    clock[0] += 4.5
+    wire.answer(wire.requests("INVITE", DESK)[0], 200, "desk", SDP)
+    assert call.answered_at == 1_700_000_004.5
+    clock[0] += 60.0
+    call.hang_up()
+    assert call.ended_at == 1_700_000_064.5
+    assert {"answered_at": 1_700_000_004.5, "sip_status": 200} in wire.cdr_updates
+    assert any(update.get("ended_at") == 1_700_000_064.5 for update in wire.cdr_updates)

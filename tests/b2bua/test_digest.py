@@ -14,10 +14,12 @@ from b2bua.digest import (
     build_authorization,
     compute_ha1,
     compute_response,
+    credentials_username,
     parse_auth_header,
     preferred_challenge,
 )
 from b2bua.message import SipRequest, parse_message
+from b2bua.peer import Peer
 
 REALM = "callrec.test"
 SECRET = b"0123456789abcdef-test-secret"
@@ -26,6 +28,8 @@ USERS = {
     "alice-desk": Credentials.from_password("alice-desk", REALM, 'pa ss, "word"'),
 }
 T0 = 1_000_000.0
+# Where the test client sends from; nonces are bound to its IP and transport.
+SRC = Peer("127.0.0.1", 5070)
 
 
 def lookup(username: str) -> Credentials | None:
@@ -54,7 +58,7 @@ def make_request(
 
 
 def challenge_for(challenger: DigestChallenger, algorithm: str, now: float = T0) -> str:
-    for value in challenger.challenge(now):
+    for value in challenger.challenge(now, SRC):
         if f"algorithm={algorithm}," in value:
             return value
     raise AssertionError(f"no {algorithm} challenge")
@@ -177,7 +181,7 @@ def test_parse_rejects_malformed(text: str) -> None:
 
 
 def test_challenge_offers_sha256_then_md5_with_qop_auth() -> None:
-    values = DigestChallenger(REALM, SECRET).challenge(T0)
+    values = DigestChallenger(REALM, SECRET).challenge(T0, SRC)
     assert len(values) == 2
     first, second = (parse_auth_header(value)[1] for value in values)
     assert (first["algorithm"], second["algorithm"]) == ("SHA-256", "MD5")
@@ -185,7 +189,7 @@ def test_challenge_offers_sha256_then_md5_with_qop_auth() -> None:
         assert params["realm"] == REALM
         assert params["qop"] == "auth"
         assert "stale" not in params
-    stale = DigestChallenger(REALM, SECRET).challenge(T0, stale=True)
+    stale = DigestChallenger(REALM, SECRET).challenge(T0, SRC, stale=True)
     assert all(parse_auth_header(value)[1]["stale"] == "true" for value in stale)
 
 
@@ -194,7 +198,9 @@ def test_challenge_offers_sha256_then_md5_with_qop_auth() -> None:
 )
 def test_challenge_response_headers(status: int, header: str) -> None:
     request = make_request()
-    response = DigestChallenger(REALM, SECRET).challenge_response(request, T0, status, "tg1")
+    response = DigestChallenger(REALM, SECRET).challenge_response(
+        request, T0, status, "tg1", source=SRC
+    )
     assert response.status == status
     values = [value for name, value in response.headers if name.lower() == header.lower()]
     assert [parse_auth_header(value)[1]["algorithm"] for value in values] == ["SHA-256", "MD5"]
@@ -205,11 +211,13 @@ def test_challenge_response_headers(status: int, header: str) -> None:
 
 def test_challenge_response_rejects_other_status() -> None:
     with pytest.raises(ValueError):
-        DigestChallenger(REALM, SECRET).challenge_response(make_request(), T0, 403, None)
+        DigestChallenger(REALM, SECRET).challenge_response(
+            make_request(), T0, 403, None, source=SRC
+        )
 
 
 def test_preferred_challenge_picks_sha256() -> None:
-    values = DigestChallenger(REALM, SECRET).challenge(T0)
+    values = DigestChallenger(REALM, SECRET).challenge(T0, SRC)
     assert "SHA-256" in preferred_challenge(list(reversed(values)))
     with pytest.raises(DigestError):
         preferred_challenge(['Basic realm="x"', 'Digest realm="x", nonce="n", algorithm=SHA-1'])
@@ -228,7 +236,7 @@ def test_round_trip(algorithm: str, with_qop: bool) -> None:
     request = answer(make_request(), challenge)
     params = parse_auth_header(request.headers.get("Proxy-Authorization") or "")[1]
     assert ("qop" in params) == with_qop
-    result = challenger.verify(request, T0 + 10, lookup)
+    result = challenger.verify(request, T0 + 10, lookup, source=SRC)
     assert result == AuthResult(True, "100", False, "ok")
 
 
@@ -236,13 +244,13 @@ def test_register_uses_authorization_header() -> None:
     challenger = DigestChallenger(REALM, SECRET)
     register = make_request("REGISTER", "sip:callrec.test")
     answer(register, challenge_for(challenger, "SHA-256"), header="Authorization")
-    assert challenger.verify(register, T0, lookup).ok
+    assert challenger.verify(register, T0, lookup, source=SRC).ok
     # The same credentials in the proxy header are not looked at for a REGISTER.
     other = make_request("REGISTER", "sip:callrec.test")
     answer(other, challenge_for(challenger, "SHA-256"), header="Proxy-Authorization")
-    result = challenger.verify(other, T0, lookup)
+    result = challenger.verify(other, T0, lookup, source=SRC)
     assert not result.ok and "no Authorization" in result.reason
-    assert challenger.verify(other, T0, lookup, header="Proxy-Authorization").ok
+    assert challenger.verify(other, T0, lookup, source=SRC, header="Proxy-Authorization").ok
 
 
 def test_quoted_username_and_password_with_specials() -> None:
@@ -250,7 +258,9 @@ def test_quoted_username_and_password_with_specials() -> None:
     request = answer(
         make_request(), challenge_for(challenger, "MD5"), "alice-desk", 'pa ss, "word"'
     )
-    assert challenger.verify(request, T0, lookup) == AuthResult(True, "alice-desk", False, "ok")
+    assert challenger.verify(request, T0, lookup, source=SRC) == AuthResult(
+        True, "alice-desk", False, "ok"
+    )
 
 
 def test_session_algorithm_and_auth_int() -> None:
@@ -258,14 +268,14 @@ def test_session_algorithm_and_auth_int() -> None:
     challenge = challenge_for(challenger, "SHA-256").replace(
         "algorithm=SHA-256", "algorithm=SHA-256-sess"
     )
-    assert challenger.verify(answer(make_request(), challenge), T0, lookup).ok
+    assert challenger.verify(answer(make_request(), challenge), T0, lookup, source=SRC).ok
 
     body = b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n"
     int_challenge = challenge_for(challenger, "MD5").replace('qop="auth"', 'qop="auth-int"')
     request = answer(make_request(body=body), int_challenge)
-    assert challenger.verify(request, T0, lookup).ok
+    assert challenger.verify(request, T0, lookup, source=SRC).ok
     request.body = body.replace(b"127.0.0.1", b"127.0.0.2")
-    assert not challenger.verify(request, T0, lookup).ok
+    assert not challenger.verify(request, T0, lookup, source=SRC).ok
 
 
 # -- failures ---------------------------------------------------------------------------
@@ -274,24 +284,24 @@ def test_session_algorithm_and_auth_int() -> None:
 def test_stale_nonce_on_fake_clock() -> None:
     challenger = DigestChallenger(REALM, SECRET, nonce_lifetime=300.0)
     request = answer(make_request(), challenge_for(challenger, "SHA-256", now=T0))
-    assert challenger.verify(request, T0 + 299.0, lookup).ok
-    late = challenger.verify(request, T0 + 300.5, lookup)
+    assert challenger.verify(request, T0 + 299.0, lookup, source=SRC).ok
+    late = challenger.verify(request, T0 + 300.5, lookup, source=SRC)
     assert late == AuthResult(False, "100", True, "nonce expired")
     # A nonce "from the future" (clock went backwards) is stale too, never accepted.
-    assert challenger.verify(request, T0 - 60.0, lookup).stale
+    assert challenger.verify(request, T0 - 60.0, lookup, source=SRC).stale
 
 
 def test_stale_only_when_the_password_was_right() -> None:
     challenger = DigestChallenger(REALM, SECRET)
     request = answer(make_request(), challenge_for(challenger, "MD5"), password="wrong")
-    result = challenger.verify(request, T0 + 1000.0, lookup)
+    result = challenger.verify(request, T0 + 1000.0, lookup, source=SRC)
     assert not result.ok and not result.stale
 
 
 def test_wrong_password() -> None:
     challenger = DigestChallenger(REALM, SECRET)
     request = answer(make_request(), challenge_for(challenger, "SHA-256"), password="S3cret")
-    result = challenger.verify(request, T0, lookup)
+    result = challenger.verify(request, T0, lookup, source=SRC)
     assert (result.ok, result.stale, result.username) == (False, False, "100")
     assert "wrong digest response" in result.reason
 
@@ -299,7 +309,7 @@ def test_wrong_password() -> None:
 def test_unknown_user() -> None:
     challenger = DigestChallenger(REALM, SECRET)
     request = answer(make_request(), challenge_for(challenger, "MD5"), username="999")
-    result = challenger.verify(request, T0, lookup)
+    result = challenger.verify(request, T0, lookup, source=SRC)
     assert not result.ok and "unknown user" in result.reason
 
 
@@ -312,7 +322,7 @@ def test_tampered_nonce() -> None:
         replacement = "A" if nonce[position] != "A" else "B"
         forged = nonce[:position] + replacement + nonce[position + 1 :]
         request = answer(make_request(), challenge.replace(nonce, forged))
-        result = challenger.verify(request, T0, lookup)
+        result = challenger.verify(request, T0, lookup, source=SRC)
         assert (result.ok, result.stale) == (False, False)
         assert "nonce" in result.reason
 
@@ -321,15 +331,15 @@ def test_nonce_from_another_server_secret() -> None:
     ours = DigestChallenger(REALM, SECRET)
     theirs = DigestChallenger(REALM, b"another secret")
     request = answer(make_request(), challenge_for(theirs, "MD5"))
-    assert theirs.verify(request, T0, lookup).ok
-    result = ours.verify(request, T0, lookup)
-    assert not result.ok and result.reason == "nonce was not issued by us"
+    assert theirs.verify(request, T0, lookup, source=SRC).ok
+    result = ours.verify(request, T0, lookup, source=SRC)
+    assert not result.ok and result.reason == "nonce was not issued by us to this address"
 
 
 def test_wrong_realm() -> None:
     challenger = DigestChallenger(REALM, SECRET)
     challenge = challenge_for(challenger, "MD5").replace(REALM, "elsewhere.test")
-    result = challenger.verify(answer(make_request(), challenge), T0, lookup)
+    result = challenger.verify(answer(make_request(), challenge), T0, lookup, source=SRC)
     assert not result.ok and "realm" in result.reason
 
 
@@ -339,13 +349,13 @@ def test_credentials_for_several_realms_uses_ours() -> None:
     other = challenge_for(challenger, "MD5").replace(REALM, "upstream.test")
     answer(request, other)
     answer(request, challenge_for(challenger, "SHA-256"))
-    assert challenger.verify(request, T0, lookup).ok
+    assert challenger.verify(request, T0, lookup, source=SRC).ok
 
 
 def test_wrong_uri() -> None:
     challenger = DigestChallenger(REALM, SECRET)
     request = answer(make_request(), challenge_for(challenger, "MD5"), uri="sip:300@callrec.test")
-    result = challenger.verify(request, T0, lookup)
+    result = challenger.verify(request, T0, lookup, source=SRC)
     assert not result.ok and "request-URI" in result.reason
 
 
@@ -353,26 +363,158 @@ def test_uri_compared_loosely() -> None:
     challenger = DigestChallenger(REALM, SECRET)
     request = make_request(uri="sip:200@callrec.test;transport=udp;lr")
     answer(request, challenge_for(challenger, "MD5"), uri="sip:200@callrec.test;lr;transport=udp")
-    assert challenger.verify(request, T0, lookup).ok
+    assert challenger.verify(request, T0, lookup, source=SRC).ok
 
 
-def test_replay_same_method_accepted_other_method_denied() -> None:
-    """Design: stateless nonces do not track nc, so a replay of the same request within
-    the nonce lifetime passes; the method is hashed in, so another method fails."""
+def test_replay_of_the_same_credentials_is_refused_and_counts_as_a_failure() -> None:
+    """The nc of a used nonce is remembered: the same header cannot pass twice."""
     challenger = DigestChallenger(REALM, SECRET)
     original = answer(make_request("INVITE"), challenge_for(challenger, "SHA-256"))
     credentials = original.headers.get("Proxy-Authorization")
     assert credentials is not None
-    assert challenger.verify(original, T0, lookup).ok
+    assert challenger.verify(original, T0, lookup, source=SRC).ok
 
     same = make_request("INVITE")
     same.headers.add("Proxy-Authorization", credentials)
-    assert challenger.verify(same, T0 + 5, lookup).ok
+    result = challenger.verify(same, T0 + 5, lookup, source=SRC)
+    assert (result.ok, result.stale, result.failed) == (False, False, True)
+    assert "nonce count 00000001 replayed" in result.reason
+    # From another port of the same address (a new call from an attacker on the LAN
+    # behind the same NAT) it is the same replay.
+    result = challenger.verify(same, T0 + 5, lookup, source=Peer("127.0.0.1", 6000))
+    assert (result.ok, result.failed) == (False, True)
 
     bye = make_request("BYE")
     bye.headers.add("Proxy-Authorization", credentials)
-    result = challenger.verify(bye, T0 + 5, lookup)
+    result = challenger.verify(bye, T0 + 5, lookup, source=SRC)
     assert not result.ok and "wrong digest response" in result.reason
+
+
+def with_nc(challenge: str, nc: int, *, password: str = "s3cret") -> SipRequest:
+    request = make_request()
+    value = build_authorization(
+        challenge, "INVITE", request.uri, "100", password, nc=nc, cnonce="c0ffee"
+    )
+    request.headers.add("Proxy-Authorization", value)
+    return request
+
+
+def test_nc_must_increase_per_nonce() -> None:
+    challenger = DigestChallenger(REALM, SECRET)
+    challenge = challenge_for(challenger, "MD5")
+    assert challenger.verify(with_nc(challenge, 1), T0, lookup, source=SRC).ok
+    assert challenger.verify(with_nc(challenge, 2), T0 + 1, lookup, source=SRC).ok
+    assert challenger.verify(with_nc(challenge, 7), T0 + 2, lookup, source=SRC).ok  # gaps are fine
+    for nc in (7, 3, 1):
+        result = challenger.verify(with_nc(challenge, nc), T0 + 3, lookup, source=SRC)
+        assert (result.ok, result.stale, result.failed) == (False, False, True), nc
+    assert challenger.verify(with_nc(challenge, 8), T0 + 4, lookup, source=SRC).ok
+    # Counts are per nonce: a fresh nonce starts again at 1.
+    fresh = challenge_for(challenger, "MD5", now=T0 + 5)
+    assert challenger.verify(with_nc(fresh, 1), T0 + 5, lookup, source=SRC).ok
+
+
+def test_wrong_guesses_do_not_burn_an_honest_clients_counts() -> None:
+    challenger = DigestChallenger(REALM, SECRET)
+    challenge = challenge_for(challenger, "SHA-256")
+    guess = with_nc(challenge, 0xFFFFFFFF, password="guess")
+    assert challenger.verify(guess, T0, lookup, source=SRC).failed
+    assert challenger.verify(with_nc(challenge, 1), T0 + 1, lookup, source=SRC).ok
+
+
+def test_without_qop_a_nonce_is_good_for_one_request() -> None:
+    challenger = DigestChallenger(REALM, SECRET)
+    challenge = challenge_for(challenger, "MD5").replace(', qop="auth"', "")
+    request = answer(make_request(), challenge)
+    assert challenger.verify(request, T0, lookup, source=SRC).ok
+    again = challenger.verify(request, T0 + 1, lookup, source=SRC)
+    assert (again.ok, again.failed) == (False, True)
+
+
+@pytest.mark.parametrize(
+    ("source", "accepted"),
+    [
+        (Peer("127.0.0.1", 5070), True),
+        (Peer("127.0.0.1", 40000), True),  # NAT may change the port, not the address
+        (Peer("127.0.0.2", 5070), False),
+        (Peer("127.0.0.1", 5070, "tcp"), False),
+    ],
+)
+def test_nonce_is_bound_to_the_address_it_was_issued_to(source: Peer, accepted: bool) -> None:
+    challenger = DigestChallenger(REALM, SECRET)
+    request = answer(make_request(), challenge_for(challenger, "SHA-256"))
+    result = challenger.verify(request, T0, lookup, source=source)
+    assert result.ok is accepted
+    if not accepted:
+        assert result.reason == "nonce was not issued by us to this address"
+        assert (result.stale, result.failed) == (False, True)
+
+
+def test_ipv6_addresses_compare_in_canonical_form() -> None:
+    challenger = DigestChallenger(REALM, SECRET)
+    values = challenger.challenge(T0, Peer("2001:db8:0::1", 5060))
+    request = answer(make_request(), preferred_challenge(values))
+    assert challenger.verify(request, T0, lookup, source=Peer("2001:db8::1", 5062)).ok
+
+
+def test_short_configurable_lifetime_then_stale_not_failed() -> None:
+    challenger = DigestChallenger(REALM, SECRET, nonce_lifetime=30.0)
+    challenge = challenge_for(challenger, "MD5")
+    assert challenger.verify(with_nc(challenge, 1), T0 + 29.0, lookup, source=SRC).ok
+    late = challenger.verify(with_nc(challenge, 2), T0 + 30.5, lookup, source=SRC)
+    assert (late.ok, late.stale, late.failed) == (False, True, False)
+    assert parse_auth_header(challenger.challenge(T0 + 30.5, SRC, stale=True)[0])[1]["stale"]
+
+
+def test_full_nc_table_forgets_safely() -> None:
+    """Evicting a count never re-opens a replay: older nonces become stale instead."""
+    challenger = DigestChallenger(REALM, SECRET, max_nonces=2)
+    challenges = [challenge_for(challenger, "MD5", now=T0 + i) for i in range(4)]
+    first, second, third, unused = challenges
+    assert challenger.verify(with_nc(first, 1), T0 + 10, lookup, source=SRC).ok
+    assert challenger.verify(with_nc(second, 1), T0 + 10, lookup, source=SRC).ok
+    assert challenger.verify(with_nc(third, 1), T0 + 10, lookup, source=SRC).ok
+    assert len(challenger.counts) == 2
+    # The first nonce's count was evicted: its replay is refused, as stale.
+    replay = challenger.verify(with_nc(first, 1), T0 + 11, lookup, source=SRC)
+    assert (replay.ok, replay.stale) == (False, True)
+    assert replay.reason == "nonce count forgotten"
+    # Nonces still counted keep working and keep refusing replays.
+    assert challenger.verify(with_nc(third, 2), T0 + 11, lookup, source=SRC).ok
+    assert challenger.verify(with_nc(third, 2), T0 + 11, lookup, source=SRC).failed
+    # A nonce issued after the evicted one is unaffected.
+    assert challenger.verify(with_nc(unused, 1), T0 + 12, lookup, source=SRC).ok
+    # A fresh challenge always works.
+    fresh = challenge_for(challenger, "MD5", now=T0 + 20)
+    assert challenger.verify(with_nc(fresh, 1), T0 + 20, lookup, source=SRC).ok
+
+
+def test_expired_counts_are_pruned() -> None:
+    challenger = DigestChallenger(REALM, SECRET, nonce_lifetime=30.0)
+    for i in range(5):
+        challenge = challenge_for(challenger, "MD5", now=T0 + i)
+        assert challenger.verify(with_nc(challenge, 1), T0 + i, lookup, source=SRC).ok
+    assert len(challenger.counts) == 5
+    late = challenge_for(challenger, "MD5", now=T0 + 100)
+    assert challenger.verify(with_nc(late, 1), T0 + 100, lookup, source=SRC).ok
+    assert len(challenger.counts) == 1
+    assert challenger.counts.floor == float("-inf")  # pruning expired ones is not forgetting
+
+
+def test_lifetime_and_table_size_must_be_sane() -> None:
+    with pytest.raises(ValueError):
+        DigestChallenger(REALM, SECRET, nonce_lifetime=0)
+    with pytest.raises(ValueError):
+        DigestChallenger(REALM, SECRET, max_nonces=0)
+
+
+def test_credentials_username() -> None:
+    request = answer(make_request(), challenge_for(DigestChallenger(REALM, SECRET), "MD5"))
+    assert credentials_username(request, "Proxy-Authorization") == "100"
+    assert credentials_username(request, "Authorization") is None
+    bad = make_request()
+    bad.headers.add("Proxy-Authorization", 'Digest username="unterminated')
+    assert credentials_username(bad, "Proxy-Authorization") is None
 
 
 @pytest.mark.parametrize(
@@ -397,14 +539,15 @@ def test_replay_same_method_accepted_other_method_denied() -> None:
 def test_malformed_credentials(value: str, reason: str) -> None:
     request = make_request()
     request.headers.add("Proxy-Authorization", value)
-    result = DigestChallenger(REALM, SECRET).verify(request, T0, lookup)
-    assert not result.ok and not result.stale
+    result = DigestChallenger(REALM, SECRET).verify(request, T0, lookup, source=SRC)
+    assert not result.ok and not result.stale and result.failed
     assert reason in result.reason
 
 
-def test_missing_credentials() -> None:
-    result = DigestChallenger(REALM, SECRET).verify(make_request(), T0, lookup)
+def test_missing_credentials_are_not_a_failure() -> None:
+    result = DigestChallenger(REALM, SECRET).verify(make_request(), T0, lookup, source=SRC)
     assert result == AuthResult(False, None, False, "no Proxy-Authorization header")
+    assert not result.failed
 
 
 def test_session_variant_hashes_ha1_with_nonce_and_cnonce() -> None:

@@ -263,3 +263,76 @@ def test_not_a_register() -> None:
     request.method = "INVITE"
     with pytest.raises(ValueError):
         run(request, [])
+
+
+# -- contacts per user ------------------------------------------------------------------
+
+
+def phones(count: int, start: int = 0) -> list[str]:
+    return [f"<sip:100@192.168.1.{start + i + 1}:5060>" for i in range(count)]
+
+
+def test_contacts_per_user_are_capped_with_a_403_and_a_warning() -> None:
+    registrar = Registrar(max_contacts=10)
+    bindings: list[Binding] = []
+    for i, contact in enumerate(phones(10)):
+        outcome = run(
+            register_request([contact], call_id=f"phone-{i}"), bindings, registrar=registrar
+        )
+        assert outcome.response.status == 200, i
+        bindings = apply(bindings, outcome.changes)
+    assert len(bindings) == 10
+    eleventh = run(
+        register_request(phones(1, start=10), call_id="phone-10"), bindings, registrar=registrar
+    )
+    assert (eleventh.response.status, eleventh.response.reason) == (403, "Too many registrations")
+    assert eleventh.changes == []
+    warning = eleventh.response.headers.get("Warning")
+    assert warning is not None and warning.startswith('399 callrec "at most 10 contacts per user')
+    # Refreshing, replacing and removing bound contacts is still allowed at the cap.
+    refresh = run(
+        register_request(phones(1), call_id="phone-0", cseq=2), bindings, registrar=registrar
+    )
+    assert refresh.response.status == 200
+    swap = run(
+        register_request([phones(1)[0] + ";expires=0", phones(1, start=10)[0]], call_id="x"),
+        bindings,
+        registrar=registrar,
+    )
+    assert swap.response.status == 200
+    assert len(apply(bindings, swap.changes)) == 10
+
+
+def test_one_register_with_too_many_contacts_is_refused_whole() -> None:
+    outcome = run(register_request(phones(11)), [], registrar=Registrar(max_contacts=10))
+    assert outcome.response.status == 403 and outcome.changes == []
+    assert run(register_request(phones(10)), [], registrar=Registrar(max_contacts=10)).changes
+
+
+def test_expired_bindings_do_not_count_toward_the_cap() -> None:
+    old = [
+        Binding(f"sip:100@10.0.0.{i}", T0 - 1, f"old-{i}", 1, "10.0.0.9:5060") for i in range(10)
+    ]
+    outcome = run(register_request(phones(3)), old, registrar=Registrar(max_contacts=3))
+    assert outcome.response.status == 200
+
+
+def test_bindings_stored_above_the_cap_can_still_be_refreshed() -> None:
+    stored = [
+        Binding(f"sip:100@10.0.0.{i}:5060", T0 + 100, f"c{i}", 1, "10.0.0.9:5060;transport=udp")
+        for i in range(15)
+    ]
+    registrar = Registrar(max_contacts=10)
+    refresh = run(
+        register_request(["<sip:100@10.0.0.3:5060>"], call_id="c3", cseq=2),
+        stored,
+        registrar=registrar,
+    )
+    assert refresh.response.status == 200
+    more = run(register_request(phones(1)), stored, registrar=registrar)
+    assert more.response.status == 403
+
+
+def test_max_contacts_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        Registrar(max_contacts=0)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from callrec.cli import main
+import callrec
+from callrec.cli import PASSWORD_WARNING, main
+from storage.accounts import ha1
 from storage.database import Store
-from storage.passwords import ha1
 
 
 @pytest.fixture
@@ -40,6 +41,20 @@ def list_json(
     return result
 
 
+def stored_ha1(tmp_path: Path, extension: str = "101") -> str | None:
+    """The HA1 the CLI stored for `extension` (read between two commands)."""
+
+    async def read() -> str | None:
+        store = await Store.open(tmp_path / "data" / "callrec.db")
+        try:
+            found = await store.get_user(extension)
+            return found.ha1_md5 if found else None
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
 def test_users_add_list_round_trip(capsys: pytest.CaptureFixture[str], config_file: Path) -> None:
     code, out, err = run(
         capsys,
@@ -48,7 +63,7 @@ def test_users_add_list_round_trip(capsys: pytest.CaptureFixture[str], config_fi
         "--mode", "always", "--device", "sip:alice@127.0.0.1", "--device", "sip:alice@127.0.0.2",
         "--password", "s3cret",
     )  # fmt: skip
-    assert (code, err) == (0, "")
+    assert (code, err) == (0, PASSWORD_WARNING)
     assert "101" in out
     assert run(capsys, config_file, "users", "add", "102", "--name", "Bob")[0] == 0
     users = list_json(capsys, config_file, "users", "list")
@@ -56,13 +71,18 @@ def test_users_add_list_round_trip(capsys: pytest.CaptureFixture[str], config_fi
         "extension": "101",
         "name": "Alice Smith",
         "email": "alice@example.org",
-        "mode": "always",
-        "devices": ["sip:alice@127.0.0.1", "sip:alice@127.0.0.2"],
+        "recording_mode": "always",
         "has_password": True,
         "realm": "office",
         "created_at": users[0]["created_at"],
+        "devices": [
+            {"id": device["id"], "uri": uri, "username": "alice", "kind": device["kind"]}
+            for device, uri in zip(
+                users[0]["devices"], ["sip:alice@127.0.0.1", "sip:alice@127.0.0.2"], strict=True
+            )
+        ],
     }
-    assert [(u["extension"], u["mode"], u["has_password"]) for u in users] == [
+    assert [(u["extension"], u["recording_mode"], u["has_password"]) for u in users] == [
         ("101", "always", True),
         ("102", "on-demand", False),
     ]
@@ -82,18 +102,10 @@ def test_set_mode_set_password_remove(
     assert run(capsys, config_file, "users", "set-mode", "101", "never")[0] == 0
     assert run(capsys, config_file, "users", "set-password", "101", "pw")[0] == 0
     (user,) = list_json(capsys, config_file, "users", "list")
-    assert (user["mode"], user["has_password"]) == ("never", True)
-
-    async def stored_ha1() -> str | None:
-        store = await Store.open(tmp_path / "data" / "callrec.db")
-        try:
-            found = await store.get_user("101")
-            return found.ha1_md5 if found else None
-        finally:
-            await store.close()
+    assert (user["recording_mode"], user["has_password"]) == ("never", True)
 
     # the realm comes from the config file
-    assert asyncio.run(stored_ha1()) == ha1("101", "office", "pw")
+    assert stored_ha1(tmp_path) == ha1("101", "office", "pw")
     assert run(capsys, config_file, "users", "remove", "101")[0] == 0
     assert list_json(capsys, config_file, "users", "list") == []
 
@@ -122,7 +134,8 @@ def test_errors_are_one_line_with_exit_code(
     assert message in err
     assert "Traceback" not in err
     if code == 1:
-        assert err.count("\n") == 1
+        # one error line (after the command line password's warning, if any)
+        assert len([line for line in err.splitlines() if "warning:" not in line]) == 1
 
 
 @pytest.mark.parametrize("command", [["users", "list"], ["calls", "list"], ["serve"]])
@@ -201,7 +214,7 @@ def test_real_console_script(config_file: Path) -> None:
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     users = json.loads(listed.stdout)
-    assert [(u["extension"], u["name"], u["mode"]) for u in users] == [
+    assert [(u["extension"], u["name"], u["recording_mode"]) for u in users] == [
         ("201", "Script User", "never")
     ]
     failed = subprocess.run(
@@ -210,3 +223,101 @@ def test_real_console_script(config_file: Path) -> None:
     )  # fmt: skip
     assert failed.returncode == 1
     assert failed.stderr == "callrec: error: unknown extension 999\n"
+
+
+# -- version, where the config comes from, passwords -----------------------------------
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"callrec {callrec.__version__}\n"
+
+
+def test_python_dash_m_runs_the_same_cli(config_file: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "callrec", "--version"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, f"callrec {callrec.__version__}\n")
+
+
+def test_config_before_or_after_the_command_or_from_the_environment(
+    capsys: pytest.CaptureFixture[str],
+    config_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)  # without any config: ./callrec-data, an empty store
+    assert main(["--config", str(config_file), "users", "add", "101", "--name", "A"]) == 0
+    assert main(["users", "add", "102", "--name", "B", "--config", str(config_file)]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("CALLREC_CONFIG", str(config_file))
+    assert main(["users", "list", "--json"]) == 0
+    users = json.loads(capsys.readouterr().out)
+    assert [(u["extension"], u["realm"]) for u in users] == [("101", "office"), ("102", "office")]
+    # --config wins over the environment
+    other = tmp_path / "other.toml"
+    other.write_text(f"[storage]\ndir = '{tmp_path / 'other'}'\n", encoding="utf-8")
+    assert main(["--config", str(other), "users", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    monkeypatch.setenv("CALLREC_CONFIG", str(tmp_path / "absent.toml"))
+    assert main(["users", "list"]) == 2
+    assert "absent.toml" in capsys.readouterr().err
+
+
+def test_password_from_a_file_or_a_prompt_never_the_command_line(
+    capsys: pytest.CaptureFixture[str],
+    config_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = tmp_path / "pw.txt"
+    secret.write_text("from-file\r\nignored second line\n", encoding="utf-8")
+    code, _, err = run(
+        capsys, config_file, "users", "add", "101", "--name", "A", "--password-file", str(secret)
+    )
+    assert (code, err) == (0, "")
+    assert stored_ha1(tmp_path) == ha1("101", "office", "from-file")
+
+    # Not a terminal and no password: refused, nothing changed.
+    code, _, err = run(capsys, config_file, "users", "set-password", "101")
+    assert code == 2 and "run in a terminal to be prompted" in err
+    assert stored_ha1(tmp_path) == ha1("101", "office", "from-file")
+
+    # A terminal: prompted twice; a mismatch changes nothing.
+    answers = iter(["typed-pw", "typed-pw", "one", "two"])
+    prompts: list[str] = []
+
+    def fake_getpass(prompt: str = "") -> str:
+        prompts.append(prompt)
+        return next(answers)
+
+    monkeypatch.setattr("callrec.cli._stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("getpass.getpass", fake_getpass)
+    code, out, err = run(capsys, config_file, "users", "set-password", "101")
+    assert (code, out, err) == (0, "user 101: password changed\n", "")
+    assert prompts == ["Password: ", "Password again: "]
+    assert stored_ha1(tmp_path) == ha1("101", "office", "typed-pw")
+    code, _, err = run(capsys, config_file, "users", "set-password", "101")
+    assert (code, err) == (2, "callrec: error: the two passwords differ\n")
+    assert stored_ha1(tmp_path) == ha1("101", "office", "typed-pw")
+
+    # The command line still works for scripts, with a warning; only one way at a time.
+    code, _, err = run(capsys, config_file, "users", "set-password", "101", "--password", "cli")
+    assert (code, err) == (0, PASSWORD_WARNING)
+    assert stored_ha1(tmp_path) == ha1("101", "office", "cli")
+    code, _, err = run(
+        capsys, config_file, "users", "set-password", "101", "x", "--password-file", str(secret)
+    )
+    assert code == 2 and "one way only" in err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n", encoding="utf-8")
+    code, _, err = run(
+        capsys, config_file, "users", "set-password", "101", "--password-file", str(empty)
+    )
+    assert code == 2 and "empty first line" in err
+    code, _, err = run(
+        capsys, config_file, "users", "set-password", "101", "--password-file", "/nonexistent"
+    )
+    assert code == 2 and "cannot read the password file /nonexistent" in err
+    assert stored_ha1(tmp_path) == ha1("101", "office", "cli")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
+import sqlite3
 import time
 import zipfile
 from collections.abc import Awaitable, Callable
@@ -14,7 +16,8 @@ from typing import TypeVar
 
 import pytest
 
-from callrec.cli import main
+from callrec.cli import PASSWORD_WARNING, main
+from callrec.policy import SETTINGS_KEYS, PolicyError, parse_setting
 from storage.database import Store
 from tests.storage.recording_factory import DAY, FiledRecording, file_recording
 
@@ -50,7 +53,11 @@ def in_store(tmp_path: Path, work: Callable[[Store], Awaitable[T]]) -> T:
 def test_admin_add_stores_an_argon2_hash_that_verifies(
     capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
 ) -> None:
-    code, out, err = run(capsys, config_file, "admin", "add", "root", "--password", "s3cret-pass")
+    secret = tmp_path / "root.pw"
+    secret.write_text("s3cret-pass\n", encoding="utf-8")
+    code, out, err = run(
+        capsys, config_file, "admin", "add", "root", "--password-file", str(secret)
+    )
     assert (code, out, err) == (0, "added admin root\n", "")
 
     async def check(store: Store) -> tuple[object, object, object]:
@@ -63,12 +70,21 @@ def test_admin_add_stores_an_argon2_hash_that_verifies(
     assert good is not None and bad is None and nobody is None
 
     code, _, err = run(capsys, config_file, "admin", "add", "root", "--password", "another-pass")
-    assert code == 1 and err == "callrec: error: admin 'root' already exists\n"
+    assert code == 1 and err == PASSWORD_WARNING + "callrec: error: admin 'root' already exists\n"
     code, _, err = run(capsys, config_file, "admin", "add", "bob", "--password", "short")
     assert code == 1 and "at least 8 characters" in err
-    code, _, _ = run(capsys, config_file, "admin", "add", "bob")
-    assert code == 2  # --password is required
-    hashes = in_store(tmp_path, lambda s: s._all("SELECT password_hash FROM admins"))
+    code, _, err = run(capsys, config_file, "admin", "add", "bob")
+    assert code == 2  # no terminal to prompt on, and no password given
+    assert err == (
+        "callrec: error: a password is needed: run in a terminal to be prompted,"
+        " or use --password-file FILE\n"
+    )
+
+    async def admin_hashes(store: Store) -> list[sqlite3.Row]:
+        async with store.database.read() as session:
+            return await session.all("SELECT password_hash FROM admins")
+
+    hashes = in_store(tmp_path, admin_hashes)
     assert [row["password_hash"][:9] for row in hashes] == ["$argon2id"]
 
 
@@ -80,6 +96,73 @@ def test_settings_set_retention(
     code, _, err = run(capsys, config_file, "settings", "set", "retention_days", "20")
     assert code == 1 and "expected whole days from 30 to 365" in err
     assert in_store(tmp_path, lambda s: s.get_setting("retention_days")) == "200"
+
+
+def test_settings_set_knows_every_key_the_portal_sets_and_show_lists_them(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
+    code, out, err = run(capsys, config_file, "settings", "show", "--json")
+    assert (code, err) == (0, "")
+    assert json.loads(out) == {
+        "feature_code": "*1",
+        "retention_days": 90,
+        "announcement": "default",
+        "channels": "mono",
+    }
+    assert sorted(json.loads(out)) == sorted(SETTINGS_KEYS)
+    for key, value in [
+        ("feature_code", "*7"),
+        ("retention_days", "120"),
+        ("announcement", "beep"),
+        ("channels", "stereo"),
+    ]:
+        code, out, err = run(capsys, config_file, "settings", "set", key, value)
+        assert (code, err) == (0, ""), key
+        assert out.startswith(f"{key} = {value}")
+    code, out, _ = run(capsys, config_file, "settings", "show")
+    assert (
+        out == "feature_code = *7\nretention_days = 120\nannouncement = beep\nchannels = stereo\n"
+    )
+    assert in_store(tmp_path, lambda s: s.all_settings()) == {
+        "feature_code": "*7",
+        "retention_days": "120",
+        "announcement": "beep",
+        "channels": "stereo",
+    }
+    audit = in_store(tmp_path, lambda s: s.list_audit(10))
+    assert [entry.action for entry in audit].count("settings.change") == 4
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        # Once accepted by the config check, then refused by the DTMF layer on every call.
+        ("feature_code", "#5", "feature_code: the feature code must be * followed by one digit"),
+        ("feature_code", "*12", "feature_code: the feature code must be * followed by one digit"),
+        ("retention_days", "366", "retention_days: invalid retention '366': expected whole days"),
+        ("announcement", "loud", "announcement: announcement must be 'default' or 'beep' or"),
+        ("channels", "quad", "channels: channels must be 'mono' or 'stereo', got 'quad'"),
+    ],
+)
+def test_settings_set_refuses_what_the_rules_refuse(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path, key: str, value: str,
+    message: str,
+) -> None:  # fmt: skip
+    code, out, err = run(capsys, config_file, "settings", "set", key, value)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"callrec: error: {message}") and err.count("\n") == 1
+    with pytest.raises(PolicyError) as refused:
+        parse_setting(key, value)
+    # The same sentence the API answers with (it uses the same rule).
+    assert err == f"callrec: error: {key}: {refused.value}\n"
+    assert in_store(tmp_path, lambda s: s.all_settings()) == {}
+
+
+def test_settings_set_unknown_key_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str], config_file: Path
+) -> None:
+    code, _, err = run(capsys, config_file, "settings", "set", "colour", "red")
+    assert code == 2 and "invalid choice: 'colour'" in err
 
 
 def test_export_refused_below_180_then_written(

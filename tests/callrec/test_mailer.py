@@ -17,10 +17,11 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from callrec.config import Config
-from callrec.services.export import ExportService, request_export, wait_for_exports
+from callrec.services.export import ExportService
 from callrec.services.mailer import Mail, MailError, send_mail
 from callrec.services.retention import set_retention_days
 from storage.database import Store
+from storage.errors import Conflict
 from tests.storage.recording_factory import file_recording, make_config
 
 
@@ -115,11 +116,10 @@ async def test_ordered_export_is_mailed_with_a_working_signed_link(
         for day in (3, 4)
     ]
     await store.add_admin("root", "correct horse", email="root@example.org")
-    service = await ExportService.create(store, config)
-
-    export_id = await service.request("2024-05", "admin:root", address="127.0.0.1")
-    envelope, message = await inbox.next_message()
-    await wait_for_exports(timeout=10)
+    async with asyncio.timeout(30), asyncio.TaskGroup() as tasks:
+        service = ExportService(store, config, spawn=tasks.create_task)
+        export_id = await service.request("2024-05", "admin:root", address="127.0.0.1")
+        envelope, message = await inbox.next_message()
 
     assert envelope.rcpt_tos == ["root@example.org"]
     assert message["Subject"] == "callrec: recordings of 2024-05 ready to download"
@@ -142,8 +142,9 @@ async def test_mail_failure_keeps_the_export_ready_with_the_error_noted(
     config = config_for(tmp_path, 9)
     await set_retention_days(store, 365, actor="admin:root")
     await file_recording(store, config.storage.dir, started_at=utc(2024, 5, 3))
-    export_id = await request_export(store, config, "2024-05", "admin:root", "root@example.org")
-    await wait_for_exports(timeout=30)
+    async with asyncio.timeout(60), asyncio.TaskGroup() as tasks:
+        service = ExportService(store, config, spawn=tasks.create_task)
+        export_id = await service.request("2024-05", "admin:root", "root@example.org")
     job = await store.get_export(export_id)
     assert job is not None and job.status == "ready"
     assert job.error is not None and job.error.startswith("mail not sent: cannot send mail")
@@ -155,7 +156,9 @@ async def test_refused_order_sends_nothing(
 ) -> None:
     inbox, port = smtp_server
     config = config_for(tmp_path, port)
-    with pytest.raises(ValueError, match=r"180 days or more \(now 90\)"):
-        await request_export(store, config, "2024-05", "admin:root", "root@example.org")
+    async with asyncio.TaskGroup() as tasks:
+        service = ExportService(store, config, spawn=tasks.create_task)
+        with pytest.raises(Conflict, match=r"180 days or more \(now 90\)"):
+            await service.request("2024-05", "admin:root", "root@example.org")
     await asyncio.sleep(0.05)
     assert inbox.messages == [] and await store.list_exports() == []

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from callrec.config import Config
+from callrec.policy import RETENTION_SLIDER_DAYS as RETENTION_CHOICES
 from callrec.services.retention import (
-    RETENTION_CHOICES,
-    InvalidRequest,
     RetentionTask,
     current_retention_days,
     expire_exports,
@@ -21,7 +20,10 @@ from callrec.services.retention import (
     set_retention_days,
     validate_retention_days,
 )
-from storage.database import StorageError, Store
+from storage.database import Store
+from storage.errors import InvalidValue, StorageError
+from storage.files import RecordingFiles
+from testkit.waiting import wait_until_async
 from tests.storage.recording_factory import DAY, file_recording, make_config
 
 T0 = 1_700_000_000.0  # 2023-11-14, the fake clock's epoch
@@ -55,11 +57,11 @@ def test_validate_accepts_whole_days_30_to_365(value: object, days: int) -> None
 
 @pytest.mark.parametrize("value", [29, 366, 0, -30, True, 90.0, "ninety", "", None, "1e2"])
 def test_validate_rejects_everything_else(value: object) -> None:
-    with pytest.raises(InvalidRequest, match="expected whole days from 30 to 365"):
+    with pytest.raises(InvalidValue, match="expected whole days from 30 to 365") as refused:
         validate_retention_days(value)
-    # Portal hooks catch ValueError; the CLI catches StorageError.
-    assert issubclass(InvalidRequest, ValueError)
-    assert issubclass(InvalidRequest, StorageError)
+    assert refused.value.field == "retention_days"
+    # The portal maps it by type (422 naming the field); the CLI catches StorageError.
+    assert issubclass(InvalidValue, StorageError)
 
 
 async def test_current_retention_defaults_to_config_then_follows_the_setting(
@@ -70,7 +72,7 @@ async def test_current_retention_defaults_to_config_then_follows_the_setting(
     assert await current_retention_days(store, config) == 200
     audit = await store.list_audit()
     assert [(a.actor, a.action) for a in audit] == [("admin:root", "settings.retention")]
-    with pytest.raises(InvalidRequest):
+    with pytest.raises(InvalidValue):
         await set_retention_days(store, 20, actor="admin:root")
     assert await current_retention_days(store, config) == 200
     await store.set_setting("retention_days", "garbage")
@@ -93,7 +95,7 @@ async def test_changing_the_setting_affects_only_new_recordings(
     assert (old_row.retention_days, old_row.expires_at) == (90, T0 + 90 * DAY)
     assert (new_row.retention_days, new_row.expires_at) == (30, T0 + 30 * DAY)
 
-    report = await purge_expired(store, storage, T0 + 31 * DAY)
+    report = await purge_expired(store, RecordingFiles(storage), T0 + 31 * DAY)
     assert [item.id for item in report.purged] == [new.id]
     assert old.path.exists() and not new.path.exists()
 
@@ -122,7 +124,7 @@ async def test_purge_deletes_exactly_the_expired_recordings(
     # Exactly on an expiry instant is one of the instants checked.
     instants = sorted([rng.uniform(0, 800 * DAY) + T0 for _ in range(3)] + [filed[0][0].expires_at])
     for now in instants:
-        await purge_expired(store, storage, now)
+        await purge_expired(store, RecordingFiles(storage), now)
         for recording, status in filed:
             row = await store.get_recording(recording.id)
             assert row is not None
@@ -136,13 +138,15 @@ async def test_purge_deletes_exactly_the_expired_recordings(
 
 async def test_nothing_goes_a_millisecond_before_expiry(store: Store, config: Config) -> None:
     recording = await file_recording(store, config.storage.dir, started_at=T0, retention_days=30)
-    report = await purge_expired(store, config.storage.dir, recording.expires_at - 0.001)
+    report = await purge_expired(
+        store, RecordingFiles(config.storage.dir), recording.expires_at - 0.001
+    )
     assert report.purged == [] and recording.path.exists()
     # The store refuses to mark an unexpired row, whoever asks.
     assert not await store.mark_recording_purged(
         recording.id, at=recording.expires_at - 1, actor="x"
     )
-    report = await purge_expired(store, config.storage.dir, recording.expires_at)
+    report = await purge_expired(store, RecordingFiles(config.storage.dir), recording.expires_at)
     assert [item.id for item in report.purged] == [recording.id]
 
 
@@ -155,7 +159,7 @@ async def test_purge_marks_rows_keeps_metadata_and_audits_each(
     ]
     kept = await file_recording(store, storage, started_at=T0, retention_days=60)
     now = T0 + 45 * DAY
-    report = await purge_expired(store, storage, now)
+    report = await purge_expired(store, RecordingFiles(storage), now)
     assert sorted(item.id for item in report.purged) == [r.id for r in expired]
     assert all(item.file_found for item in report.purged)
     for recording in expired:
@@ -175,7 +179,7 @@ async def test_purge_marks_rows_keeps_metadata_and_audits_each(
         ("retention", "purge", now)
     }
     # A second pass has nothing left to do and writes no more audit entries.
-    again = await purge_expired(store, storage, now + DAY)
+    again = await purge_expired(store, RecordingFiles(storage), now + DAY)
     assert again.purged == [] and len(await store.list_audit()) == 3
     listed = await store.list_recordings()
     assert len(listed) == 4  # purged recordings stay listed with their call
@@ -184,7 +188,7 @@ async def test_purge_marks_rows_keeps_metadata_and_audits_each(
 async def test_read_only_files_are_deleted(store: Store, config: Config) -> None:
     recording = await file_recording(store, config.storage.dir, started_at=T0, retention_days=30)
     assert recording.path.stat().st_mode & 0o777 == 0o444
-    report = await purge_expired(store, config.storage.dir, T0 + 31 * DAY)
+    report = await purge_expired(store, RecordingFiles(config.storage.dir), T0 + 31 * DAY)
     assert [item.id for item in report.purged] == [recording.id]
     assert not recording.path.exists()
 
@@ -192,7 +196,7 @@ async def test_read_only_files_are_deleted(store: Store, config: Config) -> None
 async def test_missing_file_is_still_marked_purged(store: Store, config: Config) -> None:
     recording = await file_recording(store, config.storage.dir, started_at=T0, retention_days=30)
     recording.path.unlink()
-    report = await purge_expired(store, config.storage.dir, T0 + 31 * DAY)
+    report = await purge_expired(store, RecordingFiles(config.storage.dir), T0 + 31 * DAY)
     assert [(item.id, item.file_found) for item in report.purged] == [(recording.id, False)]
     assert [item.id for item in report.missing] == [recording.id]
     row = await store.get_recording(recording.id)
@@ -208,22 +212,21 @@ async def test_undeletable_file_stays_unpurged(store: Store, config: Config) -> 
     os.chmod(recording.path, 0o644)
     recording.path.unlink()
     recording.path.mkdir()
-    report = await purge_expired(store, storage, T0 + 31 * DAY)
+    report = await purge_expired(store, RecordingFiles(storage), T0 + 31 * DAY)
     assert report.purged == [] and [f.id for f in report.failed] == [recording.id]
     row = await store.get_recording(recording.id)
     assert row is not None and row.status == "complete"
     assert await store.list_audit() == []
 
 
-async def test_a_path_outside_the_storage_folder_is_never_deleted(
-    store: Store, config: Config, tmp_path: Path
-) -> None:
-    outside = tmp_path / "precious.wav"
-    outside.write_bytes(b"keep me")
-    call_id = await store.create_call(sip_call_id="x@test", direction="inbound", started_at=T0)
+async def _expired_row_pointing_at(store: Store, stored_path: str) -> int:
+    """A complete recording, expired at T0 + 31 days, whose row names `stored_path`."""
+    call_id = await store.create_call(
+        sip_call_id=f"{stored_path}@test", direction="inbound", started_at=T0
+    )
     recording_id = await store.create_recording(
         call_id=call_id,
-        path="../precious.wav",
+        path=stored_path,
         format="wav",
         channels=1,
         sample_rate=8000,
@@ -231,9 +234,34 @@ async def test_a_path_outside_the_storage_folder_is_never_deleted(
         retention_days=30,
     )
     await store.finish_recording(recording_id, status="complete", ended_at=T0 + 1)
-    report = await purge_expired(store, config.storage.dir, T0 + 31 * DAY)
+    return recording_id
+
+
+async def test_a_path_outside_the_storage_folder_is_never_deleted(
+    store: Store, config: Config, tmp_path: Path
+) -> None:
+    outside = tmp_path / "precious.wav"
+    outside.write_bytes(b"keep me")
+    recording_id = await _expired_row_pointing_at(store, "../precious.wav")
+    report = await purge_expired(store, RecordingFiles(config.storage.dir), T0 + 31 * DAY)
     assert [f.id for f in report.failed] == [recording_id]
+    assert "outside the recordings folder" in report.failed[0].error
     assert outside.read_bytes() == b"keep me"
+
+
+async def test_a_symlink_out_of_the_recordings_folder_is_never_followed(
+    store: Store, config: Config, tmp_path: Path
+) -> None:
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "precious.wav").write_bytes(b"keep me")
+    link = config.storage.dir / "recordings" / "2023"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.symlink_to(outside, target_is_directory=True)
+    recording_id = await _expired_row_pointing_at(store, "recordings/2023/precious.wav")
+    report = await purge_expired(store, RecordingFiles(config.storage.dir), T0 + 31 * DAY)
+    assert [f.id for f in report.failed] == [recording_id]
+    assert (outside / "precious.wav").read_bytes() == b"keep me"
 
 
 # -- the task --------------------------------------------------------------------------
@@ -245,18 +273,18 @@ async def test_task_purges_in_bounded_batches_and_stops(store: Store, config: Co
         await file_recording(store, storage, started_at=T0 + i, retention_days=30) for i in range(5)
     ]
     fake_now = [T0 + 40 * DAY]
-    task = RetentionTask(store, storage, interval_s=0.02, batch=2, clock=lambda: fake_now[0])
+    task = RetentionTask(
+        store, RecordingFiles(storage), interval_s=0.02, batch=2, clock=lambda: fake_now[0]
+    )
     first = await task.run_once()
     assert len(first.purged) == 2  # bounded: one pass, one batch
-    task.start()
-    async with asyncio.timeout(10):
-        while any(r.path.exists() for r in recordings):
-            await asyncio.sleep(0.01)
-    await task.stop()
-    passes = task.passes
-    assert passes >= 3
-    await asyncio.sleep(0.1)
-    assert task.passes == passes  # stopped means stopped
+    async with asyncio.TaskGroup() as group:
+        runner = group.create_task(task.run_forever())
+        # Five expired at two per pass: the run_once above and two more passes.
+        await wait_until_async(lambda: task.passes >= 3, timeout=10, what="three retention passes")
+        runner.cancel()
+    assert runner.cancelled()  # cancelled means stopped: it runs no further pass
+    assert not any(r.path.exists() for r in recordings)
     for recording in recordings:
         row = await store.get_recording(recording.id)
         assert row is not None and row.status == "purged"
@@ -265,12 +293,13 @@ async def test_task_purges_in_bounded_batches_and_stops(store: Store, config: Co
 async def test_task_leaves_unexpired_recordings_alone(store: Store, config: Config) -> None:
     storage = config.storage.dir
     recording = await file_recording(store, storage, started_at=T0, retention_days=365)
-    task = RetentionTask(store, storage, interval_s=0.01, clock=lambda: T0 + 364 * DAY)
-    task.start()
-    async with asyncio.timeout(10):
-        while task.passes < 5:
-            await asyncio.sleep(0.01)
-    await task.stop()
+    task = RetentionTask(
+        store, RecordingFiles(storage), interval_s=0.01, clock=lambda: T0 + 364 * DAY
+    )
+    async with asyncio.TaskGroup() as group:
+        runner = group.create_task(task.run_forever())
+        await wait_until_async(lambda: task.passes >= 5, timeout=10, what="five passes")
+        runner.cancel()
     row = await store.get_recording(recording.id)
     assert row is not None and row.status == "complete" and recording.path.exists()
 
@@ -284,9 +313,9 @@ async def test_old_export_zips_expire_after_seven_days(store: Store, config: Con
     await store.update_export(
         export_id, "ready", path="exports/1-2024-05.zip", finished_at=T0 + 60, bytes=2, files=0
     )
-    assert await expire_exports(store, storage, T0 + 60 + 7 * DAY - 1) == []
+    assert await expire_exports(store, RecordingFiles(storage), T0 + 60 + 7 * DAY - 1) == []
     assert zip_path.exists()
-    expired = await expire_exports(store, storage, T0 + 60 + 7 * DAY + 1)
+    expired = await expire_exports(store, RecordingFiles(storage), T0 + 60 + 7 * DAY + 1)
     assert [e.id for e in expired] == [export_id] and not zip_path.exists()
     job = await store.get_export(export_id)
     assert job is not None and job.status == "expired"

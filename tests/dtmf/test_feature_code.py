@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from callrec.policy import FeatureCode, InvalidFeatureCode
 from dtmf.events import DigitEvent, DtmfError
 from dtmf.feature_code import FeatureCodeMatcher
 
@@ -54,8 +55,13 @@ def test_legs_are_matched_separately() -> None:
 
 @pytest.mark.parametrize("code", ["1", "*", "**", "*a", "*10", "#1", "1*", "*#", ""])
 def test_invalid_codes_are_refused(code: str) -> None:
-    with pytest.raises(DtmfError, match="feature code"):
+    with pytest.raises(InvalidFeatureCode, match="feature code must be"):
         FeatureCodeMatcher(code)
+
+
+def test_a_parsed_code_is_matched_on_its_digit() -> None:
+    events = [digit("*", 0.0), digit("1", 0.5), digit("*", 1.0), digit("9", 1.5)]
+    assert run(FeatureCodeMatcher(FeatureCode("9")), events) == [False, False, False, True]
 
 
 def test_invalid_timeout_is_refused() -> None:

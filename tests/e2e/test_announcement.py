@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,7 +60,7 @@ def test_both_parties_hear_the_notice_and_rtp_stays_continuous(
             str(tmp_path / "trunk-heard.wav"),
         )
     )
-    time.sleep(1.0)
+    trunk.wait_for("started", 15)
     phone = PhoneProcess(
         server.dial_args(
             "202",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def test_phone_to_trunk_audio_goes_both_ways(server: CallrecServer, tmp_path: Pa
     assert peak_correlation(source[:8000], heard) > 0.8
     cdr = server.wait_for_calls(before + 1)[0]
     assert cdr["direction"] == "outbound" and cdr["disposition"] == "answered"
-    assert cdr["caller_ext"] == "201" and cdr["callee_ext"] == "300"
+    assert cdr["caller"]["extension"] == "201" and cdr["callee"]["extension"] == "300"
 
 
 def test_trunk_to_registered_phone(server: CallrecServer, tmp_path: Path) -> None:
@@ -78,8 +77,8 @@ def test_trunk_to_registered_phone(server: CallrecServer, tmp_path: Path) -> Non
     assert rms(heard) > 300
     cdr = server.wait_for_calls(before + 1)[0]
     assert cdr["direction"] == "inbound" and cdr["disposition"] == "answered"
-    assert cdr["callee_ext"] == "201" and cdr["callee_name"] == "Alice Martin"
-    assert cdr["caller_ext"] == "0612345678"
+    assert cdr["callee"] == {"extension": "201", "name": "Alice Martin"}
+    assert cdr["caller"]["extension"] == "0612345678"
     assert source.size  # the phone played its chirp back to the trunk
 
 
@@ -93,7 +92,6 @@ def test_call_forks_to_all_devices_first_answer_wins(server: CallrecServer, tmp_
     )
     desk.wait_for("registered", 15)
     mobile.wait_for("registered", 15)
-    time.sleep(0.2)
     trunk = server.run_sipp_from_trunk(
         tmp_path / "trunk", callee="201", caller="0612345678", call_length_ms=1500, timeout_s=30
     )

@@ -53,6 +53,7 @@ from testkit.audio import (
 from testkit.harness import CallrecServer, make_server
 from testkit.rtp_counter import PACKET_IGNORE_OUTGOING, PACKET_OUTGOING, SOL_PACKET
 from testkit.sipp_runner import G711A_PCAP, environment_ok, write_rtp_pcap
+from testkit.waiting import WaitTimeout, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -91,13 +92,18 @@ def wait_for_new_recording(
     server: CallrecServer, known_ids: set[int], timeout: float = 10.0
 ) -> dict[str, Any]:
     """The one recording row added since `known_ids`, once it is no longer in progress."""
-    deadline = time.monotonic() + timeout
-    rows: list[dict[str, Any]] = []
-    while time.monotonic() < deadline:
-        rows = [r for r in server.recordings() if r["id"] not in known_ids]
-        if rows and all(r["status"] != "recording" for r in rows):
-            break
-        time.sleep(0.2)
+
+    def new_rows() -> list[dict[str, Any]]:
+        return [r for r in server.recordings() if r["id"] not in known_ids]
+
+    with contextlib.suppress(WaitTimeout):
+        wait_until(
+            lambda: (rows := new_rows()) and all(r["status"] != "recording" for r in rows),
+            timeout=timeout,
+            what="a finished new recording",
+            interval=0.2,
+        )
+    rows = new_rows()
     assert len(rows) == 1, f"expected exactly one new recording, got {rows}\n{server.log()}"
     assert rows[0]["status"] != "recording", f"{rows[0]}\n{server.log()[-3000:]}"
     return rows[0]
@@ -123,11 +129,11 @@ class RecordedCall:
 
     @property
     def answered(self) -> float:
-        return wall_time(self.row["answered_at"])
+        return wall_time(self.row["call"]["answered_at"])
 
     @property
     def media_time_s(self) -> float:
-        return wall_time(self.row["ended_at"]) - self.answered
+        return wall_time(self.row["call"]["ended_at"]) - self.answered
 
 
 def collect(server: CallrecServer, known_ids: set[int], files_before: set[Path]) -> RecordedCall:
@@ -517,25 +523,12 @@ def test_kill_9_mid_call_loses_at_most_a_second(tmp_path: Path) -> None:
     server = recording_server(tmp_path / "crash", channels="mono", fmt="wav")
     server.start()
     try:
-        trunk = server.start_sipp_trunk(tmp_path / "uas", timeout_s=30)
-        phone = server.start_sipp_phone(
-            tmp_path / "uac",
-            caller="201",
-            password=PASSWORD,
-            call_length_ms=20000,
-            timeout_s=30,
-            ready_wait_s=0,
+        trunk, phone, call = server.start_answered_call(
+            tmp_path, caller="201", password=PASSWORD, seconds=20
         )
         with trunk, phone:
-            answered: float | None = None
-            deadline = time.monotonic() + 10
-            while answered is None and time.monotonic() < deadline:
-                rows = server.calls()
-                if rows and rows[0].get("answered_at"):
-                    answered = wall_time(rows[0]["answered_at"])
-                else:
-                    time.sleep(0.1)
-            assert answered is not None, server.log()
+            answered = wall_time(call["answered_at"])
+            # The scenario: four seconds of audio reach the file before the kill.
             time.sleep(max(0.0, answered + 4.0 - time.time()))
             assert server.process is not None
             killed_at = time.time()
@@ -555,3 +548,33 @@ def test_kill_9_mid_call_loses_at_most_a_second(tmp_path: Path) -> None:
     assert rms(audio[: int((kept - 0.5) * rate)]) > 300, "the audio before the kill is kept"
     assert hashlib.sha256(path.read_bytes()).hexdigest() == row["sha256"]
     assert path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) == 0
+
+
+def test_sigterm_mid_call_hangs_up_and_files_a_complete_recording(tmp_path: Path) -> None:
+    """Shutdown in order: the call is ended (a BYE to each side, its CDR closed) and
+    its recording sealed and filed before the process exits; nothing is left for the
+    crash repair of the next start."""
+    server = recording_server(tmp_path / "term", channels="mono", fmt="wav")
+    server.start()
+    try:
+        trunk, phone, _ = server.start_answered_call(
+            tmp_path, caller="201", password=PASSWORD, seconds=20
+        )
+        with trunk, phone:
+            assert server.process is not None
+            process = server.process
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=15) == 0, server.log()[-3000:]
+            # Both SIPp ends were hung up on: each ends long before its 20 s call.
+            assert trunk.wait(timeout_s=10).elapsed_s < 15
+            assert phone.wait(timeout_s=10).elapsed_s < 15
+        log = server.log()
+        assert "shutting down" in log and "Traceback" not in log, log[-3000:]
+        [call] = server.calls()
+        assert call["ended_at"] and call["disposition"] == "answered", call
+        [row] = server.recordings()
+    finally:
+        server.stop()
+    assert row["status"] == "complete", row
+    audio, _ = sf.read(server.data_dir / row["path"], dtype="int16", always_2d=True)
+    assert len(audio) > 0

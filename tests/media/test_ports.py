@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from media.ports import PortAllocator
@@ -52,3 +54,45 @@ def test_double_release_is_refused() -> None:
 def test_bad_ranges_are_rejected(first: int, last: int) -> None:
     with pytest.raises(MediaError):
         PortAllocator(first, last)
+
+
+def test_ports_are_handed_out_in_no_predictable_order() -> None:
+    allocator = PortAllocator(40000, 40999)  # 500 pairs
+    ports = [allocator.allocate() for _ in range(20)]
+    assert len(set(ports)) == 20
+    assert all(port % 2 == 0 and 40000 <= port <= 40998 for port in ports)
+    steps = {later - earlier for earlier, later in itertools.pairwise(ports)}
+    # A fixed order walks the range in steps of 2; 19 random draws from 500 pairs hardly
+    # ever repeat one step 19 times (a false alarm: far below 1e-40).
+    assert len(steps) > 1, ports
+    assert ports != sorted(ports)
+    # Another pool's first ports differ: the order is not fixed per range either.
+    other = PortAllocator(40000, 40999)
+    assert [other.allocate() for _ in range(20)] != ports
+
+
+def test_size_and_free_count_return_to_full() -> None:
+    allocator = PortAllocator(50000, 50099)  # 50 pairs
+    assert (allocator.size, allocator.free, allocator.in_use) == (50, 50, 0)
+    ports = [allocator.allocate() for _ in range(50)]
+    assert sorted(ports) == list(range(50000, 50099, 2))
+    assert (allocator.free, allocator.in_use) == (0, 50)
+    with pytest.raises(MediaError, match="no free RTP port"):
+        allocator.allocate()
+    for port in ports:
+        allocator.release(port)
+    assert (allocator.size, allocator.free, allocator.in_use) == (50, 50, 0)
+    # Every pair comes back exactly once after a full release.
+    assert sorted(allocator.allocate() for _ in range(50)) == sorted(ports)
+
+
+def test_a_released_port_cools_down_behind_half_the_pool() -> None:
+    allocator = PortAllocator(51000, 51039)  # 20 pairs: 10 releases before reuse
+    for _ in range(50):  # random draws: repeat so that chance alone cannot pass
+        port = allocator.allocate()
+        allocator.release(port)
+        following = [allocator.allocate() for _ in range(10)]
+        assert port not in following
+        for other in following:
+            allocator.release(other)
+    assert allocator.free == allocator.size

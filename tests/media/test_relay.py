@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -149,17 +150,20 @@ async def test_forwards_rtp_and_rtcp_both_ways_byte_exact(session: MediaSession)
     assert abs(stats_a.last_packet_at - time.time()) < 5
 
 
-async def test_phone_sending_from_another_port_gets_return_traffic_there(
+async def test_phone_behind_nat_gets_return_traffic_where_it_sends_from(
     session: MediaSession,
 ) -> None:
-    advertised = await open_endpoint()  # the port the caller's SDP names
+    advertised = await open_endpoint()  # the SDP port, at the host the SIP came from
     actual = await open_phone()  # where the caller really sends from (behind NAT)
     callee = await open_phone()
-    session.set_remote("a", "127.0.0.1", advertised.port)
+    # The caller's SDP names its private address; its SIP came from 127.0.0.1.
+    session.set_remote("a", "192.168.1.20", advertised.port, signalled_from="127.0.0.1")
     session.set_remote("b", "127.0.0.1", callee.rtp.port, rtcp_port=callee.rtcp.port)
     a_port, b_port = session.local_port("a"), session.local_port("b")
 
-    # Before the caller has sent anything, its SDP address is all we know.
+    # Before the caller has sent anything, the SDP port at its SIP host is the best
+    # guess (its private address cannot be reached).
+    assert session.remote("a") == ("127.0.0.1", advertised.port)
     callee.rtp.send(rtp(1), b_port)
     assert await advertised.receive_data() == rtp(1)
     assert not session.is_latched("a")
@@ -179,7 +183,7 @@ async def test_phone_sending_from_another_port_gets_return_traffic_there(
     assert advertised.queue.empty()
 
     # A re-INVITE with the same address must not unlatch.
-    session.set_remote("a", "127.0.0.1", advertised.port)
+    session.set_remote("a", "192.168.1.20", advertised.port, signalled_from="127.0.0.1")
     callee.rtp.send(rtp(4), b_port)
     assert await actual.rtp.receive_data() == rtp(4)
 
@@ -218,7 +222,7 @@ async def test_packets_are_dropped_while_the_far_remote_is_unknown(
     session: MediaSession,
 ) -> None:
     caller = await open_phone()
-    session.set_remote("a", "127.0.0.1", caller.rtp.port)
+    session.set_remote("a", "127.0.0.1", caller.rtp.port, rtcp_port=caller.rtcp.port)
     for sequence in range(5):
         caller.rtp.send(rtp(sequence), session.local_port("a"))
     caller.rtcp.send(SENDER_REPORT, session.local_rtcp_port("a"))
@@ -262,8 +266,13 @@ async def test_garbled_packets_are_counted_not_forwarded_nor_tapped(
 ) -> None:
     tap = RecordingTap()
     session = await MediaSession.create(allocator, "127.0.0.1", tap=tap, silence_timeout=None)
+    # The caller's RTP socket is a plain one: asyncio (before 3.13) silently skips empty
+    # datagrams, and an empty one must come from the caller's address to reach the check.
+    raw = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        raw.bind(("127.0.0.1", 0))
         caller, callee = await connected_phones(session)
+        session.set_remote("a", "127.0.0.1", raw.getsockname()[1], rtcp_port=caller.rtcp.port)
         a_port = session.local_port("a")
         garbage = [
             b"\x80\x08\x00",  # shorter than the RTP header
@@ -273,13 +282,11 @@ async def test_garbled_packets_are_counted_not_forwarded_nor_tapped(
             b"\xa0\x08" + bytes(9) + b"\xff",  # padding longer than the packet
         ]
         for data in garbage:
-            caller.rtp.send(data, a_port)
+            raw.sendto(data, ("127.0.0.1", a_port))
         caller.rtcp.send(b"\x40\xc8\x00\x06" + bytes(24), a_port + 1)  # RTCP version 1
         caller.rtcp.send(b"\x80", a_port + 1)
-        # asyncio (before 3.13) silently skips empty datagrams, so send one by hand.
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
-            raw.sendto(b"", ("127.0.0.1", a_port))
-        caller.rtp.send(G711, a_port)
+        raw.sendto(b"", ("127.0.0.1", a_port))
+        raw.sendto(G711, ("127.0.0.1", a_port))
         caller.rtcp.send(SENDER_REPORT, a_port + 1)
 
         assert await callee.rtp.receive_data() == G711
@@ -296,7 +303,9 @@ async def test_garbled_packets_are_counted_not_forwarded_nor_tapped(
             ("a", "rtp", G711),
         ]
         assert callee.rtp.queue.empty() and callee.rtcp.queue.empty()
+        assert session.stats("a").foreign == 0
     finally:
+        raw.close()
         session.close()
 
 
@@ -377,88 +386,125 @@ async def test_a_failing_tap_never_stops_forwarding(
         session.close()
 
 
+class FakeClock:
+    """The session's `clock`: time moves only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def relay_one(session: MediaSession, sender: Phone, receiver: Phone, leg: str) -> None:
+    """Send one RTP packet into `leg` and wait until it came out the other side."""
+    sender.rtp.send(rtp(1), session.local_port(leg))
+    await receiver.rtp.receive_data()
+
+
 async def test_silence_is_reported_once_per_leg_until_rtp_resumes(
     allocator: PortAllocator,
 ) -> None:
-    silent_legs: list[tuple[str, float]] = []
+    clock = FakeClock()
+    silent_legs: list[str] = []
     session = await MediaSession.create(
-        allocator,
-        "127.0.0.1",
-        silence_timeout=0.3,
-        on_silence=lambda leg: silent_legs.append((leg, time.monotonic())),
+        allocator, "127.0.0.1", silence_timeout=30.0, on_silence=silent_legs.append, clock=clock
     )
     try:
-        caller, _ = await connected_phones(session)
-        a_port = session.local_port("a")
-        for sequence in range(3):
-            await asyncio.sleep(0.1)
-            caller.rtp.send(rtp(sequence), a_port)
-        stopped = time.monotonic()
+        caller, callee = await connected_phones(session)
+        for _ in range(3):
+            clock.advance(10.0)
+            await relay_one(session, caller, callee, "a")
+            session.check_silence()
         # Still talking: gaps shorter than the timeout never count as silence.
         assert silent_legs == []
-        await asyncio.sleep(0.7)
+        clock.advance(29.9)
+        session.check_silence()
+        assert silent_legs == []
+        clock.advance(0.2)
+        session.check_silence()
         # Leg b never sent RTP and media was not marked as started: not watched.
-        assert [leg for leg, _ in silent_legs] == ["a"]
-        assert 0.29 <= silent_legs[0][1] - stopped <= 0.6
+        assert silent_legs == ["a"]
+        clock.advance(100.0)
+        session.check_silence()
+        assert silent_legs == ["a"]  # once, not on every check
 
-        caller.rtp.send(rtp(10), a_port)  # resumes, then stops again
+        await relay_one(session, caller, callee, "a")  # resumes, then stops again
+        session.check_silence()
         session.mark_media_started()  # the call is answered: leg b is watched too
-        await asyncio.sleep(0.8)
-        assert sorted(leg for leg, _ in silent_legs) == ["a", "a", "b"]
+        clock.advance(30.1)
+        session.check_silence()
+        assert sorted(silent_legs) == ["a", "a", "b"]
     finally:
         session.close()
 
 
 async def idle_watched_session(
-    allocator: PortAllocator, timeout: float, reported: list[float]
+    allocator: PortAllocator, clock: FakeClock, timeout: float, reported: list[float]
 ) -> MediaSession:
-    """A session whose idle reports append their time to `reported`."""
+    """A session whose idle reports append their (fake) time to `reported`."""
     return await MediaSession.create(
         allocator,
         "127.0.0.1",
         silence_timeout=None,
         idle_timeout=timeout,
-        on_idle=lambda: reported.append(time.monotonic()),
+        on_idle=lambda: reported.append(clock()),
+        clock=clock,
     )
 
 
 async def test_idle_is_reported_once_both_legs_stop_and_not_while_one_talks(
     allocator: PortAllocator,
 ) -> None:
+    clock = FakeClock()
     idle_at: list[float] = []
-    session = await idle_watched_session(allocator, 0.3, idle_at)
+    session = await idle_watched_session(allocator, clock, 60.0, idle_at)
     try:
         caller, callee = await connected_phones(session)
         session.mark_media_started()
-        # Leg a keeps talking for 0.8 s while leg b says nothing: not idle.
-        for sequence in range(8):
-            await asyncio.sleep(0.1)
-            caller.rtp.send(rtp(sequence), session.local_port("a"))
-        stopped = time.monotonic()
+        # Leg a keeps talking for 80 s while leg b says nothing: not idle.
+        for _ in range(8):
+            clock.advance(10.0)
+            await relay_one(session, caller, callee, "a")
+            session.check_silence()
+        stopped = clock()
         assert idle_at == []
-        await asyncio.sleep(0.8)
+        clock.advance(59.0)
+        session.check_silence()
+        assert idle_at == []
+        clock.advance(2.0)
+        session.check_silence()
+        assert idle_at == [stopped + 61.0]
+        clock.advance(100.0)
+        session.check_silence()
         assert len(idle_at) == 1  # once, not on every check
-        # The check runs every quarter of the timeout, and sees the last packet late.
-        assert 0.3 - 0.3 / 4 <= idle_at[0] - stopped <= 0.6
         # RTP resumes and stops again: reported again.
-        callee.rtp.send(rtp(20), session.local_port("b"))
-        await asyncio.sleep(0.8)
+        await relay_one(session, callee, caller, "b")
+        session.check_silence()
+        clock.advance(61.0)
+        session.check_silence()
         assert len(idle_at) == 2
     finally:
         session.close()
 
 
 async def test_idle_is_not_reported_while_a_leg_is_on_hold(allocator: PortAllocator) -> None:
+    clock = FakeClock()
     idle: list[float] = []
-    session = await idle_watched_session(allocator, 0.2, idle)
+    session = await idle_watched_session(allocator, clock, 20.0, idle)
     try:
         await connected_phones(session)
         session.mark_media_started()
         session.set_remote("b", "0.0.0.0", 4000)  # b's re-INVITE: held
-        await asyncio.sleep(0.6)
+        clock.advance(1000.0)
+        session.check_silence()
         assert idle == []
         session.set_remote("b", "127.0.0.1", 4000)  # resumed, still no RTP at all
-        await asyncio.sleep(0.6)
+        clock.advance(1.0)
+        session.check_silence()
         assert len(idle) == 1
     finally:
         session.close()
@@ -486,8 +532,15 @@ async def test_exhausted_allocator_raises_and_leaks_nothing() -> None:
     assert allocator.in_use == 0
 
 
+class _FirstFree(random.Random):
+    """Always draws the first free port, so the test knows which pair is tried first."""
+
+    def randrange(self, *_args: Any, **_kwargs: Any) -> int:
+        return 0
+
+
 async def test_a_port_taken_by_another_program_is_skipped() -> None:
-    allocator = PortAllocator(PORT_RANGE[0] + 100, PORT_RANGE[0] + 107)  # four pairs
+    allocator = PortAllocator(PORT_RANGE[0] + 100, PORT_RANGE[0] + 107, rng=_FirstFree())
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
         try:
             squatter.bind(("127.0.0.1", PORT_RANGE[0] + 101))  # RTCP port of the first pair
@@ -527,15 +580,17 @@ async def test_relays_over_ipv6_loopback(allocator: PortAllocator) -> None:
     session = await MediaSession.create(allocator, "::1", silence_timeout=None)
     try:
         caller, callee = await open_phone("::1"), await open_phone("::1")
+        intruder = await open_endpoint("::1")
         session.set_remote("b", "::1", callee.rtp.port, rtcp_port=callee.rtcp.port)
-        advertised = await open_endpoint("::1")
-        session.set_remote("a", "::1", advertised.port)
+        session.set_remote("a", "::1", caller.rtp.port, rtcp_port=caller.rtcp.port)
+        intruder.send(rtp(666), session.local_port("a"))  # not the SDP port: dropped
         caller.rtp.send(G711, session.local_port("a"))
         assert await callee.rtp.receive_data() == G711
         callee.rtp.send(G711_NEXT, session.local_port("b"))
-        assert await caller.rtp.receive_data() == G711_NEXT  # latched to the real source
+        assert await caller.rtp.receive_data() == G711_NEXT
         caller.rtcp.send(SENDER_REPORT, session.local_rtcp_port("a"))
         assert await callee.rtcp.receive_data() == SENDER_REPORT
-        assert advertised.queue.empty()
+        assert session.is_latched("a") and session.stats("a").foreign == 1
+        assert callee.rtp.queue.empty()
     finally:
         session.close()

@@ -188,6 +188,7 @@ async def test_prompt_before_any_media_starts_a_fresh_stream(session: MediaSessi
 async def test_passthrough_stays_byte_exact_without_announcement(session: MediaSession) -> None:
     caller = await open_phone(0xA1, 0xAAAA0001, 1000, 50_000, 0)
     callee = await open_phone(0xB2, 0xBBBB0002, 2000, 90_000, 0)
+    session.set_remote("a", "127.0.0.1", caller.port)  # nothing is accepted before SDP
     session.set_remote("b", "127.0.0.1", callee.port)
     sent = []
     for _ in range(5):

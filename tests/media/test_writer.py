@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import shutil
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -17,7 +19,7 @@ import pytest
 import soundfile
 
 from media.rtp import MediaError
-from media.writer import RecordingFormat, RecordingWriter, repair
+from media.writer import RecordingFormat, RecordingWriter, WriteFailed, repair
 from tests.media.stream_builder import RATE, noise
 
 REPO = Path(__file__).resolve().parents[2]
@@ -261,3 +263,49 @@ def test_a_failed_sync_fails_the_next_write(tmp_path: Path) -> None:
         os.close(write_end)
     writer.close()
     assert soundfile.info(str(tmp_path / "a.wav")).frames == RATE
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs (root only): a real ENOSPC, not a file-size limit."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_a_full_disk_keeps_what_was_written_as_partial(
+    tiny_disk: Path, fmt: RecordingFormat
+) -> None:
+    path = tiny_disk / f"a.{fmt}"
+    writer = RecordingWriter(path, channels=1, format=fmt)
+    blocks: list[np.ndarray] = []
+    with pytest.raises(WriteFailed) as failed:
+        for index in range(200):  # 200 s: far more than 256 KiB
+            block = noise(1.0, seed=index)
+            blocks.append(block)
+            writer.write(block)
+    assert failed.value.errno == errno.ENOSPC
+    assert "disk full (ENOSPC)" in str(failed.value)
+    with pytest.raises(WriteFailed):  # it stays failed
+        writer.write(noise(0.1, seed=1))
+    summary = writer.close()
+    assert summary.partial is not None and "disk full (ENOSPC)" in summary.partial
+    audio, _ = soundfile.read(path, dtype="int16")
+    written = np.concatenate(blocks)
+    # Everything the file holds is what was sent, from the start, and it holds most of it.
+    assert summary.frames == len(audio) > 0
+    assert len(audio) >= len(written) - 2 * RATE - 8000, (len(audio), len(written))
+    assert np.array_equal(audio, written[: len(audio)])
+    assert summary.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert path.stat().st_mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH) == 0

@@ -107,12 +107,12 @@ async def add_recorded_call(
 @pytest.fixture
 async def portal(tmp_path: Path) -> AsyncIterator[Fixture]:
     storage_dir = tmp_path / "data"
-    store = await Store.open(storage_dir / "callrec.db")
-    await store.add_admin(*ADMIN, email="root@example.org")
     # Cheap argon2 parameters keep the fixture fast; the production defaults are tested
-    # through the Store's admins.
+    # in tests/storage.
     hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    repository = PortalRepository(store, hasher)
+    store = await Store.open(storage_dir / "callrec.db", hasher=hasher)
+    await store.add_admin(*ADMIN, email="root@example.org")
+    repository = PortalRepository(store)
     await store.add_user("201", "Alice Archer", mode="always")
     await store.add_user("202", "Bob Baker", mode="on-demand")
     await store.add_user("203", "Carol Cole", mode="never")
@@ -131,7 +131,6 @@ async def portal(tmp_path: Path) -> AsyncIterator[Fixture]:
         storage_dir=storage_dir,
         recordings_dir=storage_dir / "recordings",
         request_export=request_export,
-        password_hasher=hasher,
     )
     handle = await start_portal_at(store, services, "127.0.0.1", 0)
     fixture = Fixture(handle, store, storage_dir)

@@ -173,8 +173,8 @@ async def test_bearer_token(portal: Fixture, admin: Client, alice: Client) -> No
         async with session.get(portal.url + API + "/users", headers=bearer) as r:
             assert r.status == 401
     # Only the hash is stored.
-    async with portal.store._read():
-        rows = await portal.store._all("SELECT token_sha256 FROM api_tokens")
+    async with portal.store.database.read() as session:
+        rows = await session.all("SELECT token_sha256 FROM api_tokens")
     assert [row[0] for row in rows] == [hashlib.sha256(token.encode()).hexdigest()]
 
 
@@ -435,9 +435,10 @@ async def test_download_attachment_name_and_bytes(portal: Fixture, admin: Client
         assert r.status == 200
         disposition = r.headers["Content-Disposition"]
         body = await r.read()
+    # The same name as the recording's entry in a month's export ZIP.
     assert disposition == (
-        f'attachment; filename="2024-05-01_12-00-03_Alice-Archer-201_to_Bob-Baker-202'
-        f'_rec{recording_id}.wav"'
+        f'attachment; filename="2024-05-01_120003_201-Alice-Archer_to_202-Bob-Baker'
+        f'_{recording_id}.wav"'
     )
     assert hashlib.sha256(body).hexdigest() == portal.sha256[recording_id]
     assert any(e.action == "recording.download" for e in await portal.store.list_audit(20))
@@ -485,8 +486,8 @@ async def test_missing_and_purged_files(portal: Fixture, admin: Client) -> None:
     (portal.storage_dir / "recordings/2024/05/01/carol-out.wav").unlink()
     async with admin.session.get(portal.url + API + f"/recordings/{recording_id}/audio") as r:
         assert r.status == 404
-    async with portal.store._write():
-        await portal.store._execute(
+    async with portal.store.database.transaction() as session:
+        await session.execute(
             "UPDATE recordings SET status = 'purged', purged_at = 1 WHERE id = ?",
             (recording_id,),
         )

@@ -174,8 +174,8 @@ async def test_stored_paths_outside_the_storage_dir_are_refused(
         owner="201",
         started_at=1714564800.0,
     )
-    async with portal.store._write():
-        await portal.store._execute(
+    async with portal.store.database.transaction() as session:
+        await session.execute(
             "UPDATE recordings SET path = ? WHERE id = ?", (stored_path, recording_id)
         )
     for route in ("/audio", "/download"):

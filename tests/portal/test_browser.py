@@ -140,8 +140,8 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
     download = await download_info.value
     saved = await download.path()
     assert hashlib.sha256(Path(saved).read_bytes()).hexdigest() == portal.sha256[recording_id]
-    assert download.suggested_filename.endswith(f"_rec{recording_id}.wav")
-    assert "Alice-Archer-201_to_Bob-Baker-202" in download.suggested_filename
+    assert download.suggested_filename.endswith(f"_{recording_id}.wav")
+    assert "201-Alice-Archer_to_202-Bob-Baker" in download.suggested_filename
 
     # Everything above is in the audit log, and the audit page shows it.
     await page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()

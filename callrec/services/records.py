@@ -1,0 +1,186 @@
+"""The one JSON shape of each stored record, and the one file name of a recording.
+
+The REST API (`portal/api.py`) and the CLI's `--json` (`callrec/cli.py`) both serialise
+through these functions, so a user, a call or a recording reads the same whichever way
+it was asked for: `recording_mode`, the parties as `caller`/`callee` objects
+(`{"extension", "name"}`), ISO-8601 UTC timestamps, and a recording's call nested under
+`call`. The API adds only what is about HTTP (links to the audio, a call's recordings).
+
+`recording_file_name` names a recording wherever it leaves callrec as a file: the
+portal's download and the entry in a month's export ZIP.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from storage.models import (
+    AuditEntry,
+    CallRecord,
+    Device,
+    ExportJob,
+    Recording,
+    RecordingListing,
+    User,
+    format_timestamp,
+)
+
+__all__ = [
+    "audit_json",
+    "call_json",
+    "call_parties",
+    "device_json",
+    "export_json",
+    "listing_json",
+    "media_type",
+    "recording_file_name",
+    "recording_json",
+    "user_json",
+]
+
+
+def user_json(user: User, devices: Sequence[Device] | None = None) -> dict[str, Any]:
+    """A user (HA1 values and password hashes are never shown); with `devices`, their
+    devices too."""
+    data: dict[str, Any] = {
+        "extension": user.extension,
+        "name": user.name,
+        "email": user.email,
+        "recording_mode": user.recording_mode,
+        "has_password": user.has_password,
+        "realm": user.realm,
+        "created_at": format_timestamp(user.created_at),
+    }
+    if devices is not None:
+        data["devices"] = [device_json(device) for device in devices]
+    return data
+
+
+def device_json(device: Device) -> dict[str, Any]:
+    return {"id": device.id, "uri": device.uri, "username": device.username, "kind": device.kind}
+
+
+def call_parties(call: CallRecord) -> dict[str, Any]:
+    """Who called whom, and when: shared by a call and a recording's call."""
+    return {
+        "caller": {"extension": call.caller_ext, "name": call.caller_name},
+        "callee": {"extension": call.callee_ext, "name": call.callee_name},
+        "started_at": format_timestamp(call.started_at),
+        "answered_at": format_timestamp(call.answered_at),
+        "ended_at": format_timestamp(call.ended_at),
+    }
+
+
+def call_json(call: CallRecord) -> dict[str, Any]:
+    """A call detail record with its talk time and outcome."""
+    return {
+        "id": call.id,
+        "sip_call_id": call.sip_call_id,
+        "direction": call.direction,
+        **call_parties(call),
+        "duration_s": call.duration_s,
+        "disposition": call.disposition,
+        "sip_status": call.sip_status,
+        "recorded": call.recorded,
+    }
+
+
+def media_type(recording: Recording) -> str:
+    """The Content-Type of a recording's file."""
+    return "audio/flac" if recording.format.lower() == "flac" else "audio/wav"
+
+
+def recording_json(recording: Recording) -> dict[str, Any]:
+    """A recording: its file (path relative to the storage folder), format, spans,
+    checksum, status and retention."""
+    return {
+        "id": recording.id,
+        "call_id": recording.call_id,
+        "owner_ext": recording.owner_ext,
+        "path": recording.path,
+        "format": recording.format,
+        "media_type": media_type(recording),
+        "channels": recording.channels,
+        "sample_rate": recording.sample_rate,
+        "codec": recording.codec,
+        "status": recording.status,
+        "error": recording.error,
+        "started_at": format_timestamp(recording.started_at),
+        "ended_at": format_timestamp(recording.ended_at),
+        "duration_s": recording.duration_s,
+        "segments": [list(segment) for segment in recording.segments],
+        "sha256": recording.sha256,
+        "bytes": recording.bytes,
+        "retention_days": recording.retention_days,
+        "expires_at": format_timestamp(recording.expires_at),
+        "purged_at": format_timestamp(recording.purged_at),
+    }
+
+
+def listing_json(listing: RecordingListing) -> dict[str, Any]:
+    """A recording with its call's parties and times under `call`."""
+    data = recording_json(listing.recording)
+    call = listing.call
+    data["call"] = {"id": call.id, **call_parties(call)}
+    return data
+
+
+def export_json(export: ExportJob) -> dict[str, Any]:
+    return {
+        "id": export.id,
+        "month": export.month,
+        "requested_by": export.requested_by,
+        "requested_at": format_timestamp(export.requested_at),
+        "status": export.status,
+        "bytes": export.bytes,
+        "files": export.files,
+        "error": export.error,
+        "finished_at": format_timestamp(export.finished_at),
+    }
+
+
+def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": format_timestamp(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "object": entry.object,
+        "address": entry.address,
+        "detail": entry.detail,
+    }
+
+
+# -- the file name ---------------------------------------------------------------------
+
+_NAME_PART_MAX = 40
+
+
+def _safe(text: str | None, fallback: str) -> str:
+    """ASCII letters, digits and - only: accents are folded, anything else becomes -."""
+    if not text:
+        return fallback
+    folded = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+    cleaned = "".join(ch if ch.isalnum() else "-" for ch in folded)
+    cleaned = "-".join(part for part in cleaned.split("-") if part)
+    return cleaned[:_NAME_PART_MAX].strip("-") or fallback
+
+
+def _party(ext: str | None, name: str | None) -> str:
+    return f"{_safe(ext, 'unknown')}-{_safe(name, '')}".rstrip("-")
+
+
+def recording_file_name(listing: RecordingListing) -> str:
+    """`YYYY-MM-DD_HHMMSS_<caller ext>-<caller name>_to_<callee ext>-<callee name>_<id>.wav`
+    (UTC start of the recording; the extension is the recording's format). Only ASCII
+    letters, digits, `-` and `_`, so it is safe in a Content-Disposition header, a ZIP
+    and every file system."""
+    recording, call = listing.recording, listing.call
+    started = datetime.fromtimestamp(recording.started_at, tz=UTC).strftime("%Y-%m-%d_%H%M%S")
+    caller = _party(call.caller_ext, call.caller_name)
+    callee = _party(call.callee_ext, call.callee_name)
+    extension = "flac" if recording.format.lower() == "flac" else "wav"
+    return f"{started}_{caller}_to_{callee}_{recording.id}.{extension}"

@@ -1,0 +1,240 @@
+"""Call detail records: one row per call, with copies of the parties' extensions and
+names so a record outlives the users it mentions, and the portal's pages of calls."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from storage.connection import MAX_ROW_ID, Database, started_between
+from storage.errors import InvalidValue, NotFound
+from storage.models import CALL_DIRECTIONS, CALL_DISPOSITIONS, CallRecord, CallRow, Recording
+from storage.rows import (
+    CALL_COLUMNS,
+    CALL_COLUMNS_C,
+    CALL_FIELDS,
+    RECORDING_COLUMNS_R,
+    call_from_row,
+    recording_from_row,
+)
+
+__all__ = ["CALL_FIELDS", "CallQuery", "Calls", "own_call_condition"]
+
+_REQUIRED_CALL_FIELDS = ("sip_call_id", "direction", "started_at")
+_CALL_TIME_FIELDS = ("started_at", "answered_at", "ended_at")
+
+
+@dataclass(frozen=True)
+class CallQuery:
+    """Filters of the calls list; `scope_ext` limits it to one user's own calls."""
+
+    since: float | None = None
+    until: float | None = None
+    extension: str | None = None
+    recorded_only: bool = False
+    scope_ext: str | None = None
+
+
+def own_call_condition(alias: str) -> str:
+    """SQL for "the extension (twice as parameter) took part in call `alias`"."""
+    return f"({alias}.caller_ext = ? OR {alias}.callee_ext = ?)"
+
+
+def _validate_call_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(fields) - set(CALL_FIELDS))
+    if unknown:
+        raise InvalidValue(unknown[0], f"unknown call field(s): {', '.join(unknown)}")
+    checked = dict(fields)
+    if "direction" in checked and checked["direction"] not in CALL_DIRECTIONS:
+        raise InvalidValue(
+            "direction",
+            f"invalid call direction {checked['direction']!r}: "
+            f"expected one of {', '.join(CALL_DIRECTIONS)}",
+        )
+    disposition = checked.get("disposition")
+    if disposition is not None and disposition not in CALL_DISPOSITIONS:
+        raise InvalidValue(
+            "disposition",
+            f"invalid call disposition {disposition!r}: "
+            f"expected one of {', '.join(CALL_DISPOSITIONS)}",
+        )
+    for name in _CALL_TIME_FIELDS:
+        value = checked.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidValue(name, f"invalid call {name} {value!r}: expected unix seconds")
+    if "started_at" in checked and checked["started_at"] is None:
+        raise InvalidValue("started_at", "invalid call started_at None: expected unix seconds")
+    if "sip_call_id" in checked and not checked["sip_call_id"]:
+        raise InvalidValue("sip_call_id", "invalid call sip_call_id: must not be empty")
+    status = checked.get("sip_status")
+    if status is not None and (
+        isinstance(status, bool) or not isinstance(status, int) or not 100 <= status <= 699
+    ):
+        raise InvalidValue("sip_status", f"invalid call sip_status {status!r}: expected 100-699")
+    if "recorded" in checked:
+        checked["recorded"] = 1 if checked["recorded"] else 0
+    return checked
+
+
+def _check_paging(limit: int, offset: int) -> None:
+    if limit < 0:
+        raise InvalidValue("limit", "limit and offset must not be negative")
+    if offset < 0:
+        raise InvalidValue("offset", "limit and offset must not be negative")
+
+
+class Calls:
+    """Call detail records."""
+
+    database: Database
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def create_call(self, **fields: Any) -> int:
+        """Insert a call record from CALL_FIELDS (sip_call_id, direction and started_at
+        required); returns its id."""
+        missing = [name for name in _REQUIRED_CALL_FIELDS if fields.get(name) is None]
+        if missing:
+            raise InvalidValue(missing[0], f"missing call field(s): {', '.join(missing)}")
+        checked = _validate_call_fields(fields)
+        columns = list(checked)
+        placeholders = ", ".join("?" for _ in columns)
+        async with self.database.transaction() as session:
+            _, call_id = await session.execute(
+                f"INSERT INTO calls ({', '.join(columns)}) VALUES ({placeholders})",
+                [checked[name] for name in columns],
+            )
+        assert call_id is not None
+        return call_id
+
+    async def update_call(self, call_id: int, **fields: Any) -> None:
+        """Set some CALL_FIELDS of an existing call record."""
+        checked = _validate_call_fields(fields)
+        async with self.database.transaction() as session:
+            exists = await session.one("SELECT 1 FROM calls WHERE id = ?", (call_id,))
+            if exists is None:
+                raise NotFound(f"unknown call id {call_id}")
+            if not checked:
+                return
+            assignments = ", ".join(f"{name} = ?" for name in checked)
+            await session.execute(
+                f"UPDATE calls SET {assignments} WHERE id = ?", [*checked.values(), call_id]
+            )
+
+    async def close_interrupted_calls(
+        self, last_write: Callable[[str], float | None]
+    ) -> list[CallRecord]:
+        """Close the calls a dead process left open (no `ended_at`), at start-up only.
+
+        A call ends at the last write of its recordings (`last_write(path)`, e.g. the
+        file's mtime, None if unknown), else at its answer or start; its disposition
+        becomes `interrupted`. Returns the calls as closed."""
+        async with self.database.transaction() as session:
+            rows = await session.all(f"SELECT {CALL_COLUMNS} FROM calls WHERE ended_at IS NULL")
+            closed: list[CallRecord] = []
+            for row in rows:
+                call = call_from_row(row)
+                paths = await session.all(
+                    "SELECT path FROM recordings WHERE call_id = ?", (call.id,)
+                )
+                writes = [
+                    at for at in (last_write(path["path"]) for path in paths) if at is not None
+                ]
+                ended_at = max([call.started_at, call.answered_at or call.started_at, *writes])
+                await session.execute(
+                    "UPDATE calls SET ended_at = ?, disposition = 'interrupted' WHERE id = ?",
+                    (ended_at, call.id),
+                )
+                closed.append(replace(call, ended_at=ended_at, disposition="interrupted"))
+        return closed
+
+    async def get_call(self, call_id: int) -> CallRecord | None:
+        """One call record, or None."""
+        async with self.database.read() as session:
+            row = await session.one(f"SELECT {CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,))
+        return call_from_row(row) if row is not None else None
+
+    async def list_calls(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        since: float | None = None,
+        until: float | None = None,
+        extension: str | None = None,
+    ) -> list[CallRecord]:
+        """Call records newest first; since <= started_at < until; extension matches
+        the caller or the callee."""
+        _check_paging(limit, offset)
+        conditions, params = started_between("started_at", since, until)
+        if extension is not None:
+            conditions.append("(caller_ext = ? OR callee_ext = ?)")
+            params.extend((extension, extension))
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        async with self.database.read() as session:
+            rows = await session.all(
+                f"SELECT {CALL_COLUMNS} FROM calls{where}"
+                " ORDER BY started_at DESC, id DESC LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+        return [call_from_row(row) for row in rows]
+
+    # -- the portal's views ----------------------------------------------------------------
+
+    async def calls_page(
+        self, query: CallQuery, limit: int, offset: int
+    ) -> tuple[list[CallRow], int]:
+        """One page of calls newest first, each with its recordings, and the total."""
+        _check_paging(limit, offset)
+        conditions, params = started_between("c.started_at", query.since, query.until)
+        for extension in (query.extension, query.scope_ext):
+            if extension is not None:
+                conditions.append(own_call_condition("c"))
+                params.extend((extension, extension))
+        if query.recorded_only:
+            conditions.append("EXISTS (SELECT 1 FROM recordings r WHERE r.call_id = c.id)")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        async with self.database.read() as session:
+            total_row = await session.one(f"SELECT COUNT(*) AS n FROM calls c{where}", params)
+            rows = await session.all(
+                f"SELECT {CALL_COLUMNS_C} FROM calls c{where}"
+                " ORDER BY c.started_at DESC, c.id DESC LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+            calls = [call_from_row(row) for row in rows]
+            recordings: dict[int, list[Recording]] = {call.id: [] for call in calls}
+            if calls:
+                marks = ", ".join("?" for _ in calls)
+                for row in await session.all(
+                    f"SELECT {RECORDING_COLUMNS_R} FROM recordings r"
+                    f" WHERE r.call_id IN ({marks}) ORDER BY r.started_at, r.id",
+                    [call.id for call in calls],
+                ):
+                    recording = recording_from_row(row)
+                    recordings[recording.call_id].append(recording)
+        total = int(total_row["n"]) if total_row is not None else 0
+        return [CallRow(call, recordings[call.id]) for call in calls], total
+
+    async def get_visible_call(self, call_id: int, scope_ext: str | None) -> CallRow | None:
+        """A call with its recordings; None if unknown or (with `scope_ext`) not one the
+        user took part in."""
+        if not 0 < call_id <= MAX_ROW_ID:
+            return None
+        params: list[Any] = [call_id]
+        scope = ""
+        if scope_ext is not None:
+            scope = f" AND {own_call_condition('c')}"
+            params.extend((scope_ext, scope_ext))
+        async with self.database.read() as session:
+            row = await session.one(
+                f"SELECT {CALL_COLUMNS_C} FROM calls c WHERE c.id = ?{scope}", params
+            )
+            if row is None:
+                return None
+            recording_rows = await session.all(
+                f"SELECT {RECORDING_COLUMNS_R} FROM recordings r WHERE r.call_id = ?"
+                " ORDER BY r.started_at, r.id",
+                (call_id,),
+            )
+        return CallRow(call_from_row(row), [recording_from_row(r) for r in recording_rows])

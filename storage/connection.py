@@ -1,0 +1,396 @@
+"""The database: one SQLite file, its schema migrations, and the two ways to use it.
+
+One SQLite file opened through one aiosqlite connection. `read()` and `transaction()`
+are the only doors: both hold one asyncio lock, so the coroutines of one process never
+interleave statements, and `transaction()` runs its body in one `BEGIN IMMEDIATE ...
+COMMIT`, which also serialises writers from other processes (the `callrec users ...` CLI
+beside a running server). WAL mode lets readers in other processes proceed meanwhile.
+
+Every sqlite3 error is translated here, once, into a typed `storage.errors` error: a
+constraint becomes `Conflict`; a full disk, a lock held too long, an unreadable or
+read-only file and I/O errors become `StorageUnavailable`, whose message never names a
+server path (the path goes to the log).
+
+Schema changes are versioned: `MIGRATIONS[i]` holds the statements that take the schema
+from version i to i + 1, and `schema_version` records what has been applied. To change
+the schema, append a tuple of statements; never edit one that has shipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from storage.errors import Conflict, EmptyDatabase, StorageError, StorageUnavailable
+
+__all__ = ["MAX_ROW_ID", "MIGRATIONS", "Database", "Session", "started_between"]
+
+log = logging.getLogger("callrec.storage")
+
+# SQLite integers are signed 64-bit; a larger id (from a URL) can name nothing.
+MAX_ROW_ID = 2**63 - 1
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: users, devices, registrations, calls, settings
+    (
+        """CREATE TABLE users (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            extension TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            email TEXT,
+            recording_mode TEXT NOT NULL DEFAULT 'on-demand'
+                CHECK (recording_mode IN ('never', 'always', 'on-demand')),
+            realm TEXT NOT NULL,
+            ha1_md5 TEXT,
+            ha1_sha256 TEXT,
+            created_at REAL NOT NULL
+        )""",
+        # username is not UNIQUE: two phones of one user may share it; that a username
+        # belongs to one user only is checked inside the write transaction.
+        """CREATE TABLE devices (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            uri TEXT NOT NULL,
+            username TEXT,
+            kind TEXT NOT NULL DEFAULT 'phone',
+            ha1_md5 TEXT,
+            ha1_sha256 TEXT,
+            UNIQUE (user_id, uri)
+        )""",
+        "CREATE INDEX devices_username ON devices(username)",
+        """CREATE TABLE registrations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+            contact TEXT NOT NULL,
+            received TEXT NOT NULL,
+            call_id TEXT NOT NULL,
+            cseq INTEGER NOT NULL,
+            expires_at REAL NOT NULL,
+            device_username TEXT,
+            instance TEXT,
+            user_agent TEXT,
+            updated_at REAL NOT NULL,
+            UNIQUE (user_id, contact)
+        )""",
+        "CREATE INDEX registrations_expires_at ON registrations(expires_at)",
+        # calls keep copies of extensions and names (no foreign key): a CDR outlives
+        # the user it mentions.
+        """CREATE TABLE calls (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            sip_call_id TEXT NOT NULL,
+            direction TEXT NOT NULL,
+            caller_ext TEXT,
+            caller_name TEXT,
+            callee_ext TEXT,
+            callee_name TEXT,
+            started_at REAL NOT NULL,
+            answered_at REAL,
+            ended_at REAL,
+            disposition TEXT,
+            sip_status INTEGER,
+            recorded INTEGER NOT NULL DEFAULT 0,
+            leg_a_call_id TEXT,
+            leg_b_call_id TEXT
+        )""",
+        "CREATE INDEX calls_started_at ON calls(started_at)",
+        "CREATE INDEX calls_sip_call_id ON calls(sip_call_id)",
+        "CREATE INDEX calls_caller_ext ON calls(caller_ext)",
+        "CREATE INDEX calls_callee_ext ON calls(callee_ext)",
+        """CREATE TABLE settings (
+            key TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )""",
+    ),
+    # 2: recordings (one file per call), their on-demand toggles, the audit log, exports
+    (
+        """CREATE TABLE recordings (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            call_id INTEGER NOT NULL REFERENCES calls(id),
+            owner_ext TEXT,
+            path TEXT NOT NULL UNIQUE,
+            format TEXT NOT NULL,
+            channels INTEGER NOT NULL,
+            sample_rate INTEGER NOT NULL,
+            codec TEXT,
+            status TEXT NOT NULL,
+            error TEXT,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            duration_s REAL,
+            segments_json TEXT NOT NULL DEFAULT '[]',
+            sha256 TEXT,
+            bytes INTEGER,
+            retention_days INTEGER NOT NULL,
+            expires_at REAL NOT NULL,
+            purged_at REAL
+        )""",
+        "CREATE INDEX recordings_call ON recordings (call_id)",
+        "CREATE INDEX recordings_expires ON recordings (expires_at)",
+        "CREATE INDEX recordings_started ON recordings (started_at)",
+        """CREATE TABLE recording_toggles (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            recording_id INTEGER NOT NULL REFERENCES recordings(id),
+            at REAL NOT NULL,
+            action TEXT NOT NULL,
+            method TEXT NOT NULL
+        )""",
+        "CREATE INDEX recording_toggles_recording ON recording_toggles (recording_id)",
+        """CREATE TABLE audit (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            at REAL NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            object TEXT,
+            address TEXT,
+            detail TEXT
+        )""",
+        "CREATE INDEX audit_at ON audit (at)",
+        """CREATE TABLE exports (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            month TEXT NOT NULL,
+            requested_by TEXT NOT NULL,
+            requested_at REAL NOT NULL,
+            status TEXT NOT NULL,
+            path TEXT,
+            bytes INTEGER,
+            files INTEGER,
+            error TEXT,
+            finished_at REAL
+        )""",
+    ),
+    # 3: portal administrators (argon2 password hashes)
+    (
+        """CREATE TABLE admins (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE,
+            password_hash TEXT NOT NULL,
+            email TEXT,
+            created_at REAL NOT NULL
+        )""",
+    ),
+    # 4: users' portal logins (argon2 hash) and API bearer tokens (only their SHA-256)
+    (
+        "ALTER TABLE users ADD COLUMN portal_password_hash TEXT",
+        """CREATE TABLE api_tokens (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            token_sha256 TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            role TEXT NOT NULL,
+            created_at REAL NOT NULL,
+            last_used_at REAL,
+            revoked_at REAL
+        )""",
+    ),
+)
+
+# What a client may be told about each SQLite failure (by the prefix of its error name).
+_UNAVAILABLE = (
+    ("SQLITE_FULL", "the disk holding the database is full"),
+    ("SQLITE_BUSY", "the database is locked by another process; try again"),
+    ("SQLITE_LOCKED", "the database is locked by another process; try again"),
+    ("SQLITE_CANTOPEN", "the database file cannot be opened"),
+    ("SQLITE_READONLY", "the database is read-only"),
+    ("SQLITE_IOERR", "an I/O error occurred on the database"),
+    ("SQLITE_CORRUPT", "the database file is damaged"),
+    ("SQLITE_NOTADB", "the database file is not a callrec database"),
+    ("SQLITE_PERM", "no permission to use the database"),
+    ("SQLITE_NOMEM", "the server is out of memory"),
+)
+
+
+def _translate(exc: BaseException, path: Path) -> StorageError:
+    """The typed error for a sqlite3 (or OS) failure on the database at `path`."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return Conflict(f"constraint violated: {exc}")
+    if isinstance(exc, OSError):
+        log.error("database %s: %s", path, exc)
+        return StorageUnavailable(f"the database folder cannot be used: {exc.strerror}")
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    log.error("database %s: %s (%s)", path, exc, name or type(exc).__name__)
+    for prefix, message in _UNAVAILABLE:
+        if name.startswith(prefix):
+            return StorageUnavailable(message)
+    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+        return StorageUnavailable(f"the database cannot be used ({name or 'unknown error'})")
+    return StorageError(f"database error: {exc}")
+
+
+_SQLITE_FAILURES = (sqlite3.Error, OSError)
+
+
+def started_between(
+    column: str, since: float | None, until: float | None
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their parameters) for ``since <= column < until``; None is open."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if since is not None:
+        conditions.append(f"{column} >= ?")
+        params.append(since)
+    if until is not None:
+        conditions.append(f"{column} < ?")
+        params.append(until)
+    return conditions, params
+
+
+def _is_empty_file(path: Path) -> bool:
+    try:
+        if path.stat().st_size != 0:
+            return False
+    except OSError:
+        return False  # missing: a first start, the file is created; unreadable: open says so
+    wal = path.with_name(path.name + "-wal")
+    return not wal.exists() or wal.stat().st_size == 0
+
+
+class Session:
+    """Statements inside one `Database.read()` or `Database.transaction()`."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._connection = connection
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+        async with self._connection.execute(sql, params) as cursor:
+            row: sqlite3.Row | None = await cursor.fetchone()
+            return row
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._connection.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
+        """Run one statement; returns (rows changed, last row id)."""
+        async with self._connection.execute(sql, params) as cursor:
+            return cursor.rowcount, cursor.lastrowid
+
+
+class Database:
+    """The SQLite file; open it with `await Database.open(path)`."""
+
+    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+        self._connection = connection
+        self._session = Session(connection)
+        self._lock = asyncio.Lock()
+        self.path = path
+
+    @classmethod
+    async def open(
+        cls, path: str | Path, *, busy_timeout_s: float = 5.0, create_empty: bool = False
+    ) -> Database:
+        """Open (creating folders and file as needed) and migrate to the newest schema.
+
+        `busy_timeout_s`: how long a write waits for another process's write lock before
+        failing as `StorageUnavailable`. An existing 0-byte file raises `EmptyDatabase`
+        unless `create_empty`."""
+        db_path = Path(path)
+        if not create_empty and _is_empty_file(db_path):
+            raise EmptyDatabase(db_path)
+        try:
+            db_path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: transactions are explicit, see transaction().
+            connection = await aiosqlite.connect(str(db_path), isolation_level=None)
+        except _SQLITE_FAILURES as exc:
+            raise _translate(exc, db_path) from exc
+        connection.row_factory = sqlite3.Row
+        database = cls(connection, db_path)
+        try:
+            await database._configure(busy_timeout_s)
+            await database._migrate()
+        except BaseException:
+            await connection.close()
+            raise
+        return database
+
+    async def close(self) -> None:
+        """Close the connection; the database cannot be used afterwards."""
+        async with self._lock:
+            await self._connection.close()
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[Session]:
+        """Hold the lock for a few reads (no transaction: each statement sees the
+        newest commit)."""
+        async with self._lock:
+            try:
+                yield self._session
+            except _SQLITE_FAILURES as exc:
+                raise _translate(exc, self.path) from exc
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Session]:
+        """Hold the lock and one IMMEDIATE transaction; commit if the body succeeds,
+        roll back (and re-raise, translated) if it fails."""
+        async with self._lock:
+            try:
+                await self._connection.execute("BEGIN IMMEDIATE")
+            except _SQLITE_FAILURES as exc:
+                raise _translate(exc, self.path) from exc
+            try:
+                yield self._session
+            except BaseException as exc:
+                with suppress(*_SQLITE_FAILURES):
+                    await self._connection.execute("ROLLBACK")
+                if isinstance(exc, _SQLITE_FAILURES):
+                    raise _translate(exc, self.path) from exc
+                raise
+            try:
+                await self._connection.execute("COMMIT")
+            except _SQLITE_FAILURES as exc:
+                with suppress(*_SQLITE_FAILURES):
+                    await self._connection.execute("ROLLBACK")
+                raise _translate(exc, self.path) from exc
+
+    async def schema_version(self) -> int:
+        """The schema version the file is at (len(MIGRATIONS) once opened)."""
+        async with self.read() as session:
+            row = await session.one("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+        return int(row["v"]) if row is not None else 0
+
+    async def _configure(self, busy_timeout_s: float) -> None:
+        try:
+            await self._connection.execute("PRAGMA foreign_keys = ON")
+            # Another process (CLI vs server) may hold the write lock for a moment.
+            await self._connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            row = await self._session.one("PRAGMA journal_mode = WAL")
+            await self._connection.execute("PRAGMA synchronous = NORMAL")
+        except _SQLITE_FAILURES as exc:
+            raise _translate(exc, self.path) from exc
+        if row is None or str(row[0]).lower() != "wal":
+            log.error("database %s: journal mode stays %s", self.path, row[0] if row else None)
+            raise StorageUnavailable("cannot enable WAL journal mode on the database")
+
+    async def _migrate(self) -> None:
+        try:
+            await self._connection.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version ("
+                " version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            )
+        except _SQLITE_FAILURES as exc:
+            raise _translate(exc, self.path) from exc
+        latest = len(MIGRATIONS)
+        async with self.transaction() as session:
+            # Read inside the write transaction: another process may have migrated.
+            row = await session.one("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+            current = int(row["v"]) if row is not None else 0
+            if current > latest:
+                raise StorageUnavailable(
+                    f"the database has schema version {current}, newer than this callrec"
+                    f" understands ({latest}); upgrade callrec"
+                )
+            for version in range(current + 1, latest + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    await session.execute(statement)
+                await session.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                    (version, time.time()),
+                )
+                log.info("database migrated to schema version %d", version)

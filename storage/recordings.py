@@ -1,0 +1,294 @@
+"""Recordings: one row per call's recording file, its integrity data, its on-demand
+toggles and its retention (the file itself belongs to `storage.files.RecordingFiles`).
+
+A row is filed `recording` when recording starts and finished as complete, recovered,
+error or unrecordable. Its `expires_at` follows from the retention in force when it was
+filed; only the retention purge marks it `purged` (metadata kept), never before expiry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from storage.audit import append_audit
+from storage.calls import own_call_condition
+from storage.connection import MAX_ROW_ID, Database, started_between
+from storage.errors import Conflict, InvalidValue, NotFound
+from storage.models import RECORDING_STATUSES, Recording, RecordingListing
+from storage.rows import (
+    CALL_COLUMNS_ALIASED,
+    RECORDING_COLUMNS,
+    RECORDING_COLUMNS_R,
+    listing_from_row,
+    recording_from_row,
+)
+
+__all__ = ["MAX_RETENTION_DAYS", "Recordings"]
+
+# A row's own bound (ten years); the product's retention bounds are `callrec.policy`'s.
+MAX_RETENTION_DAYS = 3650
+
+
+def _recording_scope(scope_ext: str | None) -> tuple[str, list[Any]]:
+    """SQL limiting recordings to those `scope_ext` owns or whose call they took part in."""
+    if scope_ext is None:
+        return "", []
+    return (
+        f" AND (r.owner_ext = ? OR {own_call_condition('c')})",
+        [scope_ext, scope_ext, scope_ext],
+    )
+
+
+class Recordings:
+    """Recording rows."""
+
+    database: Database
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+
+    async def create_recording(
+        self,
+        *,
+        call_id: int,
+        path: str,
+        format: str,
+        channels: int,
+        sample_rate: int,
+        started_at: float,
+        retention_days: int,
+        owner_ext: str | None = None,
+        codec: str | None = None,
+    ) -> int:
+        """File a recording that has started (status `recording`); returns its id.
+        `expires_at` follows from `retention_days`, counted from the start."""
+        if not 1 <= retention_days <= MAX_RETENTION_DAYS:
+            raise InvalidValue(
+                "retention_days",
+                f"retention_days must be 1..{MAX_RETENTION_DAYS}, got {retention_days}",
+            )
+        expires_at = started_at + retention_days * 86400
+        try:
+            async with self.database.transaction() as session:
+                _, recording_id = await session.execute(
+                    "INSERT INTO recordings (call_id, owner_ext, path, format, channels,"
+                    " sample_rate, codec, status, started_at, retention_days, expires_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?)",
+                    (
+                        call_id,
+                        owner_ext,
+                        path,
+                        format,
+                        channels,
+                        sample_rate,
+                        codec,
+                        started_at,
+                        retention_days,
+                        expires_at,
+                    ),
+                )
+        except Conflict as exc:
+            # A path already filed, or a call id that does not exist.
+            raise Conflict(f"cannot file recording {path!r}: {exc.message}", "path") from exc
+        assert recording_id is not None
+        return recording_id
+
+    async def finish_recording(
+        self,
+        recording_id: int,
+        *,
+        status: str,
+        ended_at: float,
+        duration_s: float | None = None,
+        segments: Sequence[tuple[float, float]] = (),
+        sha256: str | None = None,
+        size: int | None = None,
+        error: str | None = None,
+        codec: str | None = None,
+    ) -> None:
+        """Record how a recording ended: complete, recovered, error or unrecordable."""
+        if status not in RECORDING_STATUSES or status in ("recording", "purged"):
+            raise InvalidValue("status", f"cannot finish a recording as {status!r}")
+        segments_json = json.dumps([[round(a, 3), round(b, 3)] for a, b in segments])
+        async with self.database.transaction() as session:
+            changed, _ = await session.execute(
+                "UPDATE recordings SET status = ?, ended_at = ?, duration_s = ?,"
+                " segments_json = ?, sha256 = ?, bytes = ?, error = ?,"
+                " codec = COALESCE(?, codec) WHERE id = ?",
+                (
+                    status,
+                    ended_at,
+                    duration_s,
+                    segments_json,
+                    sha256,
+                    size,
+                    error,
+                    codec,
+                    recording_id,
+                ),
+            )
+            if changed:
+                await session.execute(
+                    "UPDATE calls SET recorded = 1 WHERE id ="
+                    " (SELECT call_id FROM recordings WHERE id = ?)",
+                    (recording_id,),
+                )
+        if not changed:
+            raise NotFound(f"unknown recording id {recording_id}")
+
+    async def get_recording(self, recording_id: int) -> Recording | None:
+        async with self.database.read() as session:
+            row = await session.one(
+                f"SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ?", (recording_id,)
+            )
+        return recording_from_row(row) if row is not None else None
+
+    async def recordings_with_status(self, status: str) -> list[Recording]:
+        """Recordings in one status, oldest first (e.g. `recording` after a crash)."""
+        async with self.database.read() as session:
+            rows = await session.all(
+                f"SELECT {RECORDING_COLUMNS} FROM recordings WHERE status = ?"
+                " ORDER BY started_at, id",
+                (status,),
+            )
+        return [recording_from_row(row) for row in rows]
+
+    async def list_recordings(
+        self,
+        limit: int = 100,
+        offset: int = 0,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        owner_ext: str | None = None,
+        call_id: int | None = None,
+    ) -> list[RecordingListing]:
+        """Recordings with their call, newest first; since <= started_at < until."""
+        if limit < 0 or offset < 0:
+            raise InvalidValue(
+                "limit" if limit < 0 else "offset", "limit and offset must not be negative"
+            )
+        conditions, params = started_between("r.started_at", since, until)
+        if owner_ext is not None:
+            conditions.append("r.owner_ext = ?")
+            params.append(owner_ext)
+        if call_id is not None:
+            conditions.append("r.call_id = ?")
+            params.append(call_id)
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        async with self.database.read() as session:
+            rows = await session.all(
+                f"SELECT {RECORDING_COLUMNS_R}, {CALL_COLUMNS_ALIASED} FROM recordings r"
+                f" JOIN calls c ON c.id = r.call_id{where}"
+                " ORDER BY r.started_at DESC, r.id DESC LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+        return [listing_from_row(row) for row in rows]
+
+    async def add_recording_toggle(
+        self, recording_id: int, at: float, action: str, method: str
+    ) -> None:
+        """Log an on-demand start/stop of a recording and how it was asked for."""
+        if action not in ("start", "stop"):
+            raise InvalidValue("action", f"toggle action must be start or stop, got {action!r}")
+        async with self.database.transaction() as session:
+            await session.execute(
+                "INSERT INTO recording_toggles (recording_id, at, action, method)"
+                " VALUES (?, ?, ?, ?)",
+                (recording_id, at, action, method),
+            )
+
+    async def recording_toggles(self, recording_id: int) -> list[tuple[float, str, str]]:
+        """(at, action, method) of each toggle of a recording, in order."""
+        async with self.database.read() as session:
+            rows = await session.all(
+                "SELECT at, action, method FROM recording_toggles WHERE recording_id = ?"
+                " ORDER BY at, id",
+                (recording_id,),
+            )
+        return [(float(r["at"]), str(r["action"]), str(r["method"])) for r in rows]
+
+    # -- retention -------------------------------------------------------------------------
+
+    async def expired_recordings(self, now: float, limit: int | None = None) -> list[Recording]:
+        """Recordings whose `expires_at <= now` and whose file is still kept, oldest
+        expiry first. A row still `recording` is left alone: its file is open."""
+        async with self.database.read() as session:
+            rows = await session.all(
+                f"SELECT {RECORDING_COLUMNS} FROM recordings"
+                " WHERE expires_at <= ? AND status NOT IN ('purged', 'recording')"
+                " ORDER BY expires_at, id LIMIT ?",
+                (now, -1 if limit is None else limit),
+            )
+        return [recording_from_row(row) for row in rows]
+
+    async def mark_recording_purged(
+        self, recording_id: int, *, at: float, actor: str, detail: str | None = None
+    ) -> bool:
+        """Mark an expired recording `purged` (metadata kept) and audit it, atomically.
+
+        Returns False, changing nothing, if the row is unknown, already purged or not
+        expired at `at` (so nothing unexpired can ever be marked)."""
+        async with self.database.transaction() as session:
+            changed, _ = await session.execute(
+                "UPDATE recordings SET status = 'purged', purged_at = ?"
+                " WHERE id = ? AND expires_at <= ? AND status NOT IN ('purged', 'recording')",
+                (at, recording_id, at),
+            )
+            if changed:
+                await append_audit(
+                    session, actor, "purge", f"recording {recording_id}", at=at, detail=detail
+                )
+        return bool(changed)
+
+    # -- the portal's views ----------------------------------------------------------------
+
+    async def get_visible_recording(
+        self, recording_id: int, scope_ext: str | None
+    ) -> RecordingListing | None:
+        """A recording with its call, None if unknown or not visible to `scope_ext`."""
+        if not 0 < recording_id <= MAX_ROW_ID:
+            return None
+        scope, params = _recording_scope(scope_ext)
+        async with self.database.read() as session:
+            row = await session.one(
+                f"SELECT {RECORDING_COLUMNS_R}, {CALL_COLUMNS_ALIASED} FROM recordings r"
+                f" JOIN calls c ON c.id = r.call_id WHERE r.id = ?{scope}",
+                [recording_id, *params],
+            )
+        return listing_from_row(row) if row is not None else None
+
+    async def recordings_page(
+        self,
+        *,
+        since: float | None,
+        until: float | None,
+        extension: str | None,
+        scope_ext: str | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[RecordingListing], int]:
+        """One page of recordings (with their calls) newest first, and the total."""
+        conditions, params = started_between("r.started_at", since, until)
+        conditions.insert(0, "1 = 1")
+        if extension is not None:
+            conditions.append(f"(r.owner_ext = ? OR {own_call_condition('c')})")
+            params.extend((extension, extension, extension))
+        scope, scope_params = _recording_scope(scope_ext)
+        where = " WHERE " + " AND ".join(conditions) + scope
+        params.extend(scope_params)
+        async with self.database.read() as session:
+            total_row = await session.one(
+                f"SELECT COUNT(*) AS n FROM recordings r JOIN calls c ON c.id = r.call_id{where}",
+                params,
+            )
+            rows = await session.all(
+                f"SELECT {RECORDING_COLUMNS_R}, {CALL_COLUMNS_ALIASED} FROM recordings r"
+                f" JOIN calls c ON c.id = r.call_id{where}"
+                " ORDER BY r.started_at DESC, r.id DESC LIMIT ? OFFSET ?",
+                [*params, limit, offset],
+            )
+        total = int(total_row["n"]) if total_row is not None else 0
+        return [listing_from_row(row) for row in rows], total

@@ -1,0 +1,363 @@
+"""Users and their devices: extensions, names, recording modes, SIP credentials and
+portal passwords.
+
+A user has an extension (2 to 15 digits) and a recording mode that applies to all their
+devices. A device is a SIP URI of one of their phones; its user part may authenticate
+too, so a username (an extension or a device's user part) belongs to one user only,
+which is checked inside the write transaction. SIP passwords are kept only as digest HA1
+values and portal passwords only as argon2 hashes, both made by `accounts.Passwords`.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+from collections.abc import Iterable
+from urllib.parse import unquote
+
+from callrec.policy import RECORDING_MODES
+from storage.accounts import EMAIL, MIN_PORTAL_PASSWORD_LENGTH, Passwords
+from storage.connection import Database, Session
+from storage.errors import Conflict, InvalidValue, NotFound
+from storage.models import Credentials, Device, User
+
+__all__ = ["USER_COLUMNS", "Users", "device_username", "user_from_row"]
+
+_EXTENSION = re.compile(r"[0-9]{2,15}")
+_MAX_NAME_LENGTH = 200
+
+USER_COLUMNS = "id, extension, name, email, recording_mode, realm, ha1_md5, ha1_sha256, created_at"
+_DEVICE_COLUMNS = "id, user_id, uri, username, kind, ha1_md5, ha1_sha256"
+
+
+def device_username(uri: str) -> str | None:
+    """The user part of a sip:/sips: URI (unescaped), None if it has none.
+
+    Raises InvalidValue (field "uri") if `uri` is not a SIP URI with a host.
+    """
+    scheme, colon, rest = uri.strip().partition(":")
+    if not colon or scheme.lower() not in ("sip", "sips"):
+        raise InvalidValue("uri", f"invalid device URI {uri!r}: expected sip:user@host")
+    user_info, at, host_part = rest.rpartition("@")
+    host = re.split(r"[;?]", host_part, maxsplit=1)[0]
+    if not host or any(ch.isspace() for ch in rest):
+        raise InvalidValue("uri", f"invalid device URI {uri!r}: expected sip:user@host")
+    if not at:
+        return None
+    user = unquote(user_info.partition(":")[0])
+    if not user:
+        raise InvalidValue("uri", f"invalid device URI {uri!r}: empty user part")
+    return user
+
+
+def _validate_extension(extension: str) -> str:
+    if not isinstance(extension, str) or not _EXTENSION.fullmatch(extension):
+        raise InvalidValue("extension", f"invalid extension {extension!r}: expected 2 to 15 digits")
+    return extension
+
+
+def _validate_mode(mode: str) -> str:
+    if mode not in RECORDING_MODES:
+        raise InvalidValue(
+            "mode", f"invalid recording mode {mode!r}: expected one of {', '.join(RECORDING_MODES)}"
+        )
+    return mode
+
+
+def _validate_password(password: str) -> str:
+    if not isinstance(password, str) or not password:
+        raise InvalidValue("password", "invalid password: must not be empty")
+    return password
+
+
+def _validate_realm(realm: str) -> str:
+    if not isinstance(realm, str) or not realm or '"' in realm or "\\" in realm:
+        raise InvalidValue("realm", f"invalid realm {realm!r}: must be non-empty, without quotes")
+    return realm
+
+
+def user_from_row(row: sqlite3.Row) -> User:
+    return User(
+        id=row["id"],
+        extension=row["extension"],
+        name=row["name"],
+        email=row["email"],
+        recording_mode=row["recording_mode"],
+        realm=row["realm"],
+        ha1_md5=row["ha1_md5"],
+        ha1_sha256=row["ha1_sha256"],
+        created_at=row["created_at"],
+    )
+
+
+def _device_from_row(row: sqlite3.Row) -> Device:
+    return Device(
+        id=row["id"],
+        user_id=row["user_id"],
+        uri=row["uri"],
+        username=row["username"],
+        kind=row["kind"],
+        ha1_md5=row["ha1_md5"],
+        ha1_sha256=row["ha1_sha256"],
+    )
+
+
+async def _user_or_none(session: Session, extension: str) -> User | None:
+    row = await session.one(f"SELECT {USER_COLUMNS} FROM users WHERE extension = ?", (extension,))
+    return user_from_row(row) if row is not None else None
+
+
+async def _existing_user(session: Session, extension: str) -> User:
+    user = await _user_or_none(session, extension)
+    if user is None:
+        raise NotFound(f"unknown extension {extension}")
+    return user
+
+
+async def _check_username_free(
+    session: Session, username: str, owner_id: int | None, what: str, field: str
+) -> None:
+    """Raise Conflict unless `username` is unused or already belongs to user `owner_id`."""
+    row = await session.one(
+        "SELECT id, extension FROM users WHERE extension = ? AND id IS NOT ?",
+        (username, owner_id),
+    )
+    if row is not None:
+        raise Conflict(f"{what}: {username!r} is the extension of user {row['extension']}", field)
+    row = await session.one(
+        "SELECT u.extension FROM devices d JOIN users u ON u.id = d.user_id"
+        " WHERE d.username = ? AND d.user_id IS NOT ?",
+        (username, owner_id),
+    )
+    if row is not None:
+        raise Conflict(
+            f"{what}: {username!r} is already a device username of user {row['extension']}",
+            field,
+        )
+
+
+class Users:
+    """Users, their devices and credentials."""
+
+    database: Database
+    passwords: Passwords
+
+    def __init__(self, database: Database, passwords: Passwords) -> None:
+        self.database = database
+        self.passwords = passwords
+
+    async def _insert_device(
+        self, session: Session, user: User, uri: str, kind: str, password: str | None, field: str
+    ) -> Device:
+        uri = uri.strip()
+        try:
+            username = device_username(uri)
+        except InvalidValue as exc:
+            raise InvalidValue(field, exc.message) from None
+        if username == user.extension:
+            username = None
+        if not kind:
+            raise InvalidValue("kind", "invalid device kind: must not be empty")
+        if username is not None:
+            await _check_username_free(session, username, user.id, f"device {uri}", field)
+        existing = await session.one(
+            "SELECT 1 FROM devices WHERE user_id = ? AND uri = ?", (user.id, uri)
+        )
+        if existing is not None:
+            raise Conflict(f"device {uri} already belongs to user {user.extension}", field)
+        ha1_md5 = ha1_sha256 = None
+        if username is not None and password is not None:
+            pair = self.passwords.ha1_pair(username, user.realm, password)
+            ha1_md5, ha1_sha256 = pair.md5, pair.sha256
+        _, device_id = await session.execute(
+            "INSERT INTO devices (user_id, uri, username, kind, ha1_md5, ha1_sha256)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (user.id, uri, username, kind, ha1_md5, ha1_sha256),
+        )
+        assert device_id is not None
+        return Device(device_id, user.id, uri, username, kind, ha1_md5, ha1_sha256)
+
+    async def add_user(
+        self,
+        extension: str,
+        name: str,
+        email: str | None = None,
+        mode: str = "on-demand",
+        password: str | None = None,
+        devices: Iterable[str] = (),
+        realm: str = "callrec",
+    ) -> User:
+        """Create a user with its device URIs; HA1 values are kept if a password is given."""
+        _validate_extension(extension)
+        name = name.strip() if isinstance(name, str) else ""
+        if not name or len(name) > _MAX_NAME_LENGTH:
+            raise InvalidValue(
+                "name", f"invalid name for {extension}: 1 to {_MAX_NAME_LENGTH} characters"
+            )
+        if email is not None and not EMAIL.fullmatch(email):
+            raise InvalidValue("email", f"invalid email {email!r} for {extension}")
+        _validate_mode(mode)
+        _validate_realm(realm)
+        if password is not None:
+            _validate_password(password)
+        # A lone string would otherwise be iterated character by character.
+        device_uris = [devices] if isinstance(devices, str) else list(devices)
+        ha1_md5 = ha1_sha256 = None
+        if password is not None:
+            pair = self.passwords.ha1_pair(extension, realm, password)
+            ha1_md5, ha1_sha256 = pair.md5, pair.sha256
+        created_at = time.time()
+        async with self.database.transaction() as session:
+            if await _user_or_none(session, extension) is not None:
+                raise Conflict(f"user {extension} already exists", "extension")
+            await _check_username_free(
+                session, extension, None, f"extension {extension}", "extension"
+            )
+            _, user_id = await session.execute(
+                "INSERT INTO users (extension, name, email, recording_mode, realm, ha1_md5,"
+                " ha1_sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (extension, name, email, mode, realm, ha1_md5, ha1_sha256, created_at),
+            )
+            assert user_id is not None
+            user = User(
+                user_id, extension, name, email, mode, realm, ha1_md5, ha1_sha256, created_at
+            )
+            for uri in device_uris:
+                await self._insert_device(session, user, uri, "phone", password, "devices")
+        return user
+
+    async def add_device(
+        self, extension: str, uri: str, kind: str = "phone", password: str | None = None
+    ) -> Device:
+        """Add a device URI to a user; without `password` its own username cannot log in."""
+        if password is not None:
+            _validate_password(password)
+        async with self.database.transaction() as session:
+            user = await _existing_user(session, extension)
+            return await self._insert_device(session, user, uri, kind, password, "uri")
+
+    async def get_user(self, extension: str) -> User | None:
+        """The user with this extension, or None."""
+        async with self.database.read() as session:
+            return await _user_or_none(session, extension)
+
+    async def get_user_by_id(self, user_id: int) -> User | None:
+        """The user with this row id, or None."""
+        async with self.database.read() as session:
+            row = await session.one(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+        return user_from_row(row) if row is not None else None
+
+    async def find_user_by_auth_username(self, username: str) -> User | None:
+        """The user who authenticates as `username`: their extension or a device username."""
+        credentials = await self.find_credentials(username)
+        return credentials.user if credentials is not None else None
+
+    async def find_credentials(self, username: str) -> Credentials | None:
+        """User, realm and HA1 values for a digest username, or None if nobody has it."""
+        async with self.database.read() as session:
+            user = await _user_or_none(session, username)
+            if user is not None:
+                return Credentials(user, username, user.realm, user.ha1_md5, user.ha1_sha256)
+            row = await session.one(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE username = ? ORDER BY id LIMIT 1",
+                (username,),
+            )
+            if row is None:
+                return None
+            device = _device_from_row(row)
+            owner = await session.one(
+                f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (device.user_id,)
+            )
+        if owner is None:
+            return None
+        user = user_from_row(owner)
+        return Credentials(user, username, user.realm, device.ha1_md5, device.ha1_sha256)
+
+    async def set_mode(self, extension: str, mode: str) -> User:
+        """Change a user's recording mode; returns the updated user."""
+        _validate_mode(mode)
+        async with self.database.transaction() as session:
+            await _existing_user(session, extension)
+            await session.execute(
+                "UPDATE users SET recording_mode = ? WHERE extension = ?", (mode, extension)
+            )
+            return await _existing_user(session, extension)
+
+    async def set_password(self, extension: str, password: str, realm: str = "callrec") -> User:
+        """Replace the HA1 values of a user and of their devices' usernames."""
+        _validate_password(password)
+        _validate_realm(realm)
+        async with self.database.transaction() as session:
+            user = await _existing_user(session, extension)
+            pair = self.passwords.ha1_pair(extension, realm, password)
+            await session.execute(
+                "UPDATE users SET realm = ?, ha1_md5 = ?, ha1_sha256 = ? WHERE id = ?",
+                (realm, pair.md5, pair.sha256, user.id),
+            )
+            for row in await session.all(
+                "SELECT id, username FROM devices WHERE user_id = ? AND username IS NOT NULL",
+                (user.id,),
+            ):
+                device_pair = self.passwords.ha1_pair(row["username"], realm, password)
+                await session.execute(
+                    "UPDATE devices SET ha1_md5 = ?, ha1_sha256 = ? WHERE id = ?",
+                    (device_pair.md5, device_pair.sha256, row["id"]),
+                )
+            return await _existing_user(session, extension)
+
+    async def remove_user(self, extension: str) -> None:
+        """Delete a user with their devices and registrations; call records stay."""
+        async with self.database.transaction() as session:
+            user = await _existing_user(session, extension)
+            # Foreign keys cascade to devices and registrations.
+            await session.execute("DELETE FROM users WHERE id = ?", (user.id,))
+
+    async def list_users(self) -> list[User]:
+        """Every user, by extension."""
+        async with self.database.read() as session:
+            rows = await session.all(
+                f"SELECT {USER_COLUMNS} FROM users ORDER BY length(extension), extension"
+            )
+        return [user_from_row(row) for row in rows]
+
+    async def list_devices(self, extension: str) -> list[Device]:
+        """The devices of a user, in the order they were added."""
+        async with self.database.read() as session:
+            user = await _existing_user(session, extension)
+            rows = await session.all(
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE user_id = ? ORDER BY id",
+                (user.id,),
+            )
+        return [_device_from_row(row) for row in rows]
+
+    # -- portal logins ---------------------------------------------------------------------
+
+    async def set_portal_password(self, extension: str, password: str) -> None:
+        """Set the password a user logs in to the portal with (argon2 hash only)."""
+        if not isinstance(password, str) or len(password) < MIN_PORTAL_PASSWORD_LENGTH:
+            raise InvalidValue(
+                "password",
+                f"portal password must have at least {MIN_PORTAL_PASSWORD_LENGTH} characters",
+            )
+        hashed = await self.passwords.hash(password)
+        async with self.database.transaction() as session:
+            changed, _ = await session.execute(
+                "UPDATE users SET portal_password_hash = ? WHERE extension = ?",
+                (hashed, extension),
+            )
+        if not changed:
+            raise NotFound(f"unknown extension {extension}")
+
+    async def verify_user_password(self, extension: str, password: str) -> User | None:
+        """The user if `password` is their portal password, else None (an unknown
+        extension costs the same argon2 work)."""
+        async with self.database.read() as session:
+            row = await session.one(
+                f"SELECT {USER_COLUMNS}, portal_password_hash FROM users WHERE extension = ?",
+                (extension,),
+            )
+        hashed = row["portal_password_hash"] if row is not None else None
+        if not await self.passwords.verify(str(hashed) if hashed else None, password):
+            return None
+        return user_from_row(row) if row is not None else None

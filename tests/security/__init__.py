@@ -1,0 +1,1 @@
+"""Attack tests against a real callrec serve."""

@@ -1,0 +1,90 @@
+"""Call detail records: create, update, validation, listing."""
+
+from __future__ import annotations
+
+import pytest
+
+from storage.database import StorageError, Store
+
+
+async def test_create_update_get_call(store: Store) -> None:
+    call_id = await store.create_call(
+        sip_call_id="abc@127.0.0.1", direction="inbound", callee_ext="101", started_at=1000.0
+    )
+    call = await store.get_call(call_id)
+    assert call is not None
+    assert (call.disposition, call.recorded, call.duration_s) == (None, False, None)
+    await store.update_call(
+        call_id,
+        answered_at=1002.0,
+        ended_at=1062.5,
+        disposition="answered",
+        sip_status=200,
+        recorded=True,
+    )
+    call = await store.get_call(call_id)
+    assert call is not None
+    assert (call.disposition, call.sip_status, call.recorded) == ("answered", 200, True)
+    assert call.duration_s == pytest.approx(60.5)
+    assert await store.get_call(call_id + 1) is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"direction": "inbound", "started_at": 1.0}, "missing call field"),
+        ({"sip_call_id": "x", "direction": "sideways", "started_at": 1.0}, "direction"),
+        ({"sip_call_id": "x", "direction": "inbound", "started_at": "noon"}, "started_at"),
+        ({"sip_call_id": "x", "direction": "inbound", "started_at": 1.0, "id": 5}, "unknown"),
+        (
+            {"sip_call_id": "x", "direction": "inbound", "started_at": 1.0, "disposition": "ok"},
+            "disposition",
+        ),
+        (
+            {"sip_call_id": "x", "direction": "inbound", "started_at": 1.0, "sip_status": 42},
+            "sip_status",
+        ),
+    ],
+)
+async def test_create_call_validation(
+    store: Store, fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(StorageError, match=message):
+        await store.create_call(**fields)
+
+
+async def test_update_call_rejects_unknown_fields_and_ids(store: Store) -> None:
+    call_id = await store.create_call(sip_call_id="x", direction="inbound", started_at=1.0)
+    with pytest.raises(StorageError, match=r"unknown call field.*bogus"):
+        await store.update_call(call_id, bogus=1)
+    with pytest.raises(StorageError, match="unknown call id"):
+        await store.update_call(call_id + 100, disposition="busy")
+
+
+async def test_list_calls_filters_and_order(store: Store) -> None:
+    rows = [
+        ("c1", "101", "900", 100.0),
+        ("c2", "102", "101", 200.0),
+        ("c3", "102", "900", 300.0),
+        ("c4", "103", "104", 400.0),
+    ]
+    for sip_call_id, caller, callee, started in rows:
+        await store.create_call(
+            sip_call_id=sip_call_id,
+            direction="outbound",
+            caller_ext=caller,
+            callee_ext=callee,
+            started_at=started,
+        )
+
+    async def ids(**filters: object) -> list[str]:
+        return [call.sip_call_id for call in await store.list_calls(**filters)]  # type: ignore[arg-type]
+
+    assert await ids() == ["c4", "c3", "c2", "c1"]
+    assert await ids(limit=2) == ["c4", "c3"]
+    assert await ids(limit=2, offset=2) == ["c2", "c1"]
+    assert await ids(since=200.0) == ["c4", "c3", "c2"]
+    assert await ids(until=300.0) == ["c2", "c1"]
+    assert await ids(since=150.0, until=350.0) == ["c3", "c2"]
+    assert await ids(extension="101") == ["c2", "c1"]
+    assert await ids(extension="102", since=250.0) == ["c3"]
