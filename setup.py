@@ -10,7 +10,11 @@ setup(
     packages=find_packages(
         include=["callrec*", "b2bua*", "media*", "dtmf*", "storage*", "portal*"]
     ),
-    package_data={"media": ["prompts/*.wav"], "portal": ["templates/*", "static/*"]},
+    package_data={
+        "media": ["prompts/*.wav"],
+        # The message catalogues: the .po and the committed .mo (see portal/i18n.py).
+        "portal": ["templates/*", "static/*", "locale/*/LC_MESSAGES/messages.*"],
+    },
     install_requires=[
         "numpy>=1.26",
         "soundfile>=0.12",
@@ -18,6 +22,11 @@ setup(
         "aiohttp>=3.9",
         "jinja2>=3.1",
         "argon2-cffi>=23.1",
+        # Message catalogues, locale dates and numbers (the portal in Dutch and English).
+        "babel>=2.14",
+        "prometheus-client>=0.17",
+        # The event loop of `callrec serve` where it installs ([server] loop = "auto").
+        "uvloop>=0.19; platform_system != 'Windows'",
     ],
     extras_require={
         # The tester's softphone (`callrec phone`); the proxy itself never loads pjsua2.

@@ -24,7 +24,8 @@ safety needs the ``nc`` table, which is memory only. After a restart every phone
 Only credentials that were right move the table, so wrong guesses cannot burn the counts
 of an honest client's nonce.
 
-Client side: `build_authorization` answers a challenge; used by tests and tools.
+Client side: `preferred_challenge` picks the strongest challenge and `build_authorization`
+answers it; used by the benches and the tests, never by the proxy.
 """
 
 from __future__ import annotations
@@ -65,13 +66,6 @@ class Credentials:
 
     ha1_md5: str
     ha1_sha256: str
-
-    @classmethod
-    def from_password(cls, username: str, realm: str, password: str) -> Credentials:
-        return cls(
-            ha1_md5=compute_ha1("MD5", username, realm, password),
-            ha1_sha256=compute_ha1("SHA-256", username, realm, password),
-        )
 
     def ha1_for(self, base_algorithm: str) -> str:
         return self.ha1_sha256 if base_algorithm == "SHA-256" else self.ha1_md5
@@ -340,15 +334,6 @@ class DigestChallenger:
             return None
         (issued,) = _TIMESTAMP.unpack(stamp_and_salt[: _TIMESTAMP.size])
         return float(issued)
-
-    def check_nonce(self, nonce: str, now: float, source: Peer) -> str:
-        """Return "valid", "stale" (ours but expired) or "invalid" (not ours for source)."""
-        issued = self.nonce_issued_at(nonce, source)
-        if issued is None:
-            return "invalid"
-        if not issued - _FUTURE_SLACK <= now < issued + self.nonce_lifetime:
-            return "stale"
-        return "valid"
 
     # -- challenges ----------------------------------------------------------------------
 

@@ -96,7 +96,11 @@ class B2bua:
         self.media = media
         self.host, self.port = config.sip.listen.host, config.sip.listen.port
         self.transport: Any = None
+        self.tls_port: int | None = None  # SIP over TLS, once listening
         self.transactions = TransactionLayer()
+        # An INVITE we could not act on within this (a directory that hung) is refused,
+        # not forwarded: by Timer B (64*T1) a caller without a provisional has given up.
+        self.setup_deadline = 64 * self.transactions.t1
         # A new secret per process: nonces must not outlive the nc table (b2bua.digest).
         self.challenger = DigestChallenger(
             config.sip.realm,
@@ -123,12 +127,16 @@ class B2bua:
         self.counters = Counters()
         self.recordings: CallObserver = observer if observer is not None else NoObserver()
         self._timer: asyncio.TimerHandle | None = None
+        # Per call (by id()): the last CDR write, which waits for the one before it, and
+        # the CDR's creation while it is under way.
         self._cdr_chains: dict[int, asyncio.Task[Any]] = {}
+        self._cdr_creations: dict[int, asyncio.Task[Any]] = {}
         self.accepting_calls = True
         self._parse_error_log = LogLimiter(per_window=20, window_s=10.0)
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
+        from b2bua.tls import tls_settings
         from b2bua.transport import SipTransport, TcpLimits
 
         sip = self.config.sip
@@ -138,11 +146,23 @@ class B2bua:
             idle_timeout=sip.tcp_idle_timeout,
             message_timeout=sip.tcp_message_timeout,
         )
-        self.transport = SipTransport(self.host, self.port, self.on_data, limits)
+        self.transport = SipTransport(
+            self.host, self.port, self.on_data, limits, tls=tls_settings(sip)
+        )
         await self.transport.start()
         self.port = self.transport.port
+        self.tls_port = self.transport.tls_port
+        tls = f", tls on {self.hostport(Peer(self.host, 0, 'tls'))}" if self.tls_port else ""
         self.spawn(self._housekeeping())
-        log.info("listening for SIP on %s:%d (udp, tcp)", self.host, self.port)
+        loop = type(asyncio.get_running_loop())
+        log.info(
+            "listening for SIP on %s:%d (udp, tcp%s), event loop %s (%s)",
+            self.host,
+            self.port,
+            tls,
+            loop.__module__.partition(".")[0],
+            loop.__name__,
+        )
 
     async def _housekeeping(self) -> None:
         """Forget expired registrations now and then (lookups already ignore them);
@@ -265,12 +285,13 @@ class B2bua:
 
     def via(self, peer: Peer) -> str:
         return (
-            f"SIP/2.0/{peer.transport.upper()} {self.hostport()};branch={generate_branch()};rport"
+            f"SIP/2.0/{peer.transport.upper()} {self.hostport(peer)};branch={generate_branch()}"
+            ";rport"
         )
 
     def contact(self, peer: Peer) -> str:
-        transport = ";transport=tcp" if peer.transport == "tcp" else ""
-        return f"<sip:callrec@{self.hostport()}{transport}>"
+        transport = f";transport={peer.transport}" if peer.transport in ("tcp", "tls") else ""
+        return f"<sip:callrec@{self.hostport(peer)}{transport}>"
 
     def media_address(self) -> str:
         return self.config.media.address
@@ -279,7 +300,18 @@ class B2bua:
         self.dialogs[(call_id, local_tag)] = (call, leg)
 
     def call_answered(self, call: Call) -> None:
-        self.recordings.call_answered(call)
+        creation = self._cdr_creations.get(id(call))
+        if creation is None:
+            self.recordings.call_answered(call)
+            return
+
+        # The recorder files the recording under the CDR: let it start once the CDR
+        # exists (it usually does long before the callee answers), unless the call ended.
+        def answered(_: asyncio.Task[Any]) -> None:
+            if call.state == CallState.CONFIRMED:
+                self.recordings.call_answered(call)
+
+        creation.add_done_callback(answered)
 
     def media_changed(self, call: Call, leg: str, sdp: bytes) -> None:
         self.recordings.media_changed(call, leg, sdp)
@@ -298,20 +330,35 @@ class B2bua:
             del self.invite_calls[branch]
 
     def record_cdr(self, call: Call, **fields: object) -> None:
-        self._chain_cdr(call, lambda cdr_id: self.store.update_call(cdr_id, **fields))
+        async def update() -> None:
+            if call.cdr_id is not None:  # None: its creation failed (logged)
+                await self.store.update_call(call.cdr_id, **fields)
 
-    def _chain_cdr(self, call: Call, action: Callable[[int], Awaitable[Any]]) -> None:
+        self._chain_cdr(call, update, "update")
+
+    def _create_cdr(self, call: Call, **fields: object) -> None:
+        """Write the call's CDR in the background: the INVITE goes on without waiting,
+        and the call's later updates (`record_cdr`) are chained after it."""
+
+        async def create() -> None:
+            call.cdr_id = await self.store.create_call(**fields)
+
+        task = self._chain_cdr(call, create, "creation")
+        self._cdr_creations[id(call)] = task
+        task.add_done_callback(lambda _: self._cdr_creations.pop(id(call), None))
+
+    def _chain_cdr(
+        self, call: Call, action: Callable[[], Awaitable[Any]], what: str
+    ) -> asyncio.Task[Any]:
         previous = self._cdr_chains.get(id(call))
 
         async def run() -> None:
             if previous is not None:
                 await asyncio.gather(previous, return_exceptions=True)
-            if call.cdr_id is None:
-                return
             try:
-                await action(call.cdr_id)
-            except Exception as exc:  # the call goes on without its CDR update
-                log.error("call %s: CDR update failed: %s", call.call_id, exc)
+                await action()
+            except Exception as exc:  # the call goes on without its CDR
+                log.error("call %s: CDR %s failed: %s", call.call_id, what, exc)
 
         task = self.spawn(run())
         self._cdr_chains[id(call)] = task
@@ -322,10 +369,16 @@ class B2bua:
                 else None
             )
         )
+        return task
 
-    def hostport(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
+    def hostport(self, peer: Peer | None = None) -> str:
+        """callrec's SIP address; toward a `peer` over TLS, its TLS listening address."""
+        host, port = self.host, self.port
+        if peer is not None and peer.transport == "tls" and self.config.sip.listen_tls:
+            host = self.config.sip.listen_tls.host
+            port = self.tls_port or self.config.sip.listen_tls.port
+        host = f"[{host}]" if ":" in host else host
+        return f"{host}:{port}"
 
     # ------------------------------------------------------------------ requests
     def on_request(self, request: SipRequest, peer: Peer) -> None:
@@ -377,12 +430,19 @@ class B2bua:
         # RFC 3261 9.2: a CANCEL names the INVITE it cancels by that INVITE's server
         # transaction (same branch), not by Call-ID and tags.
         invite = self.transactions.find_invite_server_transaction(cancel)
-        call = self.invite_calls.get(_client_key(invite)[0]) if invite is not None else None
-        if call is None:
+        if invite is None:
             self.send_response(make_response(cancel, 481, to_tag=generate_tag()))
             return
-        self.send_response(make_response(cancel, 200, to_tag=call.a_tag))
-        call.on_cancel()
+        call = self.invite_calls.get(_client_key(invite)[0])
+        if call is not None:
+            self.send_response(make_response(cancel, 200, to_tag=call.a_tag))
+            call.on_cancel()
+            return
+        self.send_response(make_response(cancel, 200, to_tag=generate_tag()))
+        if self.transactions.invite_pending(invite) is not None:
+            # Its set-up is still looking the caller up: end the INVITE here; the set-up
+            # finds it answered and forwards nothing (_still_wanted).
+            self.send_response(make_response(invite, 487, to_tag=generate_tag()))
 
     # ------------------------------------------------------------------ REGISTER
     async def _on_register(self, request: SipRequest, peer: Peer) -> None:
@@ -456,7 +516,7 @@ class B2bua:
             response.headers.set(
                 "Warning", '399 callrec "Too many failed authentications; try again later"'
             )
-            self.send_response(response)
+            self._answer_setup(request, response)
             return None
         result = self.challenger.verify(
             request,
@@ -487,12 +547,24 @@ class B2bua:
                 )
             for lockout in outcome.lockouts:
                 log.warning("%s", lockout.describe(now))
+        if not self._answerable(request):
+            return  # the caller cancelled while its credentials were looked up
         self.counters.auth_challenges += 1
         self.send_response(
             self.challenger.challenge_response(
                 request, time.time(), status, generate_tag(), source=peer, stale=result.stale
             )
         )
+
+    def _answerable(self, request: SipRequest) -> bool:
+        """False for an INVITE that already has its final response (a CANCEL came while
+        its set-up awaited the directory): there is nothing left to answer."""
+        return request.method != "INVITE" or self.transactions.invite_pending(request) is not None
+
+    def _answer_setup(self, request: SipRequest, response: SipResponse) -> None:
+        """Send the final answer to a request whose handling awaited something."""
+        if self._answerable(request):
+            self.send_response(response)
 
     def _dropped(self, request: SipRequest, peer: Peer) -> bool:
         """A new REGISTER or INVITE from a locked-out source that keeps going: no answer."""
@@ -561,7 +633,25 @@ class B2bua:
             )
             response = make_response(request, 503, "Service Unavailable", to_tag=generate_tag())
             response.headers.set("Retry-After", "5")
+            self._answer_setup(request, response)
+
+    def _still_wanted(self, request: SipRequest, to_tag: str) -> bool:
+        """Whether a set-up that awaited something may go on towards the callee: not
+        when the caller cancelled meanwhile (the INVITE has its 487), nor when it waited
+        past `setup_deadline` (then it is refused here, with a 503)."""
+        received_at = self.transactions.invite_pending(request)
+        call_id = request.headers.get("Call-ID")
+        if received_at is None:
+            log.info("call %s: given up by the caller before it was forwarded", call_id)
+            return False
+        waited = time.monotonic() - received_at
+        if waited > self.setup_deadline:
+            log.warning("call %s: not forwarded, its set-up took %.1f s", call_id, waited)
+            response = make_response(request, 503, "Set-up Too Slow", to_tag=to_tag)
+            response.headers.set("Retry-After", "5")
             self.send_response(response)
+            return False
+        return True
 
     async def _route(
         self, request: SipRequest, peer: Peer, from_trunk: bool
@@ -578,7 +668,7 @@ class B2bua:
             prepared = await self._route(request, peer, from_trunk)
 
         await self._unless_directory_fails(request, route())
-        if prepared is None:
+        if prepared is None or not self._still_wanted(request, generate_tag()):
             return
         if not self.accepting_calls:
             self._refuse_shutting_down(request)
@@ -610,25 +700,28 @@ class B2bua:
             )
         except MediaUnavailable as exc:
             log.error("call %s: no media ports: %s", call.call_id, exc)
-            self.send_response(make_response(request, 503, "No Media Ports", to_tag=call.a_tag))
+            self._answer_setup(
+                request, make_response(request, 503, "No Media Ports", to_tag=call.a_tag)
+            )
             self.call_ended(call)
             return
-        try:
-            call.cdr_id = await self.store.create_call(
-                sip_call_id=call.call_id,
-                direction=direction,
-                caller_ext=caller.extension,
-                caller_name=caller.name,
-                callee_ext=callee.extension,
-                callee_name=callee.name,
-                started_at=call.started_at,
-                leg_a_call_id=call.call_id,
-                leg_b_call_id=call.b_call_id,
-            )
-        except Exception as exc:  # the call goes on without a CDR
-            log.error("call %s: CDR not created: %s", call.call_id, exc)
-        if call.cancelled:
+        if call.state == CallState.ENDED or not self._still_wanted(request, call.a_tag):
+            # Cancelled (the call has ended itself) or given up while the ports were opened.
+            call.media.close()
+            self.call_ended(call)
             return
+        self._create_cdr(
+            call,
+            sip_call_id=call.call_id,
+            direction=direction,
+            caller_ext=caller.extension,
+            caller_name=caller.name,
+            callee_ext=callee.extension,
+            callee_name=callee.name,
+            started_at=call.started_at,
+            leg_a_call_id=call.call_id,
+            leg_b_call_id=call.b_call_id,
+        )
         call.start(targets)
 
     def _media_idle(self, call: Call) -> None:
@@ -664,14 +757,15 @@ class B2bua:
         )
         user = await self.store.get_user(dialed) if dialed else None
         if user is None:
-            self.send_response(make_response(request, 404, to_tag=generate_tag()))
+            self._answer_setup(request, make_response(request, 404, to_tag=generate_tag()))
             return None
         # Newest first (the store's order); at most max_contacts forks, whatever is stored.
         bindings = list(await self.store.bindings(user.extension, time.time()))
         bindings = bindings[: self.config.sip.max_contacts]
         if not bindings:
-            self.send_response(
-                make_response(request, 480, "Temporarily Unavailable", to_tag=generate_tag())
+            self._answer_setup(
+                request,
+                make_response(request, 480, "Temporarily Unavailable", to_tag=generate_tag()),
             )
             return None
         targets: list[Target] = []

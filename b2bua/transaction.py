@@ -20,6 +20,21 @@ Choices the RFCs leave open, and the B2BUA's needs:
   64*T1 the TU gets ``TransactionTimeout(timer="L")`` and should send a BYE.
 * Every other retransmission timer (A, E, G) is off on reliable transports, and Timers
   D, I, J and K are zero there.
+* A non-2xx final response to an INVITE (a 407 challenge, a 486...) is retransmitted by
+  Timer G only if a provisional response went out before it. Without one, the client
+  transaction is still in Calling and retransmits the INVITE itself (Timer A), and each
+  retransmission is answered with the same stored response, so a lost response is still
+  recovered. This departs from RFC 3261 §17.2.1 on purpose: an INVITE answered at once
+  (the usual challenge) costs one response per request received, however many requests
+  a flood sends from a spoofed source and however long it leaves them unacknowledged;
+  and a client that has already moved on (re-sent the INVITE with credentials) gets no
+  stray copy of the challenge. With a provisional sent, Timer G runs as the RFC says
+  (at most 10 copies in the 32 s of Timer H at T1 = 0.5 s, T2 = 4 s) until the ACK, which
+  matches the transaction and stops it.
+* A server INVITE transaction remembers when its request arrived (``received_at``);
+  :meth:`TransactionLayer.invite_pending` tells the TU whether the caller may still be
+  waiting for its final response (the transaction lives and has sent none), so a set-up
+  that had to wait (a directory lookup) can check before it forwards anything.
 * The TU answers a CANCEL in its own server transaction and uses
   :meth:`TransactionLayer.find_invite_server_transaction` to find the INVITE it cancels
   (``B2bua._on_cancel``). :func:`make_cancel` builds a CANCEL for a client INVITE
@@ -257,8 +272,10 @@ class _ServerInvite(_Transaction):
     last_response: SipResponse | None = None
     acked = False
     dialog_key: TransactionKey | None = None
+    received_at = 0.0
 
     def start(self, now: float) -> list[Event]:
+        self.received_at = now
         self.start_timer("trying", now + TRYING_DELAY)
         return [RequestReceived(self.request, self.peer)]
 
@@ -277,7 +294,9 @@ class _ServerInvite(_Transaction):
                 self.layer._index_accepted(self)
             elif status >= 300:
                 self.state = State.COMPLETED
-                if not self.peer.reliable:
+                # Without a provisional before it, the client still retransmits the INVITE
+                # and gets this response again each time (see the module docstring).
+                if not self.peer.reliable and self.last_response is not None:
                     self.start_retransmit_timer("G", now, self.layer.t1)
                 self.start_timer("H", now + 64 * self.layer.t1)
             return self.send(response)
@@ -479,6 +498,17 @@ class TransactionLayer:
         key = _server_key(cancel, "INVITE")
         server = self._servers.get(key) if key is not None else None
         return server.request if server is not None else None
+
+    def invite_pending(self, invite: SipRequest) -> float | None:
+        """When ``invite`` arrived, while the caller may still be waiting for its final
+        response: its server transaction lives and has sent no final response (it may
+        have sent 100 Trying). None once it was answered (a 487 after a CANCEL, a
+        challenge...) or its transaction is gone."""
+        key = _server_key(invite, "INVITE")
+        server = self._servers.get(key) if key is not None else None
+        if not isinstance(server, _ServerInvite) or server.state is not State.PROCEEDING:
+            return None
+        return server.received_at
 
     # --- time -------------------------------------------------------------------------
 

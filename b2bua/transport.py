@@ -1,7 +1,19 @@
-"""Thin asyncio SIP transports: UDP datagrams and TCP streams on one listening address.
+"""Thin asyncio SIP transports: UDP datagrams and TCP streams on one listening address,
+and TLS streams on another.
 
 Everything protocol-related happens in the sans-IO layers; this module only moves bytes
 between sockets and a `receive(data, peer)` callback, and keeps TCP within its limits.
+
+TLS (`b2bua.tls.TlsSettings`, from `[sip] tls_*`) is TCP with an SSL context: the same
+connection class, framing, caps and timeouts, with `Peer.transport` "tls". A TLS
+connection counts against the TCP caps from its accept on, while its handshake runs,
+and the handshake must end within `handshake_timeout` or the connection is closed; a
+failed handshake (no client certificate when one is required, a certificate `tls_ca`
+did not sign, plain SIP sent to the TLS port) is logged at most once a second. Handshakes
+run in their own tasks, so a slow one never holds the accept loop. Outgoing TLS (to the
+trunk) verifies the peer's certificate for the host connected to (SNI is that host).
+A connection is found by its `Peer` (address, port and transport): responses and
+requests to a phone go back over the connection it opened, whichever of TCP or TLS.
 
 TCP limits (`TcpLimits`, from `[sip] tcp_*`). Every TCP connection costs a file
 descriptor, and descriptors are shared with the RTP pool, the database and the portal, so
@@ -22,6 +34,10 @@ The UDP path shares none of this: it keeps working when TCP is at its cap.
 
 `ConnectionClock` (when a connection expires) and `admission` (whether to take one) are
 sans-IO and take `now`; `SipTransport` only applies what they decide.
+
+Tasks: the transport owns its background tasks (the accept loop, the expiry loop, and one
+per outgoing TCP connection being set up). `close()` cancels and awaits every one of them,
+so a stopped transport leaves nothing running; a task that fails is logged once.
 """
 
 from __future__ import annotations
@@ -31,14 +47,16 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 from b2bua.message import SipParseError, StreamFramer
 from b2bua.peer import Peer
+from b2bua.tls import TlsSettings
 
 log = logging.getLogger("callrec.transport")
 
@@ -56,6 +74,7 @@ ACCEPT_BACKOFF_MAX_S = 1.0
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # SO_LINGER {on, 0 s}: close() resets the connection and frees it at once (no TIME_WAIT).
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
+STREAM_TRANSPORTS = ("tcp", "tls")
 
 
 class ListenError(OSError):
@@ -64,6 +83,8 @@ class ListenError(OSError):
 
     def __init__(self, host: str, port: int, kind: str, cause: OSError) -> None:
         shown = f"[{host}]" if ":" in host else host
+        if cause.errno is None and isinstance(cause.__cause__, OSError):
+            cause = cause.__cause__  # uvloop raises its own OSError from the socket's
         if cause.errno == errno.EADDRINUSE:
             reason = "address in use"
         elif cause.errno == errno.EADDRNOTAVAIL:
@@ -175,9 +196,13 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         log.debug("udp error: %s", exc)
 
 
-class _TcpConnection(asyncio.Protocol):
-    def __init__(self, owner: SipTransport) -> None:
+class _StreamConnection(asyncio.Protocol):
+    """One TCP or TLS connection (`kind`); for TLS, `connection_made` comes after the
+    handshake."""
+
+    def __init__(self, owner: SipTransport, kind: str) -> None:
         self.owner = owner
+        self.kind = kind
         limits = owner.limits
         self.framer = StreamFramer(limits.max_message_bytes, limits.max_header_bytes)
         self.clock = ConnectionClock(time.monotonic())
@@ -187,7 +212,7 @@ class _TcpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         host, port = transport.get_extra_info("peername")[:2]
-        self.peer = Peer(str(host), int(port), "tcp")
+        self.peer = Peer(str(host), int(port), self.kind)
         self.owner._opened(self)
 
     def data_received(self, data: bytes) -> None:
@@ -220,31 +245,52 @@ class _TcpConnection(asyncio.Protocol):
 
 
 class SipTransport:
-    """Listens for SIP on UDP and TCP at one address and sends to peers on either."""
+    """Listens for SIP on UDP and TCP at one address (and TLS at another when `tls` is
+    given) and sends to peers on any of them."""
 
     def __init__(
-        self, host: str, port: int, receive: Receiver, limits: TcpLimits | None = None
+        self,
+        host: str,
+        port: int,
+        receive: Receiver,
+        limits: TcpLimits | None = None,
+        *,
+        tls: TlsSettings | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.receive = receive
         self.limits = limits if limits is not None else TcpLimits()
+        self.tls = tls
+        self.tls_port: int | None = None
         self.udp: _UdpProtocol | None = None
         self.tcp_listener: socket.socket | None = None
-        self.tcp_connections: dict[tuple[str, int], _TcpConnection] = {}
+        self.tls_listener: socket.socket | None = None
+        # Every stream connection, TCP and TLS, by its peer (address, port, transport).
+        self.tcp_connections: dict[Peer, _StreamConnection] = {}
+        # Connections callrec opened to a peer named otherwise than by the address it
+        # resolved to (the trunk by host name): the name it was asked for.
+        self._outgoing: dict[Peer, _StreamConnection] = {}
         self.per_source: dict[str, int] = {}
+        # TLS connections accepted whose handshake is under way, per source address.
+        self.handshaking: dict[str, int] = {}
         self.refused = 0
         self.accept_failures = 0
-        self._pending_tcp: dict[tuple[str, int], asyncio.Task[None]] = {}
-        self._tcp_backlog: dict[tuple[str, int], list[bytes]] = {}
-        self._tasks: list[asyncio.Task[None]] = []
+        self.handshake_failures = 0
+        self._pending_tcp: dict[Peer, asyncio.Task[None]] = {}
+        self._tcp_backlog: dict[Peer, list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopped = False
         self._refused_log = RateLimitedLog()
         self._accept_error_log = RateLimitedLog()
         self._closed_log = RateLimitedLog()
         self._expired_log = RateLimitedLog()
+        self._handshake_log = RateLimitedLog()
+        self._no_tls_log = RateLimitedLog()
 
     async def start(self) -> None:
-        """Bind UDP then TCP on the same port; ListenError names what could not be bound."""
+        """Bind UDP then TCP on the same port, then TLS on its own; ListenError names
+        what could not be bound."""
         loop = asyncio.get_running_loop()
         try:
             _, protocol = await loop.create_datagram_endpoint(
@@ -266,13 +312,32 @@ class SipTransport:
         except OSError as exc:
             protocol.transport.close()
             raise ListenError(self.host, self.port, "tcp", exc) from exc
-        self._tasks = [
-            loop.create_task(self._accept_forever(self.tcp_listener)),
-            loop.create_task(self._expire_forever()),
-        ]
+        if self.tls is not None:
+            try:
+                self.tls_listener = _listen_tcp(self.tls.host, self.tls.port)
+            except OSError as exc:
+                protocol.transport.close()
+                self.tcp_listener.close()
+                raise ListenError(self.tls.host, self.tls.port, "tls", exc) from exc
+            self.tls_port = int(self.tls_listener.getsockname()[1])
+            self._spawn(self._accept_forever(self.tls_listener, "tls"), "sip-tls-accept")
+        self._spawn(self._accept_forever(self.tcp_listener), "sip-tcp-accept")
+        self._spawn(self._expire_forever(), "sip-tcp-expire")
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        """Run `work` as a task of this transport: `close()` cancels and awaits it."""
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("SIP transport task %s failed", task.get_name(), exc_info=exc)
 
     # ------------------------------------------------------------------ accepting
-    async def _accept_forever(self, listener: socket.socket) -> None:
+    async def _accept_forever(self, listener: socket.socket, kind: str = "tcp") -> None:
         loop = asyncio.get_running_loop()
         backoff = 0.0
         while True:
@@ -295,7 +360,11 @@ class SipTransport:
                 continue
             backoff = 0.0
             host = str(address[0])
-            reason = admission(self.limits, len(self.tcp_connections), self.per_source.get(host, 0))
+            reason = admission(
+                self.limits,
+                len(self.tcp_connections) + sum(self.handshaking.values()),
+                self.per_source.get(host, 0) + self.handshaking.get(host, 0),
+            )
             if reason is not None:
                 self.refused += 1
                 with contextlib.suppress(OSError):
@@ -308,11 +377,54 @@ class SipTransport:
                     )
                 continue
             connection.setblocking(False)
+            if kind == "tls":
+                # Counted from now: a client that never finishes its handshake holds a
+                # descriptor too.
+                self.handshaking[host] = self.handshaking.get(host, 0) + 1
+                self._spawn(self._handshake(connection, host), "sip-tls-handshake")
+                continue
             try:
-                await loop.connect_accepted_socket(lambda: _TcpConnection(self), connection)
+                await loop.connect_accepted_socket(
+                    lambda: _StreamConnection(self, "tcp"), connection
+                )
             except OSError as exc:
                 connection.close()
                 log.debug("tcp connection from %s lost at once: %s", host, exc)
+
+    async def _handshake(self, connection: socket.socket, host: str) -> None:
+        """Take an accepted TLS connection through its handshake, within the timeout."""
+        assert self.tls is not None
+        loop = asyncio.get_running_loop()
+        timeout = self.tls.handshake_timeout
+        try:
+            # wait_for as well: the loop's own handshake timeout does not cover a peer
+            # that stops reading in the middle of it on every event loop.
+            await asyncio.wait_for(
+                loop.connect_accepted_socket(
+                    lambda: _StreamConnection(self, "tls"),
+                    connection,
+                    ssl=self.tls.server,
+                    ssl_handshake_timeout=60,
+                ),
+                61.0,
+            )
+        except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
+            connection.close()
+            self.handshake_failures += 1
+            count = self._handshake_log.note(time.monotonic())
+            if count:
+                log.warning(
+                    "%d TLS handshake(s) failed, latest from %s: %s",
+                    count,
+                    host,
+                    _handshake_error(exc, timeout),
+                )
+        finally:
+            left = self.handshaking.get(host, 1) - 1
+            if left > 0:
+                self.handshaking[host] = left
+            else:
+                self.handshaking.pop(host, None)
 
     async def _expire_forever(self) -> None:
         limits = self.limits
@@ -336,30 +448,32 @@ class SipTransport:
         return closed
 
     # ------------------------------------------------------------------ bookkeeping
-    def _opened(self, connection: _TcpConnection) -> None:
-        assert connection.peer is not None
-        key = (connection.peer.host, connection.peer.port)
-        self.tcp_connections[key] = connection
-        self.per_source[key[0]] = self.per_source.get(key[0], 0) + 1
+    def _opened(self, connection: _StreamConnection) -> None:
+        peer = connection.peer
+        assert peer is not None
+        self.tcp_connections[peer] = connection
+        self.per_source[peer.host] = self.per_source.get(peer.host, 0) + 1
 
-    def _closed(self, connection: _TcpConnection) -> None:
-        if connection.peer is None:
+    def _closed(self, connection: _StreamConnection) -> None:
+        peer = connection.peer
+        if peer is None:
             return
-        key = (connection.peer.host, connection.peer.port)
-        if self.tcp_connections.get(key) is connection:
-            del self.tcp_connections[key]
-            left = self.per_source.get(key[0], 1) - 1
+        for name in [name for name, known in self._outgoing.items() if known is connection]:
+            del self._outgoing[name]
+        if self.tcp_connections.get(peer) is connection:
+            del self.tcp_connections[peer]
+            left = self.per_source.get(peer.host, 1) - 1
             if left > 0:
-                self.per_source[key[0]] = left
+                self.per_source[peer.host] = left
             else:
-                self.per_source.pop(key[0], None)
+                self.per_source.pop(peer.host, None)
 
-    def _dropped(self, connection: _TcpConnection, reason: str, *, quiet: bool = False) -> None:
+    def _dropped(self, connection: _StreamConnection, reason: str, *, quiet: bool = False) -> None:
         if not quiet:
             count = self._closed_log.note(time.monotonic())
             if count:
                 log.warning(
-                    "closed %d TCP connection(s), latest from %s: %s",
+                    "closed %d TCP/TLS connection(s), latest from %s: %s",
                     count,
                     connection.peer,
                     reason,
@@ -370,51 +484,93 @@ class SipTransport:
 
     # ------------------------------------------------------------------ sending
     def send(self, data: bytes, peer: Peer) -> None:
-        if peer.transport == "tcp":
-            self._send_tcp(data, peer)
+        """Send to `peer` over its transport: a datagram, or the stream connection to it
+        (opened first when there is none; what is sent meanwhile waits for it)."""
+        if peer.transport in STREAM_TRANSPORTS:
+            self._send_stream(data, peer)
             return
         if self.udp is not None and self.udp.transport is not None:
             self.udp.transport.sendto(data, (peer.host, peer.port))
 
-    def _send_tcp(self, data: bytes, peer: Peer) -> None:
-        key = (peer.host, peer.port)
-        connection = self.tcp_connections.get(key)
+    def _connection_to(self, peer: Peer) -> _StreamConnection | None:
+        return self.tcp_connections.get(peer) or self._outgoing.get(peer)
+
+    def _send_stream(self, data: bytes, peer: Peer) -> None:
+        connection = self._connection_to(peer)
         if connection is not None:
             connection.send(data)
             return
-        self._tcp_backlog.setdefault(key, []).append(data)
-        if key not in self._pending_tcp:
-            self._pending_tcp[key] = asyncio.get_running_loop().create_task(self._connect(key))
+        if self._stopped:
+            log.debug("not connecting to %s: the transport is closed", peer)
+            return
+        if peer.transport == "tls" and self.tls is None:
+            if self._no_tls_log.note(time.monotonic()):
+                log.warning("cannot send to %s: SIP over TLS is not configured", peer)
+            return
+        self._tcp_backlog.setdefault(peer, []).append(data)
+        if peer not in self._pending_tcp:
+            name = f"sip-{peer.transport}-connect-{peer.host}:{peer.port}"
+            self._pending_tcp[peer] = self._spawn(self._connect(peer), name)
 
-    async def _connect(self, key: tuple[str, int]) -> None:
+    async def _connect(self, peer: Peer) -> None:
         loop = asyncio.get_running_loop()
+        kind = peer.transport
         try:
-            await loop.create_connection(lambda: _TcpConnection(self), key[0], key[1])
-        except OSError as exc:
-            log.warning("tcp connect to %s:%s failed: %s", key[0], key[1], exc)
+            if kind == "tls":
+                assert self.tls is not None
+                _, opened = await asyncio.wait_for(
+                    loop.create_connection(
+                        lambda: _StreamConnection(self, kind),
+                        peer.host,
+                        peer.port,
+                        ssl=self.tls.client,
+                        server_hostname=peer.host,
+                        ssl_handshake_timeout=self.tls.handshake_timeout,
+                    ),
+                    self.tls.handshake_timeout + 5.0,
+                )
+            else:
+                _, opened = await loop.create_connection(
+                    lambda: _StreamConnection(self, kind), peer.host, peer.port
+                )
+            if opened.peer != peer and opened.peer in self.tcp_connections:
+                self._outgoing[peer] = opened
+        except (OSError, ssl.SSLError, TimeoutError) as exc:
+            log.warning("%s connect to %s:%s failed: %s", kind, peer.host, peer.port, exc)
         finally:
-            self._pending_tcp.pop(key, None)
-            backlog = self._tcp_backlog.pop(key, [])
-            connection = self.tcp_connections.get(key)
+            self._pending_tcp.pop(peer, None)
+            backlog = self._tcp_backlog.pop(peer, [])
+            connection = self._connection_to(peer)
             if connection is not None:
                 for data in backlog:
                     connection.send(data)
 
     async def close(self) -> None:
-        for task in self._tasks:
+        """Stop listening, end every task of the transport and close its connections."""
+        self._stopped = True
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tasks = []
+        # Failures were logged by _task_done; here only their end matters.
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.udp is not None and self.udp.transport is not None:
             self.udp.transport.close()
-        if self.tcp_listener is not None:
-            self.tcp_listener.close()
-            self.tcp_listener = None
+        for listener in (self.tcp_listener, self.tls_listener):
+            if listener is not None:
+                listener.close()
+        self.tcp_listener = self.tls_listener = None
         for connection in list(self.tcp_connections.values()):
             if connection.transport is not None:
                 connection.transport.close()
+
+
+def _handshake_error(exc: BaseException, timeout: float) -> str:
+    """What went wrong in a TLS handshake, in a few words."""
+    if isinstance(exc, TimeoutError) or "taking longer" in str(exc):
+        return f"not completed within {timeout:g} s (tls_handshake_timeout)"
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.replace("_", " ").lower()
+    return str(exc) or type(exc).__name__
 
 
 def _listen_tcp(host: str, port: int) -> socket.socket:

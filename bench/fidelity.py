@@ -61,7 +61,7 @@ import numpy as np
 import numpy.typing as npt
 import soundfile as sf
 
-from b2bua.digest import build_authorization
+from b2bua.digest import build_authorization, preferred_challenge
 from b2bua.message import (
     Headers,
     SipRequest,
@@ -365,7 +365,7 @@ class Phone:
             if answer.status in (401, 407):
                 sip.send(self._ack(sip, invite, answer), self.proxy_peer)
                 header = "Proxy-Authenticate" if answer.status == 407 else "WWW-Authenticate"
-                challenge = answer.headers.get(header) or ""
+                challenge = preferred_challenge(answer.headers.get_all(header))
                 invite = self._request(sip, "INVITE", self.uri, 2, to, generate_branch())
                 invite.headers.set("Content-Type", "application/sdp")
                 invite.body = sdp_offer(rtp_port)

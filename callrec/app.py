@@ -20,17 +20,17 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from b2bua.call import CallState
 from b2bua.server import B2bua
-from b2bua.services import MediaUnavailable
 from b2bua.transport import ListenError
 from callrec.config import Config
+from callrec.directory import CachedDirectory
 from callrec.recording.manager import RecordingManager
 from callrec.services.export import fail_interrupted_exports
 from callrec.services.retention import RetentionTask
-from media.ports import PortAllocator
-from media.relay import MediaSession
-from media.rtp import MediaError
+from callrec.workers import RemoteMedia, WorkerPool
 from portal.app import start_portal
+from portal.metrics import MetricsSource
 from storage.database import Store
 from storage.errors import EmptyDatabase, StorageError
 from storage.files import RecordingFiles
@@ -41,34 +41,22 @@ log = logging.getLogger("callrec.app")
 Spawn = Callable[[Coroutine[Any, Any, Any]], "asyncio.Task[Any]"]
 
 
-class RelayFactory:
-    """Opens one `MediaSession` per call on the configured address and port range."""
+# RFC 3326: the BYE says why callrec ends a call whose media worker died.
+WORKER_LOST_REASON = 'SIP ;cause=500 ;text="media worker lost"'
 
-    def __init__(self, config: Config) -> None:
-        media = config.media
-        self.address = media.address
-        self.silence_timeout = media.rtp_timeout
-        self.idle_timeout = media.hangup_after_silence or None
-        self.nat = media.nat
-        self.latch_window = media.latch_window
-        self.ports = PortAllocator(media.rtp_port_first, media.rtp_port_last)
 
-    async def open(
-        self, *, on_silence: Callable[[str], None], on_idle: Callable[[], None]
-    ) -> MediaSession:
-        try:
-            return await MediaSession.create(
-                self.ports,
-                self.address,
-                silence_timeout=self.silence_timeout,
-                on_silence=on_silence,
-                idle_timeout=self.idle_timeout,
-                on_idle=on_idle,
-                nat=self.nat,
-                latch_window=self.latch_window,
-            )
-        except (MediaError, OSError) as exc:
-            raise MediaUnavailable(str(exc)) from exc
+def end_calls_of_lost_worker(b2bua: B2bua, lost: list[RemoteMedia]) -> None:
+    """A media worker died with these sessions: end their calls (BYE with a Reason to
+    both legs when answered, CANCEL/487 while set up) and mark their call records.
+    Their recordings come back to the recording manager as lost, to be repaired."""
+    gone = set(lost)
+    for call in list(b2bua.calls):
+        if call.media not in gone:
+            continue
+        answered = call.state == CallState.CONFIRMED
+        log.warning("call %s: its media worker was lost; ending the call", call.call_id)
+        call.hang_up(reason=WORKER_LOST_REASON)
+        b2bua.record_cdr(call, disposition="interrupted" if answered else "failed")
 
 
 def _shown(path: Path) -> str:
@@ -196,9 +184,13 @@ async def serve(config: Config, *, init: bool = False) -> None:
 async def _run(config: Config, store: Store, spawn: Spawn) -> None:
     """Start every part with `spawn` for its background work, serve until signalled,
     then stop in order: the portal, new calls, the calls in progress (their records
-    written), the recordings (filed). The task group cancels the rest."""
+    written), the recordings (filed), the media workers. The task group cancels the
+    rest."""
     recordings = RecordingManager(config, store, spawn=spawn)
-    b2bua = B2bua(config, store, RelayFactory(config), recordings, spawn=spawn)
+    media = WorkerPool.from_config(config, spawn=spawn)
+    directory = CachedDirectory(store, spawn=spawn)  # users and credentials from memory
+    b2bua = B2bua(config, directory, media, recordings, spawn=spawn)
+    media.on_lost = functools.partial(end_calls_of_lost_worker, b2bua)
     await recordings.refresh_settings()
     recovered = await recordings.recover()
     if recovered:
@@ -208,24 +200,33 @@ async def _run(config: Config, store: Store, spawn: Spawn) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    metrics = MetricsSource(
+        workers=media.worker_status,
+        restarts=lambda: media.restarts,
+        calls_active=lambda: len(b2bua.calls),
+    )
     try:
-        await b2bua.start()
-        recordings.start()
-        spawn(RetentionTask(store, RecordingFiles(config.storage.dir)).run_forever())
-        listen = config.portal.listen
+        await media.start()
         try:
-            portal = await start_portal(config, store, spawn=spawn)
-        except OSError as exc:
-            raise ListenError(listen.host, listen.port, "tcp", exc) from exc
-        try:
-            print(
-                f"callrec serving SIP on {b2bua.hostport()} (udp, tcp), portal on {portal.url}",
-                flush=True,
-            )
-            await stop.wait()
-            log.info("shutting down")
+            await b2bua.start()
+            recordings.start()
+            spawn(RetentionTask(store, RecordingFiles(config.storage.dir)).run_forever())
+            listen = config.portal.listen
+            try:
+                portal = await start_portal(config, store, spawn=spawn, metrics=metrics)
+            except OSError as exc:
+                raise ListenError(listen.host, listen.port, "tcp", exc) from exc
+            try:
+                print(
+                    f"callrec serving SIP on {b2bua.hostport()} (udp, tcp), portal on {portal.url}",
+                    flush=True,
+                )
+                await stop.wait()
+                log.info("shutting down")
+            finally:
+                await portal.stop()
         finally:
-            await portal.stop()
+            await b2bua.stop()
+            await recordings.stop()
     finally:
-        await b2bua.stop()
-        await recordings.stop()
+        await media.stop()

@@ -467,13 +467,33 @@ class _ServerUnavailable(Exception):
     """callrec.app (or something it needs) is missing."""
 
 
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `[server] loop` asks for: uvloop's for "uvloop", and for "auto"
+    when it is installed; None (asyncio's own) otherwise. ConfigError if "uvloop" is
+    asked for and missing."""
+    if choice == "asyncio":
+        return None
+    try:
+        uvloop: Any = importlib.import_module("uvloop")
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(
+                "[server] loop: uvloop is not installed (pip install uvloop)"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
 def _serve(config: Config, *, init: bool = False) -> None:
     # Imported late: the server pulls in the whole stack, the admin commands need none.
     try:
         server: Any = importlib.import_module("callrec.app")
     except ImportError as exc:
         raise _ServerUnavailable(f"the server cannot be loaded: {exc}") from exc
-    asyncio.run(server.serve(config, init=init))
+    # The SIP side logs the loop it runs on when it starts listening.
+    with asyncio.Runner(loop_factory=event_loop_factory(config.server.loop)) as runner:
+        runner.run(server.serve(config, init=init))
 
 
 PHONE_INSTALL_HINT = (

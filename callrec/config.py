@@ -9,10 +9,12 @@ reported as one `ConfigError` line naming the section and key.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
+import ssl
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,9 @@ from callrec.policy import (
     ANNOUNCEMENTS,
     CHANNELS,
     DEFAULT_FEATURE_CODE,
+    DEFAULT_LANGUAGE,
     DEFAULT_RETENTION_DAYS,
+    DEFAULT_TIMEZONE,
     FORMATS,
     PAUSED_MODES,
     RETENTION_MAX_DAYS,
@@ -28,6 +32,8 @@ from callrec.policy import (
     FeatureCode,
     PolicyError,
     RecordingSettings,
+    parse_language,
+    parse_timezone,
 )
 
 __all__ = [
@@ -38,6 +44,7 @@ __all__ = [
     "PortalConfig",
     "RecordingConfig",
     "RetentionConfig",
+    "ServerConfig",
     "SipConfig",
     "SmtpConfig",
     "StorageConfig",
@@ -84,7 +91,9 @@ class SipConfig:
     listen: HostPort
     realm: str
     user_agent: str
-    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")
+    # One MD5 challenge by default: SIPp, baresip and most deployed phones answer only the
+    # first challenge and only MD5. ("SHA-256", "MD5") offers both, SHA-256 first.
+    digest_algorithms: tuple[str, ...] = ("MD5",)
     nonce_lifetime: float = 60.0
     auth_max_failures: int = 10
     auth_failure_window: float = 60.0
@@ -96,6 +105,23 @@ class SipConfig:
     tcp_max_per_source: int = 200
     tcp_idle_timeout: float = 60.0
     tcp_message_timeout: float = 10.0
+    # SIP over TLS: on when `tls_certificate` is set; `listen_tls` defaults to port 5061 on
+    # the host of `listen`. `tls_key` may be left out when the certificate file holds the
+    # key; `tls_ca` verifies client certificates (`tls_client_certificates` "optional" or
+    # "required") and the trunk's (the system store when unset). A TLS connection must
+    # finish its handshake within `tls_handshake_timeout` seconds; the tcp_* caps and
+    # timeouts count TLS connections too.
+    listen_tls: HostPort | None = None
+    tls_certificate: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    tls_client_certificates: str = "none"
+    tls_handshake_timeout: float = 10.0
+
+    @property
+    def tls(self) -> bool:
+        """Whether callrec listens for SIP over TLS."""
+        return self.tls_certificate is not None
 
 
 @dataclass(frozen=True)
@@ -103,7 +129,8 @@ class TrunkConfig:
     """[trunk]: the SIP trunk calls go out to, and who is taken for it.
 
     A request is from the trunk (no digest; routed to a user) when it arrives over the
-    trunk's `transport` (udp unless the URI says `;transport=tcp`) from the URI's host
+    trunk's `transport` (udp unless the URI says `;transport=tcp` or `;transport=tls`;
+    tls for a `sips:` URI) from the URI's host
     and port, or over that same transport from any port of a `trusted` host. Over the
     other transport, even from those addresses, it is a phone's: challenged.
 
@@ -140,6 +167,9 @@ class MediaConfig:
     # of its SDP (or of the answer).
     nat: bool = True
     latch_window: float = 3.0
+    # Media worker processes (relay and recording), each with a slice of the port range;
+    # the file's default is one per core.
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -191,11 +221,17 @@ class RetentionConfig:
 class PortalConfig:
     """[portal]: where the web portal and REST API listen, the base URL put in mailed
     links (`public_url`, default http://<listen>) and the link-signing `secret` (None:
-    a random one persisted in the store)."""
+    a random one persisted in the store). `language` ("en" or "nl") and `timezone` (an
+    IANA name) are the defaults of the stored settings of the same names: the language
+    of the portal, the mails and the spoken notice, and the zone times are shown in."""
 
     listen: HostPort
     public_url: str | None = None
     secret: str | None = None
+    # Serve Prometheus metrics (no login) at /metrics.
+    metrics: bool = False
+    language: str = DEFAULT_LANGUAGE
+    timezone: str = DEFAULT_TIMEZONE
 
     @property
     def base_url(self) -> str:
@@ -218,6 +254,14 @@ class SmtpConfig:
 
 
 @dataclass(frozen=True)
+class ServerConfig:
+    """[server]: how the `callrec serve` process runs. `loop`: the asyncio event loop,
+    "uvloop" (required), "asyncio" (the standard one) or "auto" (uvloop when installed)."""
+
+    loop: str = "auto"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; `source` is the file it came from (None: defaults)."""
 
@@ -229,6 +273,7 @@ class Config:
     retention: RetentionConfig
     portal: PortalConfig
     smtp: SmtpConfig
+    server: ServerConfig = ServerConfig()
     source: Path | None = None
 
     @property
@@ -243,6 +288,8 @@ class Config:
             format=recording.format,
             paused=recording.paused,
             swallow_feature_code=recording.swallow_feature_code,
+            language=self.portal.language,
+            timezone=self.portal.timezone,
         )
 
 
@@ -253,6 +300,12 @@ _HOSTNAME = re.compile(
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 # [trunk] identity: which header asserts the caller toward the trunk.
 TRUNK_IDENTITY_MODES = ("from", "pai")
+# [server] loop: which asyncio event loop `callrec serve` runs on.
+EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+# [sip] tls_client_certificates: whether phones must show a certificate tls_ca signed.
+TLS_CLIENT_CERTIFICATES = ("none", "optional", "required")
+SIP_TLS_PORT = 5061
+MAX_MEDIA_WORKERS = 256
 
 
 def _show(value: object) -> str:
@@ -397,7 +450,9 @@ class _TrunkUri:
 
 def _trunk_uri(value: object) -> _TrunkUri:
     text = _string(value)
-    expected = f"expected 'sip:HOST[:PORT][;transport=udp|tcp]', got {text!r}"
+    expected = (
+        f"expected 'sip:HOST[:PORT][;transport=udp|tcp|tls]' or 'sips:HOST[:PORT]', got {text!r}"
+    )
     match = re.fullmatch(
         r"(?i)(sips?):(?:[^@\s]+@)?(\[[^\]]+\]|[^:;?\s\[\]@]+)(?::(\d{1,5}))?((?:;[^;?\s]*)*)",
         text.strip(),
@@ -424,8 +479,13 @@ def _trunk_uri(value: object) -> _TrunkUri:
         name, _, param_value = param.partition("=")
         if name.lower() == "transport":
             transport = param_value.lower()
-    if transport not in ("udp", "tcp") and not (secure and transport in ("tcp", "tls")):
-        raise _Invalid(f"transport must be udp or tcp, got {text!r}")
+    if secure:
+        # RFC 5630: a sips: URI is TLS on every hop; ";transport=tcp" means TLS over TCP.
+        if transport not in ("tcp", "tls"):
+            raise _Invalid(f"a sips: URI goes over TLS, not {transport}, got {text!r}")
+        transport = "tls"
+    elif transport not in ("udp", "tcp", "tls"):
+        raise _Invalid(f"transport must be udp, tcp or tls, got {text!r}")
     return _TrunkUri(text.strip(), host, port, transport)
 
 
@@ -462,7 +522,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "listen": ("127.0.0.1:5060", lambda v, _: _host_port(v)),
         "realm": ("callrec", lambda v, _: _realm(v)),
         "user_agent": ("callrec", lambda v, _: _nonempty(v)),
-        "digest_algorithms": (["SHA-256", "MD5"], lambda v, _: _digest_algorithms(v)),
+        "digest_algorithms": (["MD5"], lambda v, _: _digest_algorithms(v)),
         "nonce_lifetime": (60.0, lambda v, _: _seconds(v, 5, 3600, "seconds (a number 5-3600)")),
         "auth_max_failures": (10, lambda v, _: _integer(v, 1, 1000)),
         "auth_failure_window": (60.0, lambda v, _: _timeout(v)),
@@ -472,6 +532,12 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "tcp_max_per_source": (200, lambda v, _: _integer(v, 1, 1_000_000)),
         "tcp_idle_timeout": (60.0, lambda v, _: _seconds(v, 0.1, 3600, "seconds (0.1-3600)")),
         "tcp_message_timeout": (10.0, lambda v, _: _seconds(v, 0.1, 600, "seconds (0.1-600)")),
+        "listen_tls": (None, lambda v, _: _host_port(v)),
+        "tls_certificate": (None, lambda v, base: _readable_file(v, base)),
+        "tls_key": (None, lambda v, base: _readable_file(v, base)),
+        "tls_ca": (None, lambda v, base: _readable_file(v, base)),
+        "tls_client_certificates": ("none", lambda v, _: _choice(v, TLS_CLIENT_CERTIFICATES)),
+        "tls_handshake_timeout": (10.0, lambda v, _: _seconds(v, 0.1, 600, "seconds (0.1-600)")),
     },
     "trunk": {
         "uri": ("sip:127.0.0.1:5080", lambda v, _: _trunk_uri(v)),
@@ -486,6 +552,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "hangup_after_silence": (120.0, lambda v, _: _optional_timeout(v)),
         "nat": (True, lambda v, _: _boolean(v)),
         "latch_window": (3.0, lambda v, _: _seconds(v, 0.5, 30, "seconds between 0.5 and 30")),
+        "workers": (None, lambda v, _: _integer(v, 1, MAX_MEDIA_WORKERS)),
     },
     "recording": {
         "channels": ("mono", lambda v, _: _choice(v, CHANNELS)),
@@ -510,6 +577,12 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "listen": ("127.0.0.1:8080", lambda v, _: _host_port(v)),
         "public_url": (None, lambda v, _: _http_url(v)),
         "secret": (None, lambda v, _: _secret(v)),
+        "metrics": (False, lambda v, _: _boolean(v)),
+        "language": (DEFAULT_LANGUAGE, lambda v, _: parse_language(_string(v))),
+        "timezone": (DEFAULT_TIMEZONE, lambda v, _: parse_timezone(_string(v))),
+    },
+    "server": {
+        "loop": ("auto", lambda v, _: _choice(v, EVENT_LOOPS)),
     },
     "smtp": {
         "host": ("127.0.0.1", lambda v, _: _host(_nonempty(v))),
@@ -598,7 +671,7 @@ def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Conf
     trunk_uri: _TrunkUri = values["trunk"]["uri"]
     rtp_first, rtp_last = values["media"]["rtp_ports"]
     return Config(
-        sip=SipConfig(**values["sip"]),
+        sip=_sip_tls(SipConfig(**values["sip"]), trunk_uri),
         trunk=TrunkConfig(
             uri=trunk_uri.uri,
             host=trunk_uri.host,
@@ -616,14 +689,98 @@ def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Conf
             hangup_after_silence=values["media"]["hangup_after_silence"],
             nat=values["media"]["nat"],
             latch_window=values["media"]["latch_window"],
+            workers=_media_workers(values["media"]["workers"], rtp_first, rtp_last),
         ),
         recording=RecordingConfig(**values["recording"]),
         storage=StorageConfig(**values["storage"]),
         retention=RetentionConfig(**values["retention"]),
         portal=PortalConfig(**values["portal"]),
         smtp=SmtpConfig(**values["smtp"]),
+        server=ServerConfig(**values["server"]),
         source=source,
     )
+
+
+def _readable_file(value: object, base: Path) -> Path:
+    path = Path(_nonempty(value)).expanduser()
+    if not path.is_absolute():
+        path = base / path
+    try:
+        with path.open("rb") as file:
+            file.read(1)
+    except OSError as exc:
+        raise _Invalid(f"cannot read {str(path)!r}: {exc.strerror or exc}") from None
+    return path.resolve()
+
+
+def _sip_tls(sip: SipConfig, trunk: _TrunkUri) -> SipConfig:
+    """[sip] tls_* checked together (files that hold what they should, a key that
+    matches the certificate), with `listen_tls` defaulted; SIP over TLS toward the trunk
+    needs them, since the trunk sends its requests to callrec's TLS port."""
+    if sip.tls_certificate is None:
+        for key in ("listen_tls", "tls_key", "tls_ca"):
+            if getattr(sip, key) is not None:
+                raise ConfigError(f"[sip] {key}: needs tls_certificate (TLS is off without it)")
+        if sip.tls_client_certificates != "none":
+            raise ConfigError("[sip] tls_client_certificates: needs tls_certificate and tls_ca")
+        if trunk.transport == "tls":
+            raise ConfigError(
+                f"[trunk] uri: {trunk.uri!r} is over TLS, which needs [sip] tls_certificate"
+                " (and tls_key): callrec must listen on TLS for the trunk's requests"
+            )
+        return sip
+    _check_certificates(sip.tls_certificate, "tls_certificate")
+    if sip.tls_ca is not None:
+        _check_certificates(sip.tls_ca, "tls_ca")
+    elif sip.tls_client_certificates != "none":
+        raise ConfigError(
+            f"[sip] tls_client_certificates: {sip.tls_client_certificates!r} needs tls_ca"
+            " (the CA that signs the phones' certificates)"
+        )
+    try:
+        # A password callback that gives none: an encrypted key fails here, no prompt.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            sip.tls_certificate, sip.tls_key, password=lambda: b""
+        )
+    except (ssl.SSLError, OSError) as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            raise ConfigError(
+                f"[sip] tls_key: {str(sip.tls_key)!r} does not match the certificate"
+                f" {str(sip.tls_certificate)!r}"
+            ) from None
+        where = "tls_key" if sip.tls_key is not None else "tls_certificate"
+        shown = sip.tls_key if sip.tls_key is not None else sip.tls_certificate
+        raise ConfigError(
+            f"[sip] {where}: no usable private key in {str(shown)!r} (PEM, not encrypted"
+            f"{'' if sip.tls_key is not None else '; or set tls_key'}): {exc}"
+        ) from None
+    listen_tls = sip.listen_tls or HostPort(sip.listen.host, SIP_TLS_PORT)
+    if listen_tls == sip.listen:
+        raise ConfigError(
+            f"[sip] listen_tls: {listen_tls} is also [sip] listen (TCP): give TLS its own port"
+        )
+    return replace(sip, listen_tls=listen_tls)
+
+
+def _check_certificates(path: Path, key: str) -> None:
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(f"[sip] {key}: no PEM certificate in {str(path)!r}: {exc}") from None
+
+
+def _media_workers(workers: int | None, rtp_first: int, rtp_last: int) -> int:
+    """[media] workers, checked against the port range: each worker needs two port
+    pairs (one call). Unset: one per core, as many as the range allows."""
+    pairs = (rtp_last - rtp_first + 1) // 2
+    if workers is None:
+        return max(1, min(os.cpu_count() or 1, pairs // 2))
+    if pairs < 2 * workers:
+        raise ConfigError(
+            f"[media] workers: {workers} workers need at least {4 * workers} RTP ports"
+            f" (two pairs each); rtp_ports {rtp_first}-{rtp_last} holds {pairs} pair(s)"
+        )
+    return workers
 
 
 def load_config(path: str | Path | None) -> Config:

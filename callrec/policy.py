@@ -4,10 +4,12 @@ Everything that decides what callrec allows lives here, and only here: the recor
 modes and the mode of a new user; the on-demand feature code (`*` plus one digit);
 retention (30..365 days, the portal slider's steps, the 180 days a bulk download needs,
 the 7-day export link); the choices of channels, format, announcement and paused
-audio; the organisation-wide settings the portal and the CLI may change; and
-`RecordingSettings`, the settings in force.
+audio; the languages people are addressed in and the time zone they read times in; the
+organisation-wide settings the portal and the CLI may change; and `RecordingSettings`,
+the settings in force.
 
-This module does no I/O and imports nothing of the project (an import-linter contract
+This module does no I/O (beyond the time zone names of the system's tz database, read
+once) and imports nothing of the project (an import-linter contract
 keeps it so). Every refusal is a `PolicyError`, a ValueError that names the setting
 (`field`) and says in one line what is allowed.
 """
@@ -15,21 +17,28 @@ keeps it so). Every refusal is a `PolicyError`, a ValueError that names the sett
 from __future__ import annotations
 
 import enum
+import functools
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import PurePath
 from typing import Any, Final
 
 __all__ = [
     "ANNOUNCEMENTS",
+    "ANNOUNCEMENT_FILE",
     "BULK_DOWNLOAD_MIN_RETENTION_DAYS",
     "CHANNELS",
     "DEFAULT_FEATURE_CODE",
+    "DEFAULT_LANGUAGE",
     "DEFAULT_RECORDING_MODE",
     "DEFAULT_RETENTION_DAYS",
+    "DEFAULT_TIMEZONE",
     "EXPORT_LINK_LIFETIME_S",
     "FEATURE_CODE_PATTERN",
     "FORMATS",
+    "LANGUAGES",
     "PAUSED_MODES",
     "RECORDING_MODES",
     "RETENTION_MAX_DAYS",
@@ -46,9 +55,13 @@ __all__ = [
     "SettingKey",
     "UnknownSetting",
     "bulk_download_allowed",
+    "check_settings",
     "parse_choice",
+    "parse_language",
     "parse_retention_days",
     "parse_setting",
+    "parse_switch",
+    "parse_timezone",
 ]
 
 
@@ -88,6 +101,11 @@ class SettingKey(enum.StrEnum):
     RETENTION_DAYS = "retention_days"
     ANNOUNCEMENT = "announcement"
     CHANNELS = "channels"
+    LANGUAGE = "language"
+    TIMEZONE = "timezone"
+    # Whether the organisation's admins may order a month's ZIP ("on"/"off"); "on" only
+    # with a retention of BULK_DOWNLOAD_MIN_RETENTION_DAYS or more (`check_settings`).
+    BULK_DOWNLOAD = "bulk_download"
 
 
 SETTINGS_KEYS: Final[tuple[str, ...]] = tuple(key.value for key in SettingKey)
@@ -206,17 +224,84 @@ def parse_retention_days(value: object) -> int:
 
 
 def bulk_download_allowed(retention_days: int) -> bool:
+    """Whether an organisation keeping recordings this long may switch bulk download on."""
     return retention_days >= BULK_DOWNLOAD_MIN_RETENTION_DAYS
+
+
+_SWITCH_ON = ("on", "true", "yes", "1")
+_SWITCH_OFF = ("off", "false", "no", "0")
+
+
+def parse_switch(field: str, value: object) -> str:
+    """"on" or "off" from a switch's value (on/off, true/false, yes/no, 1/0, a bool);
+    raises InvalidChoice."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    text = value.strip().lower() if isinstance(value, str) else None
+    if text in _SWITCH_ON:
+        return "on"
+    if text in _SWITCH_OFF:
+        return "off"
+    raise InvalidChoice(field, f"{field} must be 'on' or 'off', got {value!r}")
+
+
+def check_settings(settings: RecordingSettings) -> None:
+    """The rules between settings, for a set of settings about to be stored: bulk
+    download needs a retention of BULK_DOWNLOAD_MIN_RETENTION_DAYS or more (switching it
+    on with less, or lowering the retention while it is on, is refused). Raises
+    InvalidChoice naming the setting."""
+    if settings.bulk_download and not bulk_download_allowed(settings.retention_days):
+        raise InvalidChoice(
+            SettingKey.BULK_DOWNLOAD,
+            f"bulk download needs a retention of {BULK_DOWNLOAD_MIN_RETENTION_DAYS} days or"
+            f" more (it would be {settings.retention_days}); switch it off first or keep"
+            " recordings longer",
+        )
 
 
 # -- fixed choices ---------------------------------------------------------------------
 
 CHANNELS: Final = ("mono", "stereo")
 FORMATS: Final = ("wav", "flac")
-# The announcement keywords; the config file may also name a WAV file.
+# The announcement keywords; the config file may also name a WAV file. "default" is the
+# shipped spoken notice in the language in force.
 ANNOUNCEMENTS: Final = ("default", "beep", "none")
+# The stored announcement that means "the WAV file the config names": choosing it in the
+# portal or the API goes back to the config's file, and a path never leaves the server.
+ANNOUNCEMENT_FILE: Final = "file"
 # What an on-demand recording holds while paused: nothing, or silence of the same length.
 PAUSED_MODES: Final = ("skip", "silence")
+
+
+# -- language and time zone --------------------------------------------------------------
+
+# The languages of the portal, the mails and the shipped notice (ISO 639-1 codes).
+LANGUAGES: Final = ("en", "nl")
+DEFAULT_LANGUAGE: Final = "en"
+# Times are stored in UTC and shown in this IANA zone unless a setting says otherwise.
+DEFAULT_TIMEZONE: Final = "UTC"
+
+
+def parse_language(value: object, field: str = "language") -> str:
+    """One of LANGUAGES (case and blanks ignored); raises InvalidChoice."""
+    text = value.strip().lower() if isinstance(value, str) else value
+    return parse_choice(field, text, LANGUAGES)
+
+
+@functools.cache
+def _timezone_names() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+def parse_timezone(value: object, field: str = "timezone") -> str:
+    """An IANA time zone name of the system's tz database ("Europe/Amsterdam", "UTC");
+    raises InvalidChoice."""
+    text = value.strip() if isinstance(value, str) else None
+    if text is None or text not in _timezone_names():
+        raise InvalidChoice(
+            field, f"{field} must be an IANA time zone such as 'Europe/Amsterdam', got {value!r}"
+        )
+    return text
 
 
 def parse_choice(field: str, value: object, choices: tuple[str, ...]) -> str:
@@ -238,9 +323,15 @@ def parse_setting(key: str, value: object) -> str:
     if key == SettingKey.RETENTION_DAYS:
         return str(parse_retention_days(value))
     if key == SettingKey.ANNOUNCEMENT:
-        return parse_choice(key, value, ANNOUNCEMENTS)
+        return parse_choice(key, value, (*ANNOUNCEMENTS, ANNOUNCEMENT_FILE))
     if key == SettingKey.CHANNELS:
         return parse_choice(key, value, CHANNELS)
+    if key == SettingKey.LANGUAGE:
+        return parse_language(value, key)
+    if key == SettingKey.TIMEZONE:
+        return parse_timezone(value, key)
+    if key == SettingKey.BULK_DOWNLOAD:
+        return parse_switch(key, value)
     raise UnknownSetting(
         key, f"unknown setting {key!r} (expected one of {', '.join(SETTINGS_KEYS)})"
     )
@@ -250,7 +341,9 @@ def parse_setting(key: str, value: object) -> str:
 class RecordingSettings:
     """The recording settings in force: the config's values, with the stored settings
     (`SettingKey`) over them. `announcement` is a keyword or, from the config file
-    only, the absolute path of a WAV file."""
+    only, the absolute path of a WAV file; a stored ANNOUNCEMENT_FILE keeps the
+    config's value. `language` and `timezone` are how people are addressed and what
+    time they read (the spoken notice is in `language` too)."""
 
     feature_code: FeatureCode = DEFAULT_FEATURE_CODE
     retention_days: int = DEFAULT_RETENTION_DAYS
@@ -259,6 +352,22 @@ class RecordingSettings:
     format: str = "wav"
     paused: str = "skip"
     swallow_feature_code: bool = False
+    language: str = DEFAULT_LANGUAGE
+    timezone: str = DEFAULT_TIMEZONE
+    # The switch as stored; `bulk_download_enabled` says whether it applies.
+    bulk_download: bool = False
+
+    @property
+    def bulk_download_enabled(self) -> bool:
+        """Bulk download is on and the retention allows it."""
+        return self.bulk_download and bulk_download_allowed(self.retention_days)
+
+    @property
+    def announcement_file(self) -> str | None:
+        """The name (not the path) of the WAV file the config names, if it does."""
+        if self.announcement in ANNOUNCEMENTS:
+            return None
+        return PurePath(self.announcement).name
 
     def with_stored(
         self,
@@ -278,19 +387,28 @@ class RecordingSettings:
                 if on_invalid is not None:
                     on_invalid(exc)
                 continue
+            if key == SettingKey.ANNOUNCEMENT and text == ANNOUNCEMENT_FILE:
+                continue  # the config's announcement (its file, if it names one)
             if key == SettingKey.FEATURE_CODE:
                 changes[key] = FeatureCode.parse(text)
             elif key == SettingKey.RETENTION_DAYS:
                 changes[key] = int(text)
+            elif key == SettingKey.BULK_DOWNLOAD:
+                changes[key] = text == "on"
             else:
                 changes[key] = text
         return replace(self, **changes)
 
     def settable(self) -> dict[str, str | int]:
-        """The settings the portal and the CLI may change, as JSON-ready values."""
+        """The settings the portal and the CLI may change, as JSON-ready values (a
+        config's announcement file shows as ANNOUNCEMENT_FILE, never as its path)."""
+        announcement = self.announcement if self.announcement_file is None else ANNOUNCEMENT_FILE
         return {
             SettingKey.FEATURE_CODE.value: self.feature_code.text,
             SettingKey.RETENTION_DAYS.value: self.retention_days,
-            SettingKey.ANNOUNCEMENT.value: self.announcement,
+            SettingKey.ANNOUNCEMENT.value: announcement,
             SettingKey.CHANNELS.value: self.channels,
+            SettingKey.LANGUAGE.value: self.language,
+            SettingKey.TIMEZONE.value: self.timezone,
+            SettingKey.BULK_DOWNLOAD.value: "on" if self.bulk_download else "off",
         }

@@ -1,12 +1,14 @@
 """The legal-notice announcement: prompt audio, and RTP injection that keeps streams continuous.
 
 Sans-IO. `load_announcement` turns the `[recording] announcement` setting into 8 kHz mono
-int16 PCM. `StreamContinuity` follows one outgoing direction of the relay (what one phone
-receives): it numbers the packets of an `Injection` so that they continue the stream the
-phone was hearing, and afterwards rewrites the forwarded packets by a fixed offset so the
-phone keeps seeing one stream: same SSRC, consecutive sequence numbers, timestamps that
-advance with the audio. Until a first injection, the relay forwards packets untouched and
-only remembers the last one it sent (see `media.relay`).
+int16 PCM; "default" is the shipped notice in the language in force (`SHIPPED_NOTICES`:
+"This call is recorded." in English, "Dit gesprek wordt opgenomen." in Dutch, both made
+by scripts/make_prompt.sh). `StreamContinuity` follows one outgoing direction of the
+relay (what one phone receives): it numbers the packets of an `Injection` so that they
+continue the stream the phone was hearing, and afterwards rewrites the forwarded packets
+by a fixed offset so the phone keeps seeing one stream: same SSRC, consecutive sequence
+numbers, timestamps that advance with the audio. Until a first injection, the relay
+forwards packets untouched and only remembers the last one it sent (see `media.relay`).
 
 The beep is the recorder warning tone of US practice, a half-second burst of 1400 Hz
 (Federal Standard 1037C, "recorder warning tone": https://www.its.bldrdoc.gov/fs-1037/dir-030/_4468.htm).
@@ -34,6 +36,7 @@ __all__ = [
     "FRAME_SAMPLES",
     "MAX_ANNOUNCEMENT_S",
     "SAMPLE_RATE",
+    "SHIPPED_NOTICES",
     "AnnouncementError",
     "Injection",
     "StreamContinuity",
@@ -41,6 +44,7 @@ __all__ = [
     "make_beep",
     "read_prompt",
     "resample",
+    "shipped_notice",
 ]
 
 Int16Array = npt.NDArray[np.int16]
@@ -53,7 +57,11 @@ BEEP_FREQUENCY_HZ: Final = 1400.0
 BEEP_DURATION_S: Final = 0.5
 BEEP_LEVEL_DBFS: Final = -10.0
 MAX_ANNOUNCEMENT_S: Final = 30.0  # a notice, not music on hold; bounds memory per call
-DEFAULT_PROMPT: Final = Path(__file__).resolve().parent / "prompts" / "recorded.wav"
+_PROMPTS: Final = Path(__file__).resolve().parent / "prompts"
+DEFAULT_PROMPT: Final = _PROMPTS / "recorded.wav"
+# The spoken notice shipped for each language (`callrec.policy.LANGUAGES`); media may not
+# import the policy, so tests/media/test_announce.py checks that both name the same ones.
+SHIPPED_NOTICES: Final = {"en": DEFAULT_PROMPT, "nl": _PROMPTS / "recorded-nl.wav"}
 INJECTABLE_CODECS: Final = frozenset({"PCMU", "PCMA"})
 
 # Gaps up to this long between the last packet a phone got and the next one are treated
@@ -154,12 +162,23 @@ def make_beep(
     return _to_int16(tone)
 
 
-def load_announcement(setting: str) -> Int16Array | None:
+def shipped_notice(language: str) -> Path:
+    """The shipped spoken notice in `language`; raises AnnouncementError for a language
+    without one."""
+    notice = SHIPPED_NOTICES.get(language)
+    if notice is None:
+        known = ", ".join(sorted(SHIPPED_NOTICES))
+        raise AnnouncementError(f"no shipped notice in language {language!r} (only {known})")
+    return notice
+
+
+def load_announcement(setting: str, language: str = "en") -> Int16Array | None:
     """The `[recording] announcement` setting as 8 kHz mono int16 PCM.
 
-    "default" is the shipped spoken prompt, "beep" the 1400 Hz warning tone, "none" no
-    announcement (None); anything else is a path to an audio file. Raises
-    `AnnouncementError` with a one-line reason if the file cannot be used.
+    "default" is the shipped spoken notice in `language`, "beep" the 1400 Hz warning
+    tone, "none" no announcement (None); anything else is a path to an audio file (which
+    plays whatever the language). Raises `AnnouncementError` with a one-line reason if
+    the file cannot be used.
     """
     keyword = setting.strip().lower()
     if keyword == "none":
@@ -167,7 +186,7 @@ def load_announcement(setting: str) -> Int16Array | None:
     if keyword == "beep":
         return make_beep()
     if keyword == "default":
-        return read_prompt(DEFAULT_PROMPT)
+        return read_prompt(shipped_notice(language))
     if not keyword:
         raise AnnouncementError(
             "announcement setting is empty; use 'default', 'beep', 'none' or a WAV file path"

@@ -19,7 +19,7 @@ from collections import deque
 
 from media.rtp import MediaError
 
-__all__ = ["PortAllocator"]
+__all__ = ["PortAllocator", "port_pairs", "split_port_range"]
 
 
 class PortAllocator:
@@ -93,3 +93,32 @@ class PortAllocator:
         self._cooling.append(port)
         if len(self._cooling) > self._cooling_limit:
             self._ready.append(self._cooling.popleft())
+
+
+def port_pairs(first: int, last: int) -> int:
+    """How many even/odd pairs [first, last] holds (what a `PortAllocator` on it hands out)."""
+    start = first + (first & 1)
+    return len(range(start, last, 2))
+
+
+def split_port_range(first: int, last: int, parts: int) -> list[tuple[int, int]]:
+    """[first, last] cut into `parts` contiguous ranges of whole pairs, as even as can be
+    (the first ranges get one pair more); each range is (FIRST, LAST), FIRST even.
+
+    Each media worker owns one; raises `MediaError` when a part would get fewer than
+    two pairs (a call needs two: one per leg)."""
+    start = first + (first & 1)
+    pairs = port_pairs(first, last)
+    if parts < 1 or pairs < 2 * parts:
+        raise MediaError(
+            f"RTP port range {first}-{last} holds {pairs} pair(s): too few for {parts} "
+            "part(s) of at least two pairs"
+        )
+    ranges: list[tuple[int, int]] = []
+    offset = 0
+    for index in range(parts):
+        count = pairs // parts + (1 if index < pairs % parts else 0)
+        low = start + 2 * offset
+        ranges.append((low, low + 2 * count - 1))
+        offset += count
+    return ranges

@@ -50,7 +50,7 @@ from media.announce import FRAME_SECONDS, INJECTABLE_CODECS, Injection, StreamCo
 from media.ports import PortAllocator
 from media.rtp import BadMediaAddress, MediaError, is_rtcp, rtp_header_valid
 
-__all__ = ["LEGS", "LegStats", "MediaSession", "MediaTap"]
+__all__ = ["LEGS", "LegStats", "MediaSession", "MediaTap", "check_remote"]
 
 log = logging.getLogger(__name__)
 
@@ -348,6 +348,19 @@ def _returning(protocol: _ChannelProtocol) -> Callable[[], _ChannelProtocol]:
     return lambda: protocol
 
 
+def check_remote(local_host: str, host: str, port: int, rtcp_port: int | None = None) -> None:
+    """Raise `BadMediaAddress` (a ValueError) unless a session bound on `local_host` can
+    take `host:port` as a leg's remote (`MediaSession.set_remote`); port 0 or host
+    0.0.0.0 / :: is hold, always fine. Lets a caller in another process check first."""
+    if port == 0 or host in _HOLD_HOSTS:
+        return
+    address = _parse_host(host)
+    if address.version != _parse_host(local_host).version:
+        raise BadMediaAddress(f"remote media address {host} is not in the family of {local_host}")
+    if not 0 < port < 65536 or (rtcp_port is not None and not 0 < rtcp_port < 65536):
+        raise BadMediaAddress(f"bad remote media port {port}/{rtcp_port}")
+
+
 def _parse_host(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     try:
         return ipaddress.ip_address(host)
@@ -554,13 +567,8 @@ class MediaSession:
                     channel.source = None
                     channel.learn_until = learn_until
         else:
+            check_remote(self.host, host, port, rtcp_port)
             address = _parse_host(host)
-            if (address.version == 6) != (self.family == socket.AF_INET6):
-                raise BadMediaAddress(
-                    f"remote media address {host} is not in the family of {self.host}"
-                )
-            if not 0 < port < 65536 or (rtcp_port is not None and not 0 < rtcp_port < 65536):
-                raise BadMediaAddress(f"bad remote media port {port}/{rtcp_port}")
             state.on_hold = False
             nat_host = self._nat_host(address, signalled_from)
             # A private SDP address behind NAT cannot be reached from here: until the

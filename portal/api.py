@@ -11,7 +11,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -23,8 +23,10 @@ from callrec.policy import (
     RecordingMode,
     SettingKey,
     bulk_download_allowed,
+    parse_language,
 )
 from callrec.services import records
+from callrec.services.presentation import N_, Presentation
 from callrec.services.records import audit_json, device_json, export_json, media_type, user_json
 from portal.auth import Identity, client_address
 from portal.context import (
@@ -35,10 +37,12 @@ from portal.context import (
     parse_id,
     session_of,
 )
+from portal.i18n import presentation_for
 from portal.openapi import openapi_schema
 from portal.recording_settings import (
     load_settings,
     save_settings,
+    settings_json,
     validate_settings_patch,
 )
 from storage.errors import StorageError
@@ -96,17 +100,20 @@ class Paging:
         return (self.page - 1) * self.page_size
 
 
-def _parse_date(field: str, text: str, *, end: bool) -> float:
-    """Unix seconds of YYYY-MM-DD (UTC; `end` means the end of that day) or ISO time."""
+def _parse_date(field: str, text: str, *, end: bool, zone: Presentation) -> float:
+    """Unix seconds of YYYY-MM-DD (a calendar day in `zone`'s time zone; `end` means the
+    end of that day) or of an ISO time (in that zone unless it names an offset)."""
     try:
         if len(text) == 10:
-            day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
-            return (day + timedelta(days=1) if end else day).timestamp()
+            start, stop = zone.day_bounds(text)
+            return stop if end else start
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError as exc:
-        raise ApiError(422, f"{field} must be a date YYYY-MM-DD or an ISO time", field) from exc
+        raise ApiError(
+            422, N_("{field} must be a date YYYY-MM-DD or an ISO time", field=field), field
+        ) from exc
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+        moment = moment.replace(tzinfo=zone.timezone)
     return moment.timestamp()
 
 
@@ -115,7 +122,16 @@ def _parse_int(query: Mapping[str, str], field: str, default: int, low: int, hig
     if not text:
         return default
     if not text.isdigit() or not low <= int(text) <= high:
-        raise ApiError(422, f"{field} must be a whole number from {low} to {high}", field)
+        raise ApiError(
+            422,
+            N_(
+                "{field} must be a whole number from {low} to {high}",
+                field=field,
+                low=low,
+                high=high,
+            ),
+            field,
+        )
     return int(text)
 
 
@@ -125,7 +141,7 @@ def _parse_bool(query: Mapping[str, str], field: str) -> bool:
         return False
     if text in ("1", "true", "yes", "on"):
         return True
-    raise ApiError(422, f"{field} must be true or false", field)
+    raise ApiError(422, N_("{field} must be true or false", field=field), field)
 
 
 def parse_extension_filter(query: Mapping[str, str]) -> str | None:
@@ -133,19 +149,21 @@ def parse_extension_filter(query: Mapping[str, str]) -> str | None:
     if not text:
         return None
     if not _EXTENSION.fullmatch(text):
-        raise ApiError(422, "extension must be 2 to 15 digits", "extension")
+        raise ApiError(422, N_("extension must be 2 to 15 digits"), "extension")
     return text
 
 
-def parse_call_filters(query: Mapping[str, str], identity: Identity) -> tuple[CallQuery, Paging]:
-    """Filters of GET /calls and the Reports page: from, to, extension, recorded_only,
-    page, page_size."""
+def parse_call_filters(
+    query: Mapping[str, str], identity: Identity, zone: Presentation
+) -> tuple[CallQuery, Paging]:
+    """Filters of GET /calls and the Reports page: from, to (days in `zone`'s time zone),
+    extension, recorded_only, page, page_size."""
     since_text = query.get("from", "").strip()
     until_text = query.get("to", "").strip()
-    since = _parse_date("from", since_text, end=False) if since_text else None
-    until = _parse_date("to", until_text, end=True) if until_text else None
+    since = _parse_date("from", since_text, end=False, zone=zone) if since_text else None
+    until = _parse_date("to", until_text, end=True, zone=zone) if until_text else None
     if since is not None and until is not None and until <= since:
-        raise ApiError(422, "to must be after from", "to")
+        raise ApiError(422, N_("to must be after from"), "to")
     call_query = CallQuery(
         since=since,
         until=until,
@@ -203,10 +221,10 @@ def _field_text(data: Mapping[str, Any], field: str, *, required: bool) -> str |
     value = data.get(field)
     if value is None or value == "":
         if required:
-            raise ApiError(422, f"{field} is required", field)
+            raise ApiError(422, N_("{field} is required", field=field), field)
         return None
     if not isinstance(value, str):
-        raise ApiError(422, f"{field} must be text", field)
+        raise ApiError(422, N_("{field} must be text", field=field), field)
     return value.strip()
 
 
@@ -220,7 +238,7 @@ def validate_mode(value: object) -> RecordingMode:
 async def known_user(context: PortalContext, extension: str) -> User:
     user = await context.store.get_user(extension) if _EXTENSION.fullmatch(extension) else None
     if user is None:
-        raise ApiError(404, f"no user with extension {extension}")
+        raise ApiError(404, N_("no user with extension {extension}", extension=extension))
     return user
 
 
@@ -241,30 +259,54 @@ async def change_mode(
     return updated
 
 
+async def change_language(
+    context: PortalContext,
+    request: web.Request,
+    identity: Identity,
+    extension: str,
+    requested: object,
+) -> User:
+    """Set a user's own portal language (None or "": the organisation's) and audit it."""
+    await known_user(context, extension)
+    language: str | None = None
+    if requested is not None and requested != "":
+        try:
+            language = parse_language(requested)
+        except PolicyError as exc:
+            raise ApiError(422, N_("choose one of the languages"), "language") from exc
+    user = await context.store.set_language(extension, language)
+    await context.audit(
+        request, identity, "language.change", f"user:{extension}", language or "default"
+    )
+    return user
+
+
 async def add_user(
     context: PortalContext, request: web.Request, identity: Identity, data: Mapping[str, Any]
 ) -> User:
     extension = _field_text(data, "extension", required=True)
     assert extension is not None
     if not _EXTENSION.fullmatch(extension):
-        raise ApiError(422, "extension must be 2 to 15 digits", "extension")
+        raise ApiError(422, N_("extension must be 2 to 15 digits"), "extension")
     name = _field_text(data, "name", required=True)
     assert name is not None
     if not 1 <= len(name) <= 200:
-        raise ApiError(422, "name must have 1 to 200 characters", "name")
+        raise ApiError(422, N_("name must have 1 to 200 characters"), "name")
     email = _field_text(data, "email", required=False)
     if email is not None and not _EMAIL.fullmatch(email):
-        raise ApiError(422, "email must look like name@example.org", "email")
+        raise ApiError(422, N_("email must look like name@example.org"), "email")
     mode = validate_mode(data.get("mode", DEFAULT_RECORDING_MODE))
     password = _field_text(data, "password", required=False)
     portal_password = _field_text(data, "portal_password", required=False)
     if portal_password is not None and len(portal_password) < 8:
-        raise ApiError(422, "portal_password must have at least 8 characters", "portal_password")
+        raise ApiError(
+            422, N_("portal_password must have at least 8 characters"), "portal_password"
+        )
     devices = data.get("devices", [])
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
-        raise ApiError(422, "devices must be a list of SIP URIs", "devices")
+        raise ApiError(422, N_("devices must be a list of SIP URIs"), "devices")
     if await context.store.get_user(extension) is not None:
-        raise ApiError(409, f"user {extension} already exists", "extension")
+        raise ApiError(409, N_("user {extension} already exists", extension=extension), "extension")
     # A refused value (InvalidValue) or a username already taken (Conflict) names its
     # field; the error middleware answers it.
     user = await context.store.add_user(
@@ -279,20 +321,24 @@ async def add_user(
 async def order_export(
     context: PortalContext, request: web.Request, identity: Identity, month: object
 ) -> int:
-    """Ask for one month's ZIP; refused (409) below 180 days of retention."""
+    """Ask for one month's ZIP; refused (409) below `BULK_DOWNLOAD_MIN_RETENTION_DAYS` of
+    retention."""
     if not isinstance(month, str) or not _MONTH.fullmatch(month.strip()):
-        raise ApiError(422, "month must be YYYY-MM", "month")
+        raise ApiError(422, N_("month must be YYYY-MM"), "month")
     month = month.strip()
     settings = await load_settings(context.store, context.services)
     if not bulk_download_allowed(settings.retention_days):
         raise ApiError(
             409,
-            f"Bulk download needs a retention of {BULK_DOWNLOAD_MIN_RETENTION_DAYS} days or"
-            f" more; it is {settings.retention_days} days now.",
+            N_(
+                "Bulk download needs a retention of {minimum} days or more; it is {days} days now.",
+                minimum=BULK_DOWNLOAD_MIN_RETENTION_DAYS,
+                days=settings.retention_days,
+            ),
             SettingKey.RETENTION_DAYS,
         )
     if context.services.request_export is None:
-        raise ApiError(503, "bulk export is not available in this server")
+        raise ApiError(503, N_("bulk export is not available in this server"))
     email = None
     if identity.is_admin and identity.via == "session":
         admin = await context.store.get_admin(identity.name)
@@ -399,6 +445,20 @@ async def put_portal_password(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@routes.put(f"{API}/users/{{extension}}/language")
+async def put_language(request: web.Request) -> web.Response:
+    """A user's own language for the portal ("en", "nl"; null: the organisation's). An
+    admin sets anyone's; a user their own."""
+    identity = require(request)
+    context = context_of(request)
+    extension = _visible_extension(request, identity)
+    data = await json_body(request)
+    if "language" not in data:
+        raise ApiError(422, N_("{field} is required", field="language"), "language")
+    user = await change_language(context, request, identity, extension, data["language"])
+    return web.json_response(user_json(user))
+
+
 @routes.get(f"{API}/users/{{extension}}/devices")
 async def get_devices(request: web.Request) -> web.Response:
     identity = require(request)
@@ -430,7 +490,7 @@ async def get_settings(request: web.Request) -> web.Response:
     require(request)
     context = context_of(request)
     settings = await load_settings(context.store, context.services)
-    return web.json_response({**settings.settable(), "note": RETENTION_NOTE})
+    return web.json_response({**settings_json(settings), "note": RETENTION_NOTE})
 
 
 async def _patch_settings(request: web.Request) -> web.Response:
@@ -438,7 +498,7 @@ async def _patch_settings(request: web.Request) -> web.Response:
     context = context_of(request)
     data = await json_body(request)
     try:
-        changes = validate_settings_patch(data)
+        changes = validate_settings_patch(data, context.services.defaults)
     except PolicyError as exc:
         raise ApiError(422, exc.message, exc.field) from exc
     await save_settings(context.store, changes)
@@ -446,7 +506,7 @@ async def _patch_settings(request: web.Request) -> web.Response:
         request, identity, "settings.change", "settings", json.dumps(changes, sort_keys=True)
     )
     settings = await load_settings(context.store, context.services)
-    return web.json_response({**settings.settable(), "note": RETENTION_NOTE})
+    return web.json_response({**settings_json(settings), "note": RETENTION_NOTE})
 
 
 routes.put(f"{API}/settings")(_patch_settings)
@@ -456,7 +516,9 @@ routes.patch(f"{API}/settings")(_patch_settings)
 @routes.get(f"{API}/calls")
 async def get_calls(request: web.Request) -> web.Response:
     identity = require(request)
-    call_query, paging = parse_call_filters(request.query, identity)
+    call_query, paging = parse_call_filters(
+        request.query, identity, await presentation_for(request)
+    )
     rows, total = await context_of(request).repository.calls_page(
         call_query, paging.page_size, paging.offset
     )
@@ -476,7 +538,9 @@ async def get_call(request: web.Request) -> web.Response:
 @routes.get(f"{API}/recordings")
 async def get_recordings(request: web.Request) -> web.Response:
     identity = require(request)
-    call_query, paging = parse_call_filters(request.query, identity)
+    call_query, paging = parse_call_filters(
+        request.query, identity, await presentation_for(request)
+    )
     listings, total = await context_of(request).repository.recordings_page(
         since=call_query.since,
         until=call_query.until,
@@ -554,7 +618,8 @@ async def get_download(request: web.Request) -> web.StreamResponse:
         await context.audit(
             request, identity, "recording.download", f"recording:{listing.recording.id}"
         )
-    name = records.recording_file_name(listing)
+    # Named in the reader's time zone, like the entries of a month's ZIP.
+    name = records.recording_file_name(listing, await presentation_for(request))
     return web.FileResponse(
         path,
         headers={

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from callrec.config import Config
 from callrec.services.export import Spawn
+from callrec.services.presentation import N_, Text
 from portal import api, pages
 from portal.auth import (
     CSRF_HEADER,
@@ -34,6 +35,8 @@ from portal.context import (
     PortalContext,
     context_of,
 )
+from portal.i18n import presentation_for
+from portal.metrics import MetricsSource, metrics_route
 from portal.services import PortalServices
 from storage.database import Store
 from storage.errors import StorageError
@@ -59,7 +62,7 @@ def _is_api(request: web.Request) -> bool:
 
 
 def _error_response(
-    request: web.Request, status: int, message: str, field: str | None = None
+    request: web.Request, status: int, message: str | Text, field: str | None = None
 ) -> web.StreamResponse:
     if status == 503:
         response = _error_body(request, status, message, field)
@@ -69,10 +72,11 @@ def _error_response(
 
 
 def _error_body(
-    request: web.Request, status: int, message: str, field: str | None
+    request: web.Request, status: int, message: str | Text, field: str | None
 ) -> web.StreamResponse:
     if _is_api(request):
-        body: dict[str, object] = {"error": message, "status": status}
+        # The API answers in English; pages translate a marked message.
+        body: dict[str, object] = {"error": str(message), "status": status}
         if field is not None:
             body["field"] = field
         return web.json_response(body, status=status)
@@ -85,12 +89,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
     except ApiError as exc:
-        response = _error_response(request, exc.status, exc.message, exc.field)
+        response = _error_response(request, exc.status, exc.text, exc.field)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
-        response = _error_response(request, exc.status, message or exc.reason)
+        explained = exc.text and not exc.text.startswith(f"{exc.status}:")
+        message: str | Text = exc.text if explained and exc.text else exc.reason
+        if not explained and not _is_api(request):
+            message = pages.ERROR_TITLES.get(exc.status, pages.SOMETHING_WENT_WRONG)
+        response = _error_response(request, exc.status, message)
         for header in ("Allow", "Retry-After", "Content-Range"):
             if header in exc.headers:
                 response.headers[header] = exc.headers[header]
@@ -103,7 +110,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except Exception:
         log.exception("portal error on %s %s", request.method, request.path)
-        response = _error_response(request, 500, "internal error; see the server log")
+        response = _error_response(request, 500, N_("internal error; see the server log"))
     for name, value in _SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
     return response
@@ -135,10 +142,27 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
     return await handler(request)
 
 
-def build_app(store: Store, services: PortalServices) -> web.Application:
-    """The portal application (pages and API) on one store."""
+@web.middleware
+async def presentation_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Decide the language and time zone of a page once, before its handler runs (the
+    API reads them only where it needs the time zone)."""
+    if not _is_api(request):
+        try:
+            await presentation_for(request)
+        except StorageError as exc:
+            # The page itself will meet the same store; its error page falls back to the
+            # browser's language.
+            log.warning("portal %s: no presentation settings: %s", request.path, exc)
+    return await handler(request)
+
+
+def build_app(
+    store: Store, services: PortalServices, metrics: MetricsSource | None = None
+) -> web.Application:
+    """The portal application (pages and API) on one store; GET /metrics if `metrics`."""
     app = web.Application(
-        middlewares=[error_middleware, identity_middleware], client_max_size=1024 * 1024
+        middlewares=[error_middleware, identity_middleware, presentation_middleware],
+        client_max_size=1024 * 1024,
     )
     app[CONTEXT] = PortalContext(
         store=store,
@@ -150,6 +174,8 @@ def build_app(store: Store, services: PortalServices) -> web.Application:
     )
     app.add_routes(api.routes)
     app.add_routes(pages.routes)
+    if metrics is not None:
+        app.add_routes([metrics_route(metrics)])
     return app
 
 
@@ -175,11 +201,19 @@ class PortalHandle:
 
 
 async def start_portal_at(
-    store: Store, services: PortalServices, host: str, port: int
+    store: Store,
+    services: PortalServices,
+    host: str,
+    port: int,
+    *,
+    metrics: MetricsSource | None = None,
 ) -> PortalHandle:
-    """Serve the portal on host:port (0 picks a free port)."""
+    """Serve the portal on host:port (0 picks a free port); GET /metrics if `metrics`."""
     runner = web.AppRunner(
-        build_app(store, services), access_log=None, handle_signals=False, shutdown_timeout=2.0
+        build_app(store, services, metrics),
+        access_log=None,
+        handle_signals=False,
+        shutdown_timeout=2.0,
     )
     await runner.setup()
     site = web.TCPSite(runner, host, port)
@@ -203,10 +237,13 @@ async def start_portal(
     *,
     services: PortalServices | None = None,
     spawn: Spawn | None = None,
+    metrics: MetricsSource | None = None,
 ) -> PortalHandle:
     """Start the portal on the config's `[portal] listen` (from `callrec serve`, which
-    hands in `spawn`, its task group's way to start the background export builds)."""
+    hands in `spawn`, its task group's way to start the background export builds, and
+    the figures of `metrics`, served when `[portal] metrics` is on)."""
     if services is None:
         services = PortalServices.from_config(config, store, spawn=spawn)
     listen = config.portal.listen
-    return await start_portal_at(store, services, listen.host, listen.port)
+    served = metrics if config.portal.metrics else None
+    return await start_portal_at(store, services, listen.host, listen.port, metrics=served)

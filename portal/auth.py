@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from callrec.services.presentation import Text
 from storage.database import Store
 
 SESSION_COOKIE = "callrec_session"
@@ -67,7 +68,8 @@ class Session:
     identity: Identity
     csrf_token: str
     expires_at: float
-    notices: list[str] = field(default_factory=list)
+    # Shown once on the next page, translated then (see portal.pages._notice).
+    notices: list[str | Text] = field(default_factory=list)
 
 
 class SessionStore:

@@ -1,7 +1,8 @@
 """State shared by the portal's handlers, the helpers they use to check access, and
 `ApiError`, the one error answer: `ApiError.from_storage` is the one place a typed
 storage error becomes an HTTP status (InvalidValue 422 naming the field, NotFound 404,
-Conflict 409, StorageUnavailable 503); no handler looks at an error's text."""
+Conflict 409, StorageUnavailable 503); no handler looks at an error's text. A message
+marked with `N_` is shown translated on a page; the API answers its English text."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
+from callrec.services.presentation import Text
 from portal.auth import Identity, LoginThrottle, Session, SessionStore, client_address
 from portal.services import PortalServices
 from storage.database import Store
@@ -30,12 +32,14 @@ RETRY_AFTER_S = 5
 
 
 class ApiError(Exception):
-    """An error answer: status, a message for people and the offending field if any."""
+    """An error answer: status, a message for people and the offending field if any.
+    `message` is the English text; `text` the same, translatable where it was marked."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, message: str | Text, field: str | None = None) -> None:
+        super().__init__(str(message))
         self.status = status
-        self.message = message
+        self.message = str(message)
+        self.text = message
         self.field = field
 
     @classmethod

@@ -5,14 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from callrec.policy import (
+    ANNOUNCEMENT_FILE,
     ANNOUNCEMENTS,
+    BULK_DOWNLOAD_MIN_RETENTION_DAYS,
     CHANNELS,
     DEFAULT_RECORDING_MODE,
     FEATURE_CODE_PATTERN,
     FORMATS,
+    LANGUAGES,
     RECORDING_MODES,
     RETENTION_MAX_DAYS,
     RETENTION_MIN_DAYS,
+    SettingKey,
 )
 
 _MODE = {"type": "string", "enum": list(RECORDING_MODES)}
@@ -116,6 +120,12 @@ _SCHEMAS: dict[str, Any] = {
             "recording_mode": _MODE,
             "has_password": {"type": "boolean"},
             "realm": {"type": "string", "nullable": True},
+            "language": {
+                "type": "string",
+                "enum": list(LANGUAGES),
+                "nullable": True,
+                "description": "the user's own portal language; null: the organisation's",
+            },
             "created_at": {"type": "string", "format": "date-time"},
         },
     },
@@ -144,14 +154,35 @@ _SCHEMAS: dict[str, Any] = {
     "Settings": {
         "type": "object",
         "properties": {
-            "feature_code": {"type": "string", "pattern": f"^{FEATURE_CODE_PATTERN}$"},
-            "retention_days": {
+            SettingKey.FEATURE_CODE.value: {
+                "type": "string",
+                "pattern": f"^{FEATURE_CODE_PATTERN}$",
+            },
+            SettingKey.RETENTION_DAYS.value: {
                 "type": "integer",
                 "minimum": RETENTION_MIN_DAYS,
                 "maximum": RETENTION_MAX_DAYS,
             },
-            "announcement": {"type": "string", "enum": list(ANNOUNCEMENTS)},
-            "channels": {"type": "string", "enum": list(CHANNELS)},
+            SettingKey.ANNOUNCEMENT.value: {
+                "type": "string",
+                "enum": [*ANNOUNCEMENTS, ANNOUNCEMENT_FILE],
+                "description": "default: the shipped spoken notice in `language`;"
+                f" {ANNOUNCEMENT_FILE}: the WAV file the server's config names"
+                " (only when it names one)",
+            },
+            SettingKey.CHANNELS.value: {"type": "string", "enum": list(CHANNELS)},
+            SettingKey.LANGUAGE.value: {"type": "string", "enum": list(LANGUAGES)},
+            SettingKey.TIMEZONE.value: {
+                "type": "string",
+                "description": "an IANA time zone such as Europe/Amsterdam: reports,"
+                " date filters, file names and export months use it",
+            },
+            "announcement_file": {
+                "type": "string",
+                "nullable": True,
+                "readOnly": True,
+                "description": "the name of the config's announcement file, if any",
+            },
             "note": {"type": "string", "readOnly": True},
         },
     },
@@ -326,6 +357,26 @@ def _paths() -> dict[str, Any]:
                 "responses": {"204": _answer("Set"), **_errors(401, 403, 404, 422)},
             },
         },
+        "/api/v1/users/{extension}/language": {
+            "parameters": [_EXT],
+            "put": {
+                "summary": "Set the user's own portal language (admin, or the user)",
+                _BODY: _body(
+                    {
+                        "type": "object",
+                        "required": ["language"],
+                        "properties": {
+                            "language": {
+                                "type": "string",
+                                "enum": list(LANGUAGES),
+                                "nullable": True,
+                            }
+                        },
+                    }
+                ),
+                "responses": {"200": _answer("User", _ref("User")), **_errors(401, 404, 422)},
+            },
+        },
         "/api/v1/users/{extension}/devices": {
             "parameters": [_EXT],
             "get": {
@@ -459,7 +510,8 @@ def _paths() -> dict[str, Any]:
                 },
             },
             "post": {
-                "summary": "Order a month's ZIP (admin; needs retention >= 180 days)",
+                "summary": "Order a month's ZIP (admin; needs retention >= "
+                f"{BULK_DOWNLOAD_MIN_RETENTION_DAYS} days)",
                 _BODY: _body(
                     {
                         "type": "object",

@@ -9,7 +9,6 @@ import math
 import re
 import secrets
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote, urlencode
 
@@ -18,15 +17,25 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from callrec.policy import (
+    ANNOUNCEMENT_FILE,
+    ANNOUNCEMENTS,
     BULK_DOWNLOAD_MIN_RETENTION_DAYS,
+    CHANNELS,
+    EXPORT_LINK_LIFETIME_S,
+    FEATURE_CODE_PATTERN,
+    LANGUAGES,
+    RECORDING_MODES,
     RETENTION_SLIDER_DAYS,
     RecordingMode,
+    RecordingSettings,
     SettingKey,
     bulk_download_allowed,
 )
+from callrec.services.presentation import LANGUAGE_NAMES, N_, Presentation, Text
 from portal.api import (
     DEFAULT_PAGE_SIZE,
     add_user,
+    change_language,
     change_mode,
     known_user,
     order_export,
@@ -44,27 +53,80 @@ from portal.auth import (
     verify_admin,
 )
 from portal.context import ApiError, context_of, identity_of, session_of
+from portal.i18n import (
+    PRESENTATION,
+    fallback_presentation,
+    install_gettext,
+    template_gettext,
+)
 from portal.recording_settings import (
     FieldError,
+    changed_settings,
     load_settings,
     retention_from_slider,
     save_settings,
+    slider_description,
     slider_position,
     validate_settings_patch,
 )
+from storage.models import User
 
-MODE_LABELS: dict[str, str] = {
-    RecordingMode.NEVER: "Never",
-    RecordingMode.ALWAYS: "Always",
-    RecordingMode.ON_DEMAND: "On demand",
+MODE_LABELS: dict[str, Text] = {
+    RecordingMode.NEVER: N_("Never"),
+    RecordingMode.ALWAYS: N_("Always"),
+    RecordingMode.ON_DEMAND: N_("On demand"),
+}
+# Labels for the choices of `callrec.policy`; a choice without one shows its value.
+ANNOUNCEMENT_LABELS: dict[str, Text] = {
+    "default": N_("Spoken notice, in the language chosen below"),
+    "beep": N_("Beep"),
+    "none": N_("None"),
+}
+CHANNEL_LABELS: dict[str, Text] = {
+    "mono": N_("Mono (both parties mixed)"),
+    "stereo": N_("Stereo (one party per channel)"),
+}
+# What a refused settings field says (the product rules' own messages are English).
+FIELD_ERRORS: dict[str, Text] = {
+    SettingKey.FEATURE_CODE: N_("the feature code must be * followed by one digit 0-9 (e.g. *1)"),
+    SettingKey.RETENTION_DAYS: N_("pick a retention on the slider"),
+    SettingKey.ANNOUNCEMENT: N_("choose one of the announcements"),
+    SettingKey.CHANNELS: N_("choose mono or stereo"),
+    SettingKey.LANGUAGE: N_("choose one of the languages"),
+    SettingKey.TIMEZONE: N_("enter a time zone such as Europe/Amsterdam or UTC"),
+}
+STATUS_LABELS: dict[str, Text] = {
+    "recording": N_("recording"),
+    "complete": N_("complete"),
+    "recovered": N_("recovered"),
+    "failed": N_("failed"),
+    "purged": N_("purged"),
+    "queued": N_("queued"),
+    "building": N_("building"),
+    "ready": N_("ready"),
+    "expired": N_("expired"),
 }
 NAV = (
-    ("/settings", "Recording settings", True),
-    ("/users", "Users", True),
-    ("/reports", "Reports", False),
-    ("/bulk", "Bulk download", True),
-    ("/audit", "Audit", True),
+    ("/settings", N_("Recording settings"), True),
+    ("/users", N_("Users"), True),
+    ("/reports", N_("Reports"), False),
+    ("/bulk", N_("Bulk download"), True),
+    ("/audit", N_("Audit"), True),
 )
+ERROR_TITLES: dict[int, Text] = {
+    400: N_("Bad request"),
+    401: N_("Not logged in"),
+    403: N_("Not allowed"),
+    404: N_("Not found"),
+    405: N_("Not allowed"),
+    409: N_("Refused"),
+    410: N_("Gone"),
+    413: N_("Too large"),
+    422: N_("Invalid input"),
+    429: N_("Too many attempts"),
+    503: N_("Try again shortly"),
+}
+SOMETHING_WENT_WRONG = N_("Something went wrong")
 
 routes = web.RouteTableDef()
 
@@ -72,10 +134,10 @@ routes = web.RouteTableDef()
 # -- template environment ---------------------------------------------------------------
 
 
-def _when(timestamp: float | None) -> str:
-    if timestamp is None:
-        return ""
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+@jinja2.pass_context
+def _when(context: jinja2.runtime.Context, timestamp: float | None) -> str:
+    presentation: Presentation = context["presentation"]
+    return presentation.when(timestamp)
 
 
 def _hms(seconds: float | None) -> str:
@@ -85,15 +147,23 @@ def _hms(seconds: float | None) -> str:
     return f"{total // 3600:02d}:{total % 3600 // 60:02d}:{total % 60:02d}"
 
 
-def _size(count: int | None) -> str:
-    if count is None:
-        return ""
-    value = float(count)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GB"
+@jinja2.pass_context
+def _size(context: jinja2.runtime.Context, count: int | None) -> str:
+    presentation: Presentation = context["presentation"]
+    return presentation.size(count)
+
+
+@jinja2.pass_context
+def _number(context: jinja2.runtime.Context, value: float | None) -> str:
+    presentation: Presentation = context["presentation"]
+    return "" if value is None else presentation.number(value)
+
+
+@jinja2.pass_context
+def _status(context: jinja2.runtime.Context, status: str) -> str:
+    presentation: Presentation = context["presentation"]
+    label = STATUS_LABELS.get(status)
+    return presentation.text(label) if label is not None else status
 
 
 def make_templates() -> jinja2.Environment:
@@ -102,10 +172,19 @@ def make_templates() -> jinja2.Environment:
         autoescape=jinja2.select_autoescape(("html",)),
         undefined=jinja2.StrictUndefined,
     )
+    install_gettext(environment)
     environment.filters["when"] = _when
     environment.filters["hms"] = _hms
     environment.filters["size"] = _size
+    environment.filters["number"] = _number
+    environment.filters["status"] = _status
     return environment
+
+
+def _presentation(request: web.Request) -> Presentation:
+    # Set for every page by the presentation middleware; an error raised before it ran
+    # (a broken store) is shown in the browser's language.
+    return request.get(PRESENTATION) or fallback_presentation(request)
 
 
 def render(
@@ -113,41 +192,38 @@ def render(
 ) -> web.Response:
     context = context_of(request)
     session = session_of(request)
-    notices: list[str] = []
+    presentation = _presentation(request)
+    notices: list[str | Text] = []
     if session is not None:
         notices, session.notices = session.notices, []
+    error = values.pop("error", None)
     page = context.templates.get_template(template).render(
         identity=identity_of(request),
         csrf_token=session.csrf_token if session is not None else "",
-        nav=NAV,
+        nav=[(href, presentation.text(label), admin) for href, label, admin in NAV],
         current=request.path,
-        notices=notices,
-        error=values.pop("error", None),
-        mode_labels=MODE_LABELS,
+        notices=[presentation.text(notice) for notice in notices],
+        error=presentation.text(error) if error is not None else None,
+        mode_labels={mode: presentation.text(label) for mode, label in MODE_LABELS.items()},
+        language=presentation.language,
+        **template_gettext(presentation),
         **values,
     )
     response = web.Response(text=page, status=status, content_type="text/html")
     response.headers["Cache-Control"] = "no-store"
+    response.headers["Content-Language"] = presentation.language
     return response
 
 
-def render_error(request: web.Request, status: int, message: str) -> web.Response:
-    titles = {
-        400: "Bad request",
-        403: "Not allowed",
-        404: "Not found",
-        405: "Not allowed",
-        409: "Refused",
-        410: "Gone",
-        422: "Invalid input",
-        429: "Too many attempts",
-    }
+def render_error(request: web.Request, status: int, message: str | Text) -> web.Response:
+    presentation = _presentation(request)
+    title = presentation.text(ERROR_TITLES.get(status, SOMETHING_WENT_WRONG))
     return render(
         request,
         "error.html",
         status=status,
-        title=titles.get(status, "Something went wrong"),
-        message=message,
+        title=title,
+        message=presentation.text(message),
     )
 
 
@@ -159,7 +235,7 @@ def page_identity(request: web.Request, *, admin: bool = False) -> Identity:
     if identity is None or session_of(request) is None:
         raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs}))
     if admin and not identity.is_admin:
-        raise ApiError(403, "This page is for administrators.")
+        raise ApiError(403, N_("This page is for administrators."))
     return identity
 
 
@@ -171,7 +247,7 @@ async def checked_form(request: web.Request) -> MultiDictProxy[str | bytes | Any
     if session is None or not csrf_matches(
         session.csrf_token, supplied if isinstance(supplied, str) else None
     ):
-        raise ApiError(403, "The form has expired or did not come from this portal; reload it.")
+        raise ApiError(403, N_("The form has expired or did not come from this portal; reload it."))
     return form
 
 
@@ -180,7 +256,8 @@ def _text(form: Mapping[str, Any], name: str) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _notice(request: web.Request, text: str) -> None:
+def _notice(request: web.Request, text: str | Text) -> None:
+    """A message shown once on the next page (translated when shown)."""
     session = session_of(request)
     if session is not None:
         session.notices.append(text)
@@ -215,16 +292,22 @@ def _safe_next(target: str) -> str:
 
 
 def _login_page(
-    request: web.Request, *, status: int = 200, error: str | None = None, name: str = ""
+    request: web.Request,
+    *,
+    status: int = 200,
+    error: Text | None = None,
+    name: str = "",
+    next_target: str | None = None,
 ) -> web.Response:
     token = secrets.token_urlsafe(24)
     response = render(
         request,
         "login.html",
         status=status,
-        title="Log in",
+        title=_presentation(request).gettext("Log in"),
         login_csrf=token,
-        next=_safe_next(request.query.get("next", "/")),
+        # A refused login keeps where the person was going (the form's `next`).
+        next=_safe_next(next_target or request.query.get("next", "/")),
         name=name,
         error=error,
     )
@@ -255,7 +338,7 @@ async def post_login(request: web.Request) -> web.Response:
     expected = request.cookies.get(LOGIN_CSRF_COOKIE, "")
     if not expected or not csrf_matches(expected, supplied if isinstance(supplied, str) else None):
         return _login_page(
-            request, status=403, error="The login form expired; try again.", name=name
+            request, status=403, error=N_("The login form expired; try again."), name=name
         )
     address = client_address(request)
     now = context.now()
@@ -266,7 +349,10 @@ async def post_login(request: web.Request) -> web.Response:
             request,
             status=429,
             name=name,
-            error=f"Too many failed logins. Try again in {math.ceil(wait / 60)} minute(s).",
+            error=N_(
+                "Too many failed logins. Try again in {minutes} minute(s).",
+                minutes=math.ceil(wait / 60),
+            ),
         )
     identity: Identity | None = None
     if name and password:
@@ -279,7 +365,13 @@ async def post_login(request: web.Request) -> web.Response:
     if identity is None:
         context.throttle.failed(address, name, now)
         await context.audit(request, name or "-", "login.failed", None)
-        return _login_page(request, status=401, error="Wrong name or password.", name=name)
+        return _login_page(
+            request,
+            status=401,
+            error=N_("Wrong name or password."),
+            name=name,
+            next_target=_text(form, "next"),
+        )
     context.throttle.succeeded(address, name)
     old = request.cookies.get(SESSION_COOKIE)
     if old:
@@ -326,6 +418,22 @@ async def get_root(request: web.Request) -> web.Response:
 # -- recording settings -----------------------------------------------------------------
 
 
+def _announcement_choices(
+    presentation: Presentation, defaults: RecordingSettings
+) -> list[tuple[str, str]]:
+    """The announcement radio buttons: the keywords, and the config's WAV file if it
+    names one (shown by its file name: it is what callers hear until an admin picks
+    something else)."""
+    choices = [
+        (value, presentation.text(ANNOUNCEMENT_LABELS.get(value, N_(value))))
+        for value in ANNOUNCEMENTS
+    ]
+    if defaults.announcement_file is not None:
+        label = presentation.gettext("The notice set in the server's config: {file}")
+        choices.insert(0, (ANNOUNCEMENT_FILE, label.format(file=defaults.announcement_file)))
+    return choices
+
+
 async def _settings_page(
     request: web.Request,
     *,
@@ -334,23 +442,33 @@ async def _settings_page(
     errors: Mapping[str, str] | None = None,
 ) -> web.Response:
     context = context_of(request)
+    presentation = _presentation(request)
     users = await context.store.list_users()
     settings = await load_settings(context.store, context.services)
     values: dict[str, object] = dict(settings.settable())
     if form is not None:
         values.update(form)
+    days = presentation.gettext("{days} days")
     return render(
         request,
         "settings.html",
         status=status,
-        title="Recording settings",
+        title=presentation.gettext("Recording settings"),
         recording_users=[u for u in users if u.recording_mode != RecordingMode.NEVER],
         other_users=[u for u in users if u.recording_mode == RecordingMode.NEVER],
         form=values,
         errors=errors or {},
         slider_days=RETENTION_SLIDER_DAYS,
         slider_position=slider_position(settings.retention_days),
-        error="Please correct the marked fields." if errors else None,
+        slider_description=slider_description(presentation),
+        days_text=days,
+        feature_code_pattern=FEATURE_CODE_PATTERN,
+        announcements=_announcement_choices(presentation, context.services.defaults),
+        channels=[
+            (value, presentation.text(CHANNEL_LABELS.get(value, N_(value)))) for value in CHANNELS
+        ],
+        languages=[(code, LANGUAGE_NAMES.get(code, code)) for code in LANGUAGES],
+        error=N_("Please correct the marked fields.") if errors else None,
     )
 
 
@@ -364,12 +482,18 @@ async def get_settings(request: web.Request) -> web.Response:
 async def post_settings(request: web.Request) -> web.Response:
     identity = page_identity(request, admin=True)
     context = context_of(request)
+    presentation = _presentation(request)
     form = await checked_form(request)
     submitted: dict[str, object] = {}
     errors: dict[str, str] = {}
-    for key in ("feature_code", "announcement", "channels"):
-        if key in form:
-            submitted[key] = _text(form, key)
+
+    def refuse(exc: FieldError) -> None:
+        errors[exc.field] = presentation.text(FIELD_ERRORS.get(exc.field, N_(exc.message)))
+
+    # The retention comes from the slider, below.
+    for key in SettingKey:
+        if key != SettingKey.RETENTION_DAYS and key in form:
+            submitted[key.value] = _text(form, key)
     try:
         position = _text(form, "retention_position")
         current = _text(form, "retention_current")
@@ -382,30 +506,31 @@ async def post_settings(request: web.Request) -> web.Response:
         elif SettingKey.RETENTION_DAYS in form:
             submitted[SettingKey.RETENTION_DAYS] = _text(form, SettingKey.RETENTION_DAYS)
     except FieldError as exc:
-        errors[exc.field] = exc.message
+        refuse(exc)
     changes: dict[str, str] = {}
     # Validate field by field so every wrong field is marked at once.
-    for key, value in submitted.items():
+    for name, value in submitted.items():
         try:
-            changes.update(validate_settings_patch({key: value}))
+            changes.update(validate_settings_patch({name: value}, context.services.defaults))
         except FieldError as exc:
-            errors[exc.field] = exc.message
+            refuse(exc)
     if errors:
         shown = {k: v for k, v in submitted.items() if k != SettingKey.RETENTION_DAYS}
         return await _settings_page(request, status=422, form=shown, errors=errors)
+    # Only what the admin changed is stored: the form sends every field, and storing the
+    # others would put today's values (the config's announcement file, say) out of the
+    # config's reach for good.
     before = await load_settings(context.store, context.services)
-    await save_settings(context.store, changes)
-    changed = {k: v for k, v in changes.items() if str(before.settable()[k]) != v}
+    changed = changed_settings(before, changes)
+    await save_settings(context.store, changed)
     if changed:
         await context.audit(
             request, identity, "settings.change", "settings", json.dumps(changed, sort_keys=True)
         )
-    note = (
-        " Retention changes affect new recordings only."
-        if SettingKey.RETENTION_DAYS in changed
-        else ""
-    )
-    _notice(request, "Settings saved." + note)
+    if SettingKey.RETENTION_DAYS in changed:
+        _notice(request, N_("Settings saved. Retention changes affect new recordings only."))
+    else:
+        _notice(request, N_("Settings saved."))
     raise web.HTTPSeeOther("/settings")
 
 
@@ -417,8 +542,20 @@ async def post_recording_user(request: web.Request) -> web.Response:
     extension = _text(form, "extension")
     user = await known_user(context, extension)
     await change_mode(context, request, identity, extension, RecordingMode.ON_DEMAND)
-    _notice(request, f"{user.name} ({extension}) is now recorded on demand.")
+    _notice(
+        request,
+        N_("{name} ({extension}) is now recorded on demand.", name=user.name, extension=extension),
+    )
     raise web.HTTPSeeOther("/settings")
+
+
+def _mode_saved(user: User) -> Text:
+    values = {"name": user.name, "extension": user.extension}
+    if user.recording_mode == RecordingMode.ALWAYS:
+        return N_("Saved: {name} ({extension}) call recording always.", **values)
+    if user.recording_mode == RecordingMode.ON_DEMAND:
+        return N_("Saved: {name} ({extension}) call recording on demand.", **values)
+    return N_("Saved: {name} ({extension}) call recording never.", **values)
 
 
 @routes.post("/settings/recording-users/{extension}/mode")
@@ -428,9 +565,9 @@ async def post_recording_mode(request: web.Request) -> web.Response:
     form = await checked_form(request)
     mode = _text(form, "mode")
     if mode not in (RecordingMode.ALWAYS, RecordingMode.ON_DEMAND):
-        raise ApiError(422, "Choose always or on demand.", "mode")
+        raise ApiError(422, N_("Choose always or on demand."), "mode")
     user = await change_mode(context, request, identity, request.match_info["extension"], mode)
-    _notice(request, f"{user.name} ({user.extension}): {MODE_LABELS[mode].lower()}.")
+    _notice(request, _mode_saved(user))
     raise web.HTTPSeeOther("/settings")
 
 
@@ -442,7 +579,12 @@ async def post_recording_remove(request: web.Request) -> web.Response:
     extension = request.match_info["extension"]
     user = await change_mode(context, request, identity, extension, RecordingMode.NEVER)
     _notice(
-        request, f"{user.name} ({user.extension}) is no longer recorded; their recordings are kept."
+        request,
+        N_(
+            "{name} ({extension}) is no longer recorded; their recordings are kept.",
+            name=user.name,
+            extension=user.extension,
+        ),
     )
     raise web.HTTPSeeOther("/settings")
 
@@ -458,7 +600,14 @@ async def get_users(request: web.Request) -> web.Response:
         {"user": user, "devices": await store.list_devices(user.extension)}
         for user in await store.list_users()
     ]
-    return render(request, "users.html", title="Users", users=entries)
+    return render(
+        request,
+        "users.html",
+        title=_presentation(request).gettext("Users"),
+        users=entries,
+        recording_modes=RECORDING_MODES,
+        languages=[(code, LANGUAGE_NAMES.get(code, code)) for code in LANGUAGES],
+    )
 
 
 @routes.post("/users")
@@ -469,7 +618,7 @@ async def post_users(request: web.Request) -> web.Response:
     data = {key: _text(form, key) for key in ("extension", "name", "email", "portal_password")}
     data["mode"] = RecordingMode.NEVER
     user = await add_user(context, request, identity, {k: v for k, v in data.items() if v})
-    _notice(request, f"Added {user.name} ({user.extension}).")
+    _notice(request, N_("Added {name} ({extension}).", name=user.name, extension=user.extension))
     raise web.HTTPSeeOther("/users")
 
 
@@ -481,10 +630,22 @@ async def post_user_mode(request: web.Request) -> web.Response:
     user = await change_mode(
         context, request, identity, request.match_info["extension"], _text(form, "mode")
     )
+    _notice(request, _mode_saved(user))
+    raise web.HTTPSeeOther("/users")
+
+
+@routes.post("/users/{extension}/language")
+async def post_user_language(request: web.Request) -> web.Response:
+    """A user's own portal language ("": the organisation's)."""
+    identity = page_identity(request, admin=True)
+    context = context_of(request)
+    form = await checked_form(request)
+    user = await change_language(
+        context, request, identity, request.match_info["extension"], _text(form, "language")
+    )
     _notice(
         request,
-        f"Saved: {user.name} ({user.extension}) call recording"
-        f" {MODE_LABELS[user.recording_mode].lower()}.",
+        N_("Saved: {name} ({extension}) language.", name=user.name, extension=user.extension),
     )
     raise web.HTTPSeeOther("/users")
 
@@ -505,12 +666,13 @@ def _page_links(request: web.Request, page: int, pages: int) -> tuple[str | None
 async def get_reports(request: web.Request) -> web.Response:
     identity = page_identity(request)
     context = context_of(request)
-    error = None
+    presentation = _presentation(request)
+    error: str | Text | None = None
     try:
-        call_query, paging = parse_call_filters(request.query, identity)
+        call_query, paging = parse_call_filters(request.query, identity, presentation)
     except ApiError as exc:
-        error = exc.message
-        call_query, paging = parse_call_filters({}, identity)
+        error = exc.text
+        call_query, paging = parse_call_filters({}, identity, presentation)
     rows, total = await context.repository.calls_page(call_query, paging.page_size, paging.offset)
     pages = max(1, math.ceil(total / paging.page_size))
     prev_url, next_url = _page_links(request, paging.page, pages)
@@ -524,7 +686,7 @@ async def get_reports(request: web.Request) -> web.Response:
         request,
         "reports.html",
         status=422 if error else 200,
-        title="Reports",
+        title=presentation.gettext("Reports"),
         rows=rows,
         total=total,
         filters=filters,
@@ -540,29 +702,29 @@ async def get_reports(request: web.Request) -> web.Response:
 
 
 async def _bulk_page(
-    request: web.Request, *, status: int = 200, error: str | None = None, month: str = ""
+    request: web.Request, *, status: int = 200, error: str | Text | None = None, month: str = ""
 ) -> web.Response:
     context = context_of(request)
+    presentation = _presentation(request)
     settings = await load_settings(context.store, context.services)
     refused = None
     if not bulk_download_allowed(settings.retention_days):
-        refused = (
-            f"Bulk download needs a retention of {BULK_DOWNLOAD_MIN_RETENTION_DAYS} days or"
-            f" more; it is {settings.retention_days} days now. Raise it on the Recording"
-            " settings page (it applies to new recordings only)."
-        )
+        refused = presentation.gettext(
+            "Bulk download needs a retention of {minimum} days or more; it is {days} days now."
+            " Raise it on the Recording settings page (it applies to new recordings only)."
+        ).format(minimum=BULK_DOWNLOAD_MIN_RETENTION_DAYS, days=settings.retention_days)
     if not month:
-        today = datetime.now(tz=UTC)
-        month = f"{today.year:04d}-{today.month:02d}"
+        month = presentation.this_month(context.now())
     return render(
         request,
         "bulk.html",
         status=status,
-        title="Bulk download",
+        title=presentation.gettext("Bulk download"),
         exports=await context.store.list_exports(50),
         refused=refused,
         month=month,
         error=error,
+        link_days=round(EXPORT_LINK_LIFETIME_S / 86400),
     )
 
 
@@ -581,8 +743,11 @@ async def post_bulk(request: web.Request) -> web.Response:
     try:
         await order_export(context, request, identity, month)
     except ApiError as exc:
-        return await _bulk_page(request, status=exc.status, error=exc.message, month=month)
-    _notice(request, f"Export of {month} ordered; you will get an e-mail when it is ready.")
+        return await _bulk_page(request, status=exc.status, error=exc.text, month=month)
+    _notice(
+        request,
+        N_("Export of {month} ordered; you will get an e-mail when it is ready.", month=month),
+    )
     raise web.HTTPSeeOther("/bulk")
 
 
@@ -594,7 +759,7 @@ async def get_export_download(request: web.Request) -> web.StreamResponse:
     verify = context.services.verify_export_link
     path = await verify(token) if verify is not None and token else None
     if path is None:
-        raise ApiError(403, "This download link is invalid or has expired.")
+        raise ApiError(403, N_("This download link is invalid or has expired."))
     # The link verified, so its first part is the export id.
     export_id = int(token.split(".", 1)[0])
     export = await context.store.get_export(export_id)
@@ -627,7 +792,7 @@ async def get_audit(request: web.Request) -> web.Response:
     return render(
         request,
         "audit.html",
-        title="Audit",
+        title=_presentation(request).gettext("Audit log"),
         entries=entries,
         page=page,
         pages=pages,

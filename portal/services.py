@@ -4,19 +4,25 @@
 `callrec.services.export.ExportService` (built in background tasks started by `spawn`,
 mailed as a signed link). Settings are
 checked by the product rules (`callrec.policy`). Tests may build one by hand.
+
+`defaults` are the config's settings exactly as the file gives them: a WAV file named by
+`[recording] announcement` stays that file (shown as such on the settings page), so
+saving any setting never puts the shipped notice in its place. `presentations` builds
+each page's language and time zone from the portal's catalogues (`CATALOGUES`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from callrec.config import Config
-from callrec.policy import ANNOUNCEMENTS, RecordingSettings
+from callrec.policy import RecordingSettings
 from callrec.services.export import ExportService, Spawn
+from callrec.services.presentation import Presentations
 from storage.database import Store
 from storage.files import RecordingFiles
 
@@ -35,6 +41,9 @@ class RequestExport(Protocol):
 # unexpired and its export is ready, else None.
 VerifyExportLink = Callable[[str], Awaitable[Path | None]]
 
+# The compiled message catalogues: <language>/LC_MESSAGES/messages.mo.
+CATALOGUES = Path(__file__).resolve().parent / "locale"
+
 
 @dataclass
 class PortalServices:
@@ -47,6 +56,7 @@ class PortalServices:
     request_export: RequestExport | None = None
     verify_export_link: VerifyExportLink | None = None
     clock: Callable[[], float] = field(default=time.time)
+    presentations: Presentations = field(default_factory=lambda: Presentations(CATALOGUES))
 
     @property
     def files(self) -> RecordingFiles:
@@ -60,17 +70,19 @@ class PortalServices:
         """Defaults from `[storage]`, `[retention]` and `[recording]`; with `store`, the
         check of mailed export links, and with `spawn` too (what starts the background
         builds), ordering exports."""
-        defaults = config.recording_settings
-        if defaults.announcement not in ANNOUNCEMENTS:
-            # A custom prompt file plays like the default one as far as the portal cares.
-            defaults = replace(defaults, announcement="default")
         services = cls(
             storage_dir=config.storage.dir,
             recordings_dir=config.storage.recordings_dir,
-            defaults=defaults,
+            defaults=config.recording_settings,
         )
         if store is not None:
-            exports = ExportService(store, config, spawn=spawn, clock=services.clock)
+            exports = ExportService(
+                store,
+                config,
+                spawn=spawn,
+                clock=services.clock,
+                presentations=services.presentations,
+            )
             services.verify_export_link = exports.verify_link
             if spawn is not None:
                 services.request_export = exports.request

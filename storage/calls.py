@@ -1,5 +1,8 @@
 """Call detail records: one row per call, with copies of the parties' extensions and
-names so a record outlives the users it mentions, and the portal's pages of calls."""
+names so a record outlives the users it mentions, and the portal's pages of calls.
+
+A call belongs to the organisation of the user it was set up for (`org_id`, given when
+it is created and never changed); every read takes that organisation."""
 
 from __future__ import annotations
 
@@ -8,8 +11,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from storage.connection import MAX_ROW_ID, Database, started_between
-from storage.errors import InvalidValue, NotFound
-from storage.models import CALL_DIRECTIONS, CALL_DISPOSITIONS, CallRecord, CallRow, Recording
+from storage.errors import Conflict, InvalidValue, NotFound
+from storage.models import (
+    CALL_DIRECTIONS,
+    CALL_DISPOSITIONS,
+    CallRecord,
+    CallRow,
+    OrgScope,
+    Recording,
+)
 from storage.rows import (
     CALL_COLUMNS,
     CALL_COLUMNS_C,
@@ -92,20 +102,25 @@ class Calls:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    async def create_call(self, **fields: Any) -> int:
-        """Insert a call record from CALL_FIELDS (sip_call_id, direction and started_at
-        required); returns its id."""
+    async def create_call(self, org_id: int, **fields: Any) -> int:
+        """Insert a call record of organisation `org_id` from CALL_FIELDS (sip_call_id,
+        direction and started_at required); returns its id."""
         missing = [name for name in _REQUIRED_CALL_FIELDS if fields.get(name) is None]
         if missing:
             raise InvalidValue(missing[0], f"missing call field(s): {', '.join(missing)}")
+        if isinstance(org_id, bool) or not isinstance(org_id, int) or org_id <= 0:
+            raise InvalidValue("org_id", f"invalid organisation id {org_id!r}")
         checked = _validate_call_fields(fields)
-        columns = list(checked)
+        columns = ["org_id", *checked]
+        values = [org_id, *checked.values()]
         placeholders = ", ".join("?" for _ in columns)
-        async with self.database.transaction() as session:
-            _, call_id = await session.execute(
-                f"INSERT INTO calls ({', '.join(columns)}) VALUES ({placeholders})",
-                [checked[name] for name in columns],
-            )
+        try:
+            async with self.database.transaction() as session:
+                _, call_id = await session.execute(
+                    f"INSERT INTO calls ({', '.join(columns)}) VALUES ({placeholders})", values
+                )
+        except Conflict as exc:
+            raise InvalidValue("org_id", f"unknown organisation id {org_id}") from exc
         assert call_id is not None
         return call_id
 
@@ -150,14 +165,19 @@ class Calls:
                 closed.append(replace(call, ended_at=ended_at, disposition="interrupted"))
         return closed
 
-    async def get_call(self, call_id: int) -> CallRecord | None:
-        """One call record, or None."""
+    async def get_call(self, org: OrgScope, call_id: int) -> CallRecord | None:
+        """One call record of `org`, or None."""
+        if not 0 < call_id <= MAX_ROW_ID:
+            return None
         async with self.database.read() as session:
-            row = await session.one(f"SELECT {CALL_COLUMNS} FROM calls WHERE id = ?", (call_id,))
+            row = await session.one(
+                f"SELECT {CALL_COLUMNS} FROM calls WHERE id = ? AND org_id = ?", (call_id, org.id)
+            )
         return call_from_row(row) if row is not None else None
 
     async def list_calls(
         self,
+        org: OrgScope,
         limit: int = 100,
         offset: int = 0,
         since: float | None = None,
@@ -168,6 +188,8 @@ class Calls:
         the caller or the callee."""
         _check_paging(limit, offset)
         conditions, params = started_between("started_at", since, until)
+        conditions.insert(0, "org_id = ?")
+        params.insert(0, org.id)
         if extension is not None:
             conditions.append("(caller_ext = ? OR callee_ext = ?)")
             params.extend((extension, extension))
@@ -183,11 +205,13 @@ class Calls:
     # -- the portal's views ----------------------------------------------------------------
 
     async def calls_page(
-        self, query: CallQuery, limit: int, offset: int
+        self, org: OrgScope, query: CallQuery, limit: int, offset: int
     ) -> tuple[list[CallRow], int]:
-        """One page of calls newest first, each with its recordings, and the total."""
+        """One page of `org`'s calls newest first, each with its recordings, and the total."""
         _check_paging(limit, offset)
         conditions, params = started_between("c.started_at", query.since, query.until)
+        conditions.insert(0, "c.org_id = ?")
+        params.insert(0, org.id)
         for extension in (query.extension, query.scope_ext):
             if extension is not None:
                 conditions.append(own_call_condition("c"))
@@ -208,33 +232,36 @@ class Calls:
                 marks = ", ".join("?" for _ in calls)
                 for row in await session.all(
                     f"SELECT {RECORDING_COLUMNS_R} FROM recordings r"
-                    f" WHERE r.call_id IN ({marks}) ORDER BY r.started_at, r.id",
-                    [call.id for call in calls],
+                    f" WHERE r.org_id = ? AND r.call_id IN ({marks}) ORDER BY r.started_at, r.id",
+                    [org.id, *(call.id for call in calls)],
                 ):
                     recording = recording_from_row(row)
                     recordings[recording.call_id].append(recording)
         total = int(total_row["n"]) if total_row is not None else 0
         return [CallRow(call, recordings[call.id]) for call in calls], total
 
-    async def get_visible_call(self, call_id: int, scope_ext: str | None) -> CallRow | None:
-        """A call with its recordings; None if unknown or (with `scope_ext`) not one the
-        user took part in."""
+    async def get_visible_call(
+        self, org: OrgScope, call_id: int, scope_ext: str | None
+    ) -> CallRow | None:
+        """A call of `org` with its recordings; None if unknown, another organisation's
+        or (with `scope_ext`) not one the user took part in."""
         if not 0 < call_id <= MAX_ROW_ID:
             return None
-        params: list[Any] = [call_id]
+        params: list[Any] = [call_id, org.id]
         scope = ""
         if scope_ext is not None:
             scope = f" AND {own_call_condition('c')}"
             params.extend((scope_ext, scope_ext))
         async with self.database.read() as session:
             row = await session.one(
-                f"SELECT {CALL_COLUMNS_C} FROM calls c WHERE c.id = ?{scope}", params
+                f"SELECT {CALL_COLUMNS_C} FROM calls c WHERE c.id = ? AND c.org_id = ?{scope}",
+                params,
             )
             if row is None:
                 return None
             recording_rows = await session.all(
-                f"SELECT {RECORDING_COLUMNS_R} FROM recordings r WHERE r.call_id = ?"
-                " ORDER BY r.started_at, r.id",
-                (call_id,),
+                f"SELECT {RECORDING_COLUMNS_R} FROM recordings r"
+                " WHERE r.call_id = ? AND r.org_id = ? ORDER BY r.started_at, r.id",
+                (call_id, org.id),
             )
         return CallRow(call_from_row(row), [recording_from_row(r) for r in recording_rows])

@@ -29,25 +29,43 @@ from typing import Any
 
 import aiosqlite
 
+from callrec.policy import (
+    BULK_DOWNLOAD_MIN_RETENTION_DAYS,
+    DEFAULT_RECORDING_MODE,
+    RECORDING_MODES,
+)
 from storage.errors import Conflict, EmptyDatabase, StorageError, StorageUnavailable
 
-__all__ = ["MAX_ROW_ID", "MIGRATIONS", "Database", "Session", "started_between"]
+__all__ = [
+    "DEFAULT_DOMAIN_PARAMETER",
+    "MAX_ROW_ID",
+    "MIGRATIONS",
+    "Database",
+    "Session",
+    "started_between",
+]
 
 log = logging.getLogger("callrec.storage")
 
 # SQLite integers are signed 64-bit; a larger id (from a URL) can name nothing.
 MAX_ROW_ID = 2**63 - 1
 
+# The recording modes as SQL: the column default and the CHECK list come from the product
+# rules. SQLite cannot change a CHECK in place, so a new mode also needs a migration that
+# rebuilds `users`; a database made before it keeps the CHECK it was created with.
+_MODES_SQL = ", ".join(f"'{mode}'" for mode in RECORDING_MODES)
+_DEFAULT_MODE_SQL = f"'{DEFAULT_RECORDING_MODE.value}'"
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: users, devices, registrations, calls, settings
     (
-        """CREATE TABLE users (
+        f"""CREATE TABLE users (
             id INTEGER PRIMARY KEY AUTOINCREMENT,
             extension TEXT NOT NULL UNIQUE,
             name TEXT NOT NULL,
             email TEXT,
-            recording_mode TEXT NOT NULL DEFAULT 'on-demand'
-                CHECK (recording_mode IN ('never', 'always', 'on-demand')),
+            recording_mode TEXT NOT NULL DEFAULT {_DEFAULT_MODE_SQL}
+                CHECK (recording_mode IN ({_MODES_SQL})),
             realm TEXT NOT NULL,
             ha1_md5 TEXT,
             ha1_sha256 TEXT,
@@ -190,7 +208,106 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             revoked_at REAL
         )""",
     ),
+    # 5: a user's own language for the portal (NULL: the organisation's)
+    ("ALTER TABLE users ADD COLUMN language TEXT",),
+    # 6: organisations. Everything so far belongs to organisation 1, "default", whose
+    # SIP domain (its digest realm) is the configured realm (`:default_domain`, else the
+    # realm its users' passwords were hashed with, else "callrec"). Extensions become
+    # unique per organisation: `users` is rebuilt (foreign keys are off while migrating,
+    # see Database._migrate, so dropping the old table cascades nothing).
+    (
+        """CREATE TABLE organisations (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            slug TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            domain TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            language TEXT,
+            timezone TEXT,
+            created_at REAL NOT NULL
+        )""",
+        """INSERT INTO organisations (id, slug, name, domain, language, timezone, created_at)
+        VALUES (1, 'default', 'Default organisation', lower(COALESCE(:default_domain,
+            (SELECT realm FROM users GROUP BY realm ORDER BY COUNT(*) DESC LIMIT 1),
+            'callrec')),
+            (SELECT value FROM settings WHERE key = 'language'),
+            (SELECT value FROM settings WHERE key = 'timezone'),
+            CAST(strftime('%s', 'now') AS REAL))""",
+        f"""CREATE TABLE users_new (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            org_id INTEGER NOT NULL REFERENCES organisations(id),
+            extension TEXT NOT NULL,
+            name TEXT NOT NULL,
+            email TEXT,
+            recording_mode TEXT NOT NULL DEFAULT {_DEFAULT_MODE_SQL}
+                CHECK (recording_mode IN ({_MODES_SQL})),
+            realm TEXT NOT NULL,
+            ha1_md5 TEXT,
+            ha1_sha256 TEXT,
+            created_at REAL NOT NULL,
+            portal_password_hash TEXT,
+            language TEXT,
+            UNIQUE (org_id, extension)
+        )""",
+        """INSERT INTO users_new (id, org_id, extension, name, email, recording_mode, realm,
+            ha1_md5, ha1_sha256, created_at, portal_password_hash, language)
+        SELECT id, 1, extension, name, email, recording_mode, realm, ha1_md5, ha1_sha256,
+            created_at, portal_password_hash, language FROM users""",
+        "DROP TABLE users",
+        "ALTER TABLE users_new RENAME TO users",
+        "ALTER TABLE devices ADD COLUMN org_id INTEGER REFERENCES organisations(id)",
+        "UPDATE devices SET org_id = (SELECT u.org_id FROM users u WHERE u.id = devices.user_id)",
+        "CREATE INDEX devices_org_username ON devices (org_id, username)",
+        "ALTER TABLE calls ADD COLUMN org_id INTEGER REFERENCES organisations(id)",
+        "UPDATE calls SET org_id = 1",
+        "CREATE INDEX calls_org_started ON calls (org_id, started_at)",
+        "ALTER TABLE recordings ADD COLUMN org_id INTEGER REFERENCES organisations(id)",
+        "UPDATE recordings SET org_id = 1",
+        "CREATE INDEX recordings_org_started ON recordings (org_id, started_at)",
+        "ALTER TABLE exports ADD COLUMN org_id INTEGER REFERENCES organisations(id)",
+        "UPDATE exports SET org_id = 1",
+        # NULL: a platform entry (an operator's change to organisations).
+        "ALTER TABLE audit ADD COLUMN org_id INTEGER REFERENCES organisations(id)",
+        "UPDATE audit SET org_id = 1",
+        "CREATE INDEX audit_org_at ON audit (org_id, at)",
+        # An admin administers one organisation; an operator (org_id NULL) the platform.
+        "ALTER TABLE admins ADD COLUMN org_id INTEGER REFERENCES organisations(id)",
+        "ALTER TABLE admins ADD COLUMN role TEXT NOT NULL DEFAULT 'admin'",
+        "UPDATE admins SET org_id = 1",
+        "ALTER TABLE api_tokens ADD COLUMN org_id INTEGER REFERENCES organisations(id)",
+        "UPDATE api_tokens SET org_id = 1",
+        """CREATE TABLE org_settings (
+            org_id INTEGER NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (org_id, key)
+        )""",
+        # Language and time zone are the organisation's columns; the rest move over.
+        """INSERT INTO org_settings (org_id, key, value)
+        SELECT 1, key, value FROM settings
+        WHERE key IN ('feature_code', 'retention_days', 'announcement', 'channels')""",
+        # Bulk download was open to every organisation keeping recordings long enough:
+        # the new switch starts on where it was so.
+        f"""INSERT INTO org_settings (org_id, key, value)
+        SELECT 1, 'bulk_download', 'on' FROM settings
+        WHERE key = 'retention_days'
+            AND CAST(value AS INTEGER) >= {BULK_DOWNLOAD_MIN_RETENTION_DAYS}""",
+        """DELETE FROM settings WHERE key IN ('feature_code', 'retention_days',
+            'announcement', 'channels', 'language', 'timezone')""",
+        """CREATE TABLE dids (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            org_id INTEGER NOT NULL REFERENCES organisations(id) ON DELETE CASCADE,
+            first TEXT NOT NULL,
+            last TEXT NOT NULL,
+            extension TEXT,
+            created_at REAL NOT NULL
+        )""",
+        "CREATE INDEX dids_org ON dids (org_id)",
+    ),
 )
+
+# A migration statement may name this parameter: the configured SIP realm, the domain
+# of the default organisation (None if the caller did not say).
+DEFAULT_DOMAIN_PARAMETER = ":default_domain"
 
 # What a client may be told about each SQLite failure (by the prefix of its error name).
 _UNAVAILABLE = (
@@ -272,6 +389,11 @@ class Session:
         async with self._connection.execute(sql, params) as cursor:
             return cursor.rowcount, cursor.lastrowid
 
+    async def execute_named(self, sql: str, params: dict[str, Any]) -> tuple[int, int | None]:
+        """`execute` with named parameters (`:name`)."""
+        async with self._connection.execute(sql, params) as cursor:
+            return cursor.rowcount, cursor.lastrowid
+
 
 class Database:
     """The SQLite file; open it with `await Database.open(path)`."""
@@ -284,13 +406,19 @@ class Database:
 
     @classmethod
     async def open(
-        cls, path: str | Path, *, busy_timeout_s: float = 5.0, create_empty: bool = False
+        cls,
+        path: str | Path,
+        *,
+        busy_timeout_s: float = 5.0,
+        create_empty: bool = False,
+        default_domain: str | None = None,
     ) -> Database:
         """Open (creating folders and file as needed) and migrate to the newest schema.
 
         `busy_timeout_s`: how long a write waits for another process's write lock before
         failing as `StorageUnavailable`. An existing 0-byte file raises `EmptyDatabase`
-        unless `create_empty`."""
+        unless `create_empty`. `default_domain`: the configured SIP realm, the domain of
+        the default organisation if the migration to organisations creates it."""
         db_path = Path(path)
         if not create_empty and _is_empty_file(db_path):
             raise EmptyDatabase(db_path)
@@ -304,7 +432,7 @@ class Database:
         database = cls(connection, db_path)
         try:
             await database._configure(busy_timeout_s)
-            await database._migrate()
+            await database._migrate(default_domain)
         except BaseException:
             await connection.close()
             raise
@@ -368,14 +496,29 @@ class Database:
             log.error("database %s: journal mode stays %s", self.path, row[0] if row else None)
             raise StorageUnavailable("cannot enable WAL journal mode on the database")
 
-    async def _migrate(self) -> None:
+    async def _migrate(self, default_domain: str | None) -> None:
         try:
             await self._connection.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version ("
                 " version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
             )
+            # SQLite's way to rebuild a table others refer to: foreign keys off (they
+            # cannot change inside a transaction), rebuild, check, on again.
+            await self._connection.execute("PRAGMA foreign_keys = OFF")
         except _SQLITE_FAILURES as exc:
             raise _translate(exc, self.path) from exc
+        try:
+            await self._apply_migrations(default_domain)
+            async with self.read() as session:
+                broken = await session.all("PRAGMA foreign_key_check")
+            if broken:
+                log.error("database %s: foreign keys broken: %s", self.path, broken[:5])
+                raise StorageUnavailable("the database's references are inconsistent")
+        finally:
+            with suppress(*_SQLITE_FAILURES):
+                await self._connection.execute("PRAGMA foreign_keys = ON")
+
+    async def _apply_migrations(self, default_domain: str | None) -> None:
         latest = len(MIGRATIONS)
         async with self.transaction() as session:
             # Read inside the write transaction: another process may have migrated.
@@ -388,7 +531,10 @@ class Database:
                 )
             for version in range(current + 1, latest + 1):
                 for statement in MIGRATIONS[version - 1]:
-                    await session.execute(statement)
+                    if DEFAULT_DOMAIN_PARAMETER in statement:
+                        await session.execute_named(statement, {"default_domain": default_domain})
+                    else:
+                        await session.execute(statement)
                 await session.execute(
                     "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
                     (version, time.time()),

@@ -1,4 +1,4 @@
-"""Recording files and export ZIPs on disk: their layout, safe paths, sealing and deletion.
+"""Recording files and export ZIPs on disk: their layout, safe paths and deletion.
 
 `RecordingFiles` is the one owner of the files under a storage directory; every other
 module asks it rather than joining paths itself:
@@ -11,18 +11,19 @@ module asks it rather than joining paths itself:
   climbs with `..` or (through a symlink) lands outside the recordings folder is refused
   with `InvalidValue("path")`, so a tampered row can never make callrec read or delete
   another file;
-- `seal` makes a finished file read-only and returns its SHA-256 and size;
 - `delete` removes a recording's file (the retention purge; nothing else deletes one);
   a read-only (sealed) file goes too: unlinking needs write access to the folder.
 
-The audio samples themselves are written by `media.writer`, which is handed the
-absolute path `new_recording` chose (media does not import storage). All methods here
-are blocking file-system calls: async callers run them with `asyncio.to_thread`.
+The file itself is written by `media.writer`, which is handed the absolute path
+`new_recording` chose (media does not import storage). The writer also seals it as it
+closes it (read-only, SHA-256 and size in its summary, which the recording manager
+files): sealing needs the last bytes written, and the writer is the one that has them.
+All methods here are blocking file-system calls: async callers run them with
+`asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import uuid
@@ -33,13 +34,11 @@ from callrec.policy import FORMATS
 from storage.errors import InvalidValue
 from storage.models import ExportJob
 
-__all__ = ["READ_ONLY", "NewRecording", "RecordingFiles"]
+__all__ = ["NewRecording", "RecordingFiles"]
 
 RECORDINGS_FOLDER = "recordings"
 EXPORTS_FOLDER = "exports"
-READ_ONLY = 0o444
 _EXTENSIONS = FORMATS  # the file extension is the recording format
-_HASH_BLOCK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -92,18 +91,6 @@ class RecordingFiles:
         except InvalidValue:
             return None
         return path if path.is_file() else None
-
-    @staticmethod
-    def seal(path: Path) -> tuple[str, int]:
-        """Make a finished file read-only; its (SHA-256 hex, size in bytes)."""
-        os.chmod(path, READ_ONLY)
-        digest = hashlib.sha256()
-        size = 0
-        with path.open("rb") as file:
-            while block := file.read(_HASH_BLOCK):
-                digest.update(block)
-                size += len(block)
-        return digest.hexdigest(), size
 
     def delete(self, relative: str) -> bool:
         """Delete a recording's file: True if deleted, False if it was already missing.

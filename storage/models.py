@@ -23,6 +23,66 @@ def format_timestamp(timestamp: float | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class OrgScope:
+    """Which organisation a read or a change is about. Every store method that reads or
+    changes an organisation's data takes one (required, never defaulted), so a caller
+    cannot forget to say whose data it means; get one from `Organisation.scope` or
+    `Store.org_scope`."""
+
+    id: int
+    slug: str
+
+
+@dataclass(frozen=True)
+class Organisation:
+    """A customer of the platform: its SIP domain (also its digest realm), and its own
+    language and time zone (None: the server's defaults from the config)."""
+
+    id: int
+    slug: str
+    name: str
+    domain: str
+    language: str | None
+    timezone: str | None
+    created_at: float
+
+    @property
+    def scope(self) -> OrgScope:
+        return OrgScope(self.id, self.slug)
+
+
+@dataclass(frozen=True)
+class Did:
+    """A number (or a range `first`..`last` of numbers of one length) the trunk
+    delivers, and the organisation it belongs to. `extension`: the user every number of
+    the range rings; None: the number dialled is itself an extension of the organisation."""
+
+    id: int
+    org_id: int
+    first: str
+    last: str
+    extension: str | None
+
+    def target(self, number: str) -> str:
+        """The extension a call to `number` (one of this range) rings."""
+        return self.extension if self.extension is not None else number
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one organisation used in one period, for billing."""
+
+    org_id: int
+    since: float
+    until: float
+    recording_users: int
+    recordings: int
+    recorded_seconds: float
+    bytes_stored: int
+    retention_days: int | None
+
+
+@dataclass(frozen=True)
 class User:
     """A person with an extension; the recording mode applies to all their devices."""
 
@@ -35,6 +95,11 @@ class User:
     ha1_md5: str | None
     ha1_sha256: str | None
     created_at: float
+    # The user's own language for the portal (`callrec.policy.LANGUAGES`); None: the
+    # organisation's.
+    language: str | None = None
+    # The organisation the user belongs to (extensions are unique within it only).
+    org_id: int = 0
 
     @property
     def has_password(self) -> bool:
@@ -199,6 +264,7 @@ class ExportJob:
     files: int | None
     error: str | None
     finished_at: float | None
+    org_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -209,6 +275,13 @@ class Admin:
     name: str
     email: str | None
     created_at: float
+    # The organisation an admin administers; None for a platform operator.
+    org_id: int | None = None
+    role: str = "admin"
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == "operator"
 
 
 @dataclass(frozen=True)
@@ -230,3 +303,5 @@ class ApiToken:
     created_at: float
     last_used_at: float | None
     revoked_at: float | None
+    # The organisation the token acts for; None for an operator's token.
+    org_id: int | None = None

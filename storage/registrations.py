@@ -1,6 +1,6 @@
 """Registrations: the REGISTER bindings of users' phones (contact, source, expiry).
 
-A binding is keyed by (user, contact); a new contact for the same `+sip.instance`
+A binding is keyed by (user, contact), and so belongs to the user's organisation; a new contact for the same `+sip.instance`
 supersedes the old one (RFC 5626). Expired bindings are ignored by `bindings` and
 deleted by `purge_expired_bindings`.
 """
@@ -12,7 +12,7 @@ import time
 
 from storage.connection import Database
 from storage.errors import Conflict, NotFound
-from storage.models import Registration
+from storage.models import OrgScope, Registration
 
 __all__ = ["Registrations"]
 
@@ -115,15 +115,16 @@ class Registrations:
             )
         return changed
 
-    async def bindings(self, extension: str, now: float) -> list[Registration]:
-        """Unexpired bindings of a user (expires_at > now), most recently refreshed first."""
+    async def bindings(self, org: OrgScope, extension: str, now: float) -> list[Registration]:
+        """Unexpired bindings of a user of `org` (expires_at > now), most recently
+        refreshed first."""
         async with self.database.read() as session:
             rows = await session.all(
                 f"SELECT {_REGISTRATION_COLUMNS} FROM registrations r"
                 " JOIN users u ON u.id = r.user_id"
-                " WHERE u.extension = ? AND r.expires_at > ?"
+                " WHERE u.org_id = ? AND u.extension = ? AND r.expires_at > ?"
                 " ORDER BY r.updated_at DESC, r.id DESC",
-                (extension, now),
+                (org.id, extension, now),
             )
         return [_registration_from_row(row) for row in rows]
 

@@ -1,10 +1,13 @@
 """Users and their devices: extensions, names, recording modes, SIP credentials and
 portal passwords.
 
-A user has an extension (2 to 15 digits) and a recording mode that applies to all their
-devices. A device is a SIP URI of one of their phones; its user part may authenticate
-too, so a username (an extension or a device's user part) belongs to one user only,
-which is checked inside the write transaction. SIP passwords are kept only as digest HA1
+A user belongs to one organisation and has an extension (2 to 15 digits, unique within
+the organisation only) and a recording mode that applies to all their devices. A device
+is a SIP URI of one of their phones; its user part may authenticate too, so within an
+organisation a username (an extension or a device's user part) belongs to one user
+only, which is checked inside the write transaction. Every method takes the
+organisation (`OrgScope`): nothing here reads or changes two organisations at once. A
+user's digest realm is their organisation's domain. SIP passwords are kept only as digest HA1
 values and portal passwords only as argon2 hashes, both made by `accounts.Passwords`.
 """
 
@@ -16,18 +19,27 @@ import time
 from collections.abc import Iterable
 from urllib.parse import unquote
 
-from callrec.policy import RECORDING_MODES
+from callrec.policy import (
+    DEFAULT_RECORDING_MODE,
+    RECORDING_MODES,
+    PolicyError,
+    parse_language,
+)
 from storage.accounts import EMAIL, MIN_PORTAL_PASSWORD_LENGTH, Passwords
 from storage.connection import Database, Session
 from storage.errors import Conflict, InvalidValue, NotFound
-from storage.models import Credentials, Device, User
+from storage.models import Credentials, Device, OrgScope, User
+from storage.organisations import existing_org
 
 __all__ = ["USER_COLUMNS", "Users", "device_username", "user_from_row"]
 
 _EXTENSION = re.compile(r"[0-9]{2,15}")
 _MAX_NAME_LENGTH = 200
 
-USER_COLUMNS = "id, extension, name, email, recording_mode, realm, ha1_md5, ha1_sha256, created_at"
+USER_COLUMNS = (
+    "id, org_id, extension, name, email, recording_mode, realm, ha1_md5, ha1_sha256,"
+    " created_at, language"
+)
 _DEVICE_COLUMNS = "id, user_id, uri, username, kind, ha1_md5, ha1_sha256"
 
 
@@ -88,6 +100,8 @@ def user_from_row(row: sqlite3.Row) -> User:
         ha1_md5=row["ha1_md5"],
         ha1_sha256=row["ha1_sha256"],
         created_at=row["created_at"],
+        language=row["language"],
+        org_id=int(row["org_id"]),
     )
 
 
@@ -103,32 +117,36 @@ def _device_from_row(row: sqlite3.Row) -> Device:
     )
 
 
-async def _user_or_none(session: Session, extension: str) -> User | None:
-    row = await session.one(f"SELECT {USER_COLUMNS} FROM users WHERE extension = ?", (extension,))
+async def _user_or_none(session: Session, org: OrgScope, extension: str) -> User | None:
+    row = await session.one(
+        f"SELECT {USER_COLUMNS} FROM users WHERE org_id = ? AND extension = ?",
+        (org.id, extension),
+    )
     return user_from_row(row) if row is not None else None
 
 
-async def _existing_user(session: Session, extension: str) -> User:
-    user = await _user_or_none(session, extension)
+async def _existing_user(session: Session, org: OrgScope, extension: str) -> User:
+    user = await _user_or_none(session, org, extension)
     if user is None:
         raise NotFound(f"unknown extension {extension}")
     return user
 
 
 async def _check_username_free(
-    session: Session, username: str, owner_id: int | None, what: str, field: str
+    session: Session, org_id: int, username: str, owner_id: int | None, what: str, field: str
 ) -> None:
-    """Raise Conflict unless `username` is unused or already belongs to user `owner_id`."""
+    """Raise Conflict unless `username` is unused in the organisation or already
+    belongs to user `owner_id`."""
     row = await session.one(
-        "SELECT id, extension FROM users WHERE extension = ? AND id IS NOT ?",
-        (username, owner_id),
+        "SELECT id, extension FROM users WHERE org_id = ? AND extension = ? AND id IS NOT ?",
+        (org_id, username, owner_id),
     )
     if row is not None:
         raise Conflict(f"{what}: {username!r} is the extension of user {row['extension']}", field)
     row = await session.one(
         "SELECT u.extension FROM devices d JOIN users u ON u.id = d.user_id"
-        " WHERE d.username = ? AND d.user_id IS NOT ?",
-        (username, owner_id),
+        " WHERE u.org_id = ? AND d.username = ? AND d.user_id IS NOT ?",
+        (org_id, username, owner_id),
     )
     if row is not None:
         raise Conflict(
@@ -160,7 +178,9 @@ class Users:
         if not kind:
             raise InvalidValue("kind", "invalid device kind: must not be empty")
         if username is not None:
-            await _check_username_free(session, username, user.id, f"device {uri}", field)
+            await _check_username_free(
+                session, user.org_id, username, user.id, f"device {uri}", field
+            )
         existing = await session.one(
             "SELECT 1 FROM devices WHERE user_id = ? AND uri = ?", (user.id, uri)
         )
@@ -171,24 +191,25 @@ class Users:
             pair = self.passwords.ha1_pair(username, user.realm, password)
             ha1_md5, ha1_sha256 = pair.md5, pair.sha256
         _, device_id = await session.execute(
-            "INSERT INTO devices (user_id, uri, username, kind, ha1_md5, ha1_sha256)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (user.id, uri, username, kind, ha1_md5, ha1_sha256),
+            "INSERT INTO devices (user_id, org_id, uri, username, kind, ha1_md5, ha1_sha256)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (user.id, user.org_id, uri, username, kind, ha1_md5, ha1_sha256),
         )
         assert device_id is not None
         return Device(device_id, user.id, uri, username, kind, ha1_md5, ha1_sha256)
 
     async def add_user(
         self,
+        org: OrgScope,
         extension: str,
         name: str,
         email: str | None = None,
-        mode: str = "on-demand",
+        mode: str = DEFAULT_RECORDING_MODE.value,
         password: str | None = None,
         devices: Iterable[str] = (),
-        realm: str = "callrec",
     ) -> User:
-        """Create a user with its device URIs; HA1 values are kept if a password is given."""
+        """Create a user of `org` with its device URIs; HA1 values (realm: the
+        organisation's domain) are kept if a password is given."""
         _validate_extension(extension)
         name = name.strip() if isinstance(name, str) else ""
         if not name or len(name) > _MAX_NAME_LENGTH:
@@ -198,70 +219,88 @@ class Users:
         if email is not None and not EMAIL.fullmatch(email):
             raise InvalidValue("email", f"invalid email {email!r} for {extension}")
         _validate_mode(mode)
-        _validate_realm(realm)
         if password is not None:
             _validate_password(password)
         # A lone string would otherwise be iterated character by character.
         device_uris = [devices] if isinstance(devices, str) else list(devices)
-        ha1_md5 = ha1_sha256 = None
-        if password is not None:
-            pair = self.passwords.ha1_pair(extension, realm, password)
-            ha1_md5, ha1_sha256 = pair.md5, pair.sha256
         created_at = time.time()
         async with self.database.transaction() as session:
-            if await _user_or_none(session, extension) is not None:
+            realm = _validate_realm((await existing_org(session, org)).domain)
+            ha1_md5 = ha1_sha256 = None
+            if password is not None:
+                pair = self.passwords.ha1_pair(extension, realm, password)
+                ha1_md5, ha1_sha256 = pair.md5, pair.sha256
+            if await _user_or_none(session, org, extension) is not None:
                 raise Conflict(f"user {extension} already exists", "extension")
             await _check_username_free(
-                session, extension, None, f"extension {extension}", "extension"
+                session, org.id, extension, None, f"extension {extension}", "extension"
             )
             _, user_id = await session.execute(
-                "INSERT INTO users (extension, name, email, recording_mode, realm, ha1_md5,"
-                " ha1_sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (extension, name, email, mode, realm, ha1_md5, ha1_sha256, created_at),
+                "INSERT INTO users (org_id, extension, name, email, recording_mode, realm,"
+                " ha1_md5, ha1_sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (org.id, extension, name, email, mode, realm, ha1_md5, ha1_sha256, created_at),
             )
             assert user_id is not None
             user = User(
-                user_id, extension, name, email, mode, realm, ha1_md5, ha1_sha256, created_at
+                user_id,
+                extension,
+                name,
+                email,
+                mode,
+                realm,
+                ha1_md5,
+                ha1_sha256,
+                created_at,
+                org_id=org.id,
             )
             for uri in device_uris:
                 await self._insert_device(session, user, uri, "phone", password, "devices")
         return user
 
     async def add_device(
-        self, extension: str, uri: str, kind: str = "phone", password: str | None = None
+        self,
+        org: OrgScope,
+        extension: str,
+        uri: str,
+        kind: str = "phone",
+        password: str | None = None,
     ) -> Device:
         """Add a device URI to a user; without `password` its own username cannot log in."""
         if password is not None:
             _validate_password(password)
         async with self.database.transaction() as session:
-            user = await _existing_user(session, extension)
+            user = await _existing_user(session, org, extension)
             return await self._insert_device(session, user, uri, kind, password, "uri")
 
-    async def get_user(self, extension: str) -> User | None:
-        """The user with this extension, or None."""
+    async def get_user(self, org: OrgScope, extension: str) -> User | None:
+        """The user of `org` with this extension, or None."""
         async with self.database.read() as session:
-            return await _user_or_none(session, extension)
+            return await _user_or_none(session, org, extension)
 
-    async def get_user_by_id(self, user_id: int) -> User | None:
-        """The user with this row id, or None."""
+    async def get_user_by_id(self, org: OrgScope, user_id: int) -> User | None:
+        """The user of `org` with this row id, or None."""
         async with self.database.read() as session:
-            row = await session.one(f"SELECT {USER_COLUMNS} FROM users WHERE id = ?", (user_id,))
+            row = await session.one(
+                f"SELECT {USER_COLUMNS} FROM users WHERE id = ? AND org_id = ?", (user_id, org.id)
+            )
         return user_from_row(row) if row is not None else None
 
-    async def find_user_by_auth_username(self, username: str) -> User | None:
+    async def find_user_by_auth_username(self, org: OrgScope, username: str) -> User | None:
         """The user who authenticates as `username`: their extension or a device username."""
-        credentials = await self.find_credentials(username)
+        credentials = await self.find_credentials(org, username)
         return credentials.user if credentials is not None else None
 
-    async def find_credentials(self, username: str) -> Credentials | None:
-        """User, realm and HA1 values for a digest username, or None if nobody has it."""
+    async def find_credentials(self, org: OrgScope, username: str) -> Credentials | None:
+        """User, realm and HA1 values for a digest username of `org`, or None if nobody
+        there has it."""
         async with self.database.read() as session:
-            user = await _user_or_none(session, username)
+            user = await _user_or_none(session, org, username)
             if user is not None:
                 return Credentials(user, username, user.realm, user.ha1_md5, user.ha1_sha256)
             row = await session.one(
-                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE username = ? ORDER BY id LIMIT 1",
-                (username,),
+                f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE org_id = ? AND username = ?"
+                " ORDER BY id LIMIT 1",
+                (org.id, username),
             )
             if row is None:
                 return None
@@ -274,22 +313,35 @@ class Users:
         user = user_from_row(owner)
         return Credentials(user, username, user.realm, device.ha1_md5, device.ha1_sha256)
 
-    async def set_mode(self, extension: str, mode: str) -> User:
+    async def set_mode(self, org: OrgScope, extension: str, mode: str) -> User:
         """Change a user's recording mode; returns the updated user."""
         _validate_mode(mode)
         async with self.database.transaction() as session:
-            await _existing_user(session, extension)
+            user = await _existing_user(session, org, extension)
             await session.execute(
-                "UPDATE users SET recording_mode = ? WHERE extension = ?", (mode, extension)
+                "UPDATE users SET recording_mode = ? WHERE id = ?", (mode, user.id)
             )
-            return await _existing_user(session, extension)
+            return await _existing_user(session, org, extension)
 
-    async def set_password(self, extension: str, password: str, realm: str = "callrec") -> User:
-        """Replace the HA1 values of a user and of their devices' usernames."""
-        _validate_password(password)
-        _validate_realm(realm)
+    async def set_language(self, org: OrgScope, extension: str, language: str | None) -> User:
+        """Set a user's own language (None: the organisation's); returns the user."""
+        if language is not None:
+            try:
+                language = parse_language(language)
+            except PolicyError as exc:
+                raise InvalidValue("language", exc.message) from exc
         async with self.database.transaction() as session:
-            user = await _existing_user(session, extension)
+            user = await _existing_user(session, org, extension)
+            await session.execute("UPDATE users SET language = ? WHERE id = ?", (language, user.id))
+            return await _existing_user(session, org, extension)
+
+    async def set_password(self, org: OrgScope, extension: str, password: str) -> User:
+        """Replace the HA1 values of a user and of their devices' usernames (realm: the
+        organisation's domain, as it is now)."""
+        _validate_password(password)
+        async with self.database.transaction() as session:
+            realm = _validate_realm((await existing_org(session, org)).domain)
+            user = await _existing_user(session, org, extension)
             pair = self.passwords.ha1_pair(extension, realm, password)
             await session.execute(
                 "UPDATE users SET realm = ?, ha1_md5 = ?, ha1_sha256 = ? WHERE id = ?",
@@ -304,27 +356,29 @@ class Users:
                     "UPDATE devices SET ha1_md5 = ?, ha1_sha256 = ? WHERE id = ?",
                     (device_pair.md5, device_pair.sha256, row["id"]),
                 )
-            return await _existing_user(session, extension)
+            return await _existing_user(session, org, extension)
 
-    async def remove_user(self, extension: str) -> None:
+    async def remove_user(self, org: OrgScope, extension: str) -> None:
         """Delete a user with their devices and registrations; call records stay."""
         async with self.database.transaction() as session:
-            user = await _existing_user(session, extension)
+            user = await _existing_user(session, org, extension)
             # Foreign keys cascade to devices and registrations.
             await session.execute("DELETE FROM users WHERE id = ?", (user.id,))
 
-    async def list_users(self) -> list[User]:
-        """Every user, by extension."""
+    async def list_users(self, org: OrgScope) -> list[User]:
+        """Every user of `org`, by extension."""
         async with self.database.read() as session:
             rows = await session.all(
-                f"SELECT {USER_COLUMNS} FROM users ORDER BY length(extension), extension"
+                f"SELECT {USER_COLUMNS} FROM users WHERE org_id = ?"
+                " ORDER BY length(extension), extension",
+                (org.id,),
             )
         return [user_from_row(row) for row in rows]
 
-    async def list_devices(self, extension: str) -> list[Device]:
+    async def list_devices(self, org: OrgScope, extension: str) -> list[Device]:
         """The devices of a user, in the order they were added."""
         async with self.database.read() as session:
-            user = await _existing_user(session, extension)
+            user = await _existing_user(session, org, extension)
             rows = await session.all(
                 f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE user_id = ? ORDER BY id",
                 (user.id,),
@@ -333,7 +387,7 @@ class Users:
 
     # -- portal logins ---------------------------------------------------------------------
 
-    async def set_portal_password(self, extension: str, password: str) -> None:
+    async def set_portal_password(self, org: OrgScope, extension: str, password: str) -> None:
         """Set the password a user logs in to the portal with (argon2 hash only)."""
         if not isinstance(password, str) or len(password) < MIN_PORTAL_PASSWORD_LENGTH:
             raise InvalidValue(
@@ -343,19 +397,22 @@ class Users:
         hashed = await self.passwords.hash(password)
         async with self.database.transaction() as session:
             changed, _ = await session.execute(
-                "UPDATE users SET portal_password_hash = ? WHERE extension = ?",
-                (hashed, extension),
+                "UPDATE users SET portal_password_hash = ? WHERE org_id = ? AND extension = ?",
+                (hashed, org.id, extension),
             )
         if not changed:
             raise NotFound(f"unknown extension {extension}")
 
-    async def verify_user_password(self, extension: str, password: str) -> User | None:
-        """The user if `password` is their portal password, else None (an unknown
-        extension costs the same argon2 work)."""
+    async def verify_user_password(
+        self, org: OrgScope, extension: str, password: str
+    ) -> User | None:
+        """The user of `org` if `password` is their portal password, else None (an
+        unknown extension costs the same argon2 work)."""
         async with self.database.read() as session:
             row = await session.one(
-                f"SELECT {USER_COLUMNS}, portal_password_hash FROM users WHERE extension = ?",
-                (extension,),
+                f"SELECT {USER_COLUMNS}, portal_password_hash FROM users"
+                " WHERE org_id = ? AND extension = ?",
+                (org.id, extension),
             )
         hashed = row["portal_password_hash"] if row is not None else None
         if not await self.passwords.verify(str(hashed) if hashed else None, password):

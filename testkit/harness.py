@@ -89,6 +89,8 @@ class CallrecServer:
     # Extra lines of the `[sip]` table, e.g. SIPP_DIGEST_CONFIG.
     sip_config: str = ""
     media_config: str = ""  # more [media] keys
+    # Set in the environment of `callrec serve` and of the CLI commands, over os.environ.
+    extra_env: dict[str, str] = field(default_factory=dict)
     # The web portal / REST API (TCP) port, `[portal] listen`.
     portal_port: int = field(default_factory=lambda: free_port(socket.SOCK_STREAM))
     process: subprocess.Popen[bytes] | None = None
@@ -124,7 +126,9 @@ class CallrecServer:
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         command = [*CALLREC, *args, "--config", str(self.config_path)]
-        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(
+            command, capture_output=True, text=True, timeout=60, env=self.environment()
+        )
         if check and result.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed: {result.stderr}")
         return result
@@ -345,8 +349,13 @@ class CallrecServer:
             *options,
         )
 
+    def environment(self) -> dict[str, str]:
+        """The environment callrec's processes run in."""
+        return {**os.environ, **self.extra_env}
+
     def start(self, timeout: float = 15.0) -> None:
-        env = dict(os.environ, CALLREC_LOG_LEVEL=os.environ.get("CALLREC_LOG_LEVEL", "INFO"))
+        env = self.environment()
+        env.setdefault("CALLREC_LOG_LEVEL", "INFO")
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*CALLREC, "serve", "--config", str(self.config_path)],

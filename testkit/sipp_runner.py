@@ -360,20 +360,29 @@ def start_sipp(
     local_port = options.get("local_port")
     if ready_wait_s and isinstance(local_port, int):
         transport = "tcp" if options.get("transport") == "tcp" else "udp"
-        try:
-            wait_until(
-                lambda: process.process.poll() is not None or port_bound(local_port, transport),
-                timeout=ready_wait_s,
-                what=f"SIPp bound to {transport} port {local_port}",
-                interval=0.02,
-            )
-        except WaitTimeout as exc:
-            process.stop(grace_s=1.0)
-            raise RuntimeError(f"{exc}\n{command}") from None
-        if process.process.poll() not in (None, EXIT_ALL_SUCCESSFUL):
-            result = process.wait()
-            raise RuntimeError(f"sipp exited at start:\n{result.summary()}\n{command}")
+        wait_until_bound(process, local_port, transport, timeout=ready_wait_s)
     return process
+
+
+def wait_until_bound(
+    process: SippProcess, port: int, transport: str = "udp", *, timeout: float = 10.0
+) -> None:
+    """Return once SIPp `process` has bound `port`, so a UAC started next finds it
+    listening. Stops it and raises RuntimeError if it died first (a bad scenario or a
+    port in use) or did not bind within `timeout` s."""
+    try:
+        wait_until(
+            lambda: process.process.poll() is not None or port_bound(port, transport),
+            timeout=timeout,
+            what=f"SIPp bound to {transport} port {port}",
+            interval=0.02,
+        )
+    except WaitTimeout as exc:
+        process.stop(grace_s=1.0)
+        raise RuntimeError(f"{exc}\n{process.command}") from None
+    if process.process.poll() not in (None, EXIT_ALL_SUCCESSFUL):
+        result = process.wait()
+        raise RuntimeError(f"sipp exited at start:\n{result.summary()}\n{process.command}")
 
 
 def run_sipp(

@@ -1,17 +1,19 @@
 """Bulk download: one month of the organisation's recordings as a ZIP with a manifest.
 
-Allowed only while the retention setting is 180 days or more. The ZIP is written entry by
-entry with streaming zipfile writes (each file copied in chunks through
+Allowed only while the retention setting is at least
+`callrec.policy.BULK_DOWNLOAD_MIN_RETENTION_DAYS`. The ZIP is written entry by entry with
+streaming zipfile writes (each file copied in chunks through
 `ZipFile.open(name, "w", force_zip64=True)`), so memory does not grow with the month, and
 in a worker thread, so the event loop keeps relaying RTP meanwhile. `manifest.csv` lists
 every recording's metadata and the SHA-256 of the bytes actually put in the ZIP.
 
 The portal orders an export through `ExportService.request` (built in a background task
-started by the `spawn` callable its owner hands in, then mailed as a signed link valid 7
-days) and checks mailed links with `ExportService.verify_link`; the CLI awaits
-`build_export`. Links are `<portal base url>/exports/download?token=...` where the token
-is an HMAC-SHA256 of the export id and the expiry time (`sign_download` /
-`verify_download`). Where ZIPs go and which recording file is read: `RecordingFiles`.
+started by the `spawn` callable its owner hands in, then mailed as a signed link valid for
+`callrec.policy.EXPORT_LINK_LIFETIME_S`) and checks mailed links with
+`ExportService.verify_link`; the CLI awaits `build_export`. Links are
+`<portal base url>/exports/download?token=...` where the token is an HMAC-SHA256 of the
+export id and the expiry time (`sign_download` / `verify_download`). Where ZIPs go and
+which recording file is read: `RecordingFiles`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import time
 import zipfile
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ from callrec.config import Config
 from callrec.policy import (
     BULK_DOWNLOAD_MIN_RETENTION_DAYS,
     EXPORT_LINK_LIFETIME_S,
+    SettingKey,
     bulk_download_allowed,
 )
 from callrec.services.mailer import (
@@ -50,6 +52,7 @@ from callrec.services.mailer import (
     export_ready_mail,
     send_mail,
 )
+from callrec.services.presentation import Presentation, Presentations
 from callrec.services.records import recording_file_name as entry_name
 from callrec.services.retention import current_retention_days
 from storage.database import Store
@@ -110,20 +113,20 @@ _MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
 _TOKEN_CONTEXT = b"callrec export download v1\n"
 _RECENT_EXPORTS = 100
 _DEDUPLICATE_WITHIN_S = 6 * 3600.0
+# Months and names when no time zone is given (the CLI's --month on a bare store, tests).
+_UTC = Presentations().get("en", "UTC")
 
 
 # -- months and names ------------------------------------------------------------------
 
 
-def parse_month(month: str) -> tuple[float, float]:
-    """[start, end) of a "YYYY-MM" month in UTC unix seconds; raises InvalidValue."""
+def parse_month(month: str, presentation: Presentation | None = None) -> tuple[float, float]:
+    """[start, end) in unix seconds of a "YYYY-MM" month in the presentation's time zone
+    (UTC without one); raises InvalidValue."""
     match = _MONTH.fullmatch(month) if isinstance(month, str) else None
     if match is None:
         raise InvalidValue("month", f"invalid month {month!r}: expected YYYY-MM, e.g. 2024-05")
-    year, number = int(match.group(1)), int(match.group(2))
-    start = datetime(year, number, 1, tzinfo=UTC)
-    end = datetime(year + (number == 12), number % 12 + 1, 1, tzinfo=UTC)
-    return start.timestamp(), end.timestamp()
+    return (presentation or _UTC).month_bounds(month)
 
 
 # -- the ZIP (blocking; runs in a worker thread) -----------------------------------------
@@ -145,11 +148,18 @@ class MonthExport:
     """Writes one month's recordings and `manifest.csv` to a ZIP file (blocking)."""
 
     def __init__(
-        self, files: RecordingFiles, listings: Sequence[RecordingListing], *, built_at: float
+        self,
+        files: RecordingFiles,
+        listings: Sequence[RecordingListing],
+        *,
+        built_at: float,
+        presentation: Presentation | None = None,
     ) -> None:
         self.files = files
         self.listings = listings
         self.built_at = built_at
+        # Entry names and ZIP times in local time (the manifest keeps ISO-8601 UTC).
+        self.presentation = presentation or _UTC
 
     def write(self, target: Path) -> ZipSummary:
         """Write the ZIP to `target` atomically (a `.part` file renamed at the end)."""
@@ -166,12 +176,12 @@ class MonthExport:
                 writer = csv.writer(text, lineterminator="\r\n")
                 writer.writerow(MANIFEST_COLUMNS)
                 for listing in self.listings:
-                    name = entry_name(listing)
+                    name = entry_name(listing, self.presentation)
                     digest = self._add_file(archive, listing, name, summary)
                     writer.writerow(self._manifest_row(listing, name, digest, summary))
                 text.flush()
                 manifest.seek(0)
-                info = zipfile.ZipInfo("manifest.csv", _zip_time(self.built_at))
+                info = zipfile.ZipInfo("manifest.csv", self.presentation.zip_time(self.built_at))
                 info.compress_type = zipfile.ZIP_DEFLATED
                 info.external_attr = 0o444 << 16
                 with archive.open(info, "w", force_zip64=True) as entry:
@@ -201,7 +211,7 @@ class MonthExport:
             return None
         digest = hashlib.sha256()
         size = 0
-        info = zipfile.ZipInfo(name, _zip_time(recording.started_at))
+        info = zipfile.ZipInfo(name, self.presentation.zip_time(recording.started_at))
         info.compress_type = zipfile.ZIP_STORED
         info.external_attr = 0o444 << 16
         with handle, archive.open(info, "w", force_zip64=True) as entry:
@@ -253,11 +263,6 @@ class MonthExport:
             json.dumps([list(span) for span in recording.segments]),
             integrity,
         ]
-
-
-def _zip_time(timestamp: float) -> tuple[int, int, int, int, int, int]:
-    moment = datetime.fromtimestamp(max(timestamp, 315532800.0), tz=UTC)  # ZIP: >= 1980
-    return (moment.year, moment.month, moment.day, moment.hour, moment.minute, moment.second)
 
 
 # -- signed download links ---------------------------------------------------------------
@@ -318,7 +323,7 @@ async def check_bulk_download_allowed(store: Store, config: Config) -> int:
         raise Conflict(
             f"bulk download needs retention of {BULK_DOWNLOAD_MIN_RETENTION_DAYS} days"
             f" or more (now {days})",
-            "retention_days",
+            SettingKey.RETENTION_DAYS.value,
         )
     return days
 
@@ -337,11 +342,16 @@ async def build_export(
     export_id: int | None = None,
     output: Path | None = None,
     clock: Callable[[], float] = time.time,
+    presentation: Presentation | None = None,
 ) -> ExportJob:
     """Build the month's ZIP now (to `output`, default `<storage>/exports/<id>-<month>.zip`)
-    and return the finished row. Refused (Conflict) below 180 days of retention; a failed
-    build is marked `failed` (with the details) and raised as StorageUnavailable."""
-    since, until = parse_month(month)
+    and return the finished row. Refused (Conflict) below the bulk-download retention
+    (`BULK_DOWNLOAD_MIN_RETENTION_DAYS`); a failed build is marked `failed` (with the
+    details) and raised as StorageUnavailable. The month, the entry names and their
+    times are in the `presentation`'s time zone (default: the one in force)."""
+    if presentation is None:
+        presentation = await Presentations().in_force(store, config)
+    since, until = parse_month(month, presentation)
     await check_bulk_download_allowed(store, config)
     if export_id is None:
         export_id = await store.create_export(month, requested_by, clock())
@@ -350,7 +360,7 @@ async def build_export(
     try:
         await store.update_export(export_id, "building")
         listings = await store.export_listings(since, until)
-        builder = MonthExport(files, listings, built_at=clock())
+        builder = MonthExport(files, listings, built_at=clock(), presentation=presentation)
         summary = await asyncio.to_thread(builder.write, target)
     except (OSError, StorageError, zipfile.LargeZipFile) as exc:
         error = f"export of {month} failed: {exc}"
@@ -416,17 +426,28 @@ async def _build_and_mail(
     export_id: int,
     email: str | None,
     clock: Callable[[], float],
+    presentations: Presentations,
 ) -> None:
+    # The month is read, the files named and the mail written as the settings say now.
+    presentation = await presentations.in_force(store, config)
     try:
         job = await build_export(
-            store, config, month, requested_by=requested_by, export_id=export_id, clock=clock
+            store,
+            config,
+            month,
+            requested_by=requested_by,
+            export_id=export_id,
+            clock=clock,
+            presentation=presentation,
         )
     except StorageError as exc:
         if isinstance(exc, Conflict):
-            # The retention setting dropped below 180 days between order and build.
+            # The retention setting dropped below the bulk threshold between order and build.
             await store.update_export(export_id, "failed", error=exc.message, finished_at=clock())
         if email is not None:
-            mail = export_failed_mail(email, month=month, error=exc.message)
+            mail = export_failed_mail(
+                email, month=month, error=exc.message, presentation=presentation
+            )
             await _mail_quietly(store, config, export_id, mail)
         return
     except Exception:
@@ -444,6 +465,7 @@ async def _build_and_mail(
         files=job.files or 0,
         size=job.bytes or 0,
         expires_at=expires_at,
+        presentation=presentation,
     )
     await _mail_quietly(store, config, export_id, mail, job=job)
 
@@ -472,7 +494,8 @@ Spawn = Callable[[Coroutine[Any, Any, None]], "asyncio.Task[None]"]
 class ExportService:
     """Bulk download for the portal, bound to one store and config: orders builds (run
     as background tasks through `spawn`; without one, ordering is unavailable) and
-    resolves the mailed links."""
+    resolves the mailed links. `presentations` (with the catalogues) writes the mails in
+    the language in force; without it they are English."""
 
     def __init__(
         self,
@@ -481,9 +504,11 @@ class ExportService:
         *,
         spawn: Spawn | None,
         clock: Callable[[], float] = time.time,
+        presentations: Presentations | None = None,
     ) -> None:
         self.store = store
         self.config = config
+        self.presentations = presentations or Presentations()
         self.files = RecordingFiles(config.storage.dir)
         self.spawn = spawn
         self.clock = clock
@@ -533,7 +558,15 @@ class ExportService:
         )
         spawn(
             _build_and_mail(
-                store, self.config, secret, month, requested_by, export_id, email, clock
+                store,
+                self.config,
+                secret,
+                month,
+                requested_by,
+                export_id,
+                email,
+                clock,
+                self.presentations,
             )
         )
         return export_id

@@ -3,6 +3,9 @@
 Plain SMTP by default; `[smtp] starttls = true` upgrades the connection and `username` /
 `password` log in. Every failure comes out as one `MailError` line; callers log it and go
 on, since a mail that cannot be sent must never take a call or an export down.
+
+The mails are written in the reader's language and time zone (a `Presentation`; English
+and UTC without one).
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ import asyncio
 import smtplib
 import ssl
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 
 from callrec.config import SmtpConfig
+from callrec.services.presentation import Presentation, Presentations
 from storage.database import StorageError
 
 __all__ = ["Mail", "MailError", "compose", "export_failed_mail", "export_ready_mail", "send_mail"]
@@ -73,25 +76,46 @@ async def send_mail(smtp: SmtpConfig, mail: Mail, *, timeout: float = DEFAULT_TI
     await asyncio.to_thread(send_mail_blocking, smtp, mail, timeout=timeout)
 
 
-def _utc(timestamp: float) -> str:
-    return datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _english() -> Presentation:
+    return Presentations().get("en", "UTC")
 
 
 def export_ready_mail(
-    to: str, *, month: str, link: str, files: int, size: int, expires_at: float
+    to: str,
+    *,
+    month: str,
+    link: str,
+    files: int,
+    size: int,
+    expires_at: float,
+    presentation: Presentation | None = None,
 ) -> Mail:
     """The "your export is ready" mail with its signed download link."""
+    p = presentation or _english()
+    count = p.ngettext(
+        "{files} recording, {size} MB, with manifest.csv listing each file's metadata and SHA-256.",
+        "{files} recordings, {size} MB, with manifest.csv listing each file's metadata and"
+        " SHA-256.",
+        files,
+    ).format(files=p.number(files), size=p.number(size / 1e6, 1))
     body = (
-        f"The recordings of {month} are ready to download:\n\n"
-        f"{link}\n\n"
-        f"{files} recording(s), {size / 1e6:.1f} MB, with manifest.csv listing each "
-        f"file's metadata and SHA-256.\n"
-        f"The link works until {_utc(expires_at)}; the ZIP is deleted after that.\n"
+        p.gettext("The recordings of {month} are ready to download:").format(month=month)
+        + f"\n\n{link}\n\n{count}\n"
+        + p.gettext("The link works until {time}; the ZIP is deleted after that.").format(
+            time=p.datetime_long(expires_at)
+        )
+        + "\n"
     )
-    return Mail(to, f"callrec: recordings of {month} ready to download", body)
+    subject = p.gettext("callrec: recordings of {month} ready to download").format(month=month)
+    return Mail(to, subject, body)
 
 
-def export_failed_mail(to: str, *, month: str, error: str) -> Mail:
-    """The mail telling the admin that an ordered export could not be built."""
-    body = f"The export of the recordings of {month} failed:\n\n{error}\n"
-    return Mail(to, f"callrec: export of {month} failed", body)
+def export_failed_mail(
+    to: str, *, month: str, error: str, presentation: Presentation | None = None
+) -> Mail:
+    """The mail telling the admin that an ordered export could not be built (`error`
+    comes from the export as it was logged)."""
+    p = presentation or _english()
+    intro = p.gettext("The export of the recordings of {month} failed:").format(month=month)
+    subject = p.gettext("callrec: export of {month} failed").format(month=month)
+    return Mail(to, subject, f"{intro}\n\n{error}\n")

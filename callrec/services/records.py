@@ -7,16 +7,17 @@ it was asked for: `recording_mode`, the parties as `caller`/`callee` objects
 `call`. The API adds only what is about HTTP (links to the audio, a call's recordings).
 
 `recording_file_name` names a recording wherever it leaves callrec as a file: the
-portal's download and the entry in a month's export ZIP.
+portal's download and the entry in a month's export ZIP, dated in the reader's time zone
+(a `Presentation`; UTC without one). JSON times stay ISO-8601 UTC.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
+from callrec.services.presentation import Presentation, Presentations
 from storage.models import (
     AuditEntry,
     CallRecord,
@@ -52,6 +53,7 @@ def user_json(user: User, devices: Sequence[Device] | None = None) -> dict[str, 
         "recording_mode": user.recording_mode,
         "has_password": user.has_password,
         "realm": user.realm,
+        "language": user.language,
         "created_at": format_timestamp(user.created_at),
     }
     if devices is not None:
@@ -173,13 +175,14 @@ def _party(ext: str | None, name: str | None) -> str:
     return f"{_safe(ext, 'unknown')}-{_safe(name, '')}".rstrip("-")
 
 
-def recording_file_name(listing: RecordingListing) -> str:
+def recording_file_name(listing: RecordingListing, presentation: Presentation | None = None) -> str:
     """`YYYY-MM-DD_HHMMSS_<caller ext>-<caller name>_to_<callee ext>-<callee name>_<id>.wav`
-    (UTC start of the recording; the extension is the recording's format). Only ASCII
-    letters, digits, `-` and `_`, so it is safe in a Content-Disposition header, a ZIP
-    and every file system."""
+    (start of the recording in the presentation's zone, UTC without one; the extension
+    is the recording's format). Only ASCII letters, digits, `-` and `_`, so it is safe in
+    a Content-Disposition header, a ZIP and every file system."""
     recording, call = listing.recording, listing.call
-    started = datetime.fromtimestamp(recording.started_at, tz=UTC).strftime("%Y-%m-%d_%H%M%S")
+    zone = presentation or Presentations().get("en", "UTC")
+    started = zone.file_stamp(recording.started_at)
     caller = _party(call.caller_ext, call.caller_name)
     callee = _party(call.callee_ext, call.callee_name)
     extension = "flac" if recording.format.lower() == "flac" else "wav"

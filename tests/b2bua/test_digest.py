@@ -20,12 +20,21 @@ from b2bua.digest import (
 )
 from b2bua.message import SipRequest, parse_message
 from b2bua.peer import Peer
+from storage.accounts import ha1_pair
 
 REALM = "callrec.test"
 SECRET = b"0123456789abcdef-test-secret"
+
+
+def stored(username: str, password: str) -> Credentials:
+    """The credentials as the server hands them over: the HA1s the store keeps."""
+    pair = ha1_pair(username, REALM, password)
+    return Credentials(pair.md5, pair.sha256)
+
+
 USERS = {
-    "100": Credentials.from_password("100", REALM, "s3cret"),
-    "alice-desk": Credentials.from_password("alice-desk", REALM, 'pa ss, "word"'),
+    "100": stored("100", "s3cret"),
+    "alice-desk": stored("alice-desk", 'pa ss, "word"'),
 }
 T0 = 1_000_000.0
 # Where the test client sends from; nonces are bound to its IP and transport.

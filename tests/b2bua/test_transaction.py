@@ -279,6 +279,7 @@ def test_server_invite_non_2xx_retransmitted_by_timer_g_until_ack_absorbed() -> 
     layer = TransactionLayer()
     invite = request()
     layer.receive(invite, PHONE, 0.0)
+    layer.receive(invite, PHONE, 0.05)  # a 100 Trying goes out: the client stops retransmitting
     busy = make_response(invite, 486, "Busy Here", to_tag="bob-tag")
     layer.send_response(busy, 0.1)
 
@@ -302,6 +303,7 @@ def test_server_invite_non_2xx_without_ack_times_out_with_timer_h() -> None:
     layer = TransactionLayer()
     invite = request()
     layer.receive(invite, PHONE, 0.0)
+    layer.poll(0.2)  # the automatic 100 Trying
     layer.send_response(make_response(invite, 404, "Not Found", to_tag="t"), 1.0)
 
     fired = run_clock(layer, 100.0)

@@ -203,7 +203,7 @@ async def test_idle_and_slowloris_connections_are_closed_but_a_busy_one_is_kept(
     async def trickle() -> None:
         for i in range(len(message) - 1):
             slow_writer.write(message[i : i + 1])
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02)  # a byte every 20 ms is the slowloris under test
 
     trickling = asyncio.create_task(trickle())
     started = time.monotonic()
@@ -215,10 +215,58 @@ async def test_idle_and_slowloris_connections_are_closed_but_a_busy_one_is_kept(
     for _ in range(4):
         busy_writer.write(b"\r\n\r\n")
         assert await asyncio.wait_for(busy_reader.readexactly(2), 1.0) == b"\r\n"
+        # Under test: real time passes (0.8 s in all, past the 0.4 s idle and message
+        # timeouts) and the keep-alives alone keep the connection open.
         await asyncio.sleep(0.2)
     assert len(sip.tcp_connections) == 1
     for w in (idle_writer, slow_writer, busy_writer):
         w.close()
+
+
+def transport_tasks() -> list[asyncio.Task[object]]:
+    return [task for task in asyncio.all_tasks() if task.get_name().startswith("sip-tcp")]
+
+
+async def test_an_outgoing_connection_delivers_what_was_sent_before_it_was_up(
+    transport: tuple[SipTransport, Received],
+) -> None:
+    sip, _ = transport
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.setblocking(False)
+        peer = Peer("127.0.0.1", listener.getsockname()[1], "tcp")
+        sip.send(b"first", peer)
+        sip.send(b"second", peer)  # queued behind the same connect, not a second one
+        assert len([t for t in transport_tasks() if "connect" in t.get_name()]) == 1
+        loop = asyncio.get_running_loop()
+        accepted, _ = await asyncio.wait_for(loop.sock_accept(listener), 3.0)
+        with accepted:
+            received = b""
+            while received != b"firstsecond":
+                chunk = await asyncio.wait_for(loop.sock_recv(accepted, 64), 3.0)
+                assert chunk, received
+                received += chunk
+    await wait_until_async(
+        lambda: not [t for t in transport_tasks() if "connect" in t.get_name()],
+        timeout=3.0,
+        what="the connect task to end",
+    )
+
+
+async def test_close_ends_every_task_of_the_transport_including_pending_connects() -> None:
+    sip = SipTransport("127.0.0.1", 0, Received(), TcpLimits())
+    await sip.start()
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        sip.send(b"hello", Peer("127.0.0.1", listener.getsockname()[1], "tcp"))
+        names = sorted(task.get_name().split("-")[2] for task in transport_tasks())
+        assert names == ["accept", "connect", "expire"]
+        await sip.close()
+    assert transport_tasks() == []
+    sip.send(b"after close", Peer("127.0.0.1", 9, "tcp"))  # starts nothing
+    assert transport_tasks() == []
 
 
 async def test_a_port_in_use_names_the_address_and_the_transport() -> None:
@@ -255,6 +303,7 @@ CHILD = textwrap.dedent(
         used = len(os.listdir("/proc/self/fd"))
         resource.setrlimit(resource.RLIMIT_NOFILE, (used + 8, hard))
         print("PORT", sip.port, flush=True)
+        # Under test: how often the EMFILE error is logged over these seconds.
         await asyncio.sleep(float(sys.argv[1]))
         print("FAILURES", sip.accept_failures, "OPEN", len(sip.tcp_connections), flush=True)
         await sip.close()

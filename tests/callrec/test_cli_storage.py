@@ -108,6 +108,8 @@ def test_settings_set_knows_every_key_the_portal_sets_and_show_lists_them(
         "retention_days": 90,
         "announcement": "default",
         "channels": "mono",
+        "language": "en",
+        "timezone": "UTC",
     }
     assert sorted(json.loads(out)) == sorted(SETTINGS_KEYS)
     for key, value in [
@@ -115,22 +117,27 @@ def test_settings_set_knows_every_key_the_portal_sets_and_show_lists_them(
         ("retention_days", "120"),
         ("announcement", "beep"),
         ("channels", "stereo"),
+        ("language", "nl"),
+        ("timezone", "Europe/Amsterdam"),
     ]:
         code, out, err = run(capsys, config_file, "settings", "set", key, value)
         assert (code, err) == (0, ""), key
         assert out.startswith(f"{key} = {value}")
     code, out, _ = run(capsys, config_file, "settings", "show")
-    assert (
-        out == "feature_code = *7\nretention_days = 120\nannouncement = beep\nchannels = stereo\n"
+    assert out == (
+        "feature_code = *7\nretention_days = 120\nannouncement = beep\nchannels = stereo\n"
+        "language = nl\ntimezone = Europe/Amsterdam\n"
     )
     assert in_store(tmp_path, lambda s: s.all_settings()) == {
         "feature_code": "*7",
         "retention_days": "120",
         "announcement": "beep",
         "channels": "stereo",
+        "language": "nl",
+        "timezone": "Europe/Amsterdam",
     }
     audit = in_store(tmp_path, lambda s: s.list_audit(10))
-    assert [entry.action for entry in audit].count("settings.change") == 4
+    assert [entry.action for entry in audit].count("settings.change") == 6
 
 
 @pytest.mark.parametrize(

@@ -134,7 +134,14 @@ def test_modes() -> None:
 
 
 def test_parse_setting_stores_canonical_text() -> None:
-    assert SETTINGS_KEYS == ("feature_code", "retention_days", "announcement", "channels")
+    assert SETTINGS_KEYS == (
+        "feature_code",
+        "retention_days",
+        "announcement",
+        "channels",
+        "language",
+        "timezone",
+    )
     assert parse_setting("feature_code", " *4 ") == "*4"
     assert parse_setting("retention_days", 180) == "180"
     assert parse_setting("retention_days", "07" + "0") == "70"
@@ -169,6 +176,8 @@ def test_stored_settings_override_only_with_valid_values(stored: dict[str, str])
     shown = settings.settable()
     for key in SETTINGS_KEYS:
         expected = valid.get(key, str(defaults.settable()[key]))
+        if key == "announcement" and expected == "file":
+            expected = str(defaults.settable()[key])  # "file": the config's announcement
         assert str(shown[key]) == expected
     # What the portal cannot set stays as the config says.
     assert (settings.format, settings.paused, settings.swallow_feature_code) == (

@@ -528,7 +528,9 @@ def test_kill_9_mid_call_loses_at_most_a_second(tmp_path: Path) -> None:
         )
         with trunk, phone:
             answered = wall_time(call["answered_at"])
-            # The scenario: four seconds of audio reach the file before the kill.
+            # The scenario: the server dies four seconds into the call. Not a wait on a
+            # state (the file's size): that would time the kill to the writer's flushes
+            # and hide what a kill at any moment loses.
             time.sleep(max(0.0, answered + 4.0 - time.time()))
             assert server.process is not None
             killed_at = time.time()

@@ -15,6 +15,14 @@ import pytest
 from media.ports import PortAllocator
 from media.relay import MediaSession
 from media.rtp import MediaError, RtpPacket
+from testkit.clock import FakeClock
+from testkit.waiting import wait_until_async
+from tests.media.udp_phones import (
+    Phone,
+    close_endpoints,  # noqa: F401  (autouse fixture: closes the endpoints after each test)
+    open_endpoint,
+    open_phone,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "rtp"
 G711 = (DATA / "g711a_marker.bin").read_bytes()
@@ -22,73 +30,12 @@ G711_NEXT = (DATA / "g711a_seq2.bin").read_bytes()
 DTMF = (DATA / "rfc4733_digit1_start.bin").read_bytes()
 SENDER_REPORT = bytes([0x80, 200, 0x00, 0x06]) + bytes(range(24))
 RECEIVER_REPORT = bytes([0x81, 201, 0x00, 0x07]) + bytes(range(28))
-RECEIVE_TIMEOUT = 2.0
 PORT_RANGE = (47000, 47999)
 
 
 def rtp(sequence: int, payload: bytes = b"\xd5" * 160) -> bytes:
     return RtpPacket(payload_type=8, sequence=sequence, timestamp=160 * sequence, ssrc=7,
                      payload=payload).serialize()  # fmt: skip
-
-
-class _Receiver(asyncio.DatagramProtocol):
-    def __init__(self, queue: asyncio.Queue[tuple[bytes, tuple[Any, ...]]]) -> None:
-        self.queue = queue
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.queue.put_nowait((data, addr))
-
-
-@dataclass
-class Endpoint:
-    """A UDP socket standing in for one port of a phone."""
-
-    transport: asyncio.DatagramTransport
-    queue: asyncio.Queue[tuple[bytes, tuple[Any, ...]]]
-    host: str
-
-    @property
-    def port(self) -> int:
-        return int(self.transport.get_extra_info("sockname")[1])
-
-    def send(self, data: bytes, port: int) -> None:
-        self.transport.sendto(data, (self.host, port))
-
-    async def receive(self) -> tuple[bytes, tuple[Any, ...]]:
-        return await asyncio.wait_for(self.queue.get(), RECEIVE_TIMEOUT)
-
-    async def receive_data(self) -> bytes:
-        return (await self.receive())[0]
-
-
-_open_transports: list[asyncio.DatagramTransport] = []
-
-
-async def open_endpoint(host: str = "127.0.0.1") -> Endpoint:
-    queue: asyncio.Queue[tuple[bytes, tuple[Any, ...]]] = asyncio.Queue()
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: _Receiver(queue), local_addr=(host, 0)
-    )
-    _open_transports.append(transport)
-    return Endpoint(transport, queue, host)
-
-
-@pytest.fixture(autouse=True)
-async def close_endpoints() -> AsyncIterator[None]:
-    yield
-    while _open_transports:
-        _open_transports.pop().close()
-    await asyncio.sleep(0)
-
-
-@dataclass
-class Phone:
-    rtp: Endpoint
-    rtcp: Endpoint
-
-
-async def open_phone(host: str = "127.0.0.1") -> Phone:
-    return Phone(await open_endpoint(host), await open_endpoint(host))
 
 
 @dataclass
@@ -226,10 +173,9 @@ async def test_packets_are_dropped_while_the_far_remote_is_unknown(
     for sequence in range(5):
         caller.rtp.send(rtp(sequence), session.local_port("a"))
     caller.rtcp.send(SENDER_REPORT, session.local_rtcp_port("a"))
-    for _ in range(100):
-        if session.stats("a").dropped == 6:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until_async(
+        lambda: session.stats("a").dropped == 6, timeout=2.0, what="6 dropped packets"
+    )
     stats = session.stats("a")
     assert (stats.rtp_in, stats.rtcp_in, stats.dropped, stats.foreign) == (5, 1, 6, 0)
     assert session.stats("b").rtp_out == 0
@@ -248,11 +194,9 @@ async def test_hold_stops_sending_to_the_leg_until_resumed(session: MediaSession
     session.set_remote("b", "0.0.0.0", callee.rtp.port)
     assert session.remote("b") is None
     caller.rtp.send(rtp(1), a_port)
-    for _ in range(100):
-        if session.stats("a").dropped == 1:
-            break
-        await asyncio.sleep(0.01)
-    assert session.stats("a").dropped == 1
+    await wait_until_async(
+        lambda: session.stats("a").dropped == 1, timeout=2.0, what="the held leg's drop"
+    )
 
     session.set_remote("b", "127.0.0.1", callee.rtp.port, relatch=True)
     caller.rtp.send(rtp(2), a_port)
@@ -291,11 +235,12 @@ async def test_garbled_packets_are_counted_not_forwarded_nor_tapped(
 
         assert await callee.rtp.receive_data() == G711
         assert await callee.rtcp.receive_data() == SENDER_REPORT
-        for _ in range(100):  # the raw socket's empty datagram may come after G711
-            if session.stats("a").garbled == len(garbage) + 3:
-                break
-            await asyncio.sleep(0.01)
-        assert session.stats("a").garbled == len(garbage) + 3
+        # The raw socket's empty datagram may come after G711.
+        await wait_until_async(
+            lambda: session.stats("a").garbled == len(garbage) + 3,
+            timeout=2.0,
+            what=f"{len(garbage) + 3} garbled packets",
+        )
         assert session.stats("a").rtp_in == 1
         # RTP and RTCP are separate sockets: their relative order is not fixed.
         assert sorted((leg, kind, data) for leg, kind, data, _ in tap.packets) == [
@@ -384,19 +329,6 @@ async def test_a_failing_tap_never_stops_forwarding(
         assert failures[0].exc_info is not None
     finally:
         session.close()
-
-
-class FakeClock:
-    """The session's `clock`: time moves only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 async def relay_one(session: MediaSession, sender: Phone, receiver: Phone, leg: str) -> None:

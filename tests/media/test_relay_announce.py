@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from media.announce import FRAME_SAMPLES, load_announcement
 from media.ports import PortAllocator
 from media.relay import MediaSession
 from media.rtp import MediaError, RtpPacket
+from testkit.waiting import wait_until_async
 from tests.media.stream_builder import chirp, correlation_at
 
 PORT_RANGE = (46000, 46199)
@@ -139,9 +139,15 @@ async def test_prompt_to_both_legs_keeps_each_receivers_stream_continuous(
             callee.ssrc, callee.sequence, callee.timestamp = 0x5EC0DD, 7, 123_456
         caller.send_next(session.local_port("a"))
         callee.send_next(session.local_port("b"))
+        # Paced as a phone sends (the thing under test): the prompt replaces a real-time
+        # stream, so the relay must see packets arrive while it plays.
         await asyncio.sleep(max(0.0, start + (tick + 1) * PACKET_INTERVAL - loop.time()))
     assert [await task for task in tasks] == [25, 25]
-    await asyncio.sleep(0.1)
+    await wait_until_async(
+        lambda: all_delivered(session, {"a": caller, "b": callee}, 90),
+        timeout=2.0,
+        what="every relayed packet at both phones",
+    )
 
     before_a, after_a = check_receiver(caller, callee, prompt, "PCMA", 0xBBBB0002)
     before_b, after_b = check_receiver(callee, caller, prompt, "PCMA", 0xAAAA0001)
@@ -154,6 +160,16 @@ async def test_prompt_to_both_legs_keeps_each_receivers_stream_continuous(
         assert 23 <= stats.replaced <= 27
         assert stats.rtp_out == 90 - stats_replaced(session, leg) + 25
     assert not session.playing("a") and not session.playing("b")
+
+
+def all_delivered(session: MediaSession, phones: dict[str, Phone], sent_each: int) -> bool:
+    """The relay has taken in `sent_each` packets per leg and each phone has received
+    everything the relay sent it."""
+    return all(
+        session.stats(leg).rtp_in == sent_each
+        and len(phone.collector.received) == session.stats(leg).rtp_out
+        for leg, phone in phones.items()
+    )
 
 
 def stats_replaced(session: MediaSession, leg: str) -> int:
@@ -174,8 +190,17 @@ async def test_prompt_before_any_media_starts_a_fresh_stream(session: MediaSessi
     start = loop.time()
     for tick in range(10):
         callee.send_next(session.local_port("b"))
+        # Paced as a phone sends: the prompt must be played out before the callee's packets
+        # are forwarded behind it.
         await asyncio.sleep(max(0.0, start + (tick + 1) * PACKET_INTERVAL - loop.time()))
-    await asyncio.sleep(0.1)
+    await wait_until_async(
+        lambda: (
+            session.stats("b").rtp_in == 10
+            and len(caller.collector.received) == session.stats("a").rtp_out
+        ),
+        timeout=2.0,
+        what="the callee's 10 packets relayed to the caller",
+    )
     packets = caller.received()
     assert len(packets) == 20
     ssrc = packets[0].ssrc
@@ -197,9 +222,9 @@ async def test_passthrough_stays_byte_exact_without_announcement(session: MediaS
                               timestamp=caller.timestamp - 160, ssrc=caller.ssrc,
                               payload=bytes([0xA1]) + (caller.sent - 1).to_bytes(3, "big")
                               + FILLER).serialize())  # fmt: skip
-    deadline = time.monotonic() + 2.0
-    while len(callee.collector.received) < 5 and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await wait_until_async(
+        lambda: len(callee.collector.received) >= 5, timeout=2.0, what="5 relayed packets"
+    )
     assert callee.collector.received == sent
 
 
@@ -214,8 +239,13 @@ async def test_play_rejects_what_it_cannot_do(session: MediaSession) -> None:
 
 
 async def test_close_stops_a_running_announcement(session: MediaSession) -> None:
-    task = session.play("a", np.zeros(8000, np.int16), 0, "PCMU")
-    await asyncio.sleep(0.05)
+    caller = await open_phone(0xA1, 0xAAAA0001, 1000, 50_000, 0)
+    session.set_remote("a", "127.0.0.1", caller.port)
+    task = session.play("a", np.zeros(8000, np.int16), 0, "PCMU")  # 50 frames, 1 s
+    await wait_until_async(
+        lambda: session.stats("a").injected >= 2, timeout=2.0, what="the announcement running"
+    )
     session.close()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert session.stats("a").injected < 50

@@ -7,9 +7,7 @@ must never send there (it cannot reach them), and nothing in these tests does.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,8 +16,17 @@ import pytest
 from media.ports import PortAllocator
 from media.relay import MediaSession
 from media.rtp import RtpPacket
+from testkit.clock import FakeClock
+from testkit.waiting import wait_until_async
+from tests.media.udp_phones import (
+    RECEIVE_TIMEOUT,
+    Endpoint,
+    Phone,
+    close_endpoints,  # noqa: F401  (autouse fixture: closes the endpoints after each test)
+    open_endpoint,
+    open_phone,
+)
 
-RECEIVE_TIMEOUT = 2.0
 PORT_RANGE = (46000, 46999)
 ATTACKER_HOST = "127.0.0.2"
 PHONE_HOST = "127.0.0.1"
@@ -33,81 +40,12 @@ def rtp(sequence: int, ssrc: int = 7) -> bytes:
     ).serialize()  # fmt: skip
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-class _Receiver(asyncio.DatagramProtocol):
-    def __init__(self, queue: asyncio.Queue[tuple[bytes, tuple[Any, ...]]]) -> None:
-        self.queue = queue
-
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        self.queue.put_nowait((data, addr))
-
-    def error_received(self, exc: Exception) -> None:
-        pass  # ICMP port unreachable for a sprayed port nobody listens on
-
-
-@dataclass
-class Endpoint:
-    transport: asyncio.DatagramTransport
-    queue: asyncio.Queue[tuple[bytes, tuple[Any, ...]]]
-    host: str
-
-    @property
-    def port(self) -> int:
-        return int(self.transport.get_extra_info("sockname")[1])
-
-    def send(self, data: bytes, port: int) -> None:
-        self.transport.sendto(data, (PHONE_HOST, port))
-
-    async def receive_data(self) -> bytes:
-        return (await asyncio.wait_for(self.queue.get(), RECEIVE_TIMEOUT))[0]
-
-
-@dataclass
-class Phone:
-    rtp: Endpoint
-    rtcp: Endpoint
-
-
 @dataclass
 class RecordingTap:
     packets: list[tuple[str, str, bytes]] = field(default_factory=list)
 
     def on_packet(self, leg: str, kind: str, data: bytes, arrival: float) -> None:
         self.packets.append((leg, kind, data))
-
-
-_open: list[asyncio.DatagramTransport] = []
-
-
-async def open_endpoint(host: str = PHONE_HOST) -> Endpoint:
-    queue: asyncio.Queue[tuple[bytes, tuple[Any, ...]]] = asyncio.Queue()
-    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-        lambda: _Receiver(queue), local_addr=(host, 0)
-    )
-    _open.append(transport)
-    return Endpoint(transport, queue, host)
-
-
-async def open_phone(host: str = PHONE_HOST) -> Phone:
-    return Phone(await open_endpoint(host), await open_endpoint(host))
-
-
-@pytest.fixture(autouse=True)
-async def close_endpoints() -> AsyncIterator[None]:
-    yield
-    while _open:
-        _open.pop().close()
-    await asyncio.sleep(0)
 
 
 async def make_session(**options: Any) -> MediaSession:
@@ -125,9 +63,11 @@ def session_ports(session: MediaSession) -> list[int]:
 
 async def wait_for_foreign(session: MediaSession, count: int) -> None:
     """Wait (bounded) until the session has dropped `count` foreign packets."""
-    async with asyncio.timeout(RECEIVE_TIMEOUT):
-        while session.foreign_packets < count:
-            await asyncio.sleep(0.005)
+    await wait_until_async(
+        lambda: session.foreign_packets >= count,
+        timeout=RECEIVE_TIMEOUT,
+        what=f"{count} foreign packets dropped",
+    )
     assert session.foreign_packets == count
 
 
@@ -241,9 +181,11 @@ async def test_nated_phones_with_private_sdp_addresses_talk_and_the_attacker_doe
         # packets go to the guess (lost), the callee's then reach the caller.
         caller.rtp.send(rtp(100, ssrc=0xA), session.local_port("a"))
         caller.rtcp.send(SENDER_REPORT, session.local_rtcp_port("a"))
-        async with asyncio.timeout(RECEIVE_TIMEOUT):
-            while not (session.is_latched("a") and session.is_latched("a", "rtcp")):
-                await asyncio.sleep(0.005)
+        await wait_until_async(
+            lambda: session.is_latched("a") and session.is_latched("a", "rtcp"),
+            timeout=RECEIVE_TIMEOUT,
+            what="the caller's RTP and RTCP latched",
+        )
         callee.rtp.send(rtp(100, ssrc=0xB), session.local_port("b"))
         callee.rtcp.send(SENDER_REPORT, session.local_rtcp_port("b"))
         assert await caller.rtp.receive_data() == rtp(100, ssrc=0xB)
@@ -263,7 +205,7 @@ async def test_nated_phones_with_private_sdp_addresses_talk_and_the_attacker_doe
 
 
 async def test_nated_source_port_is_learnt_only_in_the_window() -> None:
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     session = await make_session(clock=clock, latch_window=3.0)
     try:
         late, other, callee = await open_phone(), await open_phone(), await open_phone()
@@ -336,7 +278,7 @@ async def test_a_media_gateway_at_the_sdp_address_is_accepted_behind_a_sip_proxy
 async def test_foreign_packets_are_logged_rate_limited_with_a_summary_at_close(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(500.0)
     session = await make_session(clock=clock)
     session.label = "call hijack-test"
     try:

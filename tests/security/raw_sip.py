@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from b2bua.digest import build_authorization, preferred_challenge
 from b2bua.message import SipMessage, SipRequest, SipResponse, make_response, parse_message
 from testkit.harness import HOST, CallrecServer
+from testkit.waiting import WaitTimeout, wait_until
 
 ATTACKER_HOST = "127.0.0.2"
 SDP = (
@@ -156,13 +157,15 @@ def bindings(server: CallrecServer, extension: str) -> list[tuple[str, str]]:
 
 def wait_for_log(server: CallrecServer, text: str, count: int = 1, timeout: float = 10.0) -> str:
     """The server log once `text` appears `count` times in it (AssertionError if not)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def logged() -> str | None:
         log = server.log()
-        if log.count(text) >= count:
-            return log
-        time.sleep(0.05)
-    raise AssertionError(f"{text!r} not logged {count} time(s):\n{server.log()[-4000:]}")
+        return log if log.count(text) >= count else None
+
+    try:
+        return wait_until(logged, timeout=timeout, what=f"{text!r} logged {count} time(s)")
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}:\n{server.log()[-4000:]}") from None
 
 
 class RawTrunk:

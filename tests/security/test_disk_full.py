@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import soundfile as sf
 
 from testkit.harness import CallrecServer, make_server
 from testkit.sipp_runner import environment_ok
+from testkit.waiting import WaitTimeout, wait_until
 from tests.portal.conftest import login, new_session
 
 pytestmark = [
@@ -53,13 +53,13 @@ def server(tmp_path: Path) -> Iterator[CallrecServer]:
 
 
 def finished_recording(server: CallrecServer, timeout: float = 15.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        rows = [row for row in server.recordings() if row["status"] != "recording"]
-        if rows:
-            return rows[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no finished recording: {server.recordings()}\n{server.log()[-3000:]}")
+    def finished() -> list[dict[str, Any]]:
+        return [row for row in server.recordings() if row["status"] != "recording"]
+
+    try:
+        return wait_until(finished, timeout=timeout, what="a finished recording", interval=0.2)[0]
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{server.log()[-3000:]}") from None
 
 
 async def test_a_recording_that_fills_the_disk_is_kept_as_partial(

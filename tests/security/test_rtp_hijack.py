@@ -25,7 +25,14 @@ import pytest
 
 from testkit.harness import TRUNK_NUMBER, CallrecServer, free_port, make_server
 from testkit.rtp_counter import RtpCounter, count_pcap_rtp_packets
-from testkit.sipp_runner import SippProcess, SippResult, scenario_path, sipp_command
+from testkit.sipp_runner import (
+    SippProcess,
+    SippResult,
+    scenario_path,
+    sipp_command,
+    wait_until_bound,
+)
+from testkit.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -162,8 +169,7 @@ def call_under_attack(
             rtp_echo=True,
             call_length_ms=RINGING_MS,
         )
-        time.sleep(0.3)  # as the other e2e tests: SIPp binds its port
-        assert trunk.process.poll() is None, trunk.wait().summary()
+        wait_until_bound(trunk, server.trunk_port)
         phone = start_sipp_with_sdp_host(
             "uac_auth_pcap.xml",
             tmp_path / "uac",
@@ -181,7 +187,9 @@ def call_under_attack(
         )
         phone_result: SippResult = phone.wait()
         trunk_result = trunk.wait()
-        time.sleep(0.3)  # the last echoes are on the wire
+        # The relay's end-of-call summary: it has closed, so nothing more is forwarded
+        # and what it sent is already queued for the counter.
+        summaries = wait_for_summaries(server, before_count=summaries_before)
     counts = counter.stop()
     assert phone_result.ok, phone_result.summary()
     assert trunk_result.ok, trunk_result.summary()
@@ -202,7 +210,6 @@ def call_under_attack(
     # The relay saw the attack on both legs and dropped it (its summary at call end).
     rows = server.wait_for_calls(before + 1)
     assert rows and rows[0]["disposition"] == "answered", rows[:1]
-    summaries = wait_for_summaries(server, before_count=summaries_before)
     total, leg_a, leg_b = (int(value) for value in summaries[-1])
     assert leg_a >= 50 and leg_b >= 50, summaries[-1]
     assert total == leg_a + leg_b <= attacker.sent
@@ -218,13 +225,12 @@ def wait_for_summaries(
 ) -> list[tuple[str, ...]]:
     """The relay's end-of-call foreign-packet summaries, once one more than
     `before_count` is in the log (the relay closes right after the BYE)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found: list[tuple[str, ...]] = SUMMARY.findall(server.log())
-        if len(found) > before_count or time.monotonic() > deadline:
-            assert len(found) > before_count, "no foreign-packet summary in the log"
-            return found
-        time.sleep(0.1)
+
+    def found() -> list[tuple[str, ...]] | None:
+        summaries: list[tuple[str, ...]] = SUMMARY.findall(server.log())
+        return summaries if len(summaries) > before_count else None
+
+    return wait_until(found, timeout=timeout, what="a foreign-packet summary in the log")
 
 
 def test_spraying_attacker_gets_nothing_and_the_call_audio_is_whole(

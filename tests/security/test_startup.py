@@ -16,6 +16,7 @@ import pytest
 
 from testkit.harness import CALLREC, HOST, CallrecServer, make_server, sip_options
 from testkit.sipp_runner import environment_ok
+from testkit.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -131,15 +132,15 @@ def test_a_call_open_at_kill_9_is_closed_as_interrupted_at_restart(tmp_path: Pat
             ready_wait_s=0,
         )
         with trunk, phone:
-            answered: float | None = None
-            deadline = time.monotonic() + 10
-            while answered is None and time.monotonic() < deadline:
-                rows = server.calls()
-                if rows and rows[0].get("answered_at"):
-                    answered = wall_time(rows[0]["answered_at"])
-                else:
-                    time.sleep(0.1)
-            assert answered is not None, server.log()
+            rows = wait_until(
+                lambda: [row for row in server.calls() if row.get("answered_at")],
+                timeout=10,
+                what="the answered call",
+                interval=0.1,
+            )
+            answered = wall_time(rows[0]["answered_at"])
+            # The scenario is a call three seconds old when the server dies; waiting on a
+            # state instead (the file's size) would time the kill to the writer's flushes.
             time.sleep(max(0.0, answered + 3.0 - time.time()))
             assert server.process is not None
             killed_at = time.time()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,9 @@ import numpy as np
 import soundfile
 
 from callrec.config import Config, load_config
+from media.writer import READ_ONLY
 from storage.database import Store
+from storage.files import RecordingFiles
 
 DAY = 86400.0
 SAMPLE_RATE = 8000
@@ -38,7 +39,7 @@ def write_wav(path: Path, seconds: float, *, frequency: float = 440.0) -> None:
     times = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     samples = (0.3 * np.sin(2 * np.pi * frequency * times) * 32767).astype(np.int16)
     soundfile.write(path, samples, SAMPLE_RATE, subtype="PCM_16")
-    os.chmod(path, 0o444)
+    os.chmod(path, READ_ONLY)
 
 
 async def file_recording(
@@ -65,9 +66,8 @@ async def file_recording(
         ended_at=started_at + 1.0 + seconds,
         disposition="answered",
     )
-    day = time.strftime("%Y/%m/%d", time.gmtime(started_at))
-    relative = f"recordings/{day}/{uuid.uuid4()}.wav"
-    path = storage_dir / relative
+    new = RecordingFiles(storage_dir).new_recording("wav", started_at)
+    relative, path = new.relative, new.absolute
     write_wav(path, seconds)
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()

@@ -1,15 +1,15 @@
-"""RecordingFiles: the layout, the one safe-path check, sealing, deletion, export ZIPs."""
+"""RecordingFiles: the layout, the one safe-path check, deletion, export ZIPs."""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 import stat
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from media.writer import RecordingWriter
 from storage.errors import InvalidValue
 from storage.files import RecordingFiles
 from storage.models import ExportJob
@@ -90,21 +90,13 @@ def test_a_symlink_out_of_the_folder_is_refused(files: RecordingFiles, tmp_path:
     assert (outside / "secret.wav").read_bytes() == b"keep"
 
 
-def test_seal_makes_read_only_and_hashes(files: RecordingFiles) -> None:
-    new = files.new_recording("wav", LATE_ON_MAY_FIRST)
-    new.absolute.parent.mkdir(parents=True)
-    data = os.urandom(3 << 20)  # more than one hashing block
-    new.absolute.write_bytes(data)
-    digest, size = files.seal(new.absolute)
-    assert (digest, size) == (hashlib.sha256(data).hexdigest(), len(data))
-    assert stat.S_IMODE(new.absolute.stat().st_mode) == 0o444
-
-
 def test_delete_removes_a_sealed_file_once(files: RecordingFiles) -> None:
     new = files.new_recording("flac", LATE_ON_MAY_FIRST)
-    new.absolute.parent.mkdir(parents=True)
-    new.absolute.write_bytes(b"fLaC")
-    files.seal(new.absolute)
+    # Written and sealed as a call's recording is: by the media writer, at the new path.
+    writer = RecordingWriter(new.absolute, 1, "flac")
+    writer.write(np.zeros(8000, np.int16))
+    writer.close()
+    assert stat.S_IMODE(new.absolute.stat().st_mode) == 0o444
     assert files.delete(new.relative) is True
     assert not new.absolute.exists()
     assert files.delete(new.relative) is False
