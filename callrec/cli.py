@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from callrec import __version__
-from callrec.config import Config, ConfigError, load_config
+from callrec.config import Config, ConfigError, event_loop_factory, load_config
 from callrec.policy import (
     DEFAULT_RECORDING_MODE,
     RECORDING_MODES,
@@ -465,24 +465,6 @@ async def current_settings(store: Store, config: Config) -> RecordingSettings:
 
 class _ServerUnavailable(Exception):
     """callrec.app (or something it needs) is missing."""
-
-
-def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop `[server] loop` asks for: uvloop's for "uvloop", and for "auto"
-    when it is installed; None (asyncio's own) otherwise. ConfigError if "uvloop" is
-    asked for and missing."""
-    if choice == "asyncio":
-        return None
-    try:
-        uvloop: Any = importlib.import_module("uvloop")
-    except ImportError:
-        if choice == "uvloop":
-            raise ConfigError(
-                "[server] loop: uvloop is not installed (pip install uvloop)"
-            ) from None
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def _serve(config: Config, *, init: bool = False) -> None:

@@ -8,6 +8,8 @@ reported as one `ConfigError` line naming the section and key.
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import ipaddress
 import os
 import re
@@ -259,6 +261,24 @@ class ServerConfig:
     "uvloop" (required), "asyncio" (the standard one) or "auto" (uvloop when installed)."""
 
     loop: str = "auto"
+
+
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The event loop `[server] loop` asks for: uvloop's for "uvloop", and for "auto"
+    when it is installed; None (asyncio's own) otherwise. ConfigError if "uvloop" is
+    asked for and missing."""
+    if choice == "asyncio":
+        return None
+    try:
+        uvloop: Any = importlib.import_module("uvloop")
+    except ImportError:
+        if choice == "uvloop":
+            raise ConfigError(
+                "[server] loop: uvloop is not installed (pip install uvloop)"
+            ) from None
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
 
 
 @dataclass(frozen=True)

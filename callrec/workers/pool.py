@@ -135,8 +135,10 @@ class WorkerPool:
         idle_timeout: float | None = None,
         nat: bool = True,
         latch_window: float = 3.0,
+        loop: str = "auto",
     ) -> None:
         self.address = address
+        self.loop = loop
         self.spawn = spawn
         self.silence_timeout = silence_timeout
         self.idle_timeout = idle_timeout
@@ -166,6 +168,7 @@ class WorkerPool:
             idle_timeout=media.hangup_after_silence or None,
             nat=media.nat,
             latch_window=media.latch_window,
+            loop=config.server.loop,
         )
 
     # ------------------------------------------------------------------ lifecycle
@@ -362,6 +365,8 @@ class WorkerPool:
             f"{worker.first}-{worker.last}",
             "--parent",
             str(os.getpid()),
+            "--loop",
+            self.loop,
         ]
 
     async def _read_events(self, worker: _Worker, reader: asyncio.StreamReader) -> None:

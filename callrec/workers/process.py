@@ -23,6 +23,7 @@ import signal
 import socket
 import sys
 
+from callrec.config import EVENT_LOOPS, event_loop_factory
 from callrec.workers.channel import read_messages
 from callrec.workers.protocol import ProtocolError, encode
 from callrec.workers.worker import MediaWorker
@@ -88,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--address", required=True, help="the address the relay binds")
     parser.add_argument("--ports", type=_port_range, required=True, help="FIRST-LAST")
     parser.add_argument("--parent", type=int, required=True, help="the SIP process's PID")
+    parser.add_argument(
+        "--loop", choices=EVENT_LOOPS, default="auto", help="the event loop, as [server] loop"
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(args.parent)
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     sock = socket.socket(fileno=args.fd)
     first, last = args.ports
-    asyncio.run(serve_channel(sock, (args.address, first, last)))
+    with asyncio.Runner(loop_factory=event_loop_factory(args.loop)) as runner:
+        runner.run(serve_channel(sock, (args.address, first, last)))
     return 0
 
 

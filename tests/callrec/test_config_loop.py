@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 import uvloop
 
-from callrec.cli import event_loop_factory
-from callrec.config import ConfigError, load_config
+from callrec.config import ConfigError, event_loop_factory, load_config
 
 
 def config_with(tmp_path: Path, text: str) -> Path:
