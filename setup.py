@@ -25,6 +25,10 @@ setup(
         # Message catalogues, locale dates and numbers (the portal in Dutch and English).
         "babel>=2.14",
         "prometheus-client>=0.17",
+        # G.722 and Opus decoding for wideband recordings (wheels bundle ffmpeg, libopus).
+        "av>=12",
+        # SRTP (RFC 3711) on the relay's legs: libsrtp's protect/unprotect, replay, ROC.
+        "pylibsrtp>=0.10",
         # The event loop of `callrec serve` where it installs ([server] loop = "auto").
         "uvloop>=0.19; platform_system != 'Windows'",
     ],
@@ -41,6 +45,8 @@ setup(
             "import-linter>=2",
             "aiosmtpd>=1.4",
             "playwright>=1.40",
+            # Certificates for the SIP over TLS tests.
+            "trustme>=1.1",
         ],
     },
     entry_points={"console_scripts": ["callrec=callrec.cli:main"]},

@@ -9,7 +9,6 @@ ones), which is also media leg "a".
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import functools
 import logging
@@ -36,7 +35,8 @@ from b2bua.message import (
     make_response,
 )
 from b2bua.peer import Peer
-from b2bua.sdp import SdpError, parse_sdp, prefer_codecs, rewrite_sdp
+from b2bua.sdes import SdesRefused, SrtpNegotiation, strip_crypto
+from b2bua.sdp import SdpError, keep_telephone_event, parse_sdp, rewrite_sdp
 from b2bua.services import MediaLeg
 from b2bua.transaction import make_cancel
 from callrec.policy import RecordingMode
@@ -70,6 +70,10 @@ LEG_HEADERS = frozenset(
 )
 
 SDP_TYPE = "application/sdp"
+# DTMF interworking by SIP INFO: the de-facto body of most PBXs and trunks.
+DTMF_RELAY_TYPE = "application/dtmf-relay"
+DTMF_INFO_DURATION_MS = 160
+DTMF_KEYS = frozenset("0123456789*#ABCD")
 
 
 class CallServices(Protocol):
@@ -182,11 +186,18 @@ class Call:
     on_end: list[Callable[[Call], None]] = field(default_factory=list)
     # The internal user whose recording mode applies, and their leg ("a" or "b").
     owner_ext: str | None = None
+    # The organisation of that user: the call, its recording and its settings are its.
+    org_id: int | None = None
     internal_leg: str = "a"
     recording_mode: str = RecordingMode.NEVER
     sdp: dict[str, bytes] = field(default_factory=dict)
+    # Each leg's SRTP (SDES) keys; the server sets which leg is the trunk and its mode.
+    srtp: SrtpNegotiation = field(default_factory=SrtpNegotiation)
     # Set on calls out: who leg B asserts to the trunk (b2bua.identity), not the phone's From.
     identity: CallerIdentity | None = None
+    # Keys waiting to go as SIP INFO (send_dtmf_info), one INFO in flight at a time.
+    dtmf_queue: list[tuple[str, str, int]] = field(default_factory=list, init=False, repr=False)
+    dtmf_in_flight: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.started_at = self.now()
@@ -201,11 +212,14 @@ class Call:
         """Send leg B's INVITE to every target (several when a user has many devices)."""
         self.services.register_dialog(self, self.call_id, self.a_tag, "a")
         self.services.register_dialog(self, self.b_call_id, self.b_tag, "b")
-        body = self._sdp_towards("b", self.invite_a.body, learn_from="a")
-        if body and self.recording_mode != RecordingMode.NEVER:
-            # An unparsable SDP goes on unchanged; it was logged when parsed.
-            with contextlib.suppress(SdpError):
-                body = prefer_codecs(body)
+        try:
+            body = self._sdp_towards("b", self.invite_a.body, learn_from="a", offer=True)
+        except SdesRefused as exc:
+            log.info("call %s: offer refused: %s", self.call_id, exc.reason)
+            self.services.send_response(_refusal(self.invite_a, exc, self.a_tag))
+            self.final_status = exc.status
+            self._end(disposition="failed")
+            return
         for target in targets:
             invite = self._build_b_invite(target, body)
             branch = Branch(target=target, invite=invite)
@@ -262,6 +276,13 @@ class Call:
             self._maybe_fail()
             return
         status = response.status
+        if (
+            100 < status < 300
+            and response.body
+            and branch.ack is None
+            and self._srtp_refused(branch, response)
+        ):
+            return
         if status < 200:
             branch.provisional = True
             if branch.cancel_pending or self.cancelled:
@@ -277,6 +298,35 @@ class Call:
         branch.final = status
         if self.dialog_b is None:
             self._maybe_fail(response)
+
+    def _srtp_refused(self, branch: Branch, response: SipResponse) -> bool:
+        """True if leg B's SDP in `response` is refused for SRTP (no crypto from a trunk
+        that must use it): the branch is cancelled (or ACKed and hung up) and the caller
+        gets the refusal."""
+        try:
+            self.srtp.check("b", response.body, offer=not self.invite_a.body)
+        except SdesRefused as exc:
+            refusal = exc
+        else:
+            return False
+        log.warning("call %s: %s; the call fails", self.call_id, refusal.reason)
+        if response.status >= 200:
+            dialog = Dialog.uac(branch.invite, response)
+            branch.ack = dialog.ack(branch.invite)
+            branch.ack.headers.add("Via", self.services.via(branch.target.peer), first=True)
+            branch.final = refusal.status
+            self.services.send_ack(branch.ack, branch.target.peer)
+            self._send_bye(dialog, branch.target.peer)
+        else:
+            branch.provisional = True
+        if self.dialog_b is None and self.state in (CallState.SETUP, CallState.EARLY):
+            for other in self.branches:
+                self._cancel_branch(other)  # this one too, unless it was answered
+            if not self.cancelled:
+                self.services.send_response(_refusal(self.invite_a, refusal, self.a_tag))
+            self.final_status = refusal.status
+            self._end(disposition="failed")
+        return True
 
     def _on_branch_answered(self, branch: Branch, response: SipResponse) -> None:
         if branch.ack is not None:
@@ -322,7 +372,7 @@ class Call:
     def _relay_setup_response(self, response: SipResponse, *, learn_b: bool) -> None:
         body = response.body
         if body and learn_b:
-            body = self._sdp_towards("a", body, learn_from="b")
+            body = self._sdp_towards("a", body, learn_from="b", offer=not self.invite_a.body)
         a_response = make_response(
             self.invite_a, response.status, response.reason, to_tag=self.a_tag
         )
@@ -404,7 +454,12 @@ class Call:
         other_leg = "b" if leg == "a" else "a"
         body = request.body
         if body and _is_sdp(request.headers):
-            body = self._sdp_towards(other_leg, body, learn_from=leg)
+            try:
+                body = self._sdp_towards(other_leg, body, learn_from=leg, offer=True)
+            except SdesRefused as exc:
+                log.info("call %s: leg %s's offer refused: %s", self.call_id, leg, exc.reason)
+                self.services.send_response(_refusal(request, exc))
+                return
         content_type = request.headers.get("Content-Type") if body else None
         forwarded = other_dialog.new_request(request.method, body, content_type)
         forwarded.headers.add("Via", self.services.via(other_peer), first=True)
@@ -438,7 +493,11 @@ class Call:
         other_leg = "b" if leg == "a" else "a"
         body = response.body
         if body and _is_sdp(response.headers):
-            body = self._sdp_towards(leg, body, learn_from=other_leg)
+            try:
+                body = self._sdp_towards(leg, body, learn_from=other_leg, offer=not original.body)
+            except SdesRefused as exc:
+                self._end_refused(exc, original, forwarded, response, other_dialog, other_leg)
+                return
         relayed = make_response(original, response.status, response.reason)
         _copy_passthrough(response.headers, relayed.headers, skip=self._phone_claims(other_leg))
         if 200 <= response.status < 300 and original.method in ("INVITE", "UPDATE"):
@@ -457,6 +516,26 @@ class Call:
                 pending.answered = True
         self.services.send_response(relayed)
 
+    def _end_refused(
+        self,
+        exc: SdesRefused,
+        original: SipRequest,
+        forwarded: SipRequest,
+        response: SipResponse,
+        other_dialog: Dialog,
+        other_leg: str,
+    ) -> None:
+        """A re-INVITE's answer was refused for SRTP: complete it on both sides and end
+        the call (its media would go in the clear)."""
+        log.warning("call %s: %s; ending the call", self.call_id, exc.reason)
+        if original.method == "INVITE" and 200 <= response.status < 300:
+            ack = other_dialog.ack(forwarded)
+            ack.headers.add("Via", self.services.via(self._peer(other_leg)), first=True)
+            self.services.send_ack(ack, self._peer(other_leg))
+        self.pending = None
+        self.services.send_response(_refusal(original, exc))
+        self.hang_up(reason=f'SIP ;cause={exc.status} ;text="{exc.reason}"')
+
     def on_ack(self, request: SipRequest, leg: str) -> None:
         """The ACK for a 2xx we relayed: forward a late-offer answer if one is awaited."""
         pending = self.pending
@@ -465,7 +544,12 @@ class Call:
         ack = pending.ack_for_other
         if request.body:
             other_leg = "b" if leg == "a" else "a"
-            ack.body = self._sdp_towards(other_leg, request.body, learn_from=leg)
+            try:
+                ack.body = self._sdp_towards(other_leg, request.body, learn_from=leg, offer=False)
+            except SdesRefused as exc:
+                log.warning("call %s: %s; ending the call", self.call_id, exc.reason)
+                ack.body = b""
+                self.hang_up(reason=f'SIP ;cause={exc.status} ;text="{exc.reason}"')
             content_type = request.headers.get("Content-Type")
             if content_type:
                 ack.headers.set("Content-Type", content_type)
@@ -494,6 +578,55 @@ class Call:
             return
         self._bye_both_legs(reason)
         self._end(disposition="answered")
+
+    def send_dtmf_info(self, leg: str, digit: str, duration: int = DTMF_INFO_DURATION_MS) -> bool:
+        """Send key `digit` to `leg` as SIP INFO (`application/dtmf-relay`, `Signal=` and
+        `Duration=` in ms): DTMF interworking for a far end whose SDP has no
+        telephone-event. INFOs go one at a time, in order (the next once the last is
+        answered, RFC 6086 keeps no order otherwise); a refused INFO is logged and the
+        next one goes. False if the call is not answered or `digit` is not a key."""
+        if digit not in DTMF_KEYS or len(digit) != 1 or leg not in ("a", "b"):
+            log.warning("call %s: %r to leg %s is not a DTMF key", self.call_id, digit, leg)
+            return False
+        if self.state != CallState.CONFIRMED or self._other("b" if leg == "a" else "a") is None:
+            return False
+        self.dtmf_queue.append((leg, digit, max(1, int(duration))))
+        if not self.dtmf_in_flight:
+            self._send_next_dtmf_info()
+        return True
+
+    def _send_next_dtmf_info(self) -> None:
+        if not self.dtmf_queue or self.state != CallState.CONFIRMED:
+            self.dtmf_queue.clear()
+            self.dtmf_in_flight = False
+            return
+        leg, digit, duration = self.dtmf_queue.pop(0)
+        target = self._other("b" if leg == "a" else "a")
+        if target is None:
+            self.dtmf_in_flight = False
+            return
+        dialog, peer = target
+        body = f"Signal={digit}\r\nDuration={duration}\r\n".encode("ascii")
+        info = dialog.new_request("INFO", body, DTMF_RELAY_TYPE)
+        info.headers.add("Via", self.services.via(peer), first=True)
+        info.headers.set("Max-Forwards", "70")
+        self.dtmf_in_flight = True
+
+        def answered(response: SipResponse | None) -> None:
+            if response is not None and response.status < 200:
+                return
+            if response is None or response.status >= 300:
+                status = "no answer" if response is None else str(response.status)
+                log.warning(
+                    "call %s: INFO with key %s to leg %s refused (%s)",
+                    self.call_id,
+                    digit,
+                    leg,
+                    status,
+                )
+            self._send_next_dtmf_info()
+
+        self.services.send_request(info, peer, answered)
 
     def on_hold(self) -> bool:
         """True when either leg's last SDP holds the audio (not sendrecv, port 0 or a
@@ -550,21 +683,33 @@ class Call:
             bye.headers.set("Reason", reason)
         self.services.send_request(bye, peer, lambda _resp: None)
 
-    def _sdp_towards(self, leg: str, body: bytes, *, learn_from: str) -> bytes:
+    def _sdp_towards(self, leg: str, body: bytes, *, learn_from: str, offer: bool) -> bytes:
         """Learn `learn_from`'s media address from its SDP; rewrite it to our `leg` port.
 
-        The SDP sent to leg X names the relay port of leg X, where X's phone must send.
+        The SDP sent to leg X names the relay port of leg X, where X's phone must send,
+        and carries callrec's own SRTP keys for X, never the other leg's (`offer` says
+        whether `body` is an offer or an answer). Raises `SdesRefused`.
         """
         if not body or self.media is None:
             return body
         try:
             sdp = parse_sdp(body)
         except SdpError as exc:
-            log.warning("call %s: unparsable SDP passed unchanged: %s", self.call_id, exc)
-            return body
-        self.sdp[learn_from] = body
+            log.warning("call %s: unparsable SDP passed on without keys: %s", self.call_id, exc)
+            return strip_crypto(body)
+        if offer:
+            secured = self.srtp.offer(learn_from, body)
+        else:
+            secured, changes = self.srtp.answer(learn_from, body)
+            for change in changes:
+                # Before the address: the leg's first packets must meet its keys.
+                self.media.set_crypto(change.leg, change.receive, change.send)
+        self.sdp[learn_from] = strip_crypto(body)
+        if not offer and self._keeps_telephone_event(leg):
+            # The phone keeps RFC 4733 for the feature code, whatever the far end answered.
+            secured = keep_telephone_event(self.sdp[leg], secured)
         if self.state == CallState.CONFIRMED:
-            self.services.media_changed(self, learn_from, body)
+            self.services.media_changed(self, learn_from, self.sdp[learn_from])
         ports: list[int] = []
         anchored = False
         for media in sdp.media:
@@ -588,7 +733,17 @@ class Call:
             else:
                 # Only the first audio stream is relayed and recorded; others are declined.
                 ports.append(0)
-        return rewrite_sdp(body, self.services.media_address(), ports)
+        return rewrite_sdp(secured, self.services.media_address(), ports)
+
+    def _keeps_telephone_event(self, leg: str) -> bool:
+        """True if an answer towards `leg` keeps the telephone-event `leg` offered: `leg`
+        is an on-demand user's phone, whose keys callrec must see for the feature code
+        (the media side drops the events a far end did not ask for)."""
+        return (
+            leg == self.internal_leg
+            and self.recording_mode == RecordingMode.ON_DEMAND
+            and leg in self.sdp
+        )
 
     def _signalling_host(self, leg: str) -> str | None:
         """The host `leg`'s SIP comes from (the relay accepts its media from there when
@@ -637,6 +792,13 @@ def _drop_reliable_provisionals(headers: Headers) -> None:
     headers.remove("Supported")
     if values:
         headers.add("Supported", ", ".join(values))
+
+
+def _refusal(request: SipRequest, exc: SdesRefused, to_tag: str | None = None) -> SipResponse:
+    """The answer refusing `request` for an SRTP reason, the reason in a Warning."""
+    response = make_response(request, exc.status, to_tag=to_tag)
+    response.headers.set("Warning", f'399 callrec "{exc.reason}"')
+    return response
 
 
 def _is_sdp(headers: Headers) -> bool:

@@ -13,8 +13,10 @@ __all__ = [
     "MediaDescription",
     "SdpError",
     "SessionDescription",
+    "keep_telephone_event",
     "parse_sdp",
     "rewrite_sdp",
+    "telephone_event_formats",
 ]
 
 # RFC 3551 static payload types the relay and recorder care about.
@@ -231,32 +233,73 @@ def _bump_origin(line: bytes) -> bytes:
     return b" ".join(parts)
 
 
-def prefer_codecs(body: bytes, encodings: tuple[str, ...] = ("PCMU", "PCMA")) -> bytes:
-    """Move the payload types of `encodings` to the front of the first audio m= line.
+TELEPHONE_EVENT = "telephone-event"
 
-    Used when a call is recorded: callrec can only record G.711, so the far end is asked
-    to pick it when the phone offers it. The order of the others, and every other line,
-    is kept. An SDP without such a codec comes back unchanged.
-    """
-    sdp = parse_sdp(body)
-    audio = next((m for m in sdp.media if m.kind == "audio" and m.port != 0), None)
-    if audio is None:
-        return body
-    rtpmap = audio.rtpmap
-    wanted = {e.upper() for e in encodings}
-    first = [
-        f for f in audio.formats if f.isdigit() and rtpmap.get(int(f), ("",))[0].upper() in wanted
+
+def telephone_event_formats(media: MediaDescription) -> list[str]:
+    """The payload types (as in the m= line) that `media` maps to telephone-event."""
+    rtpmap = media.rtpmap
+    return [
+        f
+        for f in media.formats
+        if f.isdigit() and rtpmap.get(int(f), ("",))[0].lower() == TELEPHONE_EVENT
     ]
-    if not first or audio.formats[: len(first)] == first:
-        return body
-    order = first + [f for f in audio.formats if f not in first]
+
+
+def _first_audio(sdp: SessionDescription) -> MediaDescription | None:
+    return next((m for m in sdp.media if m.kind == "audio" and m.port != 0), None)
+
+
+def keep_telephone_event(offer: bytes, answer: bytes) -> bytes:
+    """The `answer` to a phone with the offer's telephone-event kept (RFC 4733).
+
+    When the offer's first audio stream has telephone-event and the answer's lacks it
+    (a trunk without RFC 4733), the offer's payload type, with its a=rtpmap and a=fmtp
+    lines, is added to the answer's m= line, so the phone still sends its keys as events
+    (callrec takes them for the feature code and does not forward them). Otherwise, or
+    when the answer already uses that payload type for something else, the answer comes
+    back unchanged. Every other byte of the answer is kept. Raises SdpError.
+    """
+    offered = _first_audio(parse_sdp(offer))
+    answered = _first_audio(parse_sdp(answer))
+    if offered is None or answered is None or telephone_event_formats(answered):
+        return answer
+    events = telephone_event_formats(offered)
+    if not events:
+        return answer
+    payload_type = events[0]
+    if payload_type in answered.formats or int(payload_type) in answered.rtpmap:
+        return answer
+    added = [
+        f"a={name}:{value}".encode()
+        for name, value in offered.attributes
+        if name in ("rtpmap", "fmtp") and value is not None and value.split(" ")[0] == payload_type
+    ]
     out: list[bytes] = []
+    in_audio = False
     done = False
-    for raw in body.splitlines(keepends=True):
+    ending = b"\r\n"
+    lines = answer.splitlines(keepends=True)
+    for raw in lines:
         line = raw.rstrip(b"\r\n")
-        if not done and line.startswith(b"m=audio ") and not line.split(b" ")[1].startswith(b"0"):
-            parts = line.split(b" ")
-            line = b" ".join([*parts[:3], *(f.encode() for f in order)])
-            done = True
-        out.append(line + raw[len(line) :])
+        line_ending = raw[len(line) :]
+        ending = line_ending or ending
+        if line.startswith(b"m="):
+            if in_audio and not done:
+                out += [extra + ending for extra in added]
+                done = True
+            in_audio = not done and line.startswith(b"m=audio ") and _port(line) != 0
+            if in_audio:
+                line += b" " + payload_type.encode()
+        out.append(line + line_ending)
+    if in_audio and not done:
+        if out and not out[-1].endswith(b"\n"):
+            out[-1] += ending
+        out += [extra + ending for extra in added]
     return b"".join(out)
+
+
+def _port(m_line: bytes) -> int:
+    parts = m_line.split(b" ")
+    port = parts[1].split(b"/")[0] if len(parts) > 1 else b""
+    return int(port) if port.isdigit() else 0

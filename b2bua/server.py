@@ -41,12 +41,14 @@ from b2bua.message import (
 from b2bua.peer import Peer
 from b2bua.registrar import Binding, Registrar, Remove, RemoveAll, Upsert
 from b2bua.registrar import parse_received as parse_received_peer
+from b2bua.sdes import SrtpNegotiation
 from b2bua.services import (
     CallObserver,
     Directory,
     MediaFactory,
     MediaUnavailable,
     NoObserver,
+    Organisation,
     Subscriber,
 )
 from b2bua.transaction import (
@@ -102,12 +104,10 @@ class B2bua:
         # not forwarded: by Timer B (64*T1) a caller without a provisional has given up.
         self.setup_deadline = 64 * self.transactions.t1
         # A new secret per process: nonces must not outlive the nc table (b2bua.digest).
-        self.challenger = DigestChallenger(
-            config.sip.realm,
-            secrets.token_bytes(32),
-            nonce_lifetime=config.sip.nonce_lifetime,
-            algorithms=config.sip.digest_algorithms,
-        )
+        # One challenger per organisation's domain (its digest realm), made on first use.
+        self._nonce_secret = secrets.token_bytes(32)
+        self.challengers: dict[str, DigestChallenger] = {}
+        self.challenger = self._challenger(config.sip.realm)
         self.limits = AuthLimits(
             max_failures=config.sip.auth_max_failures,
             window=config.sip.auth_failure_window,
@@ -133,6 +133,19 @@ class B2bua:
         self._cdr_creations: dict[int, asyncio.Task[Any]] = {}
         self.accepting_calls = True
         self._parse_error_log = LogLimiter(per_window=20, window_s=10.0)
+
+    def _challenger(self, realm: str) -> DigestChallenger:
+        """The digest challenger of one realm (an organisation's SIP domain)."""
+        challenger = self.challengers.get(realm)
+        if challenger is None:
+            challenger = DigestChallenger(
+                realm,
+                self._nonce_secret,
+                nonce_lifetime=self.config.sip.nonce_lifetime,
+                algorithms=self.config.sip.digest_algorithms,
+            )
+            self.challengers[realm] = challenger
+        return challenger
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -336,12 +349,13 @@ class B2bua:
 
         self._chain_cdr(call, update, "update")
 
-    def _create_cdr(self, call: Call, **fields: object) -> None:
-        """Write the call's CDR in the background: the INVITE goes on without waiting,
-        and the call's later updates (`record_cdr`) are chained after it."""
+    def _create_cdr(self, call: Call, org_id: int, **fields: object) -> None:
+        """Write the call's CDR (of organisation `org_id`) in the background: the INVITE
+        goes on without waiting, and the call's later updates (`record_cdr`) are chained
+        after it."""
 
         async def create() -> None:
-            call.cdr_id = await self.store.create_call(**fields)
+            call.cdr_id = await self.store.create_call(org_id, **fields)
 
         task = self._chain_cdr(call, create, "creation")
         self._cdr_creations[id(call)] = task
@@ -451,9 +465,9 @@ class B2bua:
             return
         user, username = authenticated
         now = time.time()
-        devices = await self.store.list_devices(user.extension)
+        devices = await self.store.list_devices(user.org_id, user.extension)
         allowed = {user.extension} | {d.username for d in devices if d.username}
-        stored = await self.store.bindings(user.extension, now)
+        stored = await self.store.bindings(user.org_id, user.extension, now)
         bindings = [Binding(r.contact, r.expires_at, r.call_id, r.cseq, r.received) for r in stored]
         outcome = self.registrar.register(
             request, peer, now, extension=user.extension, allowed_aors=allowed, bindings=bindings
@@ -484,16 +498,16 @@ class B2bua:
         self.send_response(outcome.response)
 
     async def _credentials_for(
-        self, request: SipRequest, header: str
+        self, request: SipRequest, header: str, org: Organisation
     ) -> tuple[Subscriber, DigestCredentials] | None:
         username = credentials_username(request, header)
         if username is None:
             return None
-        found = await self.store.find_credentials(username)
+        found = await self.store.find_credentials(org.id, username)
         if found is None or found.ha1_md5 is None or found.ha1_sha256 is None:
             return None
-        if found.realm != self.config.sip.realm:
-            return None
+        if found.realm != org.domain:
+            return None  # hashed for another realm (the domain changed since)
         return found.user, DigestCredentials(found.ha1_md5, found.ha1_sha256)
 
     async def _authenticate(
@@ -505,8 +519,18 @@ class B2bua:
         locked-out source or user gets a 403 before its credentials are looked at.
         """
         header = credentials_header_name(status)
-        username = credentials_username(request, header)
-        credentials = await self._credentials_for(request, header)
+        org = await self.store.organisation_for_domain(_request_domain(request))
+        if org is None:
+            # A domain no organisation has: nobody here can register or call with it.
+            self._answer_setup(
+                request, make_response(request, 404, "Unknown Domain", to_tag=generate_tag())
+            )
+            return None
+        challenger = self._challenger(org.domain)
+        given = credentials_username(request, header)
+        # Usernames repeat across organisations: limits count each one per domain.
+        username = f"{given}@{org.domain}" if given is not None else None
+        credentials = await self._credentials_for(request, header, org)
         # From here to the failure count nothing awaits: guesses sent in a burst cannot
         # all pass the check before the first of them is counted.
         verdict = self.limits.check(peer.host, username, time.monotonic())
@@ -518,25 +542,34 @@ class B2bua:
             )
             self._answer_setup(request, response)
             return None
-        result = self.challenger.verify(
+        result = challenger.verify(
             request,
             time.time(),
-            lambda name: credentials[1] if credentials and name == username else None,
+            lambda name: credentials[1] if credentials and name == given else None,
             source=peer,
         )
         if not result.ok or credentials is None or result.username is None:
-            self._challenge(request, peer, status, result, known_user=credentials is not None)
+            self._challenge(
+                request, peer, status, result, known_user=credentials is not None, realm=org.domain
+            )
             return None
-        self.limits.success(peer.host, result.username, time.monotonic())
+        self.limits.success(peer.host, f"{result.username}@{org.domain}", time.monotonic())
         return credentials[0], result.username
 
     def _challenge(
-        self, request: SipRequest, peer: Peer, status: int, result: AuthResult, *, known_user: bool
+        self,
+        request: SipRequest,
+        peer: Peer,
+        status: int,
+        result: AuthResult,
+        *,
+        known_user: bool,
+        realm: str,
     ) -> None:
         if result.failed:
             self.counters.auth_failures += 1
             now = time.monotonic()
-            user = result.username if known_user else None
+            user = f"{result.username}@{realm}" if known_user else None
             outcome = self.limits.failure(peer.host, user, now)
             if outcome.log:
                 log.warning(
@@ -551,7 +584,7 @@ class B2bua:
             return  # the caller cancelled while its credentials were looked up
         self.counters.auth_challenges += 1
         self.send_response(
-            self.challenger.challenge_response(
+            self._challenger(realm).challenge_response(
                 request, time.time(), status, generate_tag(), source=peer, stale=result.stale
             )
         )
@@ -676,12 +709,16 @@ class B2bua:
         direction, caller, callee, targets, owner = prepared
         call = Call(self, request, peer, direction, caller, callee)
         call.owner_ext = owner.extension
+        call.org_id = owner.org_id
         if direction == "outbound":
             trunk = self.config.trunk
             call.identity = CallerIdentity(
                 owner.extension, owner.name, trunk.from_domain or trunk.host, trunk.identity
             )
         call.internal_leg = "a" if direction == "outbound" else "b"
+        call.srtp = SrtpNegotiation(
+            trunk_leg="b" if direction == "outbound" else "a", trunk_mode=self.config.trunk.srtp
+        )
         call.recording_mode = owner.recording_mode
         key = _setup_key(request)
         self.setups[key] = call
@@ -712,6 +749,7 @@ class B2bua:
             return
         self._create_cdr(
             call,
+            owner.org_id,
             sip_call_id=call.call_id,
             direction=direction,
             caller_ext=caller.extension,
@@ -755,12 +793,13 @@ class B2bua:
         dialed = _user_part(request.uri) or _user_part(
             NameAddr.parse(request.headers.get("To") or "").uri
         )
-        user = await self.store.get_user(dialed) if dialed else None
+        # The number called names the organisation (its DIDs) and the user.
+        user = await self.store.route_number(dialed) if dialed else None
         if user is None:
             self._answer_setup(request, make_response(request, 404, to_tag=generate_tag()))
             return None
         # Newest first (the store's order); at most max_contacts forks, whatever is stored.
-        bindings = list(await self.store.bindings(user.extension, time.time()))
+        bindings = list(await self.store.bindings(user.org_id, user.extension, time.time()))
         bindings = bindings[: self.config.sip.max_contacts]
         if not bindings:
             self._answer_setup(
@@ -813,6 +852,16 @@ def _client_key(request: SipRequest) -> tuple[str, str]:
 def _setup_key(request: SipRequest) -> tuple[str, str]:
     from_tag = NameAddr.parse(request.headers.get("From") or "").tag or ""
     return request.headers.get("Call-ID") or "", from_tag
+
+
+def _request_domain(request: SipRequest) -> str | None:
+    """The SIP domain a phone names its organisation by: the To AOR's host for a
+    REGISTER, the From host for anything else."""
+    header = request.headers.get("To" if request.method == "REGISTER" else "From") or ""
+    try:
+        return SipUri.parse(NameAddr.parse(header).uri).host or None
+    except SipParseError:
+        return None
 
 
 def _user_part(uri: str) -> str | None:

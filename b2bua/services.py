@@ -1,7 +1,8 @@
 """What the SIP side needs from the rest of callrec, as small Protocols.
 
 `b2bua` never imports `media` or `storage`: the application (`callrec.app`) hands the
-`B2bua` a `Directory` (users, credentials, registrations, call detail records), a
+`B2bua` a `Directory` (organisations, users, credentials, registrations, call detail
+records), a
 `MediaFactory` (one relay session per call) and a `CallObserver` (the recording
 orchestration). Each Protocol names only what the SIP side calls, so a new backend (for
 example PostgreSQL) only has to offer these methods.
@@ -19,17 +20,30 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from b2bua.call import Call
     from b2bua.message import SipRequest
+    from b2bua.sdes import MasterKey
 
 
 class MediaUnavailable(Exception):
     """No media session could be opened for a call (no free port, a socket error)."""
 
 
-class Subscriber(Protocol):
-    """A user as the SIP side sees one."""
+class Organisation(Protocol):
+    """An organisation as the SIP side sees one: its phones' SIP domain, which is also
+    the digest realm of the challenges they get."""
 
     @property
     def id(self) -> int: ...
+    @property
+    def domain(self) -> str: ...
+
+
+class Subscriber(Protocol):
+    """A user as the SIP side sees one; extensions are unique within `org_id` only."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def org_id(self) -> int: ...
     @property
     def extension(self) -> str: ...
     @property
@@ -72,15 +86,30 @@ class StoredBinding(Protocol):
 
 
 class Directory(Protocol):
-    """Users, their credentials and registrations, and the call detail records."""
+    """Organisations, their users, credentials and registrations, and the call detail
+    records. A phone names its organisation by the SIP domain it uses; a call from the
+    trunk by the number it calls. Every user lookup then names the organisation."""
 
-    async def find_credentials(self, username: str) -> CredentialRecord | None: ...
+    async def organisation_for_domain(self, domain: str | None) -> Organisation | None:
+        """The organisation whose SIP domain is `domain` (any case); when only one
+        organisation exists, that one whatever the domain (a one-organisation install
+        keeps working with phones that register to an address). None otherwise."""
+        ...
 
-    async def get_user(self, extension: str) -> Subscriber | None: ...
+    async def find_credentials(self, org_id: int, username: str) -> CredentialRecord | None: ...
 
-    async def list_devices(self, extension: str) -> Sequence[DeviceRecord]: ...
+    async def get_user(self, org_id: int, extension: str) -> Subscriber | None: ...
 
-    async def bindings(self, extension: str, now: float) -> Sequence[StoredBinding]: ...
+    async def route_number(self, number: str) -> Subscriber | None:
+        """The user a call from the trunk to `number` rings (through the DIDs of the
+        organisations), or None."""
+        ...
+
+    async def list_devices(self, org_id: int, extension: str) -> Sequence[DeviceRecord]: ...
+
+    async def bindings(
+        self, org_id: int, extension: str, now: float
+    ) -> Sequence[StoredBinding]: ...
 
     async def upsert_binding(
         self,
@@ -102,7 +131,7 @@ class Directory(Protocol):
 
     async def purge_expired_bindings(self, now: float) -> int: ...
 
-    async def create_call(self, **fields: Any) -> int: ...
+    async def create_call(self, org_id: int, **fields: Any) -> int: ...
 
     async def update_call(self, call_id: int, **fields: Any) -> None: ...
 
@@ -124,6 +153,10 @@ class MediaLeg(Protocol):
         """`leg`'s SDP names `host:port`; `signalled_from` is the host its SIP message came
         from (media is accepted only from these). Raises ValueError for an address that
         cannot be used."""
+
+    def set_crypto(self, leg: str, receive: MasterKey | None, send: MasterKey | None) -> None:
+        """`leg` runs SRTP from now: decrypt what it sends with `receive`, encrypt what
+        goes to it with `send` (both None: plain RTP). Keys must never be logged."""
 
     def mark_media_started(self) -> None: ...
 

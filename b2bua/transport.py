@@ -35,9 +35,10 @@ The UDP path shares none of this: it keeps working when TCP is at its cap.
 `ConnectionClock` (when a connection expires) and `admission` (whether to take one) are
 sans-IO and take `now`; `SipTransport` only applies what they decide.
 
-Tasks: the transport owns its background tasks (the accept loop, the expiry loop, and one
-per outgoing TCP connection being set up). `close()` cancels and awaits every one of them,
-so a stopped transport leaves nothing running; a task that fails is logged once.
+Tasks: the transport owns its background tasks (the accept loops, the expiry loop, one per
+TLS handshake under way and one per outgoing connection being set up). `close()` cancels
+and awaits every one of them, so a stopped transport leaves nothing running; a task that
+fails is logged once.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 # SO_LINGER {on, 0 s}: close() resets the connection and frees it at once (no TIME_WAIT).
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 STREAM_TRANSPORTS = ("tcp", "tls")
+# Port 0 (tests): UDP draws a port; when its TCP side is taken, draw again this often.
+ANY_PORT_ATTEMPTS = 8
 
 
 class ListenError(OSError):
@@ -290,39 +293,53 @@ class SipTransport:
 
     async def start(self) -> None:
         """Bind UDP then TCP on the same port, then TLS on its own; ListenError names
-        what could not be bound."""
-        loop = asyncio.get_running_loop()
-        try:
-            _, protocol = await loop.create_datagram_endpoint(
-                lambda: _UdpProtocol(self.receive), local_addr=(self.host, self.port)
-            )
-        except OSError as exc:
-            raise ListenError(self.host, self.port, "udp", exc) from exc
-        self.udp = protocol
-        assert protocol.transport is not None
-        sock = protocol.transport.get_extra_info("socket")
+        what could not be bound. With port 0, a port whose TCP side is taken is given
+        back and another one drawn (a few times)."""
+        udp = await self._bind_udp_and_tcp()
+        sock = udp.get_extra_info("socket")
         if sock is not None:
             # Bursts (a registration storm, a flood of garbage) should queue, not drop.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RECEIVE_BUFFER)
-        if self.port == 0:
-            self.port = int(protocol.transport.get_extra_info("sockname")[1])
-        try:
-            self.tcp_listener = _listen_tcp(self.host, self.port)
-        except OSError as exc:
-            protocol.transport.close()
-            raise ListenError(self.host, self.port, "tcp", exc) from exc
+        assert self.tcp_listener is not None
         if self.tls is not None:
             try:
                 self.tls_listener = _listen_tcp(self.tls.host, self.tls.port)
             except OSError as exc:
-                protocol.transport.close()
+                udp.close()
                 self.tcp_listener.close()
                 raise ListenError(self.tls.host, self.tls.port, "tls", exc) from exc
             self.tls_port = int(self.tls_listener.getsockname()[1])
             self._spawn(self._accept_forever(self.tls_listener, "tls"), "sip-tls-accept")
         self._spawn(self._accept_forever(self.tcp_listener), "sip-tcp-accept")
         self._spawn(self._expire_forever(), "sip-tcp-expire")
+
+    async def _bind_udp_and_tcp(self) -> asyncio.DatagramTransport:
+        loop = asyncio.get_running_loop()
+        any_port = self.port == 0
+        attempt = 0
+        while True:
+            try:
+                _, protocol = await loop.create_datagram_endpoint(
+                    lambda: _UdpProtocol(self.receive), local_addr=(self.host, self.port)
+                )
+            except OSError as exc:
+                raise ListenError(self.host, self.port, "udp", exc) from exc
+            udp = protocol.transport
+            assert udp is not None
+            if any_port:
+                self.port = int(udp.get_extra_info("sockname")[1])
+            try:
+                self.tcp_listener = _listen_tcp(self.host, self.port)
+            except OSError as exc:
+                udp.close()
+                attempt += 1
+                if not any_port or exc.errno != errno.EADDRINUSE or attempt == ANY_PORT_ATTEMPTS:
+                    raise ListenError(self.host, self.port, "tcp", exc) from exc
+                self.port = 0
+                continue
+            self.udp = protocol
+            return udp
 
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         """Run `work` as a task of this transport: `close()` cancels and awaits it."""
@@ -404,9 +421,9 @@ class SipTransport:
                     lambda: _StreamConnection(self, "tls"),
                     connection,
                     ssl=self.tls.server,
-                    ssl_handshake_timeout=60,
+                    ssl_handshake_timeout=timeout,
                 ),
-                61.0,
+                timeout + 1.0,
             )
         except (OSError, ssl.SSLError, TimeoutError, EOFError) as exc:
             connection.close()

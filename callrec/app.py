@@ -23,7 +23,7 @@ from typing import Any
 from b2bua.call import CallState
 from b2bua.server import B2bua
 from b2bua.transport import ListenError
-from callrec.config import Config
+from callrec.config import Config, HostPort
 from callrec.directory import CachedDirectory
 from callrec.recording.manager import RecordingManager
 from callrec.services.export import fail_interrupted_exports
@@ -74,7 +74,7 @@ async def open_store(config: Config, *, init: bool = False) -> Store:
     path = config.storage.db_path
     new = not path.exists() or path.stat().st_size == 0
     try:
-        store = await Store.open(path, create_empty=init)
+        store = await Store.open(path, create_empty=init, default_domain=config.sip.realm)
     except EmptyDatabase:
         raise StorageError(
             f"the database {_shown(path)} is empty; run callrec serve --init to create a new one"
@@ -217,8 +217,14 @@ async def _run(config: Config, store: Store, spawn: Spawn) -> None:
             except OSError as exc:
                 raise ListenError(listen.host, listen.port, "tcp", exc) from exc
             try:
+                tls = config.sip.listen_tls
+                if tls is not None and b2bua.tls_port is not None:
+                    transports = f"udp, tcp, tls on {HostPort(tls.host, b2bua.tls_port)}"
+                else:
+                    transports = "udp, tcp"
                 print(
-                    f"callrec serving SIP on {b2bua.hostport()} (udp, tcp), portal on {portal.url}",
+                    f"callrec serving SIP on {b2bua.hostport()} ({transports}),"
+                    f" portal on {portal.url}",
                     flush=True,
                 )
                 await stop.wait()

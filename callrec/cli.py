@@ -7,6 +7,11 @@ for scripts but warns, since the command line is visible to every local user.
 `--json` prints the same records, in the same shape, as the REST API
 (`callrec.services.records`).
 
+Organisations: `callrec orgs add|list|set|usage` and `callrec dids add|list|remove`
+manage them (the operator's work); `--org SLUG` says which organisation a `users`,
+`settings`, `calls`, `recordings` or `admin` command is about. Without it the command
+acts on the only organisation there is, and is refused when there are several.
+
 Exit codes: 0 success, 1 runtime failure (unknown extension, database problem, a value
 a rule refuses), 2 usage or configuration error. Errors are one line on stderr, never a
 traceback.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import getpass
 import importlib
 import importlib.util
@@ -36,11 +42,20 @@ from callrec.policy import (
     PolicyError,
     RecordingSettings,
     SettingKey,
+    check_settings,
     parse_setting,
 )
-from callrec.services.records import call_json, listing_json, user_json
+from callrec.services.records import (
+    USAGE_FIELDS,
+    call_json,
+    listing_json,
+    organisation_json,
+    usage_json,
+    user_json,
+)
 from storage.database import StorageError, Store
-from storage.models import format_timestamp
+from storage.errors import InvalidValue
+from storage.models import Did, OrgScope, format_timestamp
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -84,6 +99,14 @@ def _add_config(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+def _add_org(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--org",
+        metavar="SLUG",
+        help="the organisation (default: the only one; required when there are several)",
+    )
+
+
 def _add_password(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--password-file",
@@ -116,10 +139,57 @@ def build_parser() -> argparse.ArgumentParser:
         " always created)",
     )
 
+    orgs = commands.add_parser("orgs", help="organisations (operator)").add_subparsers(
+        dest="action", metavar="ACTION", required=True
+    )
+    orgs_add = with_config(orgs.add_parser("add", help="add an organisation"))
+    orgs_add.add_argument("slug", metavar="SLUG")
+    orgs_add.add_argument("--name", required=True)
+    orgs_add.add_argument(
+        "--domain", required=True, help="its phones' SIP domain, also their digest realm"
+    )
+    orgs_add.add_argument("--language", help="default: the config's [portal] language")
+    orgs_add.add_argument("--timezone", help="default: the config's [portal] timezone")
+    orgs_list = with_config(orgs.add_parser("list", help="list organisations"))
+    orgs_list.add_argument("--json", action="store_true", help="print a JSON list")
+    orgs_set = with_config(orgs.add_parser("set", help="change an organisation"))
+    orgs_set.add_argument("slug", metavar="SLUG")
+    orgs_set.add_argument("--name")
+    orgs_set.add_argument(
+        "--domain", help="a new SIP domain (a new digest realm: set SIP passwords again)"
+    )
+    orgs_set.add_argument("--language")
+    orgs_set.add_argument("--timezone")
+    orgs_usage = with_config(
+        orgs.add_parser("usage", help="what each organisation used in a month (billing)")
+    )
+    orgs_usage.add_argument("--month", required=True, metavar="YYYY-MM")
+    orgs_usage.add_argument("--json", action="store_true", help="print JSON instead of CSV")
+
+    dids = commands.add_parser(
+        "dids", help="numbers from the trunk, per organisation (operator)"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    dids_add = with_config(dids.add_parser("add", help="give numbers to an organisation"))
+    _add_org(dids_add)
+    dids_add.add_argument("first", metavar="NUMBER")
+    dids_add.add_argument("--last", metavar="NUMBER", help="the range's last number")
+    dids_add.add_argument(
+        "--extension",
+        type=_extension,
+        metavar="EXT",
+        help="ring this extension (default: the number called is the extension)",
+    )
+    dids_list = with_config(dids.add_parser("list", help="an organisation's numbers"))
+    _add_org(dids_list)
+    dids_remove = with_config(dids.add_parser("remove", help="take a number range away"))
+    _add_org(dids_remove)
+    dids_remove.add_argument("id", metavar="ID", type=_positive)
+
     users = commands.add_parser("users", help="manage users").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
     add = with_config(users.add_parser("add", help="add a user"))
+    _add_org(add)
     add.add_argument("extension", metavar="EXT", type=_extension)
     add.add_argument("--name", required=True)
     add.add_argument("--email")
@@ -130,12 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_password(add, "SIP digest password (only its HA1 is stored; none if not given)")
 
     set_mode = with_config(users.add_parser("set-mode", help="change the recording mode"))
+    _add_org(set_mode)
     set_mode.add_argument("extension", metavar="EXT", type=_extension)
     set_mode.add_argument("mode", metavar="MODE", choices=RECORDING_MODES)
 
     set_password = with_config(
         users.add_parser("set-password", help="change the password (prompted if not given)")
     )
+    _add_org(set_password)
     set_password.add_argument("extension", metavar="EXT", type=_extension)
     set_password.add_argument(
         "password_argument",
@@ -146,15 +218,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_password(set_password, "new SIP digest password")
 
     remove = with_config(users.add_parser("remove", help="remove a user and their devices"))
+    _add_org(remove)
     remove.add_argument("extension", metavar="EXT", type=_extension)
 
     list_users = with_config(users.add_parser("list", help="list users"))
+    _add_org(list_users)
     list_users.add_argument("--json", action="store_true", help="print a JSON list")
 
     calls = commands.add_parser("calls", help="call detail records").add_subparsers(
         dest="action", metavar="ACTION", required=True
     )
     list_calls = with_config(calls.add_parser("list", help="list calls, newest first"))
+    _add_org(list_calls)
     list_calls.add_argument("--json", action="store_true", help="print a JSON list")
     list_calls.add_argument("--limit", type=_positive, default=100, metavar="N")
     list_calls.add_argument("--extension", type=_extension, metavar="EXT")
@@ -165,12 +240,16 @@ def build_parser() -> argparse.ArgumentParser:
     list_recordings = with_config(
         recordings.add_parser("list", help="list recordings, newest first")
     )
+    _add_org(list_recordings)
     list_recordings.add_argument("--json", action="store_true", help="print a JSON list")
     list_recordings.add_argument("--limit", type=_positive, default=100, metavar="N")
     export = with_config(
         recordings.add_parser("export", help="write one month's recordings to a ZIP")
     )
-    export.add_argument("--month", required=True, metavar="YYYY-MM", help="UTC month")
+    _add_org(export)
+    export.add_argument(
+        "--month", required=True, metavar="YYYY-MM", help="a month in the organisation's time zone"
+    )
     export.add_argument("-o", "--output", required=True, metavar="FILE.zip")
 
     with_config(commands.add_parser("purge", help="delete expired recordings now"))
@@ -184,17 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
     admin_add.add_argument("name", metavar="NAME")
     _add_password(admin_add, "portal password (only an argon2 hash is stored)")
     admin_add.add_argument("--email", help="where export links are mailed")
-    with_config(admin.add_parser("list", help="list portal admins"))
+    _add_org(admin_add)
+    admin_add.add_argument(
+        "--operator",
+        action="store_true",
+        help="a platform operator (administers organisations) instead of an admin of one",
+    )
+    admin_list = with_config(admin.add_parser("list", help="list portal admins"))
+    _add_org(admin_list)
+    admin_list.add_argument("--operators", action="store_true", help="list the operators")
 
     settings = commands.add_parser(
         "settings", help="the recording settings the portal also changes"
     ).add_subparsers(dest="action", metavar="ACTION", required=True)
     settings_set = with_config(settings.add_parser("set", help="change a setting"))
+    _add_org(settings_set)
     settings_set.add_argument(
         "key", metavar="KEY", choices=SETTINGS_KEYS, help=", ".join(SETTINGS_KEYS)
     )
     settings_set.add_argument("value", metavar="VALUE")
     settings_show = with_config(settings.add_parser("show", help="the settings in force"))
+    _add_org(settings_show)
     settings_show.add_argument("--json", action="store_true", help="print a JSON object")
 
     commands.add_parser(
@@ -268,38 +357,156 @@ def _party_cell(ext: str | None, name: str | None) -> str:
 
 
 async def _with_store(config: Config, work: Callable[[Store], Awaitable[None]]) -> None:
-    store = await Store.open(config.storage.db_path)
+    store = await Store.open(config.storage.db_path, default_domain=config.sip.realm)
     try:
         await work(store)
     finally:
         await store.close()
 
 
+async def _org(store: Store, args: argparse.Namespace) -> OrgScope:
+    """The organisation `--org` names; without it the only one there is."""
+    slug = getattr(args, "org", None)
+    try:
+        return await store.org_scope(slug)
+    except InvalidValue as exc:
+        raise _UsageError(f"give --org SLUG: {exc.message}") from None
+
+
+async def _orgs_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    async def work(store: Store) -> None:
+        defaults = config.recording_settings
+        if args.action == "add":
+            org = await store.add_organisation(
+                args.slug,
+                args.name,
+                args.domain,
+                # The server's language and time zone become the new organisation's own.
+                language=args.language or defaults.language,
+                timezone=args.timezone or defaults.timezone,
+            )
+            await store.audit(None, _cli_actor(), "org.add", f"org:{org.slug}", detail=org.domain)
+            out.write(f"added organisation {org.slug} ({org.name}), domain {org.domain}\n")
+        elif args.action == "set":
+            scope = await store.org_scope(args.slug)
+            org = await store.update_organisation(
+                scope,
+                name=args.name,
+                domain=args.domain,
+                language=args.language,
+                timezone=args.timezone,
+            )
+            await store.audit(
+                None,
+                _cli_actor(),
+                "org.change",
+                f"org:{org.slug}",
+                detail=json.dumps(organisation_json(org), sort_keys=True),
+            )
+            out.write(f"organisation {org.slug}: {org.name}, domain {org.domain}\n")
+        elif args.action == "list":
+            orgs = await store.list_organisations()
+            if args.json:
+                json.dump([organisation_json(org) for org in orgs], out, indent=2)
+                out.write("\n")
+                return
+            rows = [
+                (
+                    org.slug,
+                    org.name,
+                    org.domain,
+                    org.language or defaults.language,
+                    org.timezone or defaults.timezone,
+                )
+                for org in orgs
+            ]
+            _table(rows, ("SLUG", "NAME", "DOMAIN", "LANGUAGE", "TIMEZONE"), out)
+        elif args.action == "usage":
+            from callrec.services.export import parse_month
+            from callrec.services.presentation import Presentations
+
+            usages: list[dict[str, Any]] = []
+            for org in await store.list_organisations():
+                settings = defaults.with_stored(await store.org_settings(org.scope))
+                zone = Presentations().for_settings(settings)
+                since, until = parse_month(args.month, zone)
+                usage = await store.usage(org.scope, since, until, settings.retention_days)
+                usages.append(usage_json(org, args.month, usage))
+            if args.json:
+                json.dump(usages, out, indent=2)
+                out.write("\n")
+                return
+            writer = csv.DictWriter(out, fieldnames=list(USAGE_FIELDS), lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(usages)
+
+    await _with_store(config, work)
+
+
+async def _dids_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    async def work(store: Store) -> None:
+        org = await _org(store, args)
+        if args.action == "add":
+            did = await store.add_did(org, args.first, args.last, args.extension)
+            await store.audit(
+                None, _cli_actor(), "did.add", f"org:{org.slug}", detail=_did_text(did)
+            )
+            out.write(f"organisation {org.slug}: number(s) {_did_text(did)} (id {did.id})\n")
+        elif args.action == "remove":
+            await store.remove_did(org, args.id)
+            await store.audit(
+                None, _cli_actor(), "did.remove", f"org:{org.slug}", detail=str(args.id)
+            )
+            out.write(f"organisation {org.slug}: number range {args.id} removed\n")
+        elif args.action == "list":
+            rows = [
+                (str(did.id), did.first, did.last, did.extension or "(the number)")
+                for did in await store.list_dids(org)
+            ]
+            _table(rows, ("ID", "FIRST", "LAST", "RINGS"), out)
+
+    await _with_store(config, work)
+
+
+def _did_text(did: Did) -> str:
+    numbers = did.first if did.first == did.last else f"{did.first}..{did.last}"
+    return numbers + (f" -> {did.extension}" if did.extension else "")
+
+
 async def _users_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
     async def work(store: Store) -> None:
+        org = await _org(store, args)
         if args.action == "add":
             user = await store.add_user(
+                org,
                 args.extension,
                 args.name,
                 email=args.email,
                 mode=args.mode,
                 password=args.secret,
                 devices=args.device,
-                realm=config.sip.realm,
+            )
+            await store.audit(
+                org, _cli_actor(), "user.add", f"user:{user.extension}", detail=f"mode {args.mode}"
             )
             out.write(f"added user {user.extension} ({user.name}), mode {user.recording_mode}\n")
         elif args.action == "set-mode":
-            user = await store.set_mode(args.extension, args.mode)
+            user = await store.set_mode(org, args.extension, args.mode)
+            await store.audit(
+                org, _cli_actor(), "mode.change", f"user:{user.extension}", detail=args.mode
+            )
             out.write(f"user {user.extension}: mode {user.recording_mode}\n")
         elif args.action == "set-password":
-            user = await store.set_password(args.extension, args.secret, config.sip.realm)
+            user = await store.set_password(org, args.extension, args.secret)
+            await store.audit(org, _cli_actor(), "password.set", f"user:{user.extension}")
             out.write(f"user {user.extension}: password changed\n")
         elif args.action == "remove":
-            await store.remove_user(args.extension)
+            await store.remove_user(org, args.extension)
+            await store.audit(org, _cli_actor(), "user.remove", f"user:{args.extension}")
             out.write(f"removed user {args.extension}\n")
         elif args.action == "list":
-            users = await store.list_users()
-            listed = [(user, await store.list_devices(user.extension)) for user in users]
+            users = await store.list_users(org)
+            listed = [(user, await store.list_devices(org, user.extension)) for user in users]
             if args.json:
                 json.dump([user_json(user, devices) for user, devices in listed], out, indent=2)
                 out.write("\n")
@@ -322,7 +529,8 @@ async def _users_command(args: argparse.Namespace, config: Config, out: TextIO) 
 
 async def _calls_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
     async def work(store: Store) -> None:
-        calls = await store.list_calls(limit=args.limit, extension=args.extension)
+        org = await _org(store, args)
+        calls = await store.list_calls(org, limit=args.limit, extension=args.extension)
         if args.json:
             json.dump([call_json(call) for call in calls], out, indent=2)
             out.write("\n")
@@ -348,7 +556,8 @@ async def _calls_command(args: argparse.Namespace, config: Config, out: TextIO) 
 
 async def _recordings_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
     async def work(store: Store) -> None:
-        listings = await store.list_recordings(limit=args.limit)
+        org = await _org(store, args)
+        listings = await store.list_recordings(org, limit=args.limit)
         if args.json:
             json.dump([listing_json(listing) for listing in listings], out, indent=2)
             out.write("\n")
@@ -389,6 +598,7 @@ async def _export_command(args: argparse.Namespace, config: Config, out: TextIO)
         job = await build_export(
             store,
             config,
+            await _org(store, args),
             args.month,
             requested_by=_cli_actor(),
             output=Path(args.output).resolve(),
@@ -420,11 +630,23 @@ async def _purge_command(config: Config, out: TextIO) -> None:
 
 async def _admin_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
     async def work(store: Store) -> None:
-        if args.action == "add":
-            admin = await store.add_admin(args.name, args.secret, email=args.email)
-            out.write(f"added admin {admin.name}\n")
+        if args.action == "add" and args.operator:
+            if args.org is not None:
+                raise _UsageError("an operator belongs to no organisation: drop --org")
+            admin = await store.add_operator(args.name, args.secret, email=args.email)
+            await store.audit(None, _cli_actor(), "operator.add", f"admin:{admin.name}")
+            out.write(f"added operator {admin.name}\n")
+        elif args.action == "add":
+            org = await _org(store, args)
+            admin = await store.add_admin(org, args.name, args.secret, email=args.email)
+            await store.audit(org, _cli_actor(), "admin.add", f"admin:{admin.name}")
+            out.write(f"added admin {admin.name} of organisation {org.slug}\n")
         elif args.action == "list":
-            for admin in await store.list_admins():
+            if args.operators:
+                admins = await store.list_operators()
+            else:
+                admins = await store.list_admins(await _org(store, args))
+            for admin in admins:
                 out.write(f"{admin.name}  {admin.email or '-'}\n")
 
     await _with_store(config, work)
@@ -432,11 +654,15 @@ async def _admin_command(args: argparse.Namespace, config: Config, out: TextIO) 
 
 async def _settings_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
     async def work(store: Store) -> None:
+        org = await _org(store, args)
         if args.action == "set":
             text = parse_setting(args.key, args.value)
-            previous = await store.get_setting(args.key)
-            await store.set_setting(args.key, text)
+            stored = await store.org_settings(org)
+            previous = stored.get(args.key)
+            check_settings(config.recording_settings.with_stored({**stored, args.key: text}))
+            await store.set_org_setting(org, args.key, text)
             await store.audit(
+                org,
                 _cli_actor(),
                 "settings.change",
                 "settings",
@@ -447,7 +673,7 @@ async def _settings_command(args: argparse.Namespace, config: Config, out: TextI
             was = f" (was {previous})" if previous is not None and previous != text else ""
             out.write(f"{args.key} = {text}{was}{note}\n")
             return
-        settings = await current_settings(store, config)
+        settings = await current_settings(store, config, org)
         if args.json:
             json.dump(settings.settable(), out, indent=2)
             out.write("\n")
@@ -458,9 +684,9 @@ async def _settings_command(args: argparse.Namespace, config: Config, out: TextI
     await _with_store(config, work)
 
 
-async def current_settings(store: Store, config: Config) -> RecordingSettings:
-    """The settings in force, as the B2BUA and the portal see them."""
-    return config.recording_settings.with_stored(await store.all_settings())
+async def current_settings(store: Store, config: Config, org: OrgScope) -> RecordingSettings:
+    """`org`'s settings in force, as the B2BUA and the portal see them."""
+    return config.recording_settings.with_stored(await store.org_settings(org))
 
 
 class _ServerUnavailable(Exception):
@@ -525,6 +751,10 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config or os.environ.get(CONFIG_ENV) or None)
         if args.command == "serve":
             _serve(config, init=args.init)
+        elif args.command == "orgs":
+            asyncio.run(_orgs_command(args, config, out))
+        elif args.command == "dids":
+            asyncio.run(_dids_command(args, config, out))
         elif args.command == "users":
             asyncio.run(_users_command(args, config, out))
         elif args.command == "calls":

@@ -141,6 +141,11 @@ class TrunkConfig:
     P-Asserted-Identity. `from_domain` defaults to the trunk URI's host. A phone asking
     for privacy (`Privacy: id|user|header`) gets an anonymous From, with the identity
     in P-Asserted-Identity and `Privacy: id` (RFC 3325).
+
+    `srtp` is what callrec offers the trunk (b2bua.sdes): "off" plain RTP/AVP, "offer"
+    RTP/AVP with SDES keys (SRTP if the trunk answers with a key), "require" RTP/SAVP:
+    a trunk answer without a key fails the call (488), and so is a plain offer from it.
+    Phones are answered as they offer, whatever this says.
     """
 
     uri: str
@@ -150,6 +155,7 @@ class TrunkConfig:
     trusted: tuple[str, ...]
     identity: str = "from"
     from_domain: str | None = None
+    srtp: str = "off"
 
 
 @dataclass(frozen=True)
@@ -172,6 +178,10 @@ class MediaConfig:
     # Media worker processes (relay and recording), each with a slice of the port range;
     # the file's default is one per core.
     workers: int = 1
+    # A phone keeps RFC 4733 towards callrec when the far end's answer has no
+    # telephone-event (for the feature code); its other keys reach that far end as
+    # nothing ("none"), in-band tones ("inband") or SIP INFO ("info").
+    dtmf_interworking: str = "none"
 
 
 @dataclass(frozen=True)
@@ -320,6 +330,9 @@ _HOSTNAME = re.compile(
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 # [trunk] identity: which header asserts the caller toward the trunk.
 TRUNK_IDENTITY_MODES = ("from", "pai")
+# [trunk] srtp: plain RTP, SRTP offered, or SRTP only toward the trunk.
+TRUNK_SRTP_MODES = ("off", "offer", "require")
+DTMF_INTERWORKING_MODES = ("none", "inband", "info")
 # [server] loop: which asyncio event loop `callrec serve` runs on.
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 # [sip] tls_client_certificates: whether phones must show a certificate tls_ca signed.
@@ -564,6 +577,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "trusted": (None, lambda v, _: _trusted(v)),
         "identity": ("from", lambda v, _: _choice(v, TRUNK_IDENTITY_MODES)),
         "from_domain": (None, lambda v, _: _host(_string(v))),
+        "srtp": ("off", lambda v, _: _choice(v, TRUNK_SRTP_MODES)),
     },
     "media": {
         "address": ("127.0.0.1", lambda v, _: _ip_address(v)),
@@ -573,6 +587,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "nat": (True, lambda v, _: _boolean(v)),
         "latch_window": (3.0, lambda v, _: _seconds(v, 0.5, 30, "seconds between 0.5 and 30")),
         "workers": (None, lambda v, _: _integer(v, 1, MAX_MEDIA_WORKERS)),
+        "dtmf_interworking": ("none", lambda v, _: _choice(v, DTMF_INTERWORKING_MODES)),
     },
     "recording": {
         "channels": ("mono", lambda v, _: _choice(v, CHANNELS)),
@@ -700,6 +715,7 @@ def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Conf
             trusted=values["trunk"]["trusted"] or (),
             identity=values["trunk"]["identity"],
             from_domain=values["trunk"]["from_domain"],
+            srtp=values["trunk"]["srtp"],
         ),
         media=MediaConfig(
             address=values["media"]["address"],
@@ -710,6 +726,7 @@ def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Conf
             nat=values["media"]["nat"],
             latch_window=values["media"]["latch_window"],
             workers=_media_workers(values["media"]["workers"], rtp_first, rtp_last),
+            dtmf_interworking=values["media"]["dtmf_interworking"],
         ),
         recording=RecordingConfig(**values["recording"]),
         storage=StorageConfig(**values["storage"]),

@@ -1,9 +1,12 @@
 """The SIP side's directory, answered from memory: `CachedDirectory`.
 
-It implements `b2bua.services.Directory` over the store. Users, digest credentials,
-devices and registrations are read once into a snapshot and looked up there, so an INVITE
-or a REGISTER costs no SQLite round trip. Writes (registrations, call records) go to the
-store; a registration write then updates the snapshot too.
+It implements `b2bua.services.Directory` over the store. Organisations (by SIP domain),
+their number ranges, users, digest credentials, devices and registrations are read once
+into a snapshot and looked up there, so an INVITE or a REGISTER costs no SQLite round
+trip. Users and credentials are keyed by (organisation, extension or username): the
+same extension in two organisations is two users, and a lookup names the organisation.
+Writes (registrations, call records) go to the store; a registration write then updates
+the snapshot too.
 
 How fresh the snapshot is (`storage.changes` says how changes are seen):
 - A change made in this process (the portal) moves `DirectoryWatch.local_changes` while
@@ -29,13 +32,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from storage.changes import DirectoryWatch, load_directory
+from storage.changes import DirectorySnapshot, DirectoryWatch, load_directory
 from storage.database import Store
-from storage.models import Credentials, Device, Registration, User
+from storage.models import Credentials, Device, Did, Organisation, User
+from storage.organisations import did_matches
 
 __all__ = ["MAX_STALE_S", "POLL_INTERVAL_S", "CachedDirectory"]
 
@@ -62,8 +66,10 @@ class CachedBinding:
 
 @dataclass
 class _Snapshot:
-    users: dict[str, User]
-    credentials: dict[str, Credentials]
+    organisations: dict[str, Organisation]  # by domain, lower case
+    dids: list[Did]
+    users: dict[tuple[int, str], User]
+    credentials: dict[tuple[int, str], Credentials]
     devices: dict[int, list[Device]]
     # By user id, most recently refreshed first (the store's order).
     bindings: dict[int, list[CachedBinding]]
@@ -73,37 +79,44 @@ class _Snapshot:
 
 
 def _build(
-    users: Sequence[User],
-    devices: Sequence[Device],
-    registrations: Sequence[Registration],
-    local_changes: int,
-    data_version: int,
-    confirmed_at: float,
+    data: DirectorySnapshot, local_changes: int, data_version: int, confirmed_at: float
 ) -> _Snapshot:
-    by_extension = {user.extension: user for user in users}
+    users = data.users
+    by_extension = {(user.org_id, user.extension): user for user in users}
     by_id = {user.id: user for user in users}
-    credentials: dict[str, Credentials] = {}
+    credentials: dict[tuple[int, str], Credentials] = {}
     devices_of: dict[int, list[Device]] = {}
-    for device in devices:  # by id: the first device with a username has it (the store's rule)
+    for device in data.devices:  # by id: the first device with a username has it
         devices_of.setdefault(device.user_id, []).append(device)
         owner = by_id.get(device.user_id)
-        if owner is not None and device.username and device.username not in credentials:
-            credentials[device.username] = Credentials(
+        if owner is None or not device.username:
+            continue
+        key = (owner.org_id, device.username)
+        if key not in credentials:
+            credentials[key] = Credentials(
                 owner, device.username, owner.realm, device.ha1_md5, device.ha1_sha256
             )
     for user in users:  # an extension wins over a device username
-        credentials[user.extension] = Credentials(
+        credentials[(user.org_id, user.extension)] = Credentials(
             user, user.extension, user.realm, user.ha1_md5, user.ha1_sha256
         )
     bindings: dict[int, list[CachedBinding]] = {}
-    for r in registrations:
+    for r in data.registrations:
         bindings.setdefault(r.user_id, []).append(
             CachedBinding(
                 r.contact, r.received, r.call_id, r.cseq, r.expires_at, r.instance, r.updated_at
             )
         )
     return _Snapshot(
-        by_extension, credentials, devices_of, bindings, local_changes, data_version, confirmed_at
+        {org.domain.lower(): org for org in data.organisations},
+        list(data.dids),
+        by_extension,
+        credentials,
+        devices_of,
+        bindings,
+        local_changes,
+        data_version,
+        confirmed_at,
     )
 
 
@@ -164,14 +177,7 @@ class CachedDirectory:
             data = await load_directory(self.store.database, time.time())
             if writes == self._writes:
                 break  # else a registration was written meanwhile: read it too
-        self._snapshot = _build(
-            data.users,
-            data.devices,
-            data.registrations,
-            local_changes,
-            data_version,
-            started,
-        )
+        self._snapshot = _build(data, local_changes, data_version, started)
         self.reloads += 1
 
     async def _run(self) -> None:
@@ -198,20 +204,42 @@ class CachedDirectory:
             await asyncio.sleep(self.poll_interval)
 
     # ------------------------------------------------------------------ lookups
-    async def find_credentials(self, username: str) -> Credentials | None:
-        return (await self._current()).credentials.get(username)
-
-    async def get_user(self, extension: str) -> User | None:
-        return (await self._current()).users.get(extension)
-
-    async def list_devices(self, extension: str) -> list[Device]:
+    async def organisation_for_domain(self, domain: str | None) -> Organisation | None:
         snapshot = await self._current()
-        user = snapshot.users.get(extension)
+        found = snapshot.organisations.get(domain.lower()) if domain else None
+        if found is None and len(snapshot.organisations) == 1:
+            # One organisation: its phones may use any domain (an address, say).
+            return next(iter(snapshot.organisations.values()))
+        return found
+
+    async def find_credentials(self, org_id: int, username: str) -> Credentials | None:
+        return (await self._current()).credentials.get((org_id, username))
+
+    async def get_user(self, org_id: int, extension: str) -> User | None:
+        return (await self._current()).users.get((org_id, extension))
+
+    async def route_number(self, number: str) -> User | None:
+        """The user a call from the trunk to `number` rings: the organisation whose
+        number range holds it (the range's extension, or the number itself as an
+        extension); with a single organisation and no range holding it, the number as
+        that organisation's extension."""
+        snapshot = await self._current()
+        for did in snapshot.dids:
+            if did_matches(did, number):
+                return snapshot.users.get((did.org_id, did.target(number)))
+        if len(snapshot.organisations) == 1:
+            only = next(iter(snapshot.organisations.values()))
+            return snapshot.users.get((only.id, number))
+        return None
+
+    async def list_devices(self, org_id: int, extension: str) -> list[Device]:
+        snapshot = await self._current()
+        user = snapshot.users.get((org_id, extension))
         return list(snapshot.devices.get(user.id, ())) if user is not None else []
 
-    async def bindings(self, extension: str, now: float) -> list[CachedBinding]:
+    async def bindings(self, org_id: int, extension: str, now: float) -> list[CachedBinding]:
         snapshot = await self._current()
-        user = snapshot.users.get(extension)
+        user = snapshot.users.get((org_id, extension))
         if user is None:
             return []
         return [b for b in snapshot.bindings.get(user.id, ()) if b.expires_at > now]
@@ -280,8 +308,8 @@ class CachedDirectory:
         return purged
 
     # ------------------------------------------------------------------ call records
-    async def create_call(self, **fields: Any) -> int:
-        return await self.store.create_call(**fields)
+    async def create_call(self, org_id: int, **fields: Any) -> int:
+        return await self.store.create_call(org_id, **fields)
 
     async def update_call(self, call_id: int, **fields: Any) -> None:
         await self.store.update_call(call_id, **fields)

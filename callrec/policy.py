@@ -233,7 +233,7 @@ _SWITCH_OFF = ("off", "false", "no", "0")
 
 
 def parse_switch(field: str, value: object) -> str:
-    """"on" or "off" from a switch's value (on/off, true/false, yes/no, 1/0, a bool);
+    """ "on" or "off" from a switch's value (on/off, true/false, yes/no, 1/0, a bool);
     raises InvalidChoice."""
     if isinstance(value, bool):
         return "on" if value else "off"

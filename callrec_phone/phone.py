@@ -31,10 +31,13 @@ keyed one at a time, 250 ms apart, from each ``--at``. In-band digits are 100 ms
 mixed into the audio the phone sends.
 
 A TARGET that is a full ``sip:`` URI is still sent through ``--via`` (with a Route
-header); a plain user becomes ``sip:USER@VIA``. Only G.711 (PCMU, PCMA; ``--codec``
-chooses the preferred one) is offered, at 8 kHz, without VAD, so a call sends 50 RTP
-packets per second even in silence. ``--record-heard`` writes 8 kHz mono 16-bit WAV
-(``OUT.wav``, then ``OUT-2.wav``... for further calls).
+header); a plain user becomes ``sip:USER@VIA``. G.711 (PCMU, PCMA) is offered, at 8 kHz,
+without VAD, so a call sends 50 RTP packets per second even in silence; ``--codec``
+chooses the preferred one, and ``--codec g722`` offers G.722 first (then G.711) and runs
+the phone at 16 kHz (the wheel has no Opus). ``--record-heard`` writes mono 16-bit WAV at
+that rate (``OUT.wav``, then ``OUT-2.wav``... for further calls).
+``--srtp optional|mandatory`` (both modes) uses SRTP with SDES keys in the SDP, over
+plain SIP: RTP/AVP with ``a=crypto`` (optional) or RTP/SAVP (mandatory).
 
 The entry point is :func:`run_phone` (``callrec.cli`` calls ``run_phone(argv)`` for
 ``callrec phone ...``; ``python -m callrec_phone.phone ...`` is the same). pjsua2 allows one
@@ -67,6 +70,10 @@ INBAND_TONE_OFF_MS = 100
 # Between the starts of two keyed digits (rfc2833 digits last 160 ms in pjsua).
 DIGIT_INTERVAL_S = 0.25
 SIP_REQUEST_TERMINATED = 487
+# What --codec may prefer: the pjsua2 wheel has G.722 (16 kHz) but no Opus.
+CODECS = ("pcmu", "pcma", "g722")
+_CODEC_IDS = {"pcmu": "PCMU/8000", "pcma": "PCMA/8000", "g722": "G722/16000"}
+SRTP_USES = ("off", "optional", "mandatory")
 
 
 class PhoneError(Exception):
@@ -101,6 +108,7 @@ class PhoneOptions:
     busy: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
     codec: str = "pcmu"
+    srtp: str = "off"  # SDES SRTP over plain SIP: off | optional | mandatory
     log_level: int = 0
 
     @property
@@ -162,7 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--record-heard", type=Path, help="WAV of what the phone hears")
         sub.add_argument("--hangup-after", type=float, help="hang up S seconds after answer")
         sub.add_argument("--timeout", dest="timeout_s", type=float, default=DEFAULT_TIMEOUT_S)
-        sub.add_argument("--codec", choices=("pcmu", "pcma"), default="pcmu")
+        sub.add_argument("--codec", choices=CODECS, default="pcmu")
+        sub.add_argument(
+            "--srtp",
+            choices=SRTP_USES,
+            default="off",
+            help="SRTP with SDES keys (RTP/AVP + crypto when optional, RTP/SAVP when mandatory)",
+        )
         sub.add_argument("--log-level", type=int, default=0, help="pjsip log level to stderr")
 
     dial = modes.add_parser("dial", help="place one call")
@@ -295,8 +309,10 @@ class Softphone:
         config.logConfig.consoleLevel = options.log_level
         self._log_writer = _stderr_log_writer(pj)
         config.logConfig.writer = self._log_writer
-        config.medConfig.clockRate = 8000
-        config.medConfig.sndClockRate = 8000
+        # G.722 is wideband: the bridge (player, recorder) runs at 16 kHz then.
+        rate = 16000 if options.codec == "g722" else 8000
+        config.medConfig.clockRate = rate
+        config.medConfig.sndClockRate = rate
         config.medConfig.channelCount = 1
         # Silence must still be sent: relays and counters expect a steady packet flow.
         config.medConfig.noVad = True
@@ -309,7 +325,7 @@ class Softphone:
         self.transport_id = self.endpoint.transportCreate(kind, transport_config)
         self.endpoint.libStart()
         self.endpoint.audDevManager().setNullDev()
-        preferred = "PCMU/8000" if options.codec == "pcmu" else "PCMA/8000"
+        preferred = _CODEC_IDS[options.codec]
         for codec in self.endpoint.codecEnum2():
             name = codec.codecId
             if name.startswith(preferred):
@@ -317,7 +333,7 @@ class Softphone:
             elif name.startswith(("PCMU/8000", "PCMA/8000")):
                 priority = 254
             else:
-                priority = 0  # G.711 only: what callrec's recorder decodes
+                priority = 0  # the preferred codec, then G.711 only
             self.endpoint.codecSetPriority(name, priority)
         info = self.endpoint.transportGetInfo(self.transport_id)
         self.sip_port = int(info.localName.rsplit(":", 1)[1])
@@ -327,6 +343,15 @@ class Softphone:
         account_config.sipConfig.transportId = self.transport_id
         account_config.mediaConfig.transportConfig.port = options.rtp_port
         account_config.mediaConfig.transportConfig.boundAddress = _bind_address(options.via_host)
+        account_config.mediaConfig.srtpUse = {
+            "off": pj.PJMEDIA_SRTP_DISABLED,
+            "optional": pj.PJMEDIA_SRTP_OPTIONAL,
+            "mandatory": pj.PJMEDIA_SRTP_MANDATORY,
+        }[options.srtp]
+        # SDES keys in SDP over plain UDP/TCP SIP (tests); no DTLS-SRTP.
+        account_config.mediaConfig.srtpSecureSignaling = 0
+        account_config.mediaConfig.srtpOpt.keyings.clear()
+        account_config.mediaConfig.srtpOpt.keyings.append(pj.PJMEDIA_SRTP_KEYING_SDES)
         if options.password is not None:
             credential = pj.AuthCredInfo("digest", "*", options.user, 0, options.password)
             account_config.sipConfig.authCreds.append(credential)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import numpy.typing as npt
@@ -22,6 +22,7 @@ class FeatureCodeWatcher:
 
     Each `on_*` method returns the digit events that completed the feature code (at most
     one per digit). A digit that arrives both as RFC 4733 and in-band counts once.
+    `on_digit`, when set, is told of every key counted (the feature code's too).
     """
 
     def __init__(
@@ -39,6 +40,7 @@ class FeatureCodeWatcher:
         self.inband = InbandDetector(sample_rate, leg=leg)
         self.decoders: dict[int, TelephoneEventDecoder] = {}
         self.digits: list[DigitEvent] = []
+        self.on_digit: Callable[[DigitEvent], None] | None = None
         self.set_telephone_event_pts(telephone_event_pts)
 
     def set_telephone_event_pts(self, payload_types: Iterable[int]) -> None:
@@ -83,6 +85,8 @@ class FeatureCodeWatcher:
             if unique is None:
                 continue
             self.digits.append(unique)
+            if self.on_digit is not None:
+                self.on_digit(unique)
             if self.matcher.feed(unique):
                 matched.append(unique)
         return matched

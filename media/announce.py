@@ -10,15 +10,25 @@ by a fixed offset so the phone keeps seeing one stream: same SSRC, consecutive s
 numbers, timestamps that advance with the audio. Until a first injection, the relay
 forwards packets untouched and only remembers the last one it sent (see `media.relay`).
 
+A prompt is sent in the codec the receiving leg negotiated (`prompt_codec` picks it):
+G.711, G.722 or Opus (`media.codecs.encode_payloads`), 20 ms a packet, with timestamps
+on that codec's RTP clock (8000 for G.711 and G.722, whose 16 kHz audio RFC 3551 clocks
+at 8000; 48000 for Opus). Wideband encoding costs milliseconds per prompt (Opus about
+30 ms of CPU for a 1.5 s notice), and every call plays the same few prompts, so encoded
+payloads are kept per prompt and codec (`_EncodedCache`, a few entries).
+
 The beep is the recorder warning tone of US practice, a half-second burst of 1400 Hz
 (Federal Standard 1037C, "recorder warning tone": https://www.its.bldrdoc.gov/fs-1037/dir-030/_4468.htm).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 import struct
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -27,6 +37,7 @@ import numpy.typing as npt
 import soundfile
 
 from media import g711
+from media.codecs import ENCODABLE, RTP_CLOCK_RATES, encode_payloads, frame_timestamp_step
 from media.rtp import MediaError, RtpPacket
 
 __all__ = [
@@ -42,6 +53,7 @@ __all__ = [
     "StreamContinuity",
     "load_announcement",
     "make_beep",
+    "prompt_codec",
     "read_prompt",
     "resample",
     "shipped_notice",
@@ -62,7 +74,8 @@ DEFAULT_PROMPT: Final = _PROMPTS / "recorded.wav"
 # The spoken notice shipped for each language (`callrec.policy.LANGUAGES`); media may not
 # import the policy, so tests/media/test_announce.py checks that both name the same ones.
 SHIPPED_NOTICES: Final = {"en": DEFAULT_PROMPT, "nl": _PROMPTS / "recorded-nl.wav"}
-INJECTABLE_CODECS: Final = frozenset({"PCMU", "PCMA"})
+INJECTABLE_CODECS: Final = ENCODABLE  # G.711, G.722 and Opus
+_ENCODED_CACHE_SIZE: Final = 16  # prompts x codecs: notice (per language), beep, keys
 
 # Gaps up to this long between the last packet a phone got and the next one are treated
 # as back-to-back frames; longer ones (silence suppression, hold) advance the timestamp
@@ -194,19 +207,62 @@ def load_announcement(setting: str, language: str = "en") -> Int16Array | None:
     return read_prompt(Path(setting).expanduser())
 
 
+def prompt_codec(
+    own: Mapping[int, str], other: Mapping[int, str] | None = None
+) -> tuple[int, str] | None:
+    """The payload type and codec to play a prompt in towards a leg whose SDP declared
+    `own` (payload type -> encoding name, in SDP order): the first injectable codec the
+    other leg's SDP has too (the one the call carries, so the phone's decoder does not
+    switch), else the leg's first injectable one; None if it declared none of them.
+    A leg may be sent any format of its own SDP (RFC 3264 5.1, 6.1)."""
+    injectable = [(pt, name.upper()) for pt, name in own.items() if name.upper() in ENCODABLE]
+    if not injectable:
+        return None
+    shared = {name.upper() for name in other.values()} if other else set()
+    return next((choice for choice in injectable if choice[1] in shared), injectable[0])
+
+
+class _EncodedCache:
+    """Encoded prompts by (codec, rate, audio digest), the most recent few. Every call
+    plays the same notice and beep, and wideband encoding is not free (module doc)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, int, bytes], tuple[bytes, ...]] = OrderedDict()
+
+    def payloads(self, codec: str, pcm: Int16Array, sample_rate: int) -> tuple[bytes, ...]:
+        digest = hashlib.blake2b(pcm.tobytes(), digest_size=16).digest()
+        key = (codec, sample_rate, digest)
+        found = self._entries.get(key)
+        if found is None:
+            found = tuple(encode_payloads(codec, pcm, sample_rate))
+            self._entries[key] = found
+            if len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+        else:
+            self._entries.move_to_end(key)
+        return found
+
+
+_ENCODED = _EncodedCache(_ENCODED_CACHE_SIZE)
+
+
 # -- RTP continuity ----------------------------------------------------------------------
 
 
-def _frame_samples(data: bytes | None) -> int:
-    """Samples a G.711 packet covers (its payload size), FRAME_SAMPLES if implausible."""
-    if data is None:
-        return FRAME_SAMPLES
+def _frame_samples(data: bytes | None, clock_rate: int = SAMPLE_RATE) -> int:
+    """RTP timestamp units a packet covers. At an 8000 Hz clock (G.711, G.722: one
+    payload octet per unit) its payload size, if plausible; otherwise (Opus, whose
+    packets vary in size, or an odd packet) 20 ms."""
+    default = clock_rate * FRAME_SAMPLES // SAMPLE_RATE
+    if data is None or clock_rate != SAMPLE_RATE:
+        return default
     try:
         size = len(RtpPacket.parse(data).payload)
     except MediaError:
-        return FRAME_SAMPLES
+        return default
     # 10..60 ms of G.711; anything else (an RFC 4733 event, comfort noise) says nothing.
-    return size if 80 <= size <= 480 else FRAME_SAMPLES
+    return size if 80 <= size <= 480 else default
 
 
 class StreamContinuity:
@@ -225,9 +281,11 @@ class StreamContinuity:
         "_forward_frame",
         "_guard",
         "_injection",
+        "_last_packet",
         "_sequence_offset",
         "_source_ssrc",
         "_timestamp_offset",
+        "clock_rate",
         "last_frame_samples",
         "last_sent_at",
         "last_sequence",
@@ -255,6 +313,8 @@ class StreamContinuity:
         self.ssrc: int = ssrc
         self.last_sequence: int = sequence
         self.last_timestamp: int = timestamp
+        self.clock_rate = SAMPLE_RATE  # of the stream's codec; set by each injection
+        self._last_packet = last_packet  # until the first injection tells the clock
         self.last_frame_samples: int = _frame_samples(last_packet)
         self._injection: Injection | None = None
         self._source_ssrc: int | None = ssrc if last_packet is not None else None
@@ -269,18 +329,33 @@ class StreamContinuity:
         return self._injection is not None
 
     def start_injection(
-        self, pcm: npt.ArrayLike, payload_type: int, codec: str, now: float
+        self,
+        pcm: npt.ArrayLike,
+        payload_type: int,
+        codec: str,
+        now: float,
+        *,
+        sample_rate: int = SAMPLE_RATE,
     ) -> Injection:
-        """Packets of `pcm` (8 kHz mono int16) in `codec` continuing this stream from `now`.
+        """Packets of `pcm` (mono int16 at `sample_rate`) in `codec` continuing this
+        stream from `now`, timestamped on `codec`'s RTP clock.
 
         An injection still running is stopped first (the new one continues after it).
-        Raises `MediaError` for a codec other than PCMU/PCMA or a bad payload type.
+        Raises `MediaError` for a codec not in `INJECTABLE_CODECS` or a bad payload type.
         """
+        clock = RTP_CLOCK_RATES.get(codec.upper())
+        if clock is None:
+            raise MediaError(f"cannot inject an announcement in codec {codec!r}")
+        if clock != self.clock_rate:
+            self.clock_rate = clock
+            self.last_frame_samples = _frame_samples(self._last_packet, clock)
         if self._injection is not None:
             self._injection.stop()
         first_sequence = (self.last_sequence + 1) & _SEQUENCE_MASK
         first_timestamp = (self.last_timestamp + self._timestamp_advance(now)) & _TIMESTAMP_MASK
-        injection = Injection(self, pcm, payload_type, codec, first_sequence, first_timestamp)
+        injection = Injection(
+            self, pcm, payload_type, codec, first_sequence, first_timestamp, sample_rate
+        )
         self._injection = injection
         return injection
 
@@ -319,7 +394,7 @@ class StreamContinuity:
         self._source_ssrc = ssrc
         self._anchor_sequence = sequence
         self._guard = REORDER_GUARD_PACKETS
-        self.last_frame_samples = _frame_samples(data)
+        self.last_frame_samples = _frame_samples(data, self.clock_rate)
 
     def _timestamp_advance(self, now: float) -> int:
         """Timestamp step from the last packet sent to one sent at `now`."""
@@ -329,19 +404,22 @@ class StreamContinuity:
         elapsed = now - self.last_sent_at
         if elapsed <= CONTIGUOUS_GAP_S:
             return frame
-        return max(frame, round(elapsed * SAMPLE_RATE / FRAME_SAMPLES) * FRAME_SAMPLES)
+        step = self.clock_rate * FRAME_SAMPLES // SAMPLE_RATE  # 20 ms on the stream's clock
+        return max(frame, round(elapsed * self.clock_rate / step) * step)
 
-    def _sent_injected(self, sequence: int, timestamp: int, now: float) -> None:
+    def _sent_injected(self, sequence: int, timestamp: int, now: float, units: int) -> None:
         self.last_sequence = sequence
         self.last_timestamp = timestamp
         self.last_sent_at = now
-        self.last_frame_samples = FRAME_SAMPLES
+        self.last_frame_samples = units
 
 
 class Injection:
     """The RTP packets of one announcement towards one receiver (sans-IO).
 
-    PCM is padded with silence to whole 20 ms frames and encoded in one table lookup;
+    PCM is padded with silence to whole 20 ms frames and encoded: G.711 at 8 kHz in one
+    table lookup, straight into one array of packets; G.722 and Opus (or PCM at another
+    rate) by `media.codecs.encode_payloads`, through the cache of encoded prompts.
     `next_packet(now)` hands out one packet per call (the caller paces them at 20 ms) and
     tells the `StreamContinuity` what was sent. The first packet carries the marker bit
     (RFC 3551 4.1: the start of a talkspurt).
@@ -353,6 +431,7 @@ class Injection:
         "_first_timestamp",
         "_index",
         "_packets",
+        "_step",
         "_stopped",
         "codec",
         "payload_type",
@@ -366,25 +445,40 @@ class Injection:
         codec: str,
         first_sequence: int,
         first_timestamp: int,
+        sample_rate: int = SAMPLE_RATE,
     ) -> None:
         name = codec.upper()
         if name not in INJECTABLE_CODECS:
-            raise MediaError(f"cannot inject an announcement in codec {codec!r}, only PCMU/PCMA")
+            known = ", ".join(sorted(INJECTABLE_CODECS))
+            raise MediaError(f"cannot inject an announcement in codec {codec!r}, only {known}")
         if not 0 <= payload_type <= 127:
             raise MediaError(f"RTP payload type {payload_type} does not fit in 7 bits")
         samples = np.asarray(pcm)
         if samples.ndim != 1:
             raise MediaError(f"announcement PCM must be 1-D mono, not shape {samples.shape}")
-        count = -(-samples.size // FRAME_SAMPLES)
-        padded = np.zeros(count * FRAME_SAMPLES, dtype=np.int16)
-        padded[: samples.size] = np.clip(samples, -32768, 32767)
-        self._packets = self._build(
-            g711.encode(name, padded).reshape(count, FRAME_SAMPLES),
-            payload_type,
-            first_sequence,
-            first_timestamp,
-            continuity.ssrc,
-        )
+        self._step = frame_timestamp_step(name)
+        self._packets: npt.NDArray[np.uint8] | list[bytes]
+        if name in ("PCMU", "PCMA") and sample_rate == SAMPLE_RATE:
+            count = -(-samples.size // FRAME_SAMPLES)
+            padded = np.zeros(count * FRAME_SAMPLES, dtype=np.int16)
+            padded[: samples.size] = np.clip(samples, -32768, 32767)
+            self._packets = self._build(
+                g711.encode(name, padded).reshape(count, FRAME_SAMPLES),
+                payload_type,
+                first_sequence,
+                first_timestamp,
+                continuity.ssrc,
+            )
+        else:
+            clipped = np.clip(samples, -32768, 32767).astype(np.int16)
+            self._packets = self._build_list(
+                _ENCODED.payloads(name, clipped, sample_rate),
+                payload_type,
+                first_sequence,
+                first_timestamp,
+                continuity.ssrc,
+                self._step,
+            )
         self._continuity = continuity
         self._first_sequence = first_sequence
         self._first_timestamp = first_timestamp
@@ -417,8 +511,31 @@ class Injection:
         packets[:, 12:] = payloads
         return packets
 
+    @staticmethod
+    def _build_list(
+        payloads: Sequence[bytes],
+        payload_type: int,
+        first_sequence: int,
+        first_timestamp: int,
+        ssrc: int,
+        step: int,
+    ) -> list[bytes]:
+        """All packets of payloads that may differ in size (Opus), `step` units apart."""
+        header = struct.Struct("!BBHII")
+        return [
+            header.pack(
+                0x80,
+                payload_type | (0x80 if index == 0 else 0),
+                (first_sequence + index) & _SEQUENCE_MASK,
+                (first_timestamp + index * step) & _TIMESTAMP_MASK,
+                ssrc,
+            )
+            + payload
+            for index, payload in enumerate(payloads)
+        ]
+
     def __len__(self) -> int:
-        return int(self._packets.shape[0])
+        return len(self._packets)
 
     @property
     def sent(self) -> int:
@@ -444,8 +561,9 @@ class Injection:
         self._index = index + 1
         self._continuity._sent_injected(
             (self._first_sequence + index) & _SEQUENCE_MASK,
-            (self._first_timestamp + index * FRAME_SAMPLES) & _TIMESTAMP_MASK,
+            (self._first_timestamp + index * self._step) & _TIMESTAMP_MASK,
             now,
+            self._step,
         )
-        packet: bytes = self._packets[index].tobytes()
-        return packet
+        packet = self._packets[index]
+        return packet if isinstance(packet, bytes) else packet.tobytes()

@@ -7,8 +7,16 @@ timelines up to `now - reorder_window`, mixes and writes. `close(now)` drains th
 and seals the file. All times are wall-clock seconds (`time.time()`), the clock of the
 tap's `arrival`.
 
-Call time starts at `start_time`: the file's first sample is that instant, and a leg
-that sends nothing is silence, so the file always spans the recorded call time.
+Codecs: G.711, G.722 and Opus are decoded (`media.codecs`), per leg and in batches, and
+resampled to the sink's rate (8 kHz, or 16 kHz for a call a wideband codec may carry);
+any other payload type makes the recording `unrecordable`.
+
+Call time starts at `start_time`, the answer, and a leg that sends nothing is silence,
+so the file always spans the recorded call time. A packet is placed so that its last
+sample is at its arrival, so the first packet after the answer began shortly *before*
+it: before its first write the recorder moves call time 0 back to the earliest audio it
+holds (at most `reorder_window_s`), and `start_time` with it, so that packet is kept
+whole rather than cut at the answer.
 
 An announcement played into the call (`media.announce`) reaches the recorder through
 `add_prompt`, not the tap: both phones heard it, so it is added on top of both legs.
@@ -24,8 +32,8 @@ from typing import Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from media import g711
 from media.announce import resample
+from media.codecs import DECODABLE, RTP_CLOCK_RATES, CodecError, LegDecoder
 from media.mixer import LEGS, Mixer
 from media.rtp import MediaError, RtpPacket
 from media.timeline import LegTimeline, TimelineStats
@@ -49,8 +57,7 @@ AudioListener = Callable[[str, int, Int16Array], None]
 
 COMFORT_NOISE_PT = 13
 # RFC 3551 static payload types, which an SDP may use without an rtpmap line.
-STATIC_CODECS: dict[int, str] = {0: "PCMU", 8: "PCMA"}
-_DECODABLE = frozenset({"PCMU", "PCMA"})
+STATIC_CODECS: dict[int, str] = {0: "PCMU", 8: "PCMA", 9: "G722"}
 
 
 class AudioSink(Protocol):
@@ -101,10 +108,11 @@ class Recorder:
     """Records one call's two legs ("a" caller side, "b" callee side) into an `AudioSink`.
 
     `codecs[leg]` maps the payload types of RTP coming from that leg to SDP encoding
-    names (the rtpmap); static PT 0/8 are known without it. `telephone_event_pts[leg]`
+    names (the rtpmap); static PT 0/8/9 are known without it. `telephone_event_pts[leg]`
     are the RFC 4733 payload types, which are never decoded as audio. A payload type
-    that is neither G.711, comfort noise nor telephone-event makes the recording
-    `unrecordable` (logged once); its packets become silence.
+    that is neither a codec of `media.codecs.DECODABLE`, comfort noise nor
+    telephone-event makes the recording `unrecordable` (logged once); its packets become
+    silence. The file's rate is the sink's `sample_rate`.
     """
 
     def __init__(
@@ -138,6 +146,9 @@ class Recorder:
             for leg in LEGS
         }
         self._stats = {leg: LegStats(timeline=self._timelines[leg].stats) for leg in LEGS}
+        self._decoders = {leg: LegDecoder(self.clock_rate) for leg in LEGS}
+        # Call time 0 is moved back to the earliest audio once, before the first write.
+        self._origin_fixed = False
         self._queues: dict[str, list[tuple[bytes, float]]] = {leg: [] for leg in LEGS}
         self._codecs: dict[str, dict[int, str]] = {leg: dict(STATIC_CODECS) for leg in LEGS}
         self._event_pts: dict[str, frozenset[int]] = {leg: frozenset() for leg in LEGS}
@@ -258,14 +269,14 @@ class Recorder:
         if self._result is not None:
             return
         self._ingest()
-        self._advance(self.call_sample(now - self.reorder_window_s))
+        self._advance(now - self.reorder_window_s)
 
     def close(self, now: float) -> RecordingResult:
         """Write all remaining audio up to `now`, seal the file and report (idempotent)."""
         if self._result is not None:
             return self._result
         self._ingest()
-        self._advance(self.call_sample(now))
+        self._advance(now)
         if not self._media_seen:
             logger.warning("recording %s: no RTP from either leg, file is silence", self.label)
         summary: RecordingSummary | None = None
@@ -313,34 +324,57 @@ class Recorder:
                 stats.comfort_noise += 1
             else:
                 codec = codecs.get(payload_type)
-                if codec in _DECODABLE:
+                if codec in DECODABLE:
                     audio.append((packet, arrival, codec))
                 else:
                     stats.undecodable += 1
                     self._mark_unrecordable(leg, payload_type, codec)
         if not audio:
             return
-        decoded = self._decode_batch(audio)
         timeline = self._timelines[leg]
-        for (packet, arrival, _), pcm in zip(audio, decoded, strict=True):
-            timeline.push(packet, arrival, pcm)
+        decoder = self._decoders[leg]
+        for codec in dict.fromkeys(codec for _, _, codec in audio):
+            batch = [(packet, arrival) for packet, arrival, name in audio if name == codec]
+            try:
+                decoded = decoder.decode(codec, [packet.payload for packet, _ in batch])
+            except CodecError as exc:
+                stats.undecodable += len(batch)
+                self._mark_unrecordable(leg, batch[0][0].payload_type, f"{codec}: {exc}")
+                continue
+            rtp_rate = RTP_CLOCK_RATES[codec]
+            lead = decoder.delay(codec)
+            for (packet, arrival), pcm in zip(batch, decoded, strict=True):
+                if pcm.size == 0:
+                    stats.undecodable += 1
+                timeline.push(packet, arrival, pcm, rtp_clock_rate=rtp_rate, lead=lead)
 
-    @staticmethod
-    def _decode_batch(audio: list[tuple[RtpPacket, float, str]]) -> list[Int16Array]:
-        """Decode every packet's payload with one table lookup per codec."""
-        decoded: list[Int16Array] = [np.zeros(0, dtype=np.int16)] * len(audio)
-        for codec in {codec for _, _, codec in audio}:
-            indexes = [i for i, item in enumerate(audio) if item[2] == codec]
-            payloads = [audio[i][0].payload for i in indexes]
-            pcm = g711.decode(codec, b"".join(payloads))
-            bounds = np.cumsum([len(payload) for payload in payloads])[:-1]
-            for index, part in zip(indexes, np.split(pcm, bounds), strict=True):
-                decoded[index] = part
-        return decoded
-
-    def _advance(self, up_to: int) -> None:
-        if up_to <= self._written_until:
+    def _fix_origin(self) -> None:
+        """Move call time 0 back to the earliest audio held (at most the reorder window),
+        so that the first packet after the answer is kept whole. Runs once, at the first
+        write; nothing has been handed out yet, so only positions move."""
+        self._origin_fixed = True
+        starts = [t.earliest_pending() for t in self._timelines.values()]
+        earliest = min((start for start in starts if start is not None), default=0)
+        lead = min(max(0, -earliest), round(self.reorder_window_s * self.clock_rate))
+        if lead == 0:
             return
+        self.start_time -= lead / self.clock_rate
+        for timeline in self._timelines.values():
+            timeline.rebase(lead)
+        # A pause from the answer on (on-demand) still starts at the file's start.
+        self._paused = [
+            (start + lead if start > 0 else 0, None if end is None else end + lead)
+            for start, end in self._paused
+        ]
+        self._prompts = [(start + lead, prompt) for start, prompt in self._prompts]
+
+    def _advance(self, until: float) -> None:
+        """Write the call's audio up to wall-clock `until`."""
+        if self.call_sample(until) <= self._written_until:
+            return
+        if not self._origin_fixed:
+            self._fix_origin()
+        up_to = self.call_sample(until)
         block_start = self._written_until
         legs = {leg: self._timelines[leg].drain(up_to) for leg in LEGS}
         # The listener (in-band DTMF) may pause or resume inside this very block, so it

@@ -14,6 +14,14 @@ has been played towards a leg, the RTP forwarded towards it goes through that le
 copy of the packet) so the phone keeps seeing one continuous stream. Until then packets
 stay byte for byte; the relay only keeps a reference to the last one sent.
 
+SRTP (`set_srtp`, `media.srtp`): a leg may run SRTP with keys of its own. What arrives
+from it is authenticated and decrypted right after the source check, before anything
+else sees it (the tap records plaintext); what leaves towards it is encrypted last, just
+before `sendto`, RTCP as SRTCP likewise. A packet that fails authentication or libsrtp's
+replay check is dropped and counted (`LegStats.srtp_failed`), logged at most once per
+`_SRTP_LOG_INTERVAL`, and does not count as media (the silence checks ignore it). A
+plain leg costs one attribute test per packet.
+
 Where a leg's packets may come from (strict source, against RTP hijacking):
 
 - Before a leg's SDP is known, nothing is accepted on it.
@@ -49,6 +57,7 @@ import numpy.typing as npt
 from media.announce import FRAME_SECONDS, INJECTABLE_CODECS, Injection, StreamContinuity
 from media.ports import PortAllocator
 from media.rtp import BadMediaAddress, MediaError, is_rtcp, rtp_header_valid
+from media.srtp import SRTP_FAILURES, SrtpError, SrtpKey, SrtpLeg
 
 __all__ = ["LEGS", "LegStats", "MediaSession", "MediaTap", "check_remote"]
 
@@ -58,6 +67,7 @@ LEGS = ("a", "b")
 _HOLD_HOSTS = frozenset({"0.0.0.0", "::"})
 _TAP_ERROR_LOG_INTERVAL = 10.0
 _FOREIGN_LOG_INTERVAL = 5.0
+_SRTP_LOG_INTERVAL = 5.0
 _BIND_ATTEMPTS = 32
 _RTCP_MIN_SIZE = 4  # the RTCP common header
 
@@ -87,7 +97,9 @@ class LegStats:
     not its latched source, not its NAT host while learning). `replaced` counts
     RTP packets that arrived on this leg while an announcement played towards the other
     leg (not forwarded, not in `dropped`); `injected` counts announcement packets sent out
-    of this leg (also in `rtp_out`).
+    of this leg (also in `rtp_out`). `srtp_failed` counts SRTP/SRTCP packets from this
+    SRTP leg that failed authentication or the replay check (dropped, not in `*_in`);
+    packets from it that could not be encrypted towards an SRTP far leg are in `dropped`.
     """
 
     rtp_in: int = 0
@@ -101,6 +113,7 @@ class LegStats:
     last_packet_at: float | None = None  # wall clock of the last accepted packet
     replaced: int = 0
     injected: int = 0
+    srtp_failed: int = 0
 
 
 class _Channel:
@@ -131,6 +144,7 @@ class _Channel:
         "send_errors",
         "send_to",
         "source",
+        "srtp_failed",
         "transport",
     )
 
@@ -164,6 +178,7 @@ class _Channel:
         self.continuity: StreamContinuity | None = None
         self.replaced = 0
         self.injected = 0
+        self.srtp_failed = 0
 
     def refresh_dest(self) -> None:
         if self.leg.on_hold or self.congested:
@@ -188,11 +203,13 @@ class _Leg:
         "silence_seen",
         "silence_watching",
         "silent",
+        "srtp",
     )
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.on_hold = False
+        self.srtp: SrtpLeg | None = None  # None: plain RTP
         self.rtp = _Channel(self, "rtp")
         self.rtcp = _Channel(self, "rtcp")
         self.silence_watching = False
@@ -241,6 +258,13 @@ class _RtpProtocol(_ChannelProtocol):
             if not rtp_header_valid(data):
                 channel.garbled += 1
                 return
+        srtp = channel.leg.srtp
+        if srtp is not None:
+            try:
+                data = srtp.unprotect(data)
+            except SRTP_FAILURES:
+                self.session._srtp_failed(channel)
+                return
         arrival = wall_clock()
         channel.packets_in += 1
         channel.last_at = arrival
@@ -267,6 +291,13 @@ def _relay_rtcp(protocol: _ChannelProtocol, data: bytes, *, muxed: bool) -> None
     """Count, forward and tap one RTCP packet (on its own port or muxed with RTP) whose
     source was admitted."""
     channel = protocol.channel
+    srtp = channel.leg.srtp
+    if srtp is not None:
+        try:
+            data = srtp.unprotect_rtcp(data)
+        except SRTP_FAILURES:
+            protocol.session._srtp_failed(channel)
+            return
     arrival = wall_clock()
     if muxed:
         channel.muxed_rtcp_in += 1
@@ -275,10 +306,14 @@ def _relay_rtcp(protocol: _ChannelProtocol, data: bytes, *, muxed: bool) -> None
     channel.last_at = arrival
     far = channel.far
     dest = far.dest
-    if dest is None:
+    out: bytes | None = data
+    srtp = far.leg.srtp
+    if srtp is not None and dest is not None:
+        out = _protect(srtp.protect_rtcp, data)
+    if dest is None or out is None:
         channel.dropped += 1
     else:
-        far.transport.sendto(data, dest)  # type: ignore[union-attr]
+        far.transport.sendto(out, dest)  # type: ignore[union-attr]
         if muxed:
             far.muxed_rtcp_out += 1
         else:
@@ -294,15 +329,37 @@ def _forward_rtp(channel: _Channel, data: bytes, arrival: float) -> None:
         channel.dropped += 1
     elif far.continuity is None:
         far.last_forwarded = data
+        srtp = far.leg.srtp
+        if srtp is not None:
+            protected = _protect(srtp.protect, data)
+            if protected is None:
+                channel.dropped += 1
+                return
+            data = protected
         far.transport.sendto(data, dest)  # type: ignore[union-attr]
         far.packets_out += 1
     else:
         rewritten = far.continuity.forward(data, arrival)
         if rewritten is None:
             channel.replaced += 1
-        else:
-            far.transport.sendto(rewritten, dest)  # type: ignore[union-attr]
-            far.packets_out += 1
+            return
+        srtp = far.leg.srtp
+        if srtp is not None:
+            rewritten = _protect(srtp.protect, bytes(rewritten))
+            if rewritten is None:
+                channel.dropped += 1
+                return
+        far.transport.sendto(rewritten, dest)  # type: ignore[union-attr]
+        far.packets_out += 1
+
+
+def _protect(protect: Callable[[bytes], bytes], data: bytes) -> bytes | None:
+    """`data` encrypted for an SRTP leg, or None when libsrtp refuses it (a sequence
+    number it already encrypted: a duplicate from the plain leg is not sent twice)."""
+    try:
+        return protect(data)
+    except SRTP_FAILURES:
+        return None
 
 
 class _RtcpProtocol(_ChannelProtocol):
@@ -342,6 +399,27 @@ def _accepted(channel: _Channel, now: float) -> str:
 def _show_address(addr: Address) -> str:
     host = str(addr[0])
     return f"[{host}]:{addr[1]}" if ":" in host else f"{host}:{addr[1]}"
+
+
+class _DropReport:
+    """When to log a kind of dropped packet: at most once per `interval` seconds, with
+    how many were dropped since the last line."""
+
+    __slots__ = ("interval", "logged_at", "logged_count")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.logged_at: float | None = None
+        self.logged_count = 0
+
+    def due(self, now: float, total: int) -> int | None:
+        """The count since the last line if a line is due now (and it is taken as
+        logged), else None."""
+        if self.logged_at is not None and now - self.logged_at < self.interval:
+            return None
+        since = total - self.logged_count
+        self.logged_at, self.logged_count = now, total
+        return since
 
 
 def _returning(protocol: _ChannelProtocol) -> Callable[[], _ChannelProtocol]:
@@ -420,8 +498,8 @@ class MediaSession:
         self.clock = clock
         # Names the session in its log lines; the owner may set it to the call's id.
         self.label: str | None = None
-        self._foreign_logged_at: float | None = None
-        self._foreign_logged_count = 0
+        self._foreign_report = _DropReport(_FOREIGN_LOG_INTERVAL)
+        self._srtp_report = _DropReport(_SRTP_LOG_INTERVAL)
         self._idle_reported = False
         self._check_every: float | None = None  # how often to check for silence; open() sets it
         self._allocator = allocator
@@ -623,6 +701,25 @@ class MediaSession:
         state = self._leg(leg)
         return (state.rtp if kind == "rtp" else state.rtcp).source is not None
 
+    def set_srtp(self, leg: str, receive: SrtpKey | None, send: SrtpKey | None) -> None:
+        """From now on `leg` runs SRTP: what arrives from it is decrypted with `receive`
+        (its key), what goes to it encrypted with `send` (ours); both None: plain RTP.
+        A direction whose key did not change keeps its libsrtp session (a re-INVITE that
+        keeps the keys keeps the replay window and rollover counter). Raises `SrtpError`
+        for a key that cannot be used, or when only one of the two is given."""
+        state = self._leg(leg)
+        if receive is None and send is None:
+            state.srtp = None
+        elif receive is None or send is None:
+            raise SrtpError("an SRTP leg needs a key for each direction")
+        else:
+            state.srtp = SrtpLeg(receive, send, previous=state.srtp)
+
+    @property
+    def srtp_failures(self) -> int:
+        """Packets from either leg that failed SRTP (see `LegStats.srtp_failed`)."""
+        return sum(ch.srtp_failed for leg in self._legs.values() for ch in (leg.rtp, leg.rtcp))
+
     @property
     def foreign_packets(self) -> int:
         """Packets dropped on either leg because of their source (see `LegStats.foreign`)."""
@@ -645,6 +742,7 @@ class MediaSession:
             last_packet_at=max(last) if last else None,
             replaced=rtp.replaced,
             injected=rtp.injected,
+            srtp_failed=rtp.srtp_failed + rtcp.srtp_failed,
         )
 
     def play(
@@ -652,20 +750,21 @@ class MediaSession:
     ) -> asyncio.Task[int]:
         """Play `pcm` (8 kHz mono int16) to the phone on `leg`, in its codec, paced at 20 ms.
 
-        `payload_type` and `codec` ("PCMU" or "PCMA") are what that leg's SDP negotiated.
+        `payload_type` and `codec` (PCMU, PCMA, G722 or OPUS: `media.announce`
+        `INJECTABLE_CODECS`) are what that leg's SDP negotiated.
         The packets continue the stream the phone receives (same SSRC, next sequence
         number, timestamp advanced with the elapsed time; a fresh random stream if nothing
         was sent to it yet); what the other leg sends towards it is dropped meanwhile and
         forwarded again afterwards, renumbered to stay continuous. The task's result is
         the number of packets played. Playing again on the same leg stops the previous
         announcement there. Raises `MediaError` for a closed session, an unknown leg or a
-        codec other than PCMU/PCMA.
+        codec it cannot encode.
         """
         channel = self._leg(leg).rtp
         if self._closed or self._loop is None:
             raise MediaError("cannot play an announcement on a closed or unopened session")
         if codec.upper() not in INJECTABLE_CODECS:
-            raise MediaError(f"cannot play an announcement in codec {codec!r}, only PCMU/PCMA")
+            raise MediaError(f"cannot play an announcement in codec {codec!r}")
         now = wall_clock()
         continuity = channel.continuity
         if continuity is None:
@@ -734,6 +833,17 @@ class MediaSession:
         if self._monitor is not None:
             self._monitor.cancel()
             self._monitor = None
+        failed = self.srtp_failures
+        if failed:
+            counts = {name: self.stats(name).srtp_failed for name in LEGS}
+            log.warning(
+                "%s: closed; %d SRTP packet(s) failed authentication or the replay check "
+                "(leg a: %d, leg b: %d)",
+                self._name(),
+                failed,
+                counts["a"],
+                counts["b"],
+            )
         for task in self._announcements.values():
             task.cancel()
         self._announcements.clear()
@@ -766,7 +876,10 @@ class MediaSession:
                 if packet is None:
                     break
                 dest = channel.dest
-                if dest is not None and channel.transport is not None:
+                srtp = channel.leg.srtp
+                if srtp is not None:
+                    packet = _protect(srtp.protect, packet)
+                if dest is not None and channel.transport is not None and packet is not None:
                     channel.transport.sendto(packet, dest)
                     channel.packets_out += 1
                     channel.injected += 1
@@ -888,23 +1001,39 @@ class MediaSession:
     def _foreign_dropped(self, channel: _Channel, addr: Address) -> None:
         """Log foreign packets at most once per `_FOREIGN_LOG_INTERVAL` per session."""
         now = self.clock()
-        last = self._foreign_logged_at
-        if last is not None and now - last < _FOREIGN_LOG_INTERVAL:
-            return
-        self._foreign_logged_at = now
         total = self.foreign_packets
+        since = self._foreign_report.due(now, total)
+        if since is None:
+            return
         log.warning(
             "%s: dropped %d packet(s) from unexpected sources (%d since the last report); "
             "latest on leg %s %s from %s, which accepts %s",
             self._name(),
             total,
-            total - self._foreign_logged_count,
+            since,
             channel.leg.name,
             channel.kind,
             _show_address(addr),
             _accepted(channel, now),
         )
-        self._foreign_logged_count = total
+
+    def _srtp_failed(self, channel: _Channel) -> None:
+        """Count a packet that failed SRTP; log at most once per `_SRTP_LOG_INTERVAL`."""
+        channel.srtp_failed += 1
+        channel.dropped += 1
+        total = self.srtp_failures
+        since = self._srtp_report.due(self.clock(), total)
+        if since is None:
+            return
+        log.warning(
+            "%s: dropped %d SRTP packet(s) that failed authentication or the replay check "
+            "(%d since the last report); latest on leg %s %s",
+            self._name(),
+            total,
+            since,
+            channel.leg.name,
+            channel.kind,
+        )
 
     def _name(self) -> str:
         if self.label is not None:

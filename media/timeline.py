@@ -15,6 +15,15 @@ later again if every packet for `drift_window_s` came later than expected by mor
 with the arrival clock by more than `jump_threshold_s` (or runs ahead of it by more than
 the reorder window), and a new SSRC, start a fresh anchor.
 
+A codec's RTP clock need not be the timeline's rate (G.722 is stamped at 8 kHz and
+decoded at 16 kHz, Opus at 48 kHz): `push` takes the stream's `rtp_clock_rate` and
+converts timestamps to call samples. `lead` places a packet that many samples earlier,
+for audio that a resampler delayed (`media.codecs.Resampler.delay`).
+
+Call time may start before `call_start`: `rebase(samples)` moves call time 0 that many
+samples earlier (the recorder does it before its first write, so that a first packet
+whose audio began just before the answer is kept whole, see `earliest_pending`).
+
 Samples are handed out by `drain(up_to)` in one contiguous block per call, zeros where no
 packet covered the time. The caller drains up to `now - reorder_window`, so packets
 reordered or jittered by less than the window still land in place; a packet whose span is
@@ -57,16 +66,18 @@ class TimelineStats:
     drift_shifts: int = 0
 
 
-# How early (in samples, 1 ms at 8 kHz) a packet must be before the anchor moves.
-_EARLY_TOLERANCE = 8
+# How early (in seconds) a packet must be before the anchor moves.
+_EARLY_TOLERANCE_S = 0.001
 
 
 @dataclass
 class _Anchor:
-    """Maps one stream's extended RTP timestamps to call samples: call = ext + offset."""
+    """Maps one stream's extended RTP timestamps to call samples:
+    call = ext * clock_rate // rtp_rate + offset."""
 
     serial: int
     offset: int
+    rtp_rate: int
     highest_timestamp: int
     highest_sequence: int
     window_min_lateness: int
@@ -76,7 +87,7 @@ class _Anchor:
 @dataclass
 class _Pending:
     anchor: _Anchor
-    timestamp: int
+    timestamp: int  # the extended RTP timestamp in samples of the timeline's rate
     pcm: Int16Array
 
 
@@ -105,6 +116,7 @@ class LegTimeline:
         self._jump_threshold = round(jump_threshold_s * clock_rate)
         self._drift_window_s = drift_window_s
         self._drift_tolerance = round(drift_tolerance_s * clock_rate)
+        self._early_tolerance = round(_EARLY_TOLERANCE_S * clock_rate)
         self._anchors: dict[int, _Anchor] = {}
         self._pending: dict[tuple[int, int], _Pending] = {}
         self._committed = 0
@@ -123,16 +135,31 @@ class LegTimeline:
         """The call-time sample index of a wall-clock instant."""
         return round((wall_time - self.call_start) * self.clock_rate)
 
-    def push(self, packet: RtpPacket, arrival: float, pcm: Int16Array) -> None:
-        """Place one packet's decoded samples; `pcm` must be at this timeline's clock rate."""
+    def push(
+        self,
+        packet: RtpPacket,
+        arrival: float,
+        pcm: Int16Array,
+        *,
+        rtp_clock_rate: int | None = None,
+        lead: int = 0,
+    ) -> None:
+        """Place one packet's decoded samples; `pcm` must be at this timeline's clock rate.
+
+        `rtp_clock_rate` is the rate of the packet's RTP timestamps (default: the
+        timeline's); `lead` places the samples that many earlier (a resampler's delay).
+        """
         size = len(pcm)
         if size == 0:
             return
+        rtp_rate = rtp_clock_rate or self.clock_rate
         self.stats.packets += 1
         first_sample_by_arrival = self.call_sample(arrival) - size
         anchor = self._anchors.get(packet.ssrc)
+        if anchor is not None and anchor.rtp_rate != rtp_rate:
+            anchor = None  # the stream changed codec clock: place it afresh
         if anchor is None:
-            anchor = self._new_anchor(packet, first_sample_by_arrival, arrival)
+            anchor = self._new_anchor(packet, first_sample_by_arrival, arrival, rtp_rate)
             timestamp = packet.timestamp
         else:
             timestamp = anchor.highest_timestamp + _signed_delta(
@@ -141,14 +168,15 @@ class LegTimeline:
             sequence_step = _signed_delta(
                 packet.sequence, anchor.highest_sequence, _SEQUENCE_MODULUS
             )
-            lateness = first_sample_by_arrival - (timestamp + anchor.offset)
+            placed = self._scaled(timestamp, rtp_rate) + anchor.offset
+            lateness = first_sample_by_arrival - placed
             if lateness > self._jump_threshold and -_OLD_SEQUENCE_SPAN <= sequence_step <= 0:
                 # An old packet arriving very late, not a timestamp jump: drop it. The span
                 # is bounded so that a sender restarting its sequence lower re-anchors.
                 self.stats.late += 1
                 return
             if lateness > self._jump_threshold or lateness < -self._reorder_window:
-                anchor = self._new_anchor(packet, first_sample_by_arrival, arrival)
+                anchor = self._new_anchor(packet, first_sample_by_arrival, arrival, rtp_rate)
                 timestamp = packet.timestamp
             else:
                 self._track_delay(anchor, lateness, arrival)
@@ -157,15 +185,38 @@ class LegTimeline:
                 if sequence_step > 0:
                     anchor.highest_sequence = packet.sequence
 
-        if timestamp + anchor.offset + size <= self._committed:
+        position = self._scaled(timestamp, rtp_rate) - lead
+        if position + anchor.offset + size <= self._committed:
             self.stats.late += 1
             return
-        key = (anchor.serial, timestamp)
+        key = (anchor.serial, position)
         if key in self._pending:
             self.stats.duplicates += 1
             return
-        self._pending[key] = _Pending(anchor, timestamp, pcm)
+        self._pending[key] = _Pending(anchor, position, pcm)
         self.stats.samples += size
+
+    def _scaled(self, timestamp: int, rtp_rate: int) -> int:
+        """An extended RTP timestamp in samples of this timeline's rate."""
+        if rtp_rate == self.clock_rate:
+            return timestamp
+        return timestamp * self.clock_rate // rtp_rate
+
+    def earliest_pending(self) -> int | None:
+        """The call sample of the earliest audio not yet drained, or None if none is."""
+        starts = [item.timestamp + item.anchor.offset for item in self._pending.values()]
+        return min(starts) if starts else None
+
+    def rebase(self, samples: int) -> None:
+        """Move call time 0 `samples` earlier (before anything was drained): every
+        sample placed so far keeps its wall-clock time and gets an index `samples` higher."""
+        if samples <= 0:
+            return
+        if self._committed:
+            raise ValueError("cannot rebase a timeline that has handed out samples")
+        self.call_start -= samples / self.clock_rate
+        for anchor in self._anchors.values():
+            anchor.offset += samples
 
     def drain(self, up_to: int) -> Int16Array:
         """Return call samples [committed, up_to) and advance `committed` to `up_to`."""
@@ -196,10 +247,13 @@ class LegTimeline:
         self._committed = up_to
         return block
 
-    def _new_anchor(self, packet: RtpPacket, first_sample: int, arrival: float) -> _Anchor:
+    def _new_anchor(
+        self, packet: RtpPacket, first_sample: int, arrival: float, rtp_rate: int
+    ) -> _Anchor:
         anchor = _Anchor(
             serial=self._next_serial,
-            offset=first_sample - packet.timestamp,
+            offset=first_sample - self._scaled(packet.timestamp, rtp_rate),
+            rtp_rate=rtp_rate,
             highest_timestamp=packet.timestamp,
             highest_sequence=packet.sequence,
             window_min_lateness=0,
@@ -211,7 +265,7 @@ class LegTimeline:
         return anchor
 
     def _track_delay(self, anchor: _Anchor, lateness: int, arrival: float) -> None:
-        if -_EARLY_TOLERANCE <= lateness < 0:
+        if -self._early_tolerance <= lateness < 0:
             # Scheduling noise of a sample or two: moving the stream for it would leave a
             # seam (samples dropped or repeated) for a sub-millisecond gain in alignment.
             return

@@ -1,8 +1,12 @@
 """The REST API under /api/v1/ (JSON; session cookie + CSRF header, or a bearer token).
 
 Validation errors answer 422 naming the field, unknown or invisible ids 404, and
-recordings cannot be deleted (405). A user sees only calls they took part in and the
-recordings of those calls (or recordings they own); an admin sees everything.
+recordings cannot be deleted (405). Every route but the operator's works inside the
+asker's organisation (`OrgScope` from their login or token, handed to every store
+read): another organisation's users, calls, recordings, exports and tokens are 404.
+A user sees only calls they took part in and the recordings of those calls (or
+recordings they own); an admin sees all of their organisation's. An operator manages
+organisations under /api/v1/orgs and sees none of their calls (403 elsewhere).
 """
 
 from __future__ import annotations
@@ -23,17 +27,19 @@ from callrec.policy import (
     RecordingMode,
     SettingKey,
     bulk_download_allowed,
+    check_settings,
     parse_language,
 )
 from callrec.services import records
 from callrec.services.presentation import N_, Presentation
 from callrec.services.records import audit_json, device_json, export_json, media_type, user_json
-from portal.auth import Identity, client_address
+from portal.auth import ROLE_ADMIN, Identity, client_address
 from portal.context import (
     ApiError,
     PortalContext,
     context_of,
     identity_of,
+    org_of,
     parse_id,
     session_of,
 )
@@ -48,6 +54,7 @@ from portal.recording_settings import (
 from storage.errors import StorageError
 from storage.models import (
     PLAYABLE_STATUSES,
+    OrgScope,
     Recording,
     RecordingListing,
     User,
@@ -67,11 +74,22 @@ RETENTION_NOTE = "Changes to retention affect new recordings only."
 
 
 def require(request: web.Request, *, admin: bool = False) -> Identity:
+    """The asker, who must belong to an organisation (and be its admin if `admin`)."""
     identity = identity_of(request)
     if identity is None:
         raise ApiError(401, "log in or send an API bearer token")
+    org_of(identity)
     if admin and not identity.is_admin:
         raise ApiError(403, "this needs an administrator")
+    return identity
+
+
+def require_operator(request: web.Request) -> Identity:
+    identity = identity_of(request)
+    if identity is None:
+        raise ApiError(401, "log in or send an API bearer token")
+    if not identity.is_operator:
+        raise ApiError(403, "this needs a platform operator")
     return identity
 
 
@@ -235,8 +253,10 @@ def validate_mode(value: object) -> RecordingMode:
         raise ApiError(422, exc.message, "mode") from exc
 
 
-async def known_user(context: PortalContext, extension: str) -> User:
-    user = await context.store.get_user(extension) if _EXTENSION.fullmatch(extension) else None
+async def known_user(context: PortalContext, org: OrgScope, extension: str) -> User:
+    """`org`'s user with this extension; 404 (also for another organisation's)."""
+    valid = _EXTENSION.fullmatch(extension)
+    user = await context.store.get_user(org, extension) if valid else None
     if user is None:
         raise ApiError(404, N_("no user with extension {extension}", extension=extension))
     return user
@@ -250,9 +270,10 @@ async def change_mode(
     requested: object,
 ) -> User:
     """Set a user's recording mode and audit it."""
-    user = await known_user(context, extension)
+    org = org_of(identity)
+    user = await known_user(context, org, extension)
     mode = validate_mode(requested)
-    updated = await context.store.set_mode(extension, mode)
+    updated = await context.store.set_mode(org, extension, mode)
     await context.audit(
         request, identity, "mode.change", f"user:{extension}", f"{user.recording_mode} -> {mode}"
     )
@@ -267,14 +288,15 @@ async def change_language(
     requested: object,
 ) -> User:
     """Set a user's own portal language (None or "": the organisation's) and audit it."""
-    await known_user(context, extension)
+    org = org_of(identity)
+    await known_user(context, org, extension)
     language: str | None = None
     if requested is not None and requested != "":
         try:
             language = parse_language(requested)
         except PolicyError as exc:
             raise ApiError(422, N_("choose one of the languages"), "language") from exc
-    user = await context.store.set_language(extension, language)
+    user = await context.store.set_language(org, extension, language)
     await context.audit(
         request, identity, "language.change", f"user:{extension}", language or "default"
     )
@@ -305,15 +327,16 @@ async def add_user(
     devices = data.get("devices", [])
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
         raise ApiError(422, N_("devices must be a list of SIP URIs"), "devices")
-    if await context.store.get_user(extension) is not None:
+    org = org_of(identity)
+    if await context.store.get_user(org, extension) is not None:
         raise ApiError(409, N_("user {extension} already exists", extension=extension), "extension")
     # A refused value (InvalidValue) or a username already taken (Conflict) names its
     # field; the error middleware answers it.
     user = await context.store.add_user(
-        extension, name, email=email, mode=mode, password=password, devices=devices
+        org, extension, name, email=email, mode=mode, password=password, devices=devices
     )
     if portal_password is not None:
-        await context.repository.set_portal_password(extension, portal_password)
+        await context.repository.set_portal_password(org, extension, portal_password)
     await context.audit(request, identity, "user.add", f"user:{extension}", f"mode {mode}")
     return user
 
@@ -321,12 +344,13 @@ async def add_user(
 async def order_export(
     context: PortalContext, request: web.Request, identity: Identity, month: object
 ) -> int:
-    """Ask for one month's ZIP; refused (409) below `BULK_DOWNLOAD_MIN_RETENTION_DAYS` of
-    retention."""
+    """Ask for one month's ZIP of the asker's organisation; refused (409) below
+    `BULK_DOWNLOAD_MIN_RETENTION_DAYS` of retention or with bulk download switched off."""
     if not isinstance(month, str) or not _MONTH.fullmatch(month.strip()):
         raise ApiError(422, N_("month must be YYYY-MM"), "month")
     month = month.strip()
-    settings = await load_settings(context.store, context.services)
+    org = org_of(identity)
+    settings = await load_settings(context.store, context.services, org)
     if not bulk_download_allowed(settings.retention_days):
         raise ApiError(
             409,
@@ -337,16 +361,22 @@ async def order_export(
             ),
             SettingKey.RETENTION_DAYS,
         )
+    if not settings.bulk_download:
+        raise ApiError(
+            409,
+            N_("Bulk download is switched off. An admin switches it on under Settings."),
+            SettingKey.BULK_DOWNLOAD,
+        )
     if context.services.request_export is None:
         raise ApiError(503, N_("bulk export is not available in this server"))
     email = None
     if identity.is_admin and identity.via == "session":
         admin = await context.store.get_admin(identity.name)
-        email = admin.email if admin is not None else None
+        email = admin.email if admin is not None and admin.org_id == org.id else None
     try:
         # The export service audits the order itself.
         return await context.services.request_export(
-            month, identity.actor, email=email, address=client_address(request)
+            org, month, identity.actor, email=email, address=client_address(request)
         )
     except StorageError as exc:
         # Answered here, not by the middleware, so the bulk page can show it in place.
@@ -365,7 +395,9 @@ async def get_openapi(request: web.Request) -> web.Response:
 
 @routes.get(f"{API}/me")
 async def get_me(request: web.Request) -> web.Response:
-    identity = require(request)
+    identity = identity_of(request)
+    if identity is None:
+        raise ApiError(401, "log in or send an API bearer token")
     session = session_of(request)
     return web.json_response(
         {
@@ -373,6 +405,7 @@ async def get_me(request: web.Request) -> web.Response:
             "role": identity.role,
             "name": identity.name,
             "extension": identity.extension,
+            "organisation": identity.org.slug if identity.org is not None else None,
             "csrf_token": session.csrf_token if session is not None else None,
         }
     )
@@ -381,7 +414,7 @@ async def get_me(request: web.Request) -> web.Response:
 @routes.get(f"{API}/users")
 async def list_users(request: web.Request) -> web.Response:
     identity = require(request)
-    users = await context_of(request).store.list_users()
+    users = await context_of(request).store.list_users(org_of(identity))
     if not identity.is_admin:
         users = [user for user in users if user.extension == identity.extension]
     return web.json_response({"items": [user_json(user) for user in users]})
@@ -406,7 +439,8 @@ def _visible_extension(request: web.Request, identity: Identity) -> str:
 async def get_user(request: web.Request) -> web.Response:
     identity = require(request)
     extension = _visible_extension(request, identity)
-    return web.json_response(user_json(await known_user(context_of(request), extension)))
+    user = await known_user(context_of(request), org_of(identity), extension)
+    return web.json_response(user_json(user))
 
 
 @routes.put(f"{API}/users/{{extension}}/mode")
@@ -434,13 +468,14 @@ async def remove_from_recording(request: web.Request) -> web.Response:
 async def put_portal_password(request: web.Request) -> web.Response:
     identity = require(request, admin=True)
     context = context_of(request)
+    org = org_of(identity)
     extension = request.match_info["extension"]
-    await known_user(context, extension)
+    await known_user(context, org, extension)
     password = _field_text(await json_body(request), "password", required=True)
     assert password is not None
     if len(password) < 8:
         raise ApiError(422, "password must have at least 8 characters", "password")
-    await context.repository.set_portal_password(extension, password)
+    await context.repository.set_portal_password(org, extension, password)
     await context.audit(request, identity, "portal_password.set", f"user:{extension}")
     return web.Response(status=204)
 
@@ -463,9 +498,10 @@ async def put_language(request: web.Request) -> web.Response:
 async def get_devices(request: web.Request) -> web.Response:
     identity = require(request)
     context = context_of(request)
+    org = org_of(identity)
     extension = _visible_extension(request, identity)
-    await known_user(context, extension)
-    devices = await context.store.list_devices(extension)
+    await known_user(context, org, extension)
+    devices = await context.store.list_devices(org, extension)
     return web.json_response({"items": [device_json(device) for device in devices]})
 
 
@@ -473,39 +509,43 @@ async def get_devices(request: web.Request) -> web.Response:
 async def post_device(request: web.Request) -> web.Response:
     identity = require(request, admin=True)
     context = context_of(request)
+    org = org_of(identity)
     extension = request.match_info["extension"]
-    await known_user(context, extension)
+    await known_user(context, org, extension)
     data = await json_body(request)
     uri = _field_text(data, "uri", required=True)
     assert uri is not None
     kind = _field_text(data, "kind", required=False) or "phone"
     password = _field_text(data, "password", required=False)
-    device = await context.store.add_device(extension, uri, kind, password)
+    device = await context.store.add_device(org, extension, uri, kind, password)
     await context.audit(request, identity, "device.add", f"user:{extension}", uri)
     return web.json_response(device_json(device), status=201)
 
 
 @routes.get(f"{API}/settings")
 async def get_settings(request: web.Request) -> web.Response:
-    require(request)
+    identity = require(request)
     context = context_of(request)
-    settings = await load_settings(context.store, context.services)
+    settings = await load_settings(context.store, context.services, org_of(identity))
     return web.json_response({**settings_json(settings), "note": RETENTION_NOTE})
 
 
 async def _patch_settings(request: web.Request) -> web.Response:
     identity = require(request, admin=True)
     context = context_of(request)
+    org = org_of(identity)
     data = await json_body(request)
     try:
         changes = validate_settings_patch(data, context.services.defaults)
+        before = await load_settings(context.store, context.services, org)
+        check_settings(before.with_stored(changes))
     except PolicyError as exc:
         raise ApiError(422, exc.message, exc.field) from exc
-    await save_settings(context.store, changes)
+    await save_settings(context.store, org, changes)
     await context.audit(
         request, identity, "settings.change", "settings", json.dumps(changes, sort_keys=True)
     )
-    settings = await load_settings(context.store, context.services)
+    settings = await load_settings(context.store, context.services, org)
     return web.json_response({**settings_json(settings), "note": RETENTION_NOTE})
 
 
@@ -520,7 +560,7 @@ async def get_calls(request: web.Request) -> web.Response:
         request.query, identity, await presentation_for(request)
     )
     rows, total = await context_of(request).repository.calls_page(
-        call_query, paging.page_size, paging.offset
+        org_of(identity), call_query, paging.page_size, paging.offset
     )
     return web.json_response(page_json([call_json(row) for row in rows], paging, total))
 
@@ -529,7 +569,9 @@ async def get_calls(request: web.Request) -> web.Response:
 async def get_call(request: web.Request) -> web.Response:
     identity = require(request)
     call_id = parse_id(request)
-    row = await context_of(request).repository.get_call(call_id, identity.scope_ext)
+    row = await context_of(request).repository.get_call(
+        org_of(identity), call_id, identity.scope_ext
+    )
     if row is None:
         raise ApiError(404, f"no call {call_id}")
     return web.json_response(call_json(row))
@@ -542,6 +584,7 @@ async def get_recordings(request: web.Request) -> web.Response:
         request.query, identity, await presentation_for(request)
     )
     listings, total = await context_of(request).repository.recordings_page(
+        org_of(identity),
         since=call_query.since,
         until=call_query.until,
         extension=call_query.extension,
@@ -554,7 +597,9 @@ async def get_recordings(request: web.Request) -> web.Response:
 
 async def visible_recording(request: web.Request, identity: Identity) -> RecordingListing:
     recording_id = parse_id(request)
-    listing = await context_of(request).repository.get_recording(recording_id, identity.scope_ext)
+    listing = await context_of(request).repository.get_recording(
+        org_of(identity), recording_id, identity.scope_ext
+    )
     if listing is None:
         raise ApiError(404, f"no recording {recording_id}")
     return listing
@@ -632,8 +677,8 @@ async def get_download(request: web.Request) -> web.StreamResponse:
 
 @routes.get(f"{API}/exports")
 async def get_exports(request: web.Request) -> web.Response:
-    require(request, admin=True)
-    exports = await context_of(request).store.list_exports()
+    identity = require(request, admin=True)
+    exports = await context_of(request).store.list_exports(org_of(identity))
     return web.json_response({"items": [export_json(export) for export in exports]})
 
 
@@ -643,16 +688,16 @@ async def post_export(request: web.Request) -> web.Response:
     context = context_of(request)
     data = await json_body(request)
     export_id = await order_export(context, request, identity, data.get("month"))
-    export = await context.store.get_export(export_id)
+    export = await context.store.get_export(org_of(identity), export_id)
     body = export_json(export) if export is not None else {"id": export_id, "status": "queued"}
     return web.json_response(body, status=202)
 
 
 @routes.get(f"{API}/exports/{{id}}")
 async def get_export(request: web.Request) -> web.Response:
-    require(request, admin=True)
+    identity = require(request, admin=True)
     export_id = parse_id(request)
-    export = await context_of(request).store.get_export(export_id)
+    export = await context_of(request).store.get_export(org_of(identity), export_id)
     if export is None:
         raise ApiError(404, f"no export {export_id}")
     return web.json_response(export_json(export))
@@ -660,8 +705,8 @@ async def get_export(request: web.Request) -> web.Response:
 
 @routes.get(f"{API}/tokens")
 async def get_tokens(request: web.Request) -> web.Response:
-    require(request, admin=True)
-    tokens = await context_of(request).repository.list_api_tokens()
+    identity = require(request, admin=True)
+    tokens = await context_of(request).repository.list_api_tokens(org_of(identity))
     return web.json_response(
         {
             "items": [
@@ -686,7 +731,9 @@ async def post_token(request: web.Request) -> web.Response:
     assert name is not None
     if len(name) > 100:
         raise ApiError(422, "name must have 1 to 100 characters", "name")
-    token_id, token = await context.repository.create_api_token(name, identity.actor)
+    token_id, token = await context.repository.create_api_token(
+        org_of(identity), name, identity.actor, ROLE_ADMIN
+    )
     await context.audit(request, identity, "token.create", f"token:{token_id}", name)
     return web.json_response({"id": token_id, "name": name, "token": token}, status=201)
 
@@ -696,7 +743,7 @@ async def delete_token(request: web.Request) -> web.Response:
     identity = require(request, admin=True)
     context = context_of(request)
     token_id = parse_id(request)
-    if not await context.repository.revoke_api_token(token_id):
+    if not await context.repository.revoke_api_token(org_of(identity), token_id):
         raise ApiError(404, f"no active token {token_id}")
     await context.audit(request, identity, "token.revoke", f"token:{token_id}")
     return web.Response(status=204)
@@ -704,12 +751,13 @@ async def delete_token(request: web.Request) -> web.Response:
 
 @routes.get(f"{API}/audit")
 async def get_audit(request: web.Request) -> web.Response:
-    require(request, admin=True)
+    identity = require(request, admin=True)
     context = context_of(request)
+    org = org_of(identity)
     paging = Paging(
         page=_parse_int(request.query, "page", 1, 1, 1_000_000),
         page_size=_parse_int(request.query, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
     )
-    entries = await context.store.list_audit(paging.page_size, paging.offset)
-    total = await context.repository.audit_total()
+    entries = await context.store.list_audit(org, paging.page_size, paging.offset)
+    total = await context.repository.audit_total(org)
     return web.json_response(page_json([audit_json(e) for e in entries], paging, total))

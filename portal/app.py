@@ -16,14 +16,17 @@ from aiohttp import web
 from callrec.config import Config
 from callrec.services.export import Spawn
 from callrec.services.presentation import N_, Text
-from portal import api, pages
+from portal import api, operator, pages
 from portal.auth import (
     CSRF_HEADER,
+    ROLE_OPERATOR,
     SESSION_COOKIE,
+    Identity,
     LoginThrottle,
     SessionStore,
     admin_identity,
     csrf_matches,
+    operator_identity,
     parse_bearer,
 )
 from portal.context import (
@@ -40,7 +43,7 @@ from portal.metrics import MetricsSource, metrics_route
 from portal.services import PortalServices
 from storage.database import Store
 from storage.errors import StorageError
-from storage.portal_queries import PortalRepository
+from storage.portal_queries import ApiToken, PortalRepository
 
 log = logging.getLogger("callrec.portal")
 
@@ -126,7 +129,7 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
         token = await context.repository.verify_api_token(bearer)
         if token is None:
             raise ApiError(401, "invalid or revoked API token")
-        request[IDENTITY] = admin_identity(token.name, via="token")
+        request[IDENTITY] = await _token_identity(context, token)
     else:
         session_id = request.cookies.get(SESSION_COOKIE)
         session = context.sessions.get(session_id, context.now()) if session_id else None
@@ -140,6 +143,16 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
             ):
                 raise ApiError(403, f"send the session's CSRF token in {CSRF_HEADER}")
     return await handler(request)
+
+
+async def _token_identity(context: PortalContext, token: ApiToken) -> Identity:
+    """Who a bearer token acts as: an operator, or an admin of its organisation."""
+    if token.role == ROLE_OPERATOR and token.org_id is None:
+        return operator_identity(token.name, via="token")
+    org = await context.store.organisation_by_id(token.org_id) if token.org_id else None
+    if org is None:
+        raise ApiError(401, "invalid or revoked API token")
+    return admin_identity(token.name, org.scope, via="token")
 
 
 @web.middleware
@@ -173,6 +186,7 @@ def build_app(
         templates=pages.make_templates(),
     )
     app.add_routes(api.routes)
+    app.add_routes(operator.routes)
     app.add_routes(pages.routes)
     if metrics is not None:
         app.add_routes([metrics_route(metrics)])

@@ -16,6 +16,7 @@ from aiohttp import web
 
 from callrec.services.presentation import Text
 from storage.database import Store
+from storage.models import OrgScope
 
 SESSION_COOKIE = "callrec_session"
 LOGIN_CSRF_COOKIE = "callrec_login_csrf"
@@ -25,21 +26,30 @@ SESSION_IDLE_S = 8 * 3600
 
 ROLE_ADMIN = "admin"
 ROLE_USER = "user"
+ROLE_OPERATOR = "operator"
 
 
 @dataclass(frozen=True)
 class Identity:
-    """An authenticated admin or user; `scope_ext` limits a user to their own calls."""
+    """An authenticated operator, admin or user. An admin or a user belongs to one
+    organisation (`org`) and sees nothing of any other; `scope_ext` limits a user to
+    their own calls. An operator (`org` None) administers organisations and sees none
+    of their calls."""
 
     actor: str
     role: str
     name: str
     extension: str | None = None
     via: str = "session"
+    org: OrgScope | None = None
 
     @property
     def is_admin(self) -> bool:
         return self.role == ROLE_ADMIN
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == ROLE_OPERATOR
 
     @property
     def scope_ext(self) -> str | None:
@@ -50,14 +60,23 @@ class Identity:
         return self.extension if self.extension is not None else "\x00none"
 
 
-def admin_identity(name: str, via: str = "session") -> Identity:
-    """An admin logged in by name, or an admin API token (actor "token:<name>")."""
+def admin_identity(name: str, org: OrgScope, via: str = "session") -> Identity:
+    """An admin of `org` logged in by name, or an admin API token of `org` (actor
+    "token:<name>")."""
     prefix = "token" if via == "token" else "admin"
-    return Identity(actor=f"{prefix}:{name}", role=ROLE_ADMIN, name=name, via=via)
+    return Identity(actor=f"{prefix}:{name}", role=ROLE_ADMIN, name=name, via=via, org=org)
 
 
-def user_identity(extension: str, name: str) -> Identity:
-    return Identity(actor=f"user:{extension}", role=ROLE_USER, name=name, extension=extension)
+def operator_identity(name: str, via: str = "session") -> Identity:
+    """A platform operator logged in by name, or an operator's API token."""
+    prefix = "token" if via == "token" else "operator"
+    return Identity(actor=f"{prefix}:{name}", role=ROLE_OPERATOR, name=name, via=via)
+
+
+def user_identity(org: OrgScope, extension: str, name: str) -> Identity:
+    return Identity(
+        actor=f"user:{extension}", role=ROLE_USER, name=name, extension=extension, org=org
+    )
 
 
 @dataclass

@@ -24,7 +24,7 @@ from storage.errors import (
     StorageError,
     StorageUnavailable,
 )
-from storage.models import Recording
+from storage.models import OrgScope, Recording
 from storage.portal_queries import PortalRepository
 
 # Seconds a client is asked to wait before retrying after a 503 (a lock, a full disk).
@@ -80,9 +80,20 @@ class PortalContext:
         object: str | None = None,
         detail: str | None = None,
     ) -> None:
-        actor = identity if isinstance(identity, str) else identity.actor
+        """Audit in the identity's organisation (an operator's: the platform's log).
+        A bare actor name (a failed login) goes to `org`'s log given by the caller."""
+        if isinstance(identity, str):
+            actor, org = identity, None
+        else:
+            actor, org = identity.actor, identity.org
         await self.store.audit(
-            actor, action, object, address=client_address(request), detail=detail, at=time.time()
+            org,
+            actor,
+            action,
+            object,
+            address=client_address(request),
+            detail=detail,
+            at=time.time(),
         )
 
     def recording_file(self, recording: Recording) -> Path:
@@ -111,6 +122,15 @@ def identity_of(request: web.Request) -> Identity | None:
 
 def session_of(request: web.Request) -> Session | None:
     return request.get(SESSION)
+
+
+def org_of(identity: Identity) -> OrgScope:
+    """The organisation whose data `identity` may see; an operator has none (403)."""
+    if identity.org is None:
+        raise ApiError(
+            403, "operators manage organisations; log in as an admin of one to see its data"
+        )
+    return identity.org
 
 
 def parse_id(request: web.Request, name: str = "id") -> int:

@@ -10,8 +10,10 @@ Which language a page speaks is decided in one place, `presentation_for(request)
 - an admin (or an API token): the language in force;
 - nobody logged in yet (the login page, a mailed link): the browser's `Accept-Language`
   if it names a language callrec speaks, else the language in force.
-"The language in force" and the time zone are the stored settings over the config's
-(`load_settings`), read through `Presentations.for_settings`. The API answers in English
+"The language in force" and the time zone are the asker's organisation's (its stored
+settings over the config's, `load_settings`), read through `Presentations.for_settings`;
+before login the only organisation's if there is one, else (and for an operator) the
+config's. The API answers in English
 (its messages are for programs and the people who write them), but its date filters use
 the same time zone.
 """
@@ -47,13 +49,22 @@ async def presentation_for(request: web.Request) -> Presentation:
     if PRESENTATION in request:
         return request[PRESENTATION]
     context = context_of(request)
-    settings = await load_settings(context.store, context.services)
     identity = request.get(IDENTITY)
+    org = identity.org if identity is not None else None
+    if identity is None:
+        # Before login: the organisation's if the platform has only one.
+        orgs = await context.store.list_organisations()
+        org = orgs[0].scope if len(orgs) == 1 else None
+    settings = (
+        await load_settings(context.store, context.services, org)
+        if org is not None
+        else context.services.defaults
+    )
     language: str | None = None
     if identity is None:
         language = negotiate_language(request.headers.get("Accept-Language"))
-    elif identity.extension is not None and not identity.is_admin:
-        user = await context.store.get_user(identity.extension)
+    elif org is not None and identity.extension is not None and not identity.is_admin:
+        user = await context.store.get_user(org, identity.extension)
         language = user.language if user is not None else None
     presentation = context.services.presentations.for_settings(settings, language)
     request[PRESENTATION] = presentation

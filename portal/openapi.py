@@ -587,6 +587,81 @@ def _paths() -> dict[str, Any]:
                 "responses": {"200": _answer("Identity"), **_errors(401)},
             },
         },
+        **_operator_paths(),
+    }
+
+
+_SLUG = _path("slug", {"type": "string"})
+_ORG = {"type": "object", "additionalProperties": True}
+
+
+def _operator_paths() -> dict[str, Any]:
+    """The operator's routes: organisations, their numbers and admins, usage."""
+    return {
+        "/api/v1/orgs": {
+            "get": {
+                "summary": "Every organisation (operator)",
+                "responses": {"200": _answer("Organisations"), **_errors(401, 403)},
+            },
+            "post": {
+                "summary": "Add an organisation, optionally with its first admin"
+                " (slug, name, domain, language, timezone, admin_name, admin_password,"
+                " admin_email; operator)",
+                _BODY: _body(_ORG),
+                "responses": {"201": _answer("Created"), **_errors(401, 403, 409, 422)},
+            },
+        },
+        "/api/v1/orgs/{slug}": {
+            "parameters": [_SLUG],
+            "get": {
+                "summary": "One organisation (operator)",
+                "responses": {"200": _answer("Organisation"), **_errors(401, 403, 404)},
+            },
+            "patch": {
+                "summary": "Change name, SIP domain, language or time zone (operator)",
+                _BODY: _body(_ORG),
+                "responses": {"200": _answer("Changed"), **_errors(401, 403, 404, 409, 422)},
+            },
+        },
+        "/api/v1/orgs/{slug}/admins": {
+            "parameters": [_SLUG],
+            "post": {
+                "summary": "Add an admin of the organisation (name, password, email; operator)",
+                _BODY: _body(_ORG),
+                "responses": {"201": _answer("Created"), **_errors(401, 403, 404, 409, 422)},
+            },
+        },
+        "/api/v1/orgs/{slug}/dids": {
+            "parameters": [_SLUG],
+            "get": {
+                "summary": "The organisation's numbers from the trunk (operator)",
+                "responses": {"200": _answer("Number ranges"), **_errors(401, 403, 404)},
+            },
+            "post": {
+                "summary": "Give numbers first..last to the organisation, ringing extension"
+                " (default: the number itself) (operator)",
+                _BODY: _body(_ORG),
+                "responses": {"201": _answer("Created"), **_errors(401, 403, 404, 409, 422)},
+            },
+        },
+        "/api/v1/orgs/{slug}/dids/{id}": {
+            "parameters": [_SLUG, _ID],
+            "delete": {
+                "summary": "Take a number range away (operator)",
+                "responses": {"204": _answer("Removed"), **_errors(401, 403, 404)},
+            },
+        },
+        "/api/v1/usage": {
+            "get": {
+                "summary": "Every organisation's usage in a month, for billing (operator);"
+                " format=csv for CSV",
+                "parameters": [
+                    _query("month", {"type": "string"}, "YYYY-MM (default: this month)"),
+                    _query("format", {"type": "string", "enum": ["json", "csv"]}, "json or csv"),
+                ],
+                "responses": {"200": _answer("Usage"), **_errors(401, 403, 422)},
+            },
+        },
     }
 
 

@@ -1,6 +1,11 @@
 """The server-rendered portal pages: login, recording settings, users, reports, bulk
-download and audit. Every form carries the session's CSRF token; each change goes
-through the same operations as the API and is audited."""
+download and audit, each inside the logged-in person's organisation; and the operator's
+pages for organisations (`/operator`). Every form carries the session's CSRF token; each
+change goes through the same operations as the API and is audited.
+
+Logging in: an admin or an operator by name (unique on the platform); a user as
+`extension@domain` (their organisation's SIP domain, or its slug), or by the extension
+alone when the platform has one organisation."""
 
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from callrec.policy import (
     RecordingSettings,
     SettingKey,
     bulk_download_allowed,
+    check_settings,
 )
 from callrec.services.presentation import LANGUAGE_NAMES, N_, Presentation, Text
 from portal.api import (
@@ -49,10 +55,17 @@ from portal.auth import (
     admin_identity,
     client_address,
     csrf_matches,
+    operator_identity,
     user_identity,
-    verify_admin,
 )
-from portal.context import ApiError, context_of, identity_of, session_of
+from portal.context import (
+    ApiError,
+    PortalContext,
+    context_of,
+    identity_of,
+    org_of,
+    session_of,
+)
 from portal.i18n import (
     PRESENTATION,
     fallback_presentation,
@@ -69,7 +82,7 @@ from portal.recording_settings import (
     slider_position,
     validate_settings_patch,
 )
-from storage.models import User
+from storage.models import OrgScope, User
 
 MODE_LABELS: dict[str, Text] = {
     RecordingMode.NEVER: N_("Never"),
@@ -94,6 +107,9 @@ FIELD_ERRORS: dict[str, Text] = {
     SettingKey.CHANNELS: N_("choose mono or stereo"),
     SettingKey.LANGUAGE: N_("choose one of the languages"),
     SettingKey.TIMEZONE: N_("enter a time zone such as Europe/Amsterdam or UTC"),
+    SettingKey.BULK_DOWNLOAD: N_(
+        "bulk download needs a retention of 180 days or more; raise the retention first"
+    ),
 }
 STATUS_LABELS: dict[str, Text] = {
     "recording": N_("recording"),
@@ -113,6 +129,7 @@ NAV = (
     ("/bulk", N_("Bulk download"), True),
     ("/audit", N_("Audit"), True),
 )
+OPERATOR_NAV = (("/operator", N_("Organisations"), False),)
 ERROR_TITLES: dict[int, Text] = {
     400: N_("Bad request"),
     401: N_("Not logged in"),
@@ -197,10 +214,13 @@ def render(
     if session is not None:
         notices, session.notices = session.notices, []
     error = values.pop("error", None)
+    identity = identity_of(request)
+    menu = OPERATOR_NAV if identity is not None and identity.is_operator else NAV
     page = context.templates.get_template(template).render(
-        identity=identity_of(request),
+        identity=identity,
+        organisation_name=identity.org.slug if identity is not None and identity.org else None,
         csrf_token=session.csrf_token if session is not None else "",
-        nav=[(href, presentation.text(label), admin) for href, label, admin in NAV],
+        nav=[(href, presentation.text(label), admin) for href, label, admin in menu],
         current=request.path,
         notices=[presentation.text(notice) for notice in notices],
         error=presentation.text(error) if error is not None else None,
@@ -230,12 +250,34 @@ def render_error(request: web.Request, status: int, message: str | Text) -> web.
 # -- access ---------------------------------------------------------------------------
 
 
-def page_identity(request: web.Request, *, admin: bool = False) -> Identity:
+def _logged_in(request: web.Request) -> Identity:
     identity = identity_of(request)
     if identity is None or session_of(request) is None:
         raise web.HTTPSeeOther("/login?" + urlencode({"next": request.path_qs}))
+    return identity
+
+
+def page_identity(request: web.Request, *, admin: bool = False) -> Identity:
+    """The logged-in admin or user of an organisation (an operator is refused: 403)."""
+    identity = _logged_in(request)
+    if identity.org is None:
+        raise ApiError(
+            403, N_("This page belongs to an organisation; operators use Organisations.")
+        )
     if admin and not identity.is_admin:
         raise ApiError(403, N_("This page is for administrators."))
+    return identity
+
+
+def page_scope(request: web.Request, *, admin: bool = False) -> tuple[Identity, OrgScope]:
+    identity = page_identity(request, admin=admin)
+    return identity, org_of(identity)
+
+
+def operator_page(request: web.Request) -> Identity:
+    identity = _logged_in(request)
+    if not identity.is_operator:
+        raise ApiError(403, N_("This page is for operators."))
     return identity
 
 
@@ -356,12 +398,7 @@ async def post_login(request: web.Request) -> web.Response:
         )
     identity: Identity | None = None
     if name and password:
-        if await verify_admin(context.store, name, password):
-            identity = admin_identity(name)
-        elif name.isdigit():
-            user = await context.repository.verify_user_password(name, password)
-            if user is not None:
-                identity = user_identity(user.extension, user.name)
+        identity = await _verify_login(context, name, password)
     if identity is None:
         context.throttle.failed(address, name, now)
         await context.audit(request, name or "-", "login.failed", None)
@@ -378,7 +415,7 @@ async def post_login(request: web.Request) -> web.Response:
         context.sessions.delete(old)
     session = context.sessions.create(identity, now)
     await context.audit(request, identity, "login", None)
-    default = "/settings" if identity.is_admin else "/reports"
+    default = _home(identity)
     target = _safe_next(_text(form, "next") or default)
     if target == "/":
         target = default
@@ -393,6 +430,40 @@ async def post_login(request: web.Request) -> web.Response:
     )
     response.del_cookie(LOGIN_CSRF_COOKIE, path="/login")
     raise response
+
+
+async def _verify_login(context: PortalContext, name: str, password: str) -> Identity | None:
+    """Who `name` and `password` log in as: an admin or operator by name, or a user as
+    "extension@domain-or-slug" (the extension alone with a single organisation)."""
+    extension, at, where = name.partition("@")
+    if not at:
+        admin = await context.store.verify_admin(name, password)
+        if admin is not None:
+            if admin.is_operator:
+                return operator_identity(admin.name)
+            org = await context.store.organisation_by_id(admin.org_id) if admin.org_id else None
+            return admin_identity(admin.name, org.scope) if org is not None else None
+    if not extension.isdigit():
+        return None
+    org = None
+    if at:
+        org = await context.store.organisation_by_domain(where)
+        org = org or await context.store.get_organisation(where.lower())
+    else:
+        orgs = await context.store.list_organisations()
+        org = orgs[0] if len(orgs) == 1 else None
+    if org is None:
+        # The same argon2 work as a wrong password: timing does not tell what exists.
+        await context.store.passwords.verify(None, password)
+        return None
+    user = await context.repository.verify_user_password(org.scope, extension, password)
+    return user_identity(org.scope, user.extension, user.name) if user is not None else None
+
+
+def _home(identity: Identity) -> str:
+    if identity.is_operator:
+        return "/operator"
+    return "/settings" if identity.is_admin else "/reports"
 
 
 @routes.post("/logout")
@@ -411,8 +482,7 @@ async def post_logout(request: web.Request) -> web.Response:
 
 @routes.get("/")
 async def get_root(request: web.Request) -> web.Response:
-    identity = page_identity(request)
-    raise web.HTTPSeeOther("/settings" if identity.is_admin else "/reports")
+    raise web.HTTPSeeOther(_home(_logged_in(request)))
 
 
 # -- recording settings -----------------------------------------------------------------
@@ -443,8 +513,9 @@ async def _settings_page(
 ) -> web.Response:
     context = context_of(request)
     presentation = _presentation(request)
-    users = await context.store.list_users()
-    settings = await load_settings(context.store, context.services)
+    org = org_of(page_identity(request, admin=True))
+    users = await context.store.list_users(org)
+    settings = await load_settings(context.store, context.services, org)
     values: dict[str, object] = dict(settings.settable())
     if form is not None:
         values.update(form)
@@ -468,6 +539,7 @@ async def _settings_page(
             (value, presentation.text(CHANNEL_LABELS.get(value, N_(value)))) for value in CHANNELS
         ],
         languages=[(code, LANGUAGE_NAMES.get(code, code)) for code in LANGUAGES],
+        bulk_minimum=BULK_DOWNLOAD_MIN_RETENTION_DAYS,
         error=N_("Please correct the marked fields.") if errors else None,
     )
 
@@ -480,7 +552,7 @@ async def get_settings(request: web.Request) -> web.Response:
 
 @routes.post("/settings")
 async def post_settings(request: web.Request) -> web.Response:
-    identity = page_identity(request, admin=True)
+    identity, org = page_scope(request, admin=True)
     context = context_of(request)
     presentation = _presentation(request)
     form = await checked_form(request)
@@ -520,9 +592,15 @@ async def post_settings(request: web.Request) -> web.Response:
     # Only what the admin changed is stored: the form sends every field, and storing the
     # others would put today's values (the config's announcement file, say) out of the
     # config's reach for good.
-    before = await load_settings(context.store, context.services)
+    before = await load_settings(context.store, context.services, org)
     changed = changed_settings(before, changes)
-    await save_settings(context.store, changed)
+    try:
+        check_settings(before.with_stored(changed))
+    except FieldError as exc:
+        refuse(exc)
+        shown = {k: v for k, v in submitted.items() if k != SettingKey.RETENTION_DAYS}
+        return await _settings_page(request, status=422, form=shown, errors=errors)
+    await save_settings(context.store, org, changed)
     if changed:
         await context.audit(
             request, identity, "settings.change", "settings", json.dumps(changed, sort_keys=True)
@@ -536,11 +614,11 @@ async def post_settings(request: web.Request) -> web.Response:
 
 @routes.post("/settings/recording-users")
 async def post_recording_user(request: web.Request) -> web.Response:
-    identity = page_identity(request, admin=True)
+    identity, org = page_scope(request, admin=True)
     context = context_of(request)
     form = await checked_form(request)
     extension = _text(form, "extension")
-    user = await known_user(context, extension)
+    user = await known_user(context, org, extension)
     await change_mode(context, request, identity, extension, RecordingMode.ON_DEMAND)
     _notice(
         request,
@@ -594,11 +672,11 @@ async def post_recording_remove(request: web.Request) -> web.Response:
 
 @routes.get("/users")
 async def get_users(request: web.Request) -> web.Response:
-    page_identity(request, admin=True)
+    _, org = page_scope(request, admin=True)
     store = context_of(request).store
     entries = [
-        {"user": user, "devices": await store.list_devices(user.extension)}
-        for user in await store.list_users()
+        {"user": user, "devices": await store.list_devices(org, user.extension)}
+        for user in await store.list_users(org)
     ]
     return render(
         request,
@@ -664,7 +742,7 @@ def _page_links(request: web.Request, page: int, pages: int) -> tuple[str | None
 
 @routes.get("/reports")
 async def get_reports(request: web.Request) -> web.Response:
-    identity = page_identity(request)
+    identity, org = page_scope(request)
     context = context_of(request)
     presentation = _presentation(request)
     error: str | Text | None = None
@@ -673,7 +751,10 @@ async def get_reports(request: web.Request) -> web.Response:
     except ApiError as exc:
         error = exc.text
         call_query, paging = parse_call_filters({}, identity, presentation)
-    rows, total = await context.repository.calls_page(call_query, paging.page_size, paging.offset)
+    rows, total = await context.repository.calls_page(
+        org, call_query, paging.page_size, paging.offset
+    )
+    settings = await load_settings(context.store, context.services, org)
     pages = max(1, math.ceil(total / paging.page_size))
     prev_url, next_url = _page_links(request, paging.page, pages)
     filters = {
@@ -695,6 +776,7 @@ async def get_reports(request: web.Request) -> web.Response:
         prev_url=prev_url,
         next_url=next_url,
         error=error,
+        bulk_download=identity.is_admin and settings.bulk_download_enabled,
     )
 
 
@@ -706,13 +788,18 @@ async def _bulk_page(
 ) -> web.Response:
     context = context_of(request)
     presentation = _presentation(request)
-    settings = await load_settings(context.store, context.services)
+    org = org_of(page_identity(request, admin=True))
+    settings = await load_settings(context.store, context.services, org)
     refused = None
     if not bulk_download_allowed(settings.retention_days):
         refused = presentation.gettext(
             "Bulk download needs a retention of {minimum} days or more; it is {days} days now."
             " Raise it on the Recording settings page (it applies to new recordings only)."
         ).format(minimum=BULK_DOWNLOAD_MIN_RETENTION_DAYS, days=settings.retention_days)
+    elif not settings.bulk_download:
+        refused = presentation.gettext(
+            "Bulk download is switched off. An admin switches it on under Settings."
+        )
     if not month:
         month = presentation.this_month(context.now())
     return render(
@@ -720,7 +807,7 @@ async def _bulk_page(
         "bulk.html",
         status=status,
         title=presentation.gettext("Bulk download"),
-        exports=await context.store.list_exports(50),
+        exports=await context.store.list_exports(org, 50),
         refused=refused,
         month=month,
         error=error,
@@ -753,19 +840,18 @@ async def post_bulk(request: web.Request) -> web.Response:
 
 @routes.get("/exports/download")
 async def get_export_download(request: web.Request) -> web.StreamResponse:
-    """The signed link from the export e-mail: valid without a session until it expires."""
+    """The signed link from the export e-mail, until it expires, for an admin logged in
+    to the export's organisation (a forwarded link is useless to anyone else)."""
+    identity, org = page_scope(request, admin=True)
     context = context_of(request)
     token = request.query.get("token", "")
     verify = context.services.verify_export_link
-    path = await verify(token) if verify is not None and token else None
-    if path is None:
+    found = await verify(org, token) if verify is not None and token else None
+    if found is None:
         raise ApiError(403, N_("This download link is invalid or has expired."))
-    # The link verified, so its first part is the export id.
-    export_id = int(token.split(".", 1)[0])
-    export = await context.store.get_export(export_id)
-    actor = export.requested_by if export is not None else "link"
-    await context.audit(request, actor, "export.download", f"export {export_id}")
-    name = f"callrec-{export.month if export is not None else export_id}.zip"
+    export, path = found
+    await context.audit(request, identity, "export.download", f"export {export.id}")
+    name = f"callrec-{export.month}.zip"
     return web.FileResponse(
         path,
         headers={
@@ -781,13 +867,13 @@ async def get_export_download(request: web.Request) -> web.StreamResponse:
 
 @routes.get("/audit")
 async def get_audit(request: web.Request) -> web.Response:
-    page_identity(request, admin=True)
+    _, org = page_scope(request, admin=True)
     context = context_of(request)
     text = request.query.get("page", "1")
     page = int(text) if text.isdigit() and 0 < int(text) < 1_000_000 else 1
-    total = await context.repository.audit_total()
+    total = await context.repository.audit_total(org)
     pages = max(1, math.ceil(total / DEFAULT_PAGE_SIZE))
-    entries = await context.store.list_audit(DEFAULT_PAGE_SIZE, (page - 1) * DEFAULT_PAGE_SIZE)
+    entries = await context.store.list_audit(org, DEFAULT_PAGE_SIZE, (page - 1) * DEFAULT_PAGE_SIZE)
     prev_url, next_url = _page_links(request, page, pages)
     return render(
         request,

@@ -1,6 +1,7 @@
-"""The organisation-wide recording settings, as the portal reads and changes them.
+"""An organisation's recording settings, as the portal reads and changes them.
 
-They live in the store's `settings` table. Which keys exist and what each accepts are
+They live in the store's per-organisation settings (`Store.org_settings`); every read
+and write names the organisation. Which keys exist and what each accepts are
 product rules (`callrec.policy.SettingKey`, `parse_setting`); a key never set falls
 back to the config's value (`PortalServices.defaults`). The B2BUA reads the same keys
 through the same rules, so a value the portal accepts is one a call can use.
@@ -30,6 +31,7 @@ from callrec.policy import (
 from callrec.services.presentation import Presentation, Presentations
 from portal.services import PortalServices
 from storage.database import Store
+from storage.models import OrgScope
 
 # A refused value: `field` names it for the 422 answer or the form, `message` says why.
 FieldError = PolicyError
@@ -101,12 +103,13 @@ def settings_json(settings: RecordingSettings) -> dict[str, object]:
     return {**settings.settable(), "announcement_file": settings.announcement_file}
 
 
-async def load_settings(store: Store, services: PortalServices) -> RecordingSettings:
-    """The settings in force: stored values over the config's defaults (a stored value
-    that breaks a rule is ignored, as the B2BUA ignores it)."""
-    return services.defaults.with_stored(await store.all_settings())
+async def load_settings(store: Store, services: PortalServices, org: OrgScope) -> RecordingSettings:
+    """`org`'s settings in force: its stored values over the config's defaults (a
+    stored value that breaks a rule is ignored, as the B2BUA ignores it)."""
+    return services.defaults.with_stored(await store.org_settings(org))
 
 
-async def save_settings(store: Store, changes: Mapping[str, str]) -> None:
-    for key, value in changes.items():
-        await store.set_setting(key, value)
+async def save_settings(store: Store, org: OrgScope, changes: Mapping[str, str]) -> None:
+    """Store `org`'s changed settings at once (the rules between settings were checked
+    with `callrec.policy.check_settings` by the caller)."""
+    await store.set_org_settings(org, dict(changes))

@@ -25,21 +25,29 @@ from callrec.services.export import ExportService, Spawn
 from callrec.services.presentation import Presentations
 from storage.database import Store
 from storage.files import RecordingFiles
+from storage.models import ExportJob, OrgScope
 
 
 class RequestExport(Protocol):
-    """Order a month's ZIP (month "YYYY-MM"); returns the export id. Raises a typed
-    StorageError (InvalidValue, Conflict) with a message a person can act on when
+    """Order a month's ZIP of `org` (month "YYYY-MM"); returns the export id. Raises a
+    typed StorageError (InvalidValue, Conflict) with a message a person can act on when
     refused. Audits the order."""
 
     def __call__(
-        self, month: str, requested_by: str, *, email: str | None, address: str | None
+        self,
+        org: OrgScope,
+        month: str,
+        requested_by: str,
+        *,
+        email: str | None,
+        address: str | None,
     ) -> Awaitable[int]: ...
 
 
-# verify_export_link(token from the mailed link) -> the ZIP file if the link is signed,
-# unexpired and its export is ready, else None.
-VerifyExportLink = Callable[[str], Awaitable[Path | None]]
+# verify_export_link(org of the person following it, token from the mailed link) -> the
+# export and its ZIP file if the link is signed for that organisation, unexpired and its
+# export is ready, else None.
+VerifyExportLink = Callable[[OrgScope, str], Awaitable[tuple[ExportJob, Path] | None]]
 
 # The compiled message catalogues: <language>/LC_MESSAGES/messages.mo.
 CATALOGUES = Path(__file__).resolve().parent / "locale"

@@ -1,7 +1,7 @@
 """callrec's storage: the SQLite metadata store and the recording files on disk.
 
 The public surface is what `__all__` names; the concept modules (`connection`, `users`,
-`registrations`, `calls`, `recordings`, `exports`, `accounts`, `audit`, `settings`,
+`organisations`, `registrations`, `calls`, `recordings`, `exports`, `accounts`, `audit`, `settings`,
 `files`) are importable too, but callers outside `storage` should need only these.
 """
 
@@ -26,7 +26,10 @@ from storage.models import (
     CallRow,
     Credentials,
     Device,
+    Did,
     ExportJob,
+    Organisation,
+    OrgScope,
     Recording,
     RecordingListing,
     Registration,
@@ -47,11 +50,14 @@ __all__ = [
     "Credentials",
     "Database",
     "Device",
+    "Did",
     "EmptyDatabase",
     "ExportJob",
     "InvalidValue",
     "NewRecording",
     "NotFound",
+    "OrgScope",
+    "Organisation",
     "Passwords",
     "PortalRepository",
     "Recording",

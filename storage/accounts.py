@@ -9,6 +9,11 @@
 
 An unknown login name costs the same argon2 work as a wrong password, so timing does
 not tell which names exist. API tokens are stored only as their SHA-256.
+
+An admin administers one organisation (`org_id`); an operator (role "operator", no
+organisation) administers the platform: organisations, their domains and numbers. Admin
+names are unique across the platform (they log in by name alone). A token acts for the
+organisation (or the platform) of whoever created it.
 """
 
 from __future__ import annotations
@@ -26,12 +31,15 @@ from argon2.exceptions import InvalidHashError, VerificationError
 
 from storage.connection import MAX_ROW_ID, Database
 from storage.errors import Conflict, InvalidValue, NotFound
-from storage.models import Admin, ApiToken
+from storage.models import Admin, ApiToken, OrgScope
+from storage.organisations import existing_org
 
 __all__ = [
     "DIGEST_ALGORITHMS",
     "MIN_ADMIN_PASSWORD_LENGTH",
     "MIN_PORTAL_PASSWORD_LENGTH",
+    "ROLE_ADMIN",
+    "ROLE_OPERATOR",
     "Accounts",
     "Ha1Pair",
     "Passwords",
@@ -45,7 +53,10 @@ MIN_ADMIN_PASSWORD_LENGTH = 8
 MIN_PORTAL_PASSWORD_LENGTH = 8
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _ADMIN_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
-_TOKEN_COLUMNS = "id, name, actor, role, created_at, last_used_at, revoked_at"
+_TOKEN_COLUMNS = "id, name, actor, role, created_at, last_used_at, revoked_at, org_id"
+_ADMIN_COLUMNS = "id, name, email, created_at, org_id, role"
+ROLE_ADMIN = "admin"
+ROLE_OPERATOR = "operator"
 
 
 # -- SIP digest HA1 ------------------------------------------------------------------------
@@ -137,7 +148,14 @@ def _validate_admin_password(password: str) -> None:
 
 
 def _admin_from_row(row: sqlite3.Row) -> Admin:
-    return Admin(int(row["id"]), str(row["name"]), row["email"], float(row["created_at"]))
+    return Admin(
+        int(row["id"]),
+        str(row["name"]),
+        row["email"],
+        float(row["created_at"]),
+        org_id=row["org_id"],
+        role=str(row["role"]),
+    )
 
 
 def _token_from_row(row: sqlite3.Row) -> ApiToken:
@@ -149,6 +167,7 @@ def _token_from_row(row: sqlite3.Row) -> ApiToken:
         created_at=float(row["created_at"]),
         last_used_at=row["last_used_at"],
         revoked_at=row["revoked_at"],
+        org_id=row["org_id"],
     )
 
 
@@ -164,24 +183,40 @@ class Accounts:
 
     # -- admins ----------------------------------------------------------------------------
 
-    async def add_admin(self, name: str, password: str, *, email: str | None = None) -> Admin:
-        """Create a portal admin; only an argon2 hash of the password is stored."""
+    async def add_admin(
+        self, org: OrgScope, name: str, password: str, *, email: str | None = None
+    ) -> Admin:
+        """Create a portal admin of `org`; only an argon2 hash of the password is stored."""
+        return await self._add_admin(org, name, password, email=email)
+
+    async def add_operator(self, name: str, password: str, *, email: str | None = None) -> Admin:
+        """Create a platform operator (administers organisations, sees no calls)."""
+        return await self._add_admin(None, name, password, email=email)
+
+    async def _add_admin(
+        self, org: OrgScope | None, name: str, password: str, *, email: str | None
+    ) -> Admin:
         name = _validate_admin_name(name)
         _validate_admin_password(password)
         if email is not None and not EMAIL.fullmatch(email):
             raise InvalidValue("email", f"invalid email {email!r}")
         password_hash = await self.passwords.hash(password)
         created_at = time.time()
+        role = ROLE_ADMIN if org is not None else ROLE_OPERATOR
+        org_id = org.id if org is not None else None
         async with self.database.transaction() as session:
+            if org is not None:
+                await existing_org(session, org)
             existing = await session.one("SELECT 1 FROM admins WHERE name = ?", (name,))
             if existing is not None:
                 raise Conflict(f"admin {name!r} already exists", "name")
             _, admin_id = await session.execute(
-                "INSERT INTO admins (name, password_hash, email, created_at) VALUES (?, ?, ?, ?)",
-                (name, password_hash, email, created_at),
+                "INSERT INTO admins (name, password_hash, email, created_at, org_id, role)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (name, password_hash, email, created_at, org_id, role),
             )
         assert admin_id is not None
-        return Admin(admin_id, name, email, created_at)
+        return Admin(admin_id, name, email, created_at, org_id=org_id, role=role)
 
     async def set_admin_password(self, name: str, password: str) -> None:
         _validate_admin_password(password)
@@ -198,8 +233,7 @@ class Accounts:
         argon2 work, so timing does not tell which names exist)."""
         async with self.database.read() as session:
             row = await session.one(
-                "SELECT id, name, email, created_at, password_hash FROM admins WHERE name = ?",
-                (name,),
+                f"SELECT {_ADMIN_COLUMNS}, password_hash FROM admins WHERE name = ?", (name,)
             )
         stored = str(row["password_hash"]) if row is not None else None
         if not await self.passwords.verify(stored, password) or row is None:
@@ -209,15 +243,25 @@ class Accounts:
         return _admin_from_row(row)
 
     async def get_admin(self, name: str) -> Admin | None:
+        """The admin or operator with this (platform-wide unique) name."""
         async with self.database.read() as session:
-            row = await session.one(
-                "SELECT id, name, email, created_at FROM admins WHERE name = ?", (name,)
-            )
+            row = await session.one(f"SELECT {_ADMIN_COLUMNS} FROM admins WHERE name = ?", (name,))
         return _admin_from_row(row) if row is not None else None
 
-    async def list_admins(self) -> list[Admin]:
+    async def list_admins(self, org: OrgScope) -> list[Admin]:
+        """`org`'s admins by name."""
         async with self.database.read() as session:
-            rows = await session.all("SELECT id, name, email, created_at FROM admins ORDER BY name")
+            rows = await session.all(
+                f"SELECT {_ADMIN_COLUMNS} FROM admins WHERE org_id = ? ORDER BY name", (org.id,)
+            )
+        return [_admin_from_row(row) for row in rows]
+
+    async def list_operators(self) -> list[Admin]:
+        async with self.database.read() as session:
+            rows = await session.all(
+                f"SELECT {_ADMIN_COLUMNS} FROM admins WHERE role = ? ORDER BY name",
+                (ROLE_OPERATOR,),
+            )
         return [_admin_from_row(row) for row in rows]
 
     async def remove_admin(self, name: str) -> None:
@@ -228,17 +272,22 @@ class Accounts:
 
     # -- API tokens ------------------------------------------------------------------------
 
-    async def create_api_token(self, name: str, actor: str, role: str = "admin") -> tuple[int, str]:
-        """A new bearer token (returned once, stored as its SHA-256) and its id."""
+    async def create_api_token(
+        self, org: OrgScope | None, name: str, actor: str, role: str = ROLE_ADMIN
+    ) -> tuple[int, str]:
+        """A new bearer token acting as `role` for `org` (None: an operator's, for the
+        platform), returned once and stored as its SHA-256, and its id."""
         name = name.strip()
         if not name or len(name) > 100:
             raise InvalidValue("name", "token name must have 1 to 100 characters")
+        if (org is None) != (role == ROLE_OPERATOR):
+            raise InvalidValue("role", "an operator's token has no organisation, others one")
         token = "crt_" + secrets.token_urlsafe(32)
         async with self.database.transaction() as session:
             _, token_id = await session.execute(
-                "INSERT INTO api_tokens (token_sha256, name, actor, role, created_at)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (token_digest(token), name, actor, role, time.time()),
+                "INSERT INTO api_tokens (token_sha256, name, actor, role, created_at, org_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (token_digest(token), name, actor, role, time.time(), org.id if org else None),
             )
         assert token_id is not None
         return token_id, token
@@ -253,18 +302,24 @@ class Accounts:
             )
         return _token_from_row(row) if row is not None else None
 
-    async def list_api_tokens(self) -> list[ApiToken]:
+    async def list_api_tokens(self, org: OrgScope | None) -> list[ApiToken]:
+        """`org`'s tokens (None: the operators')."""
         async with self.database.read() as session:
-            rows = await session.all(f"SELECT {_TOKEN_COLUMNS} FROM api_tokens ORDER BY id")
+            rows = await session.all(
+                f"SELECT {_TOKEN_COLUMNS} FROM api_tokens WHERE org_id IS ? ORDER BY id",
+                (org.id if org is not None else None,),
+            )
         return [_token_from_row(row) for row in rows]
 
-    async def revoke_api_token(self, token_id: int) -> bool:
-        """Revoke an active token; False if there is none with this id."""
+    async def revoke_api_token(self, org: OrgScope | None, token_id: int) -> bool:
+        """Revoke an active token of `org` (None: an operator's); False if there is
+        none with this id there."""
         if not 0 < token_id <= MAX_ROW_ID:
             return False
         async with self.database.transaction() as session:
             changed, _ = await session.execute(
-                "UPDATE api_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                (time.time(), token_id),
+                "UPDATE api_tokens SET revoked_at = ?"
+                " WHERE id = ? AND org_id IS ? AND revoked_at IS NULL",
+                (time.time(), token_id, org.id if org is not None else None),
             )
         return changed > 0

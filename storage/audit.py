@@ -1,18 +1,23 @@
 """The audit log: who did what, when, from where (plays, downloads, exports, mode
-changes, purges...). Entries are only ever appended."""
+changes, purges...). Entries are only ever appended.
+
+Each entry belongs to one organisation (`org_id`), whose admins read it; an entry with no
+organisation is the platform's (an operator's change to organisations) and only
+operators read those."""
 
 from __future__ import annotations
 
 import time
 
 from storage.connection import Database, Session
-from storage.models import AuditEntry
+from storage.models import AuditEntry, OrgScope
 
 __all__ = ["AuditLog", "append_audit"]
 
 
 async def append_audit(
     session: Session,
+    org_id: int | None,
     actor: str,
     action: str,
     object: str | None,
@@ -24,8 +29,9 @@ async def append_audit(
     """Append one entry inside a transaction another module holds (so the change and
     its audit entry commit together)."""
     await session.execute(
-        "INSERT INTO audit (at, actor, action, object, address, detail) VALUES (?, ?, ?, ?, ?, ?)",
-        (at, actor, action, object, address, detail),
+        "INSERT INTO audit (org_id, at, actor, action, object, address, detail)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (org_id, at, actor, action, object, address, detail),
     )
 
 
@@ -39,6 +45,7 @@ class AuditLog:
 
     async def audit(
         self,
+        org: OrgScope | None,
         actor: str,
         action: str,
         object: str | None = None,
@@ -47,10 +54,11 @@ class AuditLog:
         detail: str | None = None,
         at: float | None = None,
     ) -> None:
-        """Append to the audit log."""
+        """Append to `org`'s audit log (None: the platform's)."""
         async with self.database.transaction() as session:
             await append_audit(
                 session,
+                org.id if org is not None else None,
                 actor,
                 action,
                 object,
@@ -59,13 +67,15 @@ class AuditLog:
                 detail=detail,
             )
 
-    async def list_audit(self, limit: int = 100, offset: int = 0) -> list[AuditEntry]:
-        """Entries newest first."""
+    async def list_audit(
+        self, org: OrgScope | None, limit: int = 100, offset: int = 0
+    ) -> list[AuditEntry]:
+        """`org`'s entries (None: the platform's) newest first."""
         async with self.database.read() as session:
             rows = await session.all(
                 "SELECT id, at, actor, action, object, address, detail FROM audit"
-                " ORDER BY at DESC, id DESC LIMIT ? OFFSET ?",
-                (limit, offset),
+                " WHERE org_id IS ? ORDER BY at DESC, id DESC LIMIT ? OFFSET ?",
+                (org.id if org is not None else None, limit, offset),
             )
         return [
             AuditEntry(
@@ -80,8 +90,11 @@ class AuditLog:
             for r in rows
         ]
 
-    async def audit_total(self) -> int:
-        """How many entries the log holds."""
+    async def audit_total(self, org: OrgScope | None) -> int:
+        """How many entries `org`'s log (None: the platform's) holds."""
         async with self.database.read() as session:
-            row = await session.one("SELECT COUNT(*) AS n FROM audit")
+            row = await session.one(
+                "SELECT COUNT(*) AS n FROM audit WHERE org_id IS ?",
+                (org.id if org is not None else None,),
+            )
         return int(row["n"]) if row is not None else 0

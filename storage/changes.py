@@ -1,11 +1,13 @@
-"""What a cache of the directory (users, devices, registrations) needs from the store:
+"""What a cache of the directory (organisations and their numbers, users, devices,
+registrations) needs from the store:
 one read of all of it, and a way to learn that it changed.
 
 Two kinds of writers change users and devices, and each is seen its own way:
 - This process (the portal, sharing the server's one connection): TEMP triggers on
   `users` and `devices`, created on that connection only, call a function that bumps
   `DirectoryWatch.local_changes` from the database thread while the writing statement
-  runs. The count has moved before the writer's `await` returns, so a cache that checks
+  runs (and on `organisations` and `dids`). The count has moved before the writer's
+  `await` returns, so a cache that checks
   it before each use never serves what the portal has just changed.
 - Other processes (the `callrec users ...` CLI): SQLite's `PRAGMA data_version` changes
   whenever another connection has committed to the file. Reading it touches no table,
@@ -22,21 +24,24 @@ import itertools
 from dataclasses import dataclass
 
 from storage.connection import Database
-from storage.models import Device, Registration, User
+from storage.models import Device, Did, Organisation, Registration, User
+from storage.organisations import DID_COLUMNS, ORG_COLUMNS, did_from_row, org_from_row
 from storage.registrations import _registration_from_row
 from storage.users import USER_COLUMNS, _device_from_row, user_from_row
 
 __all__ = ["DirectorySnapshot", "DirectoryWatch", "load_directory"]
 
 _CHANGED_FUNCTION = "callrec_directory_changed"
-_WATCHED_TABLES = ("users", "devices")
+_WATCHED_TABLES = ("organisations", "dids", "users", "devices")
 
 
 @dataclass(frozen=True)
 class DirectorySnapshot:
-    """Every user, every device with a username and every unexpired registration, as
-    one read saw them."""
+    """Every organisation and number range, every user, every device and every
+    unexpired registration, as one read saw them."""
 
+    organisations: list[Organisation]
+    dids: list[Did]
     users: list[User]
     devices: list[Device]
     registrations: list[Registration]
@@ -45,6 +50,14 @@ class DirectorySnapshot:
 async def load_directory(database: Database, now: float) -> DirectorySnapshot:
     """Read the whole directory (registrations unexpired at `now`, newest first)."""
     async with database.read() as session:
+        organisations = [
+            org_from_row(r)
+            for r in await session.all(f"SELECT {ORG_COLUMNS} FROM organisations ORDER BY id")
+        ]
+        dids = [
+            did_from_row(r)
+            for r in await session.all(f"SELECT {DID_COLUMNS} FROM dids ORDER BY first")
+        ]
         users = [user_from_row(r) for r in await session.all(f"SELECT {USER_COLUMNS} FROM users")]
         devices = [
             _device_from_row(r)
@@ -63,7 +76,7 @@ async def load_directory(database: Database, now: float) -> DirectorySnapshot:
                 (now,),
             )
         ]
-    return DirectorySnapshot(users, devices, registrations)
+    return DirectorySnapshot(organisations, dids, users, devices, registrations)
 
 
 class DirectoryWatch:

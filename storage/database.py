@@ -1,12 +1,15 @@
 """`Store`: the whole metadata store behind one object, for callers that want one.
 
 The store is split by concept, one module each: `connection` (the SQLite file, its
-migrations, `read()` and `transaction()`), `users` (users, devices, credentials, portal
-logins), `registrations`, `calls`, `recordings`, `exports`, `accounts` (the one password
-hasher, admins, API tokens), `audit` and `settings`. `Store` inherits the methods of
-each, so `await Store.open(path)` gives one object with all of them, under the names
-callers have always used (`store.get_user`, `store.create_call`, ...); b2bua's
-`Directory` Protocol is satisfied by it. Errors are the typed ones of `storage.errors`.
+migrations, `read()` and `transaction()`), `organisations` (tenants, their numbers and
+usage), `users` (users, devices, credentials, portal logins), `registrations`, `calls`,
+`recordings`, `exports`, `accounts` (the one password hasher, admins, operators, API
+tokens), `audit` and `settings`. `Store` inherits the methods of each, so `await
+Store.open(path)` gives one object with all of them. Every method that reads or changes
+an organisation's data takes the organisation (`OrgScope`, or an organisation id on the
+SIP and recording side); only the platform's own passes (start-up repair, retention)
+read across organisations. b2bua's `Directory` is `callrec.directory.CachedDirectory`,
+over this store. Errors are the typed ones of `storage.errors`.
 
 Timestamps are unix times in seconds (REAL, UTC) throughout; `storage.models.
 format_timestamp` renders them.
@@ -25,7 +28,16 @@ from storage.calls import CALL_FIELDS, Calls
 from storage.connection import MIGRATIONS, Database
 from storage.errors import EmptyDatabase, StorageError
 from storage.exports import Exports
-from storage.models import CallRecord, Credentials, Device, Registration, User
+from storage.models import (
+    CallRecord,
+    Credentials,
+    Device,
+    Organisation,
+    OrgScope,
+    Registration,
+    User,
+)
+from storage.organisations import Organisations
 from storage.recordings import Recordings
 from storage.registrations import Registrations
 from storage.settings import Settings
@@ -38,6 +50,8 @@ __all__ = [
     "Credentials",
     "Device",
     "EmptyDatabase",
+    "OrgScope",
+    "Organisation",
     "Registration",
     "StorageError",
     "Store",
@@ -46,7 +60,17 @@ __all__ = [
 ]
 
 
-class Store(Users, Registrations, Calls, Recordings, Exports, Accounts, AuditLog, Settings):
+class Store(
+    Organisations,
+    Users,
+    Registrations,
+    Calls,
+    Recordings,
+    Exports,
+    Accounts,
+    AuditLog,
+    Settings,
+):
     """The metadata store on one SQLite file; open it with `await Store.open(path)`."""
 
     def __init__(self, database: Database, passwords: Passwords) -> None:
@@ -62,13 +86,19 @@ class Store(Users, Registrations, Calls, Recordings, Exports, Accounts, AuditLog
         hasher: PasswordHasher | None = None,
         busy_timeout_s: float = 5.0,
         create_empty: bool = False,
+        default_domain: str | None = None,
     ) -> Store:
         """Open (creating folders and file as needed) and migrate to the newest schema.
         `hasher`: argon2 parameters for portal passwords (argon2-cffi's defaults if
         None); `busy_timeout_s`: how long a write waits for another process's lock.
-        An existing 0-byte file raises `EmptyDatabase` unless `create_empty`."""
+        An existing 0-byte file raises `EmptyDatabase` unless `create_empty`.
+        `default_domain`: the configured SIP realm, the domain of the default
+        organisation when the schema gets organisations."""
         database = await Database.open(
-            path, busy_timeout_s=busy_timeout_s, create_empty=create_empty
+            path,
+            busy_timeout_s=busy_timeout_s,
+            create_empty=create_empty,
+            default_domain=default_domain,
         )
         return cls(database, Passwords(hasher))
 

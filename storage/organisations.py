@@ -29,6 +29,7 @@ __all__ = [
     "ORG_COLUMNS",
     "Organisations",
     "did_from_row",
+    "did_matches",
     "org_from_row",
     "validate_domain",
     "validate_slug",
@@ -38,7 +39,9 @@ ORG_COLUMNS = "id, slug, name, domain, language, timezone, created_at"
 DID_COLUMNS = "id, org_id, first, last, extension"
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?")
 # A host name (labels of letters, digits and hyphens) or an IPv4 address; no port.
-_DOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*")
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*"
+)
 _NUMBER = re.compile(r"\+?[0-9]{2,20}")
 _EXTENSION = re.compile(r"[0-9]{2,15}")
 _MAX_NAME_LENGTH = 200
@@ -67,7 +70,9 @@ def validate_domain(domain: object) -> str:
 def _validate_name(name: object) -> str:
     text = name.strip() if isinstance(name, str) else ""
     if not text or len(text) > _MAX_NAME_LENGTH:
-        raise InvalidValue("name", f"organisation name must have 1 to {_MAX_NAME_LENGTH} characters")
+        raise InvalidValue(
+            "name", f"organisation name must have 1 to {_MAX_NAME_LENGTH} characters"
+        )
     return text
 
 
@@ -166,7 +171,9 @@ class Organisations:
                 raise Conflict(f"organisation {slug!r} already exists", "slug")
             taken = await session.one("SELECT slug FROM organisations WHERE domain = ?", (domain,))
             if taken is not None:
-                raise Conflict(f"domain {domain} belongs to organisation {taken['slug']!r}", "domain")
+                raise Conflict(
+                    f"domain {domain} belongs to organisation {taken['slug']!r}", "domain"
+                )
             _, org_id = await session.execute(
                 "INSERT INTO organisations (slug, name, domain, language, timezone, created_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",

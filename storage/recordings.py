@@ -1,6 +1,10 @@
 """Recordings: one row per call's recording file, its integrity data, its on-demand
 toggles and its retention (the file itself belongs to `storage.files.RecordingFiles`).
 
+A recording belongs to its call's organisation (`org_id`, copied from the call when it
+is filed); the reads the portal and the CLI use take that organisation. The platform's
+own passes (start-up repair, the retention purge) read across organisations.
+
 A row is filed `recording` when recording starts and finished as complete, recovered,
 error or unrecordable. Its `expires_at` follows from the retention in force when it was
 filed; only the retention purge marks it `purged` (metadata kept), never before expiry.
@@ -16,7 +20,7 @@ from storage.audit import append_audit
 from storage.calls import own_call_condition
 from storage.connection import MAX_ROW_ID, Database, started_between
 from storage.errors import Conflict, InvalidValue, NotFound
-from storage.models import RECORDING_STATUSES, Recording, RecordingListing
+from storage.models import RECORDING_STATUSES, OrgScope, Recording, RecordingListing
 from storage.rows import (
     CALL_COLUMNS_ALIASED,
     RECORDING_COLUMNS,
@@ -72,10 +76,12 @@ class Recordings:
         expires_at = started_at + retention_days * 86400
         try:
             async with self.database.transaction() as session:
-                _, recording_id = await session.execute(
-                    "INSERT INTO recordings (call_id, owner_ext, path, format, channels,"
+                # The organisation is the call's: a recording cannot be filed across.
+                inserted, recording_id = await session.execute(
+                    "INSERT INTO recordings (org_id, call_id, owner_ext, path, format, channels,"
                     " sample_rate, codec, status, started_at, retention_days, expires_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?)",
+                    " SELECT c.org_id, ?, ?, ?, ?, ?, ?, ?, 'recording', ?, ?, ?"
+                    " FROM calls c WHERE c.id = ?",
                     (
                         call_id,
                         owner_ext,
@@ -87,12 +93,14 @@ class Recordings:
                         started_at,
                         retention_days,
                         expires_at,
+                        call_id,
                     ),
                 )
         except Conflict as exc:
-            # A path already filed, or a call id that does not exist.
+            # A path already filed.
             raise Conflict(f"cannot file recording {path!r}: {exc.message}", "path") from exc
-        assert recording_id is not None
+        if not inserted or recording_id is None:
+            raise Conflict(f"cannot file recording {path!r}: unknown call id {call_id}", "path")
         return recording_id
 
     async def finish_recording(
@@ -138,15 +146,20 @@ class Recordings:
         if not changed:
             raise NotFound(f"unknown recording id {recording_id}")
 
-    async def get_recording(self, recording_id: int) -> Recording | None:
+    async def get_recording(self, org: OrgScope, recording_id: int) -> Recording | None:
+        """One recording of `org`, or None."""
+        if not 0 < recording_id <= MAX_ROW_ID:
+            return None
         async with self.database.read() as session:
             row = await session.one(
-                f"SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ?", (recording_id,)
+                f"SELECT {RECORDING_COLUMNS} FROM recordings WHERE id = ? AND org_id = ?",
+                (recording_id, org.id),
             )
         return recording_from_row(row) if row is not None else None
 
     async def recordings_with_status(self, status: str) -> list[Recording]:
-        """Recordings in one status, oldest first (e.g. `recording` after a crash)."""
+        """Recordings in one status, oldest first (e.g. `recording` after a crash), of
+        every organisation: the platform's start-up repair."""
         async with self.database.read() as session:
             rows = await session.all(
                 f"SELECT {RECORDING_COLUMNS} FROM recordings WHERE status = ?"
@@ -157,6 +170,7 @@ class Recordings:
 
     async def list_recordings(
         self,
+        org: OrgScope,
         limit: int = 100,
         offset: int = 0,
         *,
@@ -171,6 +185,8 @@ class Recordings:
                 "limit" if limit < 0 else "offset", "limit and offset must not be negative"
             )
         conditions, params = started_between("r.started_at", since, until)
+        conditions.insert(0, "r.org_id = ?")
+        params.insert(0, org.id)
         if owner_ext is not None:
             conditions.append("r.owner_ext = ?")
             params.append(owner_ext)
@@ -238,30 +254,42 @@ class Recordings:
                 (at, recording_id, at),
             )
             if changed:
+                owner = await session.one(
+                    "SELECT org_id FROM recordings WHERE id = ?", (recording_id,)
+                )
                 await append_audit(
-                    session, actor, "purge", f"recording {recording_id}", at=at, detail=detail
+                    session,
+                    owner["org_id"] if owner is not None else None,
+                    actor,
+                    "purge",
+                    f"recording {recording_id}",
+                    at=at,
+                    detail=detail,
                 )
         return bool(changed)
 
     # -- the portal's views ----------------------------------------------------------------
 
     async def get_visible_recording(
-        self, recording_id: int, scope_ext: str | None
+        self, org: OrgScope, recording_id: int, scope_ext: str | None
     ) -> RecordingListing | None:
-        """A recording with its call, None if unknown or not visible to `scope_ext`."""
+        """A recording of `org` with its call, None if unknown, another organisation's
+        or not visible to `scope_ext`."""
         if not 0 < recording_id <= MAX_ROW_ID:
             return None
         scope, params = _recording_scope(scope_ext)
         async with self.database.read() as session:
             row = await session.one(
                 f"SELECT {RECORDING_COLUMNS_R}, {CALL_COLUMNS_ALIASED} FROM recordings r"
-                f" JOIN calls c ON c.id = r.call_id WHERE r.id = ?{scope}",
-                [recording_id, *params],
+                " JOIN calls c ON c.id = r.call_id"
+                f" WHERE r.id = ? AND r.org_id = ? AND c.org_id = ?{scope}",
+                [recording_id, org.id, org.id, *params],
             )
         return listing_from_row(row) if row is not None else None
 
     async def recordings_page(
         self,
+        org: OrgScope,
         *,
         since: float | None,
         until: float | None,
@@ -272,7 +300,8 @@ class Recordings:
     ) -> tuple[list[RecordingListing], int]:
         """One page of recordings (with their calls) newest first, and the total."""
         conditions, params = started_between("r.started_at", since, until)
-        conditions.insert(0, "1 = 1")
+        conditions.insert(0, "r.org_id = ?")
+        params.insert(0, org.id)
         if extension is not None:
             conditions.append(f"(r.owner_ext = ? OR {own_call_condition('c')})")
             params.extend((extension, extension, extension))

@@ -1,8 +1,8 @@
 """Registrations: the REGISTER bindings of users' phones (contact, source, expiry).
 
-A binding is keyed by (user, contact), and so belongs to the user's organisation; a new contact for the same `+sip.instance`
-supersedes the old one (RFC 5626). Expired bindings are ignored by `bindings` and
-deleted by `purge_expired_bindings`.
+A binding is keyed by (user, contact), and so belongs to the user's organisation; a
+new contact for the same `+sip.instance` supersedes the old one (RFC 5626). Expired
+bindings are ignored by `bindings` and deleted by `purge_expired_bindings`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Suite-wide checks: every tool the tests drive must be installed.
 
-A missing SIPp, espeak-ng, sox, multimon-ng, Chromium, Playwright or aiosmtpd would make
-tests skip; instead the run stops at once and says what to install (scripts/setup.sh
-installs all of it). CALLREC_ALLOW_MISSING_TOOLS=1 allows a partial local run, and the
-skips are then listed at the end (-rs).
+A missing SIPp, espeak-ng, sox, multimon-ng, baresip, tshark, Chromium, Playwright,
+aiosmtpd or trustme would make tests skip; instead the run stops at once and says what
+to install (scripts/setup.sh installs all of it). CALLREC_ALLOW_MISSING_TOOLS=1 allows
+a partial local run, and the skips are then listed at the end (-rs).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ COMMANDS = {
     "espeak-ng": "apt-get install espeak-ng",
     "sox": "apt-get install sox",
     "multimon-ng": "apt-get install multimon-ng",
+    "baresip": "apt-get install baresip",
+    "tshark": "apt-get install tshark",
 }
 FILES = {
     os.environ.get("CALLREC_CHROMIUM", "/usr/bin/chromium"): "apt-get install chromium",
@@ -29,6 +31,7 @@ MODULES = {
     "playwright": "pip install playwright",
     "aiosmtpd": "pip install aiosmtpd",
     "pjsua2": "pip install pjsua2-python",
+    "trustme": "pip install trustme",
 }
 
 

@@ -43,6 +43,10 @@ class RecordingSpec:
     announcement: str  # the [recording] announcement setting played when recording starts
     language: str  # the language of the shipped spoken notice ("default")
     label: str  # the call id, for log lines
+    # The file's rate (session.negotiated_rate): 16000 when a wideband codec may be sent.
+    sample_rate: int = 8000
+    # [media] dtmf_interworking: keys for a far end without telephone-event.
+    dtmf_interworking: str = "none"
 
 
 @dataclass(frozen=True)
@@ -96,11 +100,17 @@ class RecordedMedia(Protocol):
     (the legal notice is played from there), `learn_sdp` and `info` feed it, and
     `stop_recording` closes it; the awaitable it returns gives the outcome once the file
     is sealed, or a `lost` outcome if the worker died. `on_toggle` is called for each
-    feature-code toggle. A media whose worker is gone ignores the commands.
+    feature-code toggle, and `on_digit(leg, digit, duration_ms)` for each key to send
+    to `leg` as SIP INFO (`[media] dtmf_interworking = "info"`). A media whose worker
+    is gone ignores the commands.
     """
 
     def start_recording(
-        self, spec: RecordingSpec, sdp: dict[str, bytes], on_toggle: Callable[[Toggle], None]
+        self,
+        spec: RecordingSpec,
+        sdp: dict[str, bytes],
+        on_toggle: Callable[[Toggle], None],
+        on_digit: Callable[[str, str, int], None] | None = None,
     ) -> None: ...
 
     def learn_sdp(self, leg: str, body: bytes) -> None: ...

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from callrec.config import Config
 from callrec.policy import PolicyError, RecordingMode, RecordingSettings
 from callrec.recording.control import RecordedMedia, RecordingOutcome, RecordingSpec, Toggle
+from callrec.recording.session import negotiated_rate
 from media.writer import repair
 from storage.database import Store
 from storage.errors import InvalidValue, StorageError
@@ -74,7 +75,10 @@ class RecordingManager:
         self.store = store
         self.files = RecordingFiles(config.storage.dir)
         self.active: dict[Call, ActiveRecording] = {}
+        # The config's settings, and each organisation's in force (its stored ones over
+        # the config's), refreshed every SETTINGS_REFRESH_S; a call uses its organisation's.
         self.settings: RecordingSettings = config.recording_settings
+        self.org_settings: dict[int, RecordingSettings] = {}
         # Stored settings already reported as invalid: read every 2 s, logged once.
         self._invalid_settings: set[str] = set()
         self.spawn = spawn
@@ -102,22 +106,32 @@ class RecordingManager:
             await asyncio.wait(list(self._finishing), timeout=10)
 
     async def refresh_settings(self) -> None:
-        """Pick up what the portal stored in `settings` (feature code, channels...)."""
-        stored = await self.store.all_settings()
-        settings = self.config.recording_settings.with_stored(
-            stored, on_invalid=self._invalid_setting
-        )
-        if settings != self.settings:
-            log.info(
-                "recording settings now: feature code %s, retention %d days, %s %s,"
-                " announcement %s",
-                settings.feature_code,
-                settings.retention_days,
-                settings.channels,
-                settings.format,
-                settings.announcement,
+        """Pick up what each organisation stored (feature code, channels...)."""
+        refreshed: dict[int, RecordingSettings] = {}
+        for org_id, stored in (await self.store.all_org_settings()).items():
+            settings = self.config.recording_settings.with_stored(
+                stored, on_invalid=self._invalid_setting
             )
-        self.settings = settings
+            if settings != self.org_settings.get(org_id):
+                log.info(
+                    "recording settings of organisation %d now: feature code %s, retention"
+                    " %d days, %s %s, announcement %s",
+                    org_id,
+                    settings.feature_code,
+                    settings.retention_days,
+                    settings.channels,
+                    settings.format,
+                    settings.announcement,
+                )
+            refreshed[org_id] = settings
+        self.org_settings = refreshed
+
+    def settings_for(self, call: Call) -> RecordingSettings:
+        """The settings in force for `call`: its organisation's (the config's until
+        they are first read)."""
+        if call.org_id is None:
+            return self.settings
+        return self.org_settings.get(call.org_id, self.settings)
 
     def _invalid_setting(self, error: PolicyError) -> None:
         if error.message not in self._invalid_settings:
@@ -151,7 +165,7 @@ class RecordingManager:
         if call in self.active:
             return
         now = self.now()
-        settings = self.settings
+        settings = self.settings_for(call)
         new = self.files.new_recording(settings.format, now)
         recording = self.config.recording
         spec = RecordingSpec(
@@ -169,9 +183,16 @@ class RecordingManager:
             announcement=settings.announcement,
             language=settings.language,
             label=call.call_id,
+            sample_rate=negotiated_rate(call.sdp),
+            dtmf_interworking=self.config.media.dtmf_interworking,
         )
         active = ActiveRecording(call, media, spec)
-        media.start_recording(spec, dict(call.sdp), functools.partial(self._on_toggle, active))
+        media.start_recording(
+            spec,
+            dict(call.sdp),
+            functools.partial(self._on_toggle, active),
+            functools.partial(self._on_digit, active),
+        )
         self.active[call] = active
         if call.recording_mode == RecordingMode.ALWAYS:
             active.filed = self.spawn(self._file(active, now))
@@ -186,6 +207,11 @@ class RecordingManager:
             active.filed = self.spawn(self._file(active, toggle.at))
         self.spawn(self._log_toggle(active, toggle))
 
+    def _on_digit(self, active: ActiveRecording, leg: str, digit: str, duration: int) -> None:
+        """The worker relays a key of the user's phone to a far end that negotiated no
+        telephone-event: the call sends it as SIP INFO."""
+        active.call.send_dtmf_info(leg, digit, duration)  # no-op once the call ended
+
     async def _file(self, active: ActiveRecording, at: float) -> int | None:
         call, spec = active.call, active.spec
         if call.cdr_id is None:
@@ -197,9 +223,9 @@ class RecordingManager:
                 path=spec.relative,
                 format=spec.format,
                 channels=2 if spec.channels == "stereo" else 1,
-                sample_rate=8000,
+                sample_rate=spec.sample_rate,
                 started_at=at,
-                retention_days=self.settings.retention_days,
+                retention_days=self.settings_for(call).retention_days,
                 owner_ext=call.owner_ext,
             )
         except StorageError as exc:

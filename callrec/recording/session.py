@@ -8,13 +8,17 @@ recording; the file is only created when recording first starts, so an on-demand
 that is never recorded leaves nothing behind. Every time it uses comes from its caller
 (packet arrivals, `tick(now)`, `close(now)`) or from the injected `now` clock, so tests
 run it on a fake clock.
+
+The file's sample rate is fixed when the recording starts (`negotiated_rate`): 16 kHz
+when both legs' SDPs share a wideband codec (G.722, Opus), so either side may send it,
+else 8 kHz. A codec that a re-INVITE brings later is resampled to that rate.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +29,10 @@ from b2bua.sdp import SdpError, parse_sdp
 from callrec.config import RecordingConfig
 from callrec.policy import DEFAULT_FEATURE_CODE, FeatureCode, RecordingMode
 from dtmf.events import DigitEvent, DtmfError
+from dtmf.interworking import DigitRelay
 from dtmf.swallow import FeatureCodeSwallower
 from dtmf.watcher import FeatureCodeWatcher
+from media.codecs import NARROWBAND_RATE, recording_rate
 from media.recorder import Recorder, RecordingResult
 from media.rtp import MediaError
 from media.writer import RecordingSummary, RecordingWriter
@@ -49,10 +55,13 @@ class RecordingFile:
 class LazyWriter:
     """An audio sink that creates its file at the first frames it is given."""
 
-    def __init__(self, file: RecordingFile, channels: int, fmt: str) -> None:
+    def __init__(
+        self, file: RecordingFile, channels: int, fmt: str, sample_rate: int = NARROWBAND_RATE
+    ) -> None:
         self.file = file
         self._channels = channels
         self._format = fmt
+        self._sample_rate = sample_rate
         self.writer: RecordingWriter | None = None
 
     @property
@@ -61,7 +70,7 @@ class LazyWriter:
 
     @property
     def sample_rate(self) -> int:
-        return 8000
+        return self._sample_rate
 
     @property
     def opened(self) -> bool:
@@ -76,6 +85,7 @@ class LazyWriter:
                 self.file.absolute,
                 self._channels,
                 format="flac" if self._format == "flac" else "wav",
+                samplerate=self._sample_rate,
             )
         self.writer.write(frames)
 
@@ -138,6 +148,21 @@ class MediaFormat:
         return None
 
 
+def negotiated_rate(sdps: Mapping[str, bytes] | Iterable[bytes]) -> int:
+    """The sample rate to record a call at, from its legs' SDP bodies: 16 kHz when a
+    wideband codec is in every leg's SDP (an answer lists it, so it may be sent), else
+    8 kHz. Used by the manager (which files the rate) and the worker alike."""
+    bodies = sdps.values() if isinstance(sdps, Mapping) else sdps
+    shared: set[str] | None = None
+    for body in bodies:
+        media = MediaFormat.from_sdp(body)
+        if media is None:
+            continue
+        names = set(media.codecs.values())
+        shared = names if shared is None else shared & names
+    return recording_rate(shared or ())
+
+
 class CallRecording:
     """The recorder of one call: it taps the relay and writes at most one file."""
 
@@ -151,6 +176,8 @@ class CallRecording:
         mode: str,
         feature_code: FeatureCode | str = DEFAULT_FEATURE_CODE,
         channels: str = "mono",
+        sample_rate: int = NARROWBAND_RATE,
+        dtmf_interworking: str = "none",
         on_toggle: Callable[[Toggle], None] | None = None,
         label: str = "",
         now: Callable[[], float] = time.time,
@@ -165,19 +192,35 @@ class CallRecording:
         self.start_time = start_time
         self.on_toggle = on_toggle
         self.started = mode == RecordingMode.ALWAYS
-        self.sink = LazyWriter(file, self.channels, config.format)
+        self.sample_rate = sample_rate
+        self.sink = LazyWriter(file, self.channels, config.format, sample_rate)
         self.watcher: FeatureCodeWatcher | None = None
         self.swallower: FeatureCodeSwallower | None = None
         # Sends a held packet on towards the far end (set by whoever owns the relay).
         self.release: Callable[[bytes], None] | None = None
+        # Telephone-event interworking: set when the far end's SDP has no
+        # telephone-event while the user's phone sends events (b2bua kept them in its
+        # answer). Those packets are then never forwarded, and with `[media]
+        # dtmf_interworking` "inband" or "info" `relay_digit` gets every other key.
+        self.dtmf_interworking = dtmf_interworking
+        self.events_terminated = False
+        self.relay_digit: Callable[[str], None] | None = None
+        self._digit_relay: DigitRelay | None = None
+        self._internal_event_pts: frozenset[int] = frozenset()
         if mode == RecordingMode.ON_DEMAND:
             self.watcher = FeatureCodeWatcher(
-                internal_leg, feature_code, timeout=config.feature_code_timeout
+                internal_leg,
+                feature_code,
+                timeout=config.feature_code_timeout,
+                sample_rate=sample_rate,
             )
             if config.swallow_feature_code:
                 self.swallower = FeatureCodeSwallower(
                     feature_code, timeout=config.feature_code_timeout
                 )
+            if dtmf_interworking != "none":
+                self._digit_relay = DigitRelay(feature_code, config.feature_code_timeout)
+                self.watcher.on_digit = self._on_digit
         self.recorder = Recorder(
             self.sink,
             start_time=start_time,
@@ -200,8 +243,17 @@ class CallRecording:
                 self._toggle(event)
 
     def rtp_filter(self, leg: str, data: bytes, arrival: float) -> bool:
-        """The relay's filter: False keeps a feature-code packet from the far end."""
-        if self.swallower is None or leg != self.internal_leg:
+        """The relay's filter: False keeps a packet from the far end (a feature-code
+        packet, or any telephone-event one the far end did not negotiate)."""
+        if leg != self.internal_leg:
+            return True
+        if (
+            self.events_terminated
+            and len(data) >= 12
+            and (data[1] & 0x7F) in self._internal_event_pts
+        ):
+            return False
+        if self.swallower is None:
             return True
         forward, release = self.swallower.filter(data, arrival)
         self._release(release)
@@ -212,9 +264,23 @@ class CallRecording:
             for packet in packets:
                 self.release(packet)
 
+    def _on_digit(self, event: DigitEvent) -> None:
+        """Every key of the user's leg: those the far end could not get as events go on
+        (`relay_digit`), except the feature code."""
+        if (
+            self._digit_relay is None
+            or not self.events_terminated
+            or event.method != "rfc4733"
+            or self.relay_digit is None
+        ):
+            return
+        for digit in self._digit_relay.feed(event):
+            self.relay_digit(digit)
+
     def _on_audio(self, leg: str, start_sample: int, pcm: npt.NDArray[np.int16]) -> None:
         if self.watcher is not None and leg == self.internal_leg:
-            start = self.start_time + start_sample / self.recorder.clock_rate
+            # The recorder's start: it moves back to the first packet's audio.
+            start = self.recorder.start_time + start_sample / self.recorder.clock_rate
             for event in self.watcher.on_audio(pcm, start):
                 self._toggle(event)
 
@@ -276,6 +342,12 @@ class CallRecording:
                 self.watcher.set_telephone_event_pts(events)
             if self.swallower is not None and sender == self.internal_leg:
                 self.swallower.payload_types = set(events)
+        internal = self.formats.get(self.internal_leg)
+        far = self.formats.get("b" if self.internal_leg == "a" else "a")
+        self._internal_event_pts = frozenset(internal.telephone_events if internal else ())
+        self.events_terminated = bool(
+            internal and internal.telephone_events and far is not None and not far.telephone_events
+        )
         return media
 
     def add_prompt(self, pcm: npt.NDArray[np.int16], at: float) -> None:
@@ -285,6 +357,9 @@ class CallRecording:
         self.recorder.tick(now)
         if self.swallower is not None:
             self._release(self.swallower.due(now))
+        if self._digit_relay is not None and self.relay_digit is not None:
+            for digit in self._digit_relay.due(now):
+                self.relay_digit(digit)
 
     def claim_sync(self) -> bool:
         """True once a second of audio written since the last claim awaits `sync()`."""

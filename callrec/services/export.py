@@ -1,7 +1,11 @@
-"""Bulk download: one month of the organisation's recordings as a ZIP with a manifest.
+"""Bulk download: one month of an organisation's recordings as a ZIP with a manifest.
 
-Allowed only while the retention setting is at least
-`callrec.policy.BULK_DOWNLOAD_MIN_RETENTION_DAYS`. The ZIP is written entry by entry with
+Allowed only while the organisation's bulk-download switch is on, which the product
+rules allow only with a retention of at least
+`callrec.policy.BULK_DOWNLOAD_MIN_RETENTION_DAYS`. An export holds the recordings of
+the organisation that ordered it and nothing else, and its link works only for that
+organisation: the token's signature covers the organisation, and the portal serves the
+ZIP only to a person logged in to it. The ZIP is written entry by entry with
 streaming zipfile writes (each file copied in chunks through
 `ZipFile.open(name, "w", force_zip64=True)`), so memory does not grow with the month, and
 in a worker thread, so the event loop keeps relaying RTP meanwhile. `manifest.csv` lists
@@ -12,8 +16,8 @@ started by the `spawn` callable its owner hands in, then mailed as a signed link
 `callrec.policy.EXPORT_LINK_LIFETIME_S`) and checks mailed links with
 `ExportService.verify_link`; the CLI awaits `build_export`. Links are
 `<portal base url>/exports/download?token=...` where the token is an HMAC-SHA256 of the
-export id and the expiry time (`sign_download` / `verify_download`). Where ZIPs go and
-which recording file is read: `RecordingFiles`.
+export id, its organisation and the expiry time (`sign_download` / `verify_download`).
+Where ZIPs go and which recording file is read: `RecordingFiles`.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ from storage.errors import (
     StorageUnavailable,
 )
 from storage.files import RecordingFiles
-from storage.models import ExportJob, RecordingListing, format_timestamp
+from storage.models import ExportJob, OrgScope, RecordingListing, format_timestamp
 
 __all__ = [
     "MANIFEST_COLUMNS",
@@ -110,7 +114,7 @@ MANIFEST_COLUMNS = (
 )
 _NUMBER = re.compile(r"[0-9]{1,19}")
 _MONTH = re.compile(r"(\d{4})-(0[1-9]|1[0-2])")
-_TOKEN_CONTEXT = b"callrec export download v1\n"
+_TOKEN_CONTEXT = b"callrec export download v2\n"
 _RECENT_EXPORTS = 100
 _DEDUPLICATE_WITHIN_S = 6 * 3600.0
 # Months and names when no time zone is given (the CLI's --month on a bare store, tests).
@@ -272,25 +276,26 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _signature(secret: bytes, export_id: int, expires: int) -> bytes:
-    message = _TOKEN_CONTEXT + f"{export_id}.{expires}".encode("ascii")
+def _signature(secret: bytes, org_id: int, export_id: int, expires: int) -> bytes:
+    message = _TOKEN_CONTEXT + f"{org_id}.{export_id}.{expires}".encode("ascii")
     return hmac.new(secret, message, hashlib.sha256).digest()
 
 
-def sign_download(secret: bytes, export_id: int, expires_at: float) -> str:
-    """A URL-safe token `<id>.<expiry>.<HMAC-SHA256>` granting the download of one
-    export until `expires_at` (unix seconds)."""
+def sign_download(secret: bytes, org_id: int, export_id: int, expires_at: float) -> str:
+    """A URL-safe token `<id>.<expiry>.<HMAC-SHA256>` granting organisation `org_id`
+    the download of one of its exports until `expires_at` (unix seconds)."""
     expires = int(expires_at)
-    return f"{export_id}.{expires}.{_b64(_signature(secret, export_id, expires))}"
+    return f"{export_id}.{expires}.{_b64(_signature(secret, org_id, export_id, expires))}"
 
 
-def verify_download(secret: bytes, token: str, now: float) -> int:
-    """The export id of a valid, unexpired token; raises InvalidValue("token") otherwise."""
+def verify_download(secret: bytes, token: str, now: float, org_id: int) -> int:
+    """The export id of a valid, unexpired token signed for organisation `org_id`;
+    raises InvalidValue("token") otherwise (also for another organisation's token)."""
     parts = token.split(".") if isinstance(token, str) else []
     if len(parts) != 3 or not all(_NUMBER.fullmatch(part) for part in parts[:2]):
         raise InvalidValue("token", "invalid download link")
     export_id, expires = int(parts[0]), int(parts[1])
-    expected = _b64(_signature(secret, export_id, expires))
+    expected = _b64(_signature(secret, org_id, export_id, expires))
     if not hmac.compare_digest(expected.encode("ascii"), parts[2].encode("ascii", "replace")):
         raise InvalidValue("token", "invalid download link")
     if now >= expires:
@@ -308,34 +313,42 @@ async def portal_secret(store: Store, config: Config) -> bytes:
     (setting `portal_secret`) so links survive restarts."""
     if config.portal.secret is not None:
         return config.portal.secret.encode("utf-8")
-    stored = await store.setting_or_default(PORTAL_SECRET_SETTING, secrets.token_hex(32))
+    stored = await store.server_setting_or_default(PORTAL_SECRET_SETTING, secrets.token_hex(32))
     return stored.encode("ascii")
 
 
 # -- exports in the store ----------------------------------------------------------------
 
 
-async def check_bulk_download_allowed(store: Store, config: Config) -> int:
-    """The retention in force if bulk download is allowed; raises Conflict (field
-    `retention_days`) while the setting is too short."""
-    days = await current_retention_days(store, config)
+async def check_bulk_download_allowed(store: Store, config: Config, org: OrgScope) -> int:
+    """`org`'s retention in force if it may bulk download; raises Conflict (field
+    `retention_days`) while the retention is too short, or (field `bulk_download`)
+    while its switch is off."""
+    days = await current_retention_days(store, config, org)
     if not bulk_download_allowed(days):
         raise Conflict(
             f"bulk download needs retention of {BULK_DOWNLOAD_MIN_RETENTION_DAYS} days"
             f" or more (now {days})",
             SettingKey.RETENTION_DAYS.value,
         )
+    settings = config.recording_settings.with_stored(await store.org_settings(org))
+    if not settings.bulk_download:
+        raise Conflict(
+            "bulk download is switched off; an admin switches it on in the settings",
+            SettingKey.BULK_DOWNLOAD.value,
+        )
     return days
 
 
-async def export_status(store: Store, export_id: int) -> ExportJob | None:
-    """The export's row (status queued|building|ready|failed|expired), None if unknown."""
-    return await store.get_export(export_id)
+async def export_status(store: Store, org: OrgScope, export_id: int) -> ExportJob | None:
+    """`org`'s export (status queued|building|ready|failed|expired), None if unknown."""
+    return await store.get_export(org, export_id)
 
 
 async def build_export(
     store: Store,
     config: Config,
+    org: OrgScope,
     month: str,
     *,
     requested_by: str,
@@ -345,28 +358,29 @@ async def build_export(
     presentation: Presentation | None = None,
 ) -> ExportJob:
     """Build the month's ZIP now (to `output`, default `<storage>/exports/<id>-<month>.zip`)
-    and return the finished row. Refused (Conflict) below the bulk-download retention
-    (`BULK_DOWNLOAD_MIN_RETENTION_DAYS`); a failed build is marked `failed` (with the
-    details) and raised as StorageUnavailable. The month, the entry names and their
+    and return the finished row, with `org`'s recordings only. Refused (Conflict) while
+    `org` may not bulk download (`check_bulk_download_allowed`); a failed build is
+    marked `failed` (with the details) and raised as StorageUnavailable. The month,
+    the entry names and their
     times are in the `presentation`'s time zone (default: the one in force)."""
     if presentation is None:
-        presentation = await Presentations().in_force(store, config)
+        presentation = await Presentations().in_force(store, config, org)
     since, until = parse_month(month, presentation)
-    await check_bulk_download_allowed(store, config)
+    await check_bulk_download_allowed(store, config, org)
     if export_id is None:
-        export_id = await store.create_export(month, requested_by, clock())
+        export_id = await store.create_export(org, month, requested_by, clock())
     files = RecordingFiles(config.storage.dir)
     target = output if output is not None else files.export_zip(export_id, month)
     try:
         await store.update_export(export_id, "building")
-        listings = await store.export_listings(since, until)
+        listings = await store.export_listings(org, since, until)
         builder = MonthExport(files, listings, built_at=clock(), presentation=presentation)
         summary = await asyncio.to_thread(builder.write, target)
     except (OSError, StorageError, zipfile.LargeZipFile) as exc:
         error = f"export of {month} failed: {exc}"
         log.error("export %d: %s", export_id, error)
         await store.update_export(export_id, "failed", error=error, finished_at=clock())
-        await store.audit(requested_by, "export.failed", f"export {export_id}", detail=error)
+        await store.audit(org, requested_by, "export.failed", f"export {export_id}", detail=error)
         # The row and the log keep the details; the raised message names no path.
         reason = exc.strerror if isinstance(exc, OSError) else getattr(exc, "message", str(exc))
         raise StorageUnavailable(f"export of {month} failed: {reason}") from exc
@@ -387,33 +401,27 @@ async def build_export(
         finished_at=finished_at,
     )
     await store.audit(
+        org,
         requested_by,
         "export",
         f"export {export_id}",
         detail=f"month {month}: {summary.files} file(s), {summary.bytes} bytes -> {stored_path}",
         at=finished_at,
     )
-    job = await store.get_export(export_id)
+    job = await store.get_export(org, export_id)
     assert job is not None
     return job
 
 
 async def fail_interrupted_exports(store: Store, now: float) -> list[int]:
-    """At start-up: exports left queued or building by a previous process can never
-    finish; mark them failed. Returns their ids."""
+    """At start-up: exports (of any organisation) left queued or building by a previous
+    process can never finish; mark them failed. Returns their ids."""
     interrupted: list[int] = []
-    offset = 0
-    while page := await store.list_exports(limit=500, offset=offset):
-        for job in page:
-            if job.status in ("queued", "building"):
-                await store.update_export(
-                    job.id,
-                    "failed",
-                    error="interrupted by a restart; order it again",
-                    finished_at=now,
-                )
-                interrupted.append(job.id)
-        offset += len(page)
+    for job in await store.unfinished_exports():
+        await store.update_export(
+            job.id, "failed", error="interrupted by a restart; order it again", finished_at=now
+        )
+        interrupted.append(job.id)
     return interrupted
 
 
@@ -421,6 +429,7 @@ async def _build_and_mail(
     store: Store,
     config: Config,
     secret: bytes,
+    org: OrgScope,
     month: str,
     requested_by: str,
     export_id: int,
@@ -429,11 +438,12 @@ async def _build_and_mail(
     presentations: Presentations,
 ) -> None:
     # The month is read, the files named and the mail written as the settings say now.
-    presentation = await presentations.in_force(store, config)
+    presentation = await presentations.in_force(store, config, org)
     try:
         job = await build_export(
             store,
             config,
+            org,
             month,
             requested_by=requested_by,
             export_id=export_id,
@@ -448,7 +458,7 @@ async def _build_and_mail(
             mail = export_failed_mail(
                 email, month=month, error=exc.message, presentation=presentation
             )
-            await _mail_quietly(store, config, export_id, mail)
+            await _mail_quietly(store, config, org, export_id, mail)
         return
     except Exception:
         log.exception("export %d: unexpected failure", export_id)
@@ -457,7 +467,7 @@ async def _build_and_mail(
     if email is None or job.finished_at is None:
         return
     expires_at = job.finished_at + EXPORT_LINK_LIFETIME_S
-    link = download_url(config, sign_download(secret, export_id, expires_at))
+    link = download_url(config, sign_download(secret, org.id, export_id, expires_at))
     mail = export_ready_mail(
         email,
         month=month,
@@ -467,24 +477,30 @@ async def _build_and_mail(
         expires_at=expires_at,
         presentation=presentation,
     )
-    await _mail_quietly(store, config, export_id, mail, job=job)
+    await _mail_quietly(store, config, org, export_id, mail, job=job)
 
 
 async def _mail_quietly(
-    store: Store, config: Config, export_id: int, mail: Mail, *, job: ExportJob | None = None
+    store: Store,
+    config: Config,
+    org: OrgScope,
+    export_id: int,
+    mail: Mail,
+    *,
+    job: ExportJob | None = None,
 ) -> None:
     """Send; a failure is logged and noted on the export, never raised."""
     try:
         await send_mail(config.smtp, mail)
     except MailError as exc:
         log.error("export %d: %s", export_id, exc)
-        current = job or await store.get_export(export_id)
+        current = job or await store.get_export(org, export_id)
         if current is not None:
             note = f"mail not sent: {exc}"
             error = f"{current.error}; {note}" if current.error else note
             await store.update_export(export_id, current.status, error=error)
         return
-    await store.audit("export", "export.mailed", f"export {export_id}", detail=f"to {mail.to}")
+    await store.audit(org, "export", "export.mailed", f"export {export_id}", detail=f"to {mail.to}")
 
 
 # Starts a background task and returns it; `callrec serve` hands in its task group's.
@@ -522,13 +538,15 @@ class ExportService:
 
     async def request(
         self,
+        org: OrgScope,
         month: str,
         requested_by: str,
         email: str | None = None,
         *,
         address: str | None = None,
     ) -> int:
-        """Order a month's ZIP: checks month (InvalidValue) and retention (Conflict),
+        """Order `org`'s month's ZIP: checks month (InvalidValue) and whether `org` may
+        bulk download (Conflict),
         files a queued export (audited), builds it in the background and mails the
         signed link to `email`; without one, to the admin named `requested_by` (or
         "admin:<name>") if they have an address. Returns the export id at once."""
@@ -537,19 +555,20 @@ class ExportService:
             raise StorageUnavailable("bulk export is not available in this process")
         parse_month(month)
         store, clock = self.store, self.clock
-        await check_bulk_download_allowed(store, self.config)
+        await check_bulk_download_allowed(store, self.config, org)
         if email is None:
             admin = await store.get_admin(requested_by.removeprefix("admin:"))
-            email = admin.email if admin is not None else None
-        for job in await store.list_exports(limit=_RECENT_EXPORTS):
+            email = admin.email if admin is not None and admin.org_id == org.id else None
+        for job in await store.list_exports(org, limit=_RECENT_EXPORTS):
             recent = job.requested_at > clock() - _DEDUPLICATE_WITHIN_S
             if job.month == month and job.status in ("queued", "building") and recent:
                 # Ordering the same month again while it builds does not start a second
                 # build: repeated clicks must not pile up ZIP builds on the disk.
                 return job.id
         secret = await self.secret()
-        export_id = await store.create_export(month, requested_by, clock())
+        export_id = await store.create_export(org, month, requested_by, clock())
         await store.audit(
+            org,
             requested_by,
             "export.request",
             f"export {export_id}",
@@ -561,6 +580,7 @@ class ExportService:
                 store,
                 self.config,
                 secret,
+                org,
                 month,
                 requested_by,
                 export_id,
@@ -571,26 +591,27 @@ class ExportService:
         )
         return export_id
 
-    async def link(self, export_id: int, expires_at: float) -> str:
-        return download_url(self.config, sign_download(await self.secret(), export_id, expires_at))
+    async def link(self, org: OrgScope, export_id: int, expires_at: float) -> str:
+        token = sign_download(await self.secret(), org.id, export_id, expires_at)
+        return download_url(self.config, token)
 
-    async def resolve_download(self, token: str) -> tuple[ExportJob, Path]:
-        """The export and its ZIP for a download token; InvalidValue if the token is
-        tampered with or expired, NotFound if the export is not (or no longer) ready."""
-        export_id = verify_download(await self.secret(), token, self.clock())
-        job = await self.store.get_export(export_id)
+    async def resolve_download(self, org: OrgScope, token: str) -> tuple[ExportJob, Path]:
+        """`org`'s export and its ZIP for a download token; InvalidValue if the token is
+        tampered with, expired or another organisation's, NotFound if the export is not
+        (or no longer) ready."""
+        export_id = verify_download(await self.secret(), token, self.clock(), org.id)
+        job = await self.store.get_export(org, export_id)
         path = self.files.export_file(job) if job is not None else None
         if job is None or path is None:
             raise NotFound(f"export {export_id} is not available")
         return job, path
 
-    async def verify_link(self, token: str) -> Path | None:
-        """The ZIP if `token` is a valid link to a ready export, else None (the portal's
-        `VerifyExportLink` hook)."""
+    async def verify_link(self, org: OrgScope, token: str) -> tuple[ExportJob, Path] | None:
+        """The export and its ZIP if `token` is a valid link to a ready export of `org`,
+        else None (the portal's `VerifyExportLink` hook)."""
         if not token:
             return None
         try:
-            _, path = await self.resolve_download(token)
+            return await self.resolve_download(org, token)
         except (InvalidValue, NotFound):
             return None
-        return path

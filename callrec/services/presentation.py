@@ -10,8 +10,8 @@ the export month. Storage stays in UTC; a Presentation converts at the edge (`lo
 `Presentations` is the one place that decides which language and zone apply:
 `for_settings(settings, user_language)` takes the settings in force (the stored ones over
 the config's, `RecordingSettings.language` and `.timezone`) and a user's own language
-over them. Today the settings are the server's; with organisations they become the
-organisation's, and nothing that reads a Presentation changes. `negotiate_language`
+over them. The settings are the reader's organisation's (its language and time zone;
+the server's config gives the defaults of new organisations). `negotiate_language`
 reads `Accept-Language` for pages shown before anyone logs in.
 
 Messages are English msgids. Code that has no Presentation at hand marks a message with
@@ -45,6 +45,7 @@ from callrec.policy import (
     RecordingSettings,
 )
 from storage.database import Store
+from storage.models import OrgScope
 
 __all__ = [
     "DOMAIN",
@@ -247,10 +248,10 @@ class Presentations:
         return self.get(language, settings.timezone)
 
     async def in_force(
-        self, store: Store, config: Config, user_language: str | None = None
+        self, store: Store, config: Config, org: OrgScope, user_language: str | None = None
     ) -> Presentation:
-        """`for_settings` on the settings in force: the stored ones over the config's."""
-        settings = config.recording_settings.with_stored(await store.all_settings())
+        """`for_settings` on `org`'s settings in force: its stored ones over the config's."""
+        settings = config.recording_settings.with_stored(await store.org_settings(org))
         return self.for_settings(settings, user_language)
 
     def translations(self, language: str) -> gettext_module.NullTranslations:

@@ -22,23 +22,30 @@ from storage.models import (
     AuditEntry,
     CallRecord,
     Device,
+    Did,
     ExportJob,
+    Organisation,
     Recording,
     RecordingListing,
+    Usage,
     User,
     format_timestamp,
 )
 
 __all__ = [
+    "USAGE_FIELDS",
     "audit_json",
     "call_json",
     "call_parties",
     "device_json",
+    "did_json",
     "export_json",
     "listing_json",
     "media_type",
+    "organisation_json",
     "recording_file_name",
     "recording_json",
+    "usage_json",
     "user_json",
 ]
 
@@ -187,3 +194,46 @@ def recording_file_name(listing: RecordingListing, presentation: Presentation | 
     callee = _party(call.callee_ext, call.callee_name)
     extension = "flac" if recording.format.lower() == "flac" else "wav"
     return f"{started}_{caller}_to_{callee}_{recording.id}.{extension}"
+
+
+# The columns of the usage report (CSV) and the keys of its JSON, in order.
+USAGE_FIELDS = (
+    "organisation",
+    "month",
+    "recording_users",
+    "recordings",
+    "recorded_minutes",
+    "bytes_stored",
+    "retention_days",
+)
+
+
+def usage_json(org: Organisation, month: str, usage: Usage) -> dict[str, Any]:
+    """One organisation's usage in one month, as the API, the portal and the CLI give
+    it (recorded minutes rounded up to whole minutes per month, as billed)."""
+    return {
+        "organisation": org.slug,
+        "month": month,
+        "recording_users": usage.recording_users,
+        "recordings": usage.recordings,
+        "recorded_minutes": -(-round(usage.recorded_seconds) // 60),
+        "bytes_stored": usage.bytes_stored,
+        "retention_days": usage.retention_days,
+    }
+
+
+def organisation_json(org: Organisation) -> dict[str, Any]:
+    """An organisation (language and time zone None: the server's defaults)."""
+    return {
+        "slug": org.slug,
+        "name": org.name,
+        "domain": org.domain,
+        "language": org.language,
+        "timezone": org.timezone,
+        "created_at": format_timestamp(org.created_at),
+    }
+
+
+def did_json(did: Did) -> dict[str, Any]:
+    """A number range from the trunk and the extension it rings (None: the number)."""
+    return {"id": did.id, "first": did.first, "last": did.last, "extension": did.extension}

@@ -1,13 +1,17 @@
 """Retention: how long recordings are kept, and the purge that deletes expired files.
 
-A recording gets `retention_days` (and so `expires_at`) when it is filed, from the
-setting in force then; changing the setting later changes only new recordings. The purge
-deletes the file of every recording whose `expires_at` is at or before `now` and marks
+A recording gets `retention_days` (and so `expires_at`) when it is filed, from its
+organisation's setting in force then; changing the setting later changes only new
+recordings. The purge deletes the file of every recording whose `expires_at` is at or
+before `now` and marks
 its row `purged` (metadata kept) with an audit entry. Nothing else deletes a recording.
 
 The files themselves belong to `storage.files.RecordingFiles`: the purge asks it to
 delete each one (it refuses any path outside the recordings folder), and export expiry
 asks it to delete the ZIPs the server built.
+
+The purge is the platform's: one pass covers every organisation (each recording
+carries its own expiry), and each purge is audited in the recording's organisation.
 
 `purge_expired` takes `now` from its caller, so tests drive it on a fake clock;
 `RetentionTask` runs it periodically inside `callrec serve`.
@@ -25,13 +29,16 @@ from callrec.config import Config
 from callrec.policy import (
     EXPORT_LINK_LIFETIME_S,
     InvalidRetention,
+    PolicyError,
+    RecordingSettings,
     SettingKey,
+    check_settings,
     parse_retention_days,
 )
 from storage.database import Store
 from storage.errors import InvalidValue, StorageError
 from storage.files import RecordingFiles
-from storage.models import Recording
+from storage.models import OrgScope, Recording
 
 __all__ = [
     "RETENTION_SETTING",
@@ -62,10 +69,10 @@ def validate_retention_days(value: object) -> int:
         raise InvalidValue(exc.field, exc.message) from None
 
 
-async def current_retention_days(store: Store, config: Config) -> int:
-    """The retention new recordings get: the stored setting, else `[retention]
+async def current_retention_days(store: Store, config: Config, org: OrgScope) -> int:
+    """The retention `org`'s new recordings get: its stored setting, else `[retention]
     default_days`."""
-    stored = await store.get_setting(RETENTION_SETTING)
+    stored = await store.get_org_setting(org, RETENTION_SETTING)
     if stored is None:
         return config.retention.default_days
     try:
@@ -81,13 +88,22 @@ async def current_retention_days(store: Store, config: Config) -> int:
 
 
 async def set_retention_days(
-    store: Store, days: object, *, actor: str, address: str | None = None
+    store: Store, org: OrgScope, days: object, *, actor: str, address: str | None = None
 ) -> int:
-    """Change the retention for new recordings (existing ones keep theirs); audited."""
+    """Change `org`'s retention for new recordings (existing ones keep theirs); audited.
+    Refused (InvalidValue, field bulk_download) below the bulk-download threshold while
+    bulk download is on."""
     checked = validate_retention_days(days)
-    previous = await store.get_setting(RETENTION_SETTING)
-    await store.set_setting(RETENTION_SETTING, str(checked))
+    stored = await store.org_settings(org)
+    after = RecordingSettings().with_stored({**stored, RETENTION_SETTING: str(checked)})
+    try:
+        check_settings(after)
+    except PolicyError as exc:
+        raise InvalidValue(exc.field, exc.message) from None
+    previous = stored.get(RETENTION_SETTING)
+    await store.set_org_setting(org, RETENTION_SETTING, str(checked))
     await store.audit(
+        org,
         actor,
         "settings.retention",
         RETENTION_SETTING,
@@ -188,7 +204,9 @@ async def expire_exports(store: Store, files: RecordingFiles, now: float) -> lis
         if job.status == "ready":
             await asyncio.to_thread(files.delete_export, job)
         await store.update_export(job.id, "expired")
-        await store.audit(PURGE_ACTOR, "export.expired", f"export {job.id}", at=now)
+        await store.audit(
+            OrgScope(job.org_id, ""), PURGE_ACTOR, "export.expired", f"export {job.id}", at=now
+        )
         expired.append(ExpiredExport(job.id, job.path))
     return expired
 

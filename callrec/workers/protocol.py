@@ -4,7 +4,10 @@ A frame is a 4-byte big-endian length followed by that many bytes of UTF-8 JSON,
 object per frame. `encode` makes a frame; a `FrameDecoder` is fed whatever bytes the
 socket gave (any split: half a header, three frames and a half) and returns the whole
 messages seen so far. Bytes (an SDP, an INFO body) travel as latin-1 text, which maps
-every byte to one character and back (`pack_bytes` / `unpack_bytes`).
+every byte to one character and back (`pack_bytes` / `unpack_bytes`). SRTP keys travel
+as `{suite, key}` with the key in base64 (`pack_srtp_key` / `unpack_srtp_key`): the
+channel is a Unix socket pair between the SIP process and its own child, so keys cross
+no network; neither end logs a message's contents.
 
 What the messages say (the field `op` for commands to a worker, `ev` for what a worker
 reports) is listed in `callrec.workers.worker`, which obeys them, and
@@ -17,9 +20,13 @@ peer is broken, and the only safe answer is to drop the channel.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import struct
 from typing import Any
+
+from media.srtp import SrtpKey
 
 __all__ = [
     "MAX_FRAME",
@@ -28,7 +35,9 @@ __all__ = [
     "ProtocolError",
     "encode",
     "pack_bytes",
+    "pack_srtp_key",
     "unpack_bytes",
+    "unpack_srtp_key",
 ]
 
 Message = dict[str, Any]
@@ -95,3 +104,18 @@ def pack_bytes(data: bytes) -> str:
 
 def unpack_bytes(text: str) -> bytes:
     return text.encode("latin-1")
+
+
+def pack_srtp_key(suite: str, material: bytes) -> dict[str, str]:
+    return {"suite": suite, "key": base64.b64encode(material).decode("ascii")}
+
+
+def unpack_srtp_key(packed: Any) -> SrtpKey | None:
+    """The key `pack_srtp_key` made, None for None; `ProtocolError` (without the key)
+    for anything else."""
+    if packed is None:
+        return None
+    try:
+        return SrtpKey(str(packed["suite"]), base64.b64decode(packed["key"], validate=True))
+    except (KeyError, TypeError, binascii.Error, ValueError) as exc:
+        raise ProtocolError(f"a malformed SRTP key ({type(exc).__name__})") from None

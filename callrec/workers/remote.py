@@ -20,12 +20,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from b2bua.sdes import MasterKey
 from callrec.recording.control import RecordingOutcome, RecordingSpec, Toggle
-from callrec.workers.protocol import Message, pack_bytes
+from callrec.workers.protocol import Message, pack_bytes, pack_srtp_key
 from media.relay import LEGS, check_remote
 from media.rtp import MediaError
 
 __all__ = ["RemoteMedia"]
+
+DTMF_DURATION_MS = 160  # a `dtmf` event without a duration: an in-band key's length
 
 
 class RemoteMedia:
@@ -53,6 +56,7 @@ class RemoteMedia:
         self._on_idle = on_idle
         self._on_closed = on_closed
         self._on_toggle: Callable[[Toggle], None] | None = None
+        self._on_digit: Callable[[str, str, int], None] | None = None
         self._outcome: asyncio.Future[RecordingOutcome] | None = None
 
     def __repr__(self) -> str:
@@ -94,6 +98,18 @@ class RemoteMedia:
             signalled_from=signalled_from,
         )
 
+    def set_crypto(self, leg: str, receive: MasterKey | None, send: MasterKey | None) -> None:
+        """`leg` runs SRTP with these keys from now (both None: plain RTP). The keys go
+        down the worker's local socket pair, never into a log."""
+        if leg not in LEGS:
+            raise MediaError(f"unknown leg {leg!r}, expected 'a' or 'b'")
+        self._command(
+            "srtp",
+            leg=leg,
+            receive=None if receive is None else pack_srtp_key(receive.suite, receive.material),
+            send=None if send is None else pack_srtp_key(send.suite, send.material),
+        )
+
     def mark_media_started(self) -> None:
         self._command("started")
 
@@ -108,9 +124,14 @@ class RemoteMedia:
 
     # ------------------------------------------------------------------ RecordedMedia
     def start_recording(
-        self, spec: RecordingSpec, sdp: dict[str, bytes], on_toggle: Callable[[Toggle], None]
+        self,
+        spec: RecordingSpec,
+        sdp: dict[str, bytes],
+        on_toggle: Callable[[Toggle], None],
+        on_digit: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self._on_toggle = on_toggle
+        self._on_digit = on_digit
         self._outcome = asyncio.get_running_loop().create_future()
         if self.is_lost:
             self._outcome.set_result(RecordingOutcome(started=False, lost=True))
@@ -149,6 +170,13 @@ class RemoteMedia:
                     at=float(message["at"]),
                     first_start=bool(message["first_start"]),
                 )
+            )
+        elif event == "dtmf" and self._on_digit is not None:
+            # A key for a far end without telephone-event, to send as SIP INFO.
+            self._on_digit(
+                str(message["leg"]),
+                str(message["digit"]),
+                int(message.get("duration") or DTMF_DURATION_MS),
             )
         elif event == "recorded" and self._outcome is not None and not self._outcome.done():
             fields = dict(message["outcome"])

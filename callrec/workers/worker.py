@@ -14,6 +14,8 @@ Commands (SIP process -> worker; `id` marks the one answered):
     open      {id, sid, silence_timeout, idle_timeout, nat, latch_window}
               -> {id, ok, ports: [a, b], free} or {id, ok: false, error, free}
     remote    {sid, leg, host, port, relatch, signalled_from}
+    srtp      {sid, leg, receive, send}   each {suite, key: base64} or null (plain RTP);
+              the keys of one leg (the channel is a local socket pair; never logged)
     started   {sid}                       the call is answered
     close     {sid, at}                   ports back to the pool; the recording closes
     record    {sid, spec, sdp: {leg: body}}   spec: a RecordingSpec's fields
@@ -25,6 +27,7 @@ Events (worker -> SIP process):
     closed    {sid, free}
     silence   {sid, leg}      idle {sid}
     toggle    {sid, action, method, at, first_start}
+    dtmf      {sid, leg, digit}       a key to send to `leg` as SIP INFO (interworking)
     recorded  {sid, outcome}              a RecordingOutcome's fields
 """
 
@@ -47,8 +50,9 @@ from callrec.config import RecordingConfig
 from callrec.policy import FeatureCode
 from callrec.recording.control import RecordingOutcome, RecordingSpec, Toggle, outcome_of
 from callrec.recording.session import CallRecording, MediaFormat, RecordingFile
-from callrec.workers.protocol import Message, unpack_bytes
-from media.announce import load_announcement
+from callrec.workers.protocol import Message, unpack_bytes, unpack_srtp_key
+from dtmf.interworking import tone as dtmf_tone
+from media.announce import load_announcement, prompt_codec
 from media.ports import PortAllocator
 from media.relay import MediaSession
 from media.rtp import MediaError
@@ -60,6 +64,35 @@ log = logging.getLogger("callrec.worker")
 TICK_INTERVAL_S = 0.25
 CLOSE_TIMEOUT_S = 10.0
 BEEP = "beep"
+# RTP held from the answer until the recorder is set up (see _EarlyTap).
+EARLY_TAP_S = 2.0
+
+
+class _EarlyTap:
+    """The relay's tap from the answer (`started`) until the recording starts.
+
+    The SIP process relays the 200 to the caller and then asks for the recording; the
+    caller may send its first packets before that `record` command reaches this worker
+    (issue 14: the file missed the first packet after the answer). So RTP that arrives
+    from the answer on is held, for at most `EARLY_TAP_S`, and handed to the recorder
+    when it starts; a call that is not recorded drops it then, and the tap detaches
+    itself so that its other packets cost nothing.
+    """
+
+    __slots__ = ("packets", "session", "until")
+
+    def __init__(self, session: MediaSession, until: float) -> None:
+        self.session = session
+        self.until = until
+        self.packets: list[tuple[str, str, bytes, float]] = []
+
+    def on_packet(self, leg: str, kind: str, data: bytes, arrival: float) -> None:
+        if arrival > self.until:
+            self.packets.clear()
+            if self.session.tap is self:
+                self.session.tap = None
+        elif kind == "rtp":
+            self.packets.append((leg, kind, data, arrival))
 
 
 class _WorkerCall:
@@ -98,6 +131,7 @@ class MediaWorker:
         self._syncing: asyncio.Task[None] | None = None
         self._commands: dict[str, Callable[[Message], None]] = {
             "remote": self._remote,
+            "srtp": self._srtp,
             "started": self._started,
             "close": self._close,
             "record": self._record,
@@ -171,10 +205,21 @@ class MediaWorker:
                 signalled_from=message.get("signalled_from"),
             )
 
+    def _srtp(self, message: Message) -> None:
+        call = self.calls.get(int(message["sid"]))
+        if call is not None:
+            call.session.set_srtp(
+                str(message["leg"]),
+                unpack_srtp_key(message.get("receive")),
+                unpack_srtp_key(message.get("send")),
+            )
+
     def _started(self, message: Message) -> None:
         call = self.calls.get(int(message["sid"]))
         if call is not None:
             call.session.mark_media_started()
+            if call.session.tap is None and call.recording is None:
+                call.session.tap = _EarlyTap(call.session, self.now() + EARLY_TAP_S)
 
     def _close(self, message: Message) -> None:
         sid = int(message["sid"])
@@ -212,6 +257,8 @@ class MediaWorker:
                 mode=spec.mode,
                 feature_code=config.feature_code,
                 channels=spec.channels,
+                sample_rate=spec.sample_rate,
+                dtmf_interworking=spec.dtmf_interworking,
                 label=spec.label,
                 now=self.now,
             )
@@ -227,10 +274,17 @@ class MediaWorker:
         for leg, body in message.get("sdp", {}).items():
             self._learn(call, leg, unpack_bytes(body))
         session = call.session
+        early = session.tap
+        if isinstance(early, _EarlyTap):
+            for packet in early.packets:  # what arrived since the answer, in order
+                recording.on_packet(*packet)
         session.tap = recording
-        if recording.swallower is not None:
+        if recording.watcher is not None:
+            # On-demand: the feature code's packets, and telephone-events a far end did
+            # not negotiate, are kept from the far end.
             session.rtp_filter = recording.rtp_filter
             recording.release = functools.partial(session.forward, spec.internal_leg)
+            recording.relay_digit = functools.partial(self._relay_digit, call)
         if recording.started:
             self._announce(call)
 
@@ -258,6 +312,18 @@ class MediaWorker:
         call = self.calls.get(int(message["sid"]))
         if call is not None:
             self._finish_recording(call, float(message["at"]))
+
+    def _relay_digit(self, call: _WorkerCall, digit: str) -> None:
+        """A key of the user's phone for a far end without telephone-event: played to it
+        as in-band tones, or handed to the SIP process to send as INFO."""
+        recording = call.recording
+        if recording is None:
+            return
+        far_leg = "b" if recording.internal_leg == "a" else "a"
+        if recording.dtmf_interworking == "inband":
+            self._play(call, dtmf_tone(digit), [far_leg])
+        elif recording.dtmf_interworking == "info":
+            self.send({"ev": "dtmf", "sid": call.sid, "leg": far_leg, "digit": digit})
 
     def _on_toggle(self, call: _WorkerCall, toggle: Toggle) -> None:
         if toggle.first_start:
@@ -289,11 +355,15 @@ class MediaWorker:
         played = False
         for leg in legs:
             fmt = call.formats.get(leg)
-            if fmt is None or fmt.g711 is None:
-                log.warning("call %s: no G.711 on leg %s to play a prompt in", label, leg)
+            other = call.formats.get("b" if leg == "a" else "a")
+            # The leg's own SDP says what it receives; prefer the codec both legs share.
+            shared = other.codecs if other is not None else None
+            choice = None if fmt is None else prompt_codec(fmt.codecs, shared)
+            if choice is None:
+                log.warning("call %s: no codec on leg %s to play a prompt in", label, leg)
                 continue
             try:
-                call.session.play(leg, pcm, fmt.g711[0], fmt.g711[1])
+                call.session.play(leg, pcm, *choice)
                 played = True
             except MediaError as exc:
                 log.warning("call %s: prompt on leg %s: %s", label, leg, exc)

@@ -194,19 +194,3 @@ def test_rewrite_errors() -> None:
 def test_rewrite_is_idempotent_for_same_target() -> None:
     once = rewrite_sdp(OFFER, "127.0.0.1", [20000, 20002, 20004])
     assert rewrite_sdp(once, "127.0.0.1", [20000, 20002, 20004]) == once
-
-
-def test_prefer_codecs_moves_g711_first_and_keeps_the_rest() -> None:
-    from b2bua.sdp import prefer_codecs
-
-    body = (
-        b"v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\n"
-        b"m=audio 4000 RTP/AVP 9 18 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
-    )
-    out = prefer_codecs(body)
-    assert b"m=audio 4000 RTP/AVP 8 0 9 18 101\r\n" in out
-    assert out.replace(b"8 0 9 18 101", b"9 18 8 0 101") == body
-    opus_only = body.replace(b"9 18 8 0 101", b"96").replace(
-        b"a=rtpmap:101 telephone-event/8000", b"a=rtpmap:96 opus/48000/2"
-    )
-    assert prefer_codecs(opus_only) == opus_only

@@ -38,6 +38,13 @@ class FakeUser:
     extension: str
     name: str
     recording_mode: str = "never"
+    org_id: int = 1
+
+
+@dataclass(frozen=True)
+class FakeOrganisation:
+    id: int = 1
+    domain: str = "callrec"
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,13 @@ class GatedDirectory:
         self.lookups.set()
         self.cdr_writes.set()
 
-    async def find_credentials(self, username: str) -> FakeCredentials | None:
+    async def organisation_for_domain(self, domain: str | None) -> FakeOrganisation:
+        return FakeOrganisation()  # one organisation: any domain is its
+
+    async def route_number(self, number: str) -> None:
+        return None
+
+    async def find_credentials(self, org_id: int, username: str) -> FakeCredentials | None:
         self.lookups_started += 1
         await self.lookups.wait()
         if username != "201":
@@ -73,19 +86,19 @@ class GatedDirectory:
             compute_ha1("SHA-256", "201", "callrec", PASSWORD),
         )
 
-    async def get_user(self, extension: str) -> None:
+    async def get_user(self, org_id: int, extension: str) -> None:
         return None
 
-    async def list_devices(self, extension: str) -> list[Any]:
+    async def list_devices(self, org_id: int, extension: str) -> list[Any]:
         return []
 
-    async def bindings(self, extension: str, now: float) -> list[Any]:
+    async def bindings(self, org_id: int, extension: str, now: float) -> list[Any]:
         return []
 
     async def purge_expired_bindings(self, now: float) -> int:
         return 0
 
-    async def create_call(self, **fields: Any) -> int:
+    async def create_call(self, org_id: int, **fields: Any) -> int:
         await self.cdr_writes.wait()
         self.cdr_log.append(("create", fields))
         return 7

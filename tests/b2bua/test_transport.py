@@ -5,6 +5,7 @@ at the TCP cap, and accept() out of descriptors in a child process)."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+import b2bua.transport as transport_module
 from b2bua.peer import Peer
 from b2bua.transport import (
     ConnectionClock,
@@ -346,3 +348,26 @@ def test_accept_out_of_descriptors_backs_off_and_logs_once_a_second() -> None:
     assert opened >= 1 and failures >= 1, output
     assert 1 <= len(errors) <= seconds + 1, output
     assert "Traceback" not in output and "out of system resource" not in output, output
+
+
+async def test_port_0_draws_another_port_when_its_tcp_side_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = transport_module._listen_tcp
+    tried: list[int] = []
+
+    def taken_once(host: str, port: int) -> socket.socket:
+        tried.append(port)
+        if len(tried) == 1:  # another process holds TCP on the first port UDP drew
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        return real(host, port)
+
+    monkeypatch.setattr(transport_module, "_listen_tcp", taken_once)
+    sip = SipTransport("127.0.0.1", 0, Received(), TcpLimits())
+    await sip.start()
+    try:
+        assert len(tried) == 2 and sip.port == tried[1] != 0
+        assert sip.udp is not None and sip.udp.transport is not None
+        assert sip.udp.transport.get_extra_info("sockname")[1] == sip.port
+    finally:
+        await sip.close()

@@ -14,6 +14,7 @@ import callrec
 from callrec.cli import PASSWORD_WARNING, main
 from storage.accounts import ha1
 from storage.database import Store
+from tests.storage.orgs import ORG
 
 
 @pytest.fixture
@@ -47,7 +48,7 @@ def stored_ha1(tmp_path: Path, extension: str = "101") -> str | None:
     async def read() -> str | None:
         store = await Store.open(tmp_path / "data" / "callrec.db")
         try:
-            found = await store.get_user(extension)
+            found = await store.get_user(ORG, extension)
             return found.ha1_md5 if found else None
         finally:
             await store.close()
@@ -163,7 +164,7 @@ def test_calls_list(capsys: pytest.CaptureFixture[str], config_file: Path, tmp_p
     async def seed() -> None:
         store = await Store.open(tmp_path / "data" / "callrec.db")
         try:
-            first = await store.create_call(
+            first = await store.create_call(ORG.id,
                 sip_call_id="a@127.0.0.1", direction="outbound", caller_ext="101",
                 caller_name="Alice", callee_ext="900", started_at=1_700_000_000.0,
             )  # fmt: skip
@@ -171,7 +172,7 @@ def test_calls_list(capsys: pytest.CaptureFixture[str], config_file: Path, tmp_p
                 first, answered_at=1_700_000_002.0, ended_at=1_700_000_032.0,
                 disposition="answered", sip_status=200, recorded=True,
             )  # fmt: skip
-            await store.create_call(
+            await store.create_call(ORG.id,
                 sip_call_id="b@127.0.0.1", direction="inbound", callee_ext="102",
                 started_at=1_700_000_100.0, disposition="busy", sip_status=486,
             )  # fmt: skip

@@ -19,6 +19,7 @@ import pytest
 from callrec.cli import PASSWORD_WARNING, main
 from callrec.policy import SETTINGS_KEYS, PolicyError, parse_setting
 from storage.database import Store
+from tests.storage.orgs import ORG
 from tests.storage.recording_factory import DAY, FiledRecording, file_recording
 
 T = TypeVar("T")
@@ -58,7 +59,7 @@ def test_admin_add_stores_an_argon2_hash_that_verifies(
     code, out, err = run(
         capsys, config_file, "admin", "add", "root", "--password-file", str(secret)
     )
-    assert (code, out, err) == (0, "added admin root\n", "")
+    assert (code, out, err) == (0, "added admin root of organisation default\n", "")
 
     async def check(store: Store) -> tuple[object, object, object]:
         good = await store.verify_admin("root", "s3cret-pass")
@@ -95,7 +96,7 @@ def test_settings_set_retention(
     assert code == 0 and "retention_days = 200" in out
     code, _, err = run(capsys, config_file, "settings", "set", "retention_days", "20")
     assert code == 1 and "expected whole days from 30 to 365" in err
-    assert in_store(tmp_path, lambda s: s.get_setting("retention_days")) == "200"
+    assert in_store(tmp_path, lambda s: s.get_org_setting(ORG, "retention_days")) == "200"
 
 
 def test_settings_set_knows_every_key_the_portal_sets_and_show_lists_them(
@@ -110,6 +111,7 @@ def test_settings_set_knows_every_key_the_portal_sets_and_show_lists_them(
         "channels": "mono",
         "language": "en",
         "timezone": "UTC",
+        "bulk_download": "off",
     }
     assert sorted(json.loads(out)) == sorted(SETTINGS_KEYS)
     for key, value in [
@@ -126,9 +128,9 @@ def test_settings_set_knows_every_key_the_portal_sets_and_show_lists_them(
     code, out, _ = run(capsys, config_file, "settings", "show")
     assert out == (
         "feature_code = *7\nretention_days = 120\nannouncement = beep\nchannels = stereo\n"
-        "language = nl\ntimezone = Europe/Amsterdam\n"
+        "language = nl\ntimezone = Europe/Amsterdam\nbulk_download = off\n"
     )
-    assert in_store(tmp_path, lambda s: s.all_settings()) == {
+    assert in_store(tmp_path, lambda s: s.org_settings(ORG)) == {
         "feature_code": "*7",
         "retention_days": "120",
         "announcement": "beep",
@@ -136,7 +138,7 @@ def test_settings_set_knows_every_key_the_portal_sets_and_show_lists_them(
         "language": "nl",
         "timezone": "Europe/Amsterdam",
     }
-    audit = in_store(tmp_path, lambda s: s.list_audit(10))
+    audit = in_store(tmp_path, lambda s: s.list_audit(ORG, 10))
     assert [entry.action for entry in audit].count("settings.change") == 6
 
 
@@ -162,7 +164,7 @@ def test_settings_set_refuses_what_the_rules_refuse(
         parse_setting(key, value)
     # The same sentence the API answers with (it uses the same rule).
     assert err == f"callrec: error: {key}: {refused.value}\n"
-    assert in_store(tmp_path, lambda s: s.all_settings()) == {}
+    assert in_store(tmp_path, lambda s: s.org_settings(ORG)) == {}
 
 
 def test_settings_set_unknown_key_is_a_usage_error(
@@ -187,6 +189,12 @@ def test_export_refused_below_180_then_written(
     assert not target.exists()
 
     assert run(capsys, config_file, "settings", "set", "retention_days", "180")[0] == 0
+    code, out, err = run(
+        capsys, config_file, "recordings", "export", "--month", "2024-05", "-o", str(target)
+    )
+    assert (code, out) == (1, "")
+    assert "bulk download is switched off" in err
+    assert run(capsys, config_file, "settings", "set", "bulk_download", "on")[0] == 0
     code, out, err = run(
         capsys, config_file, "recordings", "export", "--month", "2024-05", "-o", str(target)
     )

@@ -21,6 +21,7 @@ from storage.accounts import ha1
 from storage.database import Store
 from storage.errors import StorageUnavailable
 from testkit.waiting import wait_until_async
+from tests.storage.orgs import ORG
 
 REALM = "callrec"
 
@@ -28,8 +29,8 @@ REALM = "callrec"
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "callrec.db")
-    await opened.add_user("201", "Alice", password="old-201", devices=["sip:desk201@pbx"])
-    await opened.add_user("202", "Bob", password="pw-202")
+    await opened.add_user(ORG, "201", "Alice", password="old-201", devices=["sip:desk201@pbx"])
+    await opened.add_user(ORG, "202", "Bob", password="pw-202")
     yield opened
     await opened.close()
 
@@ -71,39 +72,41 @@ async def test_changes_through_this_process_apply_to_the_next_lookup(
 ) -> None:
     # No poll in this test: only the in-process watch can tell the cache.
     directory = await loaded(store, tasks)
-    found = await directory.find_credentials("201")
+    found = await directory.find_credentials(ORG.id, "201")
     assert found is not None and found.ha1_md5 == ha1("201", REALM, "old-201")
-    device = await directory.find_credentials("desk201")
+    device = await directory.find_credentials(ORG.id, "desk201")
     assert device is not None and device.user.extension == "201"
 
-    await store.set_password("201", "new-201", REALM)
-    found = await directory.find_credentials("201")
+    await store.set_password(ORG, "201", "new-201")
+    found = await directory.find_credentials(ORG.id, "201")
     assert found is not None and found.ha1_md5 == ha1("201", REALM, "new-201")
-    device = await directory.find_credentials("desk201")
+    device = await directory.find_credentials(ORG.id, "desk201")
     assert device is not None and device.ha1_md5 == ha1("desk201", REALM, "new-201")
 
-    await store.set_mode("202", "always")
-    user = await directory.get_user("202")
+    await store.set_mode(ORG, "202", "always")
+    user = await directory.get_user(ORG.id, "202")
     assert user is not None and user.recording_mode == "always"
 
-    await store.add_user("203", "Carol", password="pw-203")
-    assert (await directory.find_credentials("203")) is not None
-    await store.add_device("203", "sip:soft203@pbx", password="pw-203")
-    assert [d.username for d in await directory.list_devices("203")] == ["soft203"]
+    await store.add_user(ORG, "203", "Carol", password="pw-203")
+    assert (await directory.find_credentials(ORG.id, "203")) is not None
+    await store.add_device(ORG, "203", "sip:soft203@pbx", password="pw-203")
+    assert [d.username for d in await directory.list_devices(ORG.id, "203")] == ["soft203"]
 
-    await store.remove_user("201")
-    assert await directory.find_credentials("201") is None
-    assert await directory.find_credentials("desk201") is None
-    assert await directory.get_user("201") is None
+    await store.remove_user(ORG, "201")
+    assert await directory.find_credentials(ORG.id, "201") is None
+    assert await directory.find_credentials(ORG.id, "desk201") is None
+    assert await directory.get_user(ORG.id, "201") is None
 
 
 async def test_lookups_do_not_touch_the_database(store: Store, tasks: Tasks) -> None:
     directory = await loaded(store, tasks)
     async with store.database.read():  # the database is busy for as long as this lasts
-        found = await asyncio.wait_for(directory.find_credentials("201"), timeout=1)
+        found = await asyncio.wait_for(directory.find_credentials(ORG.id, "201"), timeout=1)
         assert found is not None
-        assert await asyncio.wait_for(directory.get_user("202"), timeout=1) is not None
-        assert await asyncio.wait_for(directory.bindings("202", time.time()), timeout=1) == []
+        assert await asyncio.wait_for(directory.get_user(ORG.id, "202"), timeout=1) is not None
+        assert (
+            await asyncio.wait_for(directory.bindings(ORG.id, "202", time.time()), timeout=1) == []
+        )
 
 
 async def test_a_change_by_another_connection_applies_within_the_poll_interval(
@@ -113,20 +116,20 @@ async def test_a_change_by_another_connection_applies_within_the_poll_interval(
     directory = await loaded(store, tasks, poll_interval=poll, max_stale=10.0)
     other = await Store.open(tmp_path / "callrec.db")  # what the CLI opens
     try:
-        await other.set_password("202", "new-202", REALM)
+        await other.set_password(ORG, "202", "new-202")
         changed_at = time.monotonic()
 
         async def new_password_seen() -> bool:
-            found = await directory.find_credentials("202")
+            found = await directory.find_credentials(ORG.id, "202")
             return found is not None and found.ha1_md5 == ha1("202", REALM, "new-202")
 
         await wait_until_async(new_password_seen, timeout=5, what="the new password")
         seen_after = time.monotonic() - changed_at
-        await other.remove_user("201")
+        await other.remove_user(ORG, "201")
         removed_at = time.monotonic()
 
         async def gone() -> bool:
-            return await directory.find_credentials("201") is None
+            return await directory.find_credentials(ORG.id, "201") is None
 
         await wait_until_async(gone, timeout=5, what="user 201 gone")
         gone_after = time.monotonic() - removed_at
@@ -151,7 +154,7 @@ async def test_a_directory_that_cannot_be_checked_stops_answering_after_max_stal
 
     async def refused() -> bool:
         try:
-            await directory.find_credentials("201")
+            await directory.find_credentials(ORG.id, "201")
         except StorageUnavailable:
             return True
         return False
@@ -162,20 +165,20 @@ async def test_a_directory_that_cannot_be_checked_stops_answering_after_max_stal
 
 async def test_registrations_are_written_through(store: Store, tasks: Tasks) -> None:
     directory = await loaded(store, tasks)
-    user = await directory.get_user("202")
+    user = await directory.get_user(ORG.id, "202")
     assert user is not None
     now = time.time()
     for contact in ("sip:202@10.0.0.1", "sip:202@10.0.0.2"):
         await directory.upsert_binding(
             user.id, contact, "10.0.0.1:5060;transport=udp", "c1", 1, now + 60
         )
-    contacts = [b.contact for b in await directory.bindings("202", now)]
+    contacts = [b.contact for b in await directory.bindings(ORG.id, "202", now)]
     assert contacts == ["sip:202@10.0.0.2", "sip:202@10.0.0.1"]  # newest first
-    assert contacts == [r.contact for r in await store.bindings("202", now)]
+    assert contacts == [r.contact for r in await store.bindings(ORG, "202", now)]
     assert await directory.remove_binding(user.id, "sip:202@10.0.0.2")
-    assert [b.contact for b in await directory.bindings("202", now)] == ["sip:202@10.0.0.1"]
-    assert [b.contact for b in await directory.bindings("202", now + 61)] == []  # expired
+    assert [b.contact for b in await directory.bindings(ORG.id, "202", now)] == ["sip:202@10.0.0.1"]
+    assert [b.contact for b in await directory.bindings(ORG.id, "202", now + 61)] == []  # expired
     assert await directory.purge_expired_bindings(now + 61) == 1
     # A reload (here forced by a change of the user) reads the same from the store.
-    await store.set_mode("202", "never")
-    assert await directory.bindings("202", now) == []
+    await store.set_mode(ORG, "202", "never")
+    assert await directory.bindings(ORG.id, "202", now) == []

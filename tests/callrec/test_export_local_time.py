@@ -18,6 +18,7 @@ from callrec.services.export import build_export, parse_month
 from callrec.services.presentation import Presentations
 from callrec.services.retention import set_retention_days
 from storage.database import Store
+from tests.storage.orgs import ORG
 from tests.storage.recording_factory import file_recording, make_config
 
 
@@ -33,13 +34,14 @@ def config(tmp_path: Path) -> Config:
 @pytest.fixture
 async def store(config: Config) -> AsyncIterator[Store]:
     opened = await Store.open(config.storage.db_path)
-    await set_retention_days(opened, 365, actor="admin:root")
+    await set_retention_days(opened, ORG, 365, actor="admin:root")
+    await opened.set_org_setting(ORG, "bulk_download", "on")
     yield opened
     await opened.close()
 
 
 async def _zip(store: Store, config: Config, month: str) -> Path:
-    job = await build_export(store, config, month, requested_by="admin:root")
+    job = await build_export(store, config, ORG, month, requested_by="admin:root")
     assert job.status == "ready" and job.path is not None
     return config.storage.dir / job.path
 
@@ -88,7 +90,7 @@ async def test_the_export_month_is_the_local_month(store: Store, config: Config)
 async def test_a_stored_zone_overrides_the_configs(store: Store, config: Config) -> None:
     await file_recording(store, config.storage.dir, started_at=utc(2026, 9, 30, 22, 30))
     await file_recording(store, config.storage.dir, started_at=utc(2026, 10, 31, 23, 30))
-    await store.set_setting("timezone", "UTC")
+    await store.set_org_setting(ORG, "timezone", "UTC")
     october = await _entries(store, config, "2026-10")
     assert [info.filename[:17] for info in october if info.filename != "manifest.csv"] == [
         "2026-10-31_233000"

@@ -23,6 +23,7 @@ from callrec.services.mailer import Mail, MailError, send_mail
 from callrec.services.retention import set_retention_days
 from storage.database import Store
 from storage.errors import Conflict
+from tests.storage.orgs import ORG
 from tests.storage.recording_factory import file_recording, make_config
 
 
@@ -111,15 +112,16 @@ async def test_ordered_export_is_mailed_with_a_working_signed_link(
 ) -> None:
     inbox, port = smtp_server
     config = config_for(tmp_path, port)
-    await set_retention_days(store, 180, actor="admin:root")
+    await set_retention_days(store, ORG, 180, actor="admin:root")
+    await store.set_org_setting(ORG, "bulk_download", "on")
     recordings = [
         await file_recording(store, config.storage.dir, started_at=utc(2024, 5, day))
         for day in (3, 4)
     ]
-    await store.add_admin("root", "correct horse", email="root@example.org")
+    await store.add_admin(ORG, "root", "correct horse", email="root@example.org")
     async with asyncio.timeout(30), asyncio.TaskGroup() as tasks:
         service = ExportService(store, config, spawn=tasks.create_task)
-        export_id = await service.request("2024-05", "admin:root", address="127.0.0.1")
+        export_id = await service.request(ORG, "2024-05", "admin:root", address="127.0.0.1")
         envelope, message = await inbox.next_message()
 
     assert envelope.rcpt_tos == ["root@example.org"]
@@ -127,13 +129,13 @@ async def test_ordered_export_is_mailed_with_a_working_signed_link(
     body = message.get_content()
     match = re.search(r"(http://127\.0\.0\.1:8088/exports/download\?token=(\S+))", body)
     assert match is not None, body
-    _, path = await service.resolve_download(match.group(2))
+    _, path = await service.resolve_download(ORG, match.group(2))
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None
         assert len(archive.namelist()) == len(recordings) + 1
-    job = await store.get_export(export_id)
+    job = await store.get_export(ORG, export_id)
     assert job is not None and (job.status, job.error, job.files) == ("ready", None, 2)
-    actions = [entry.action for entry in await store.list_audit()]
+    actions = [entry.action for entry in await store.list_audit(ORG)]
     assert {"export.request", "export", "export.mailed"} <= set(actions)
 
 
@@ -141,12 +143,13 @@ async def test_mail_failure_keeps_the_export_ready_with_the_error_noted(
     tmp_path: Path, store: Store
 ) -> None:
     config = config_for(tmp_path, 9)
-    await set_retention_days(store, 365, actor="admin:root")
+    await set_retention_days(store, ORG, 365, actor="admin:root")
+    await store.set_org_setting(ORG, "bulk_download", "on")
     await file_recording(store, config.storage.dir, started_at=utc(2024, 5, 3))
     async with asyncio.timeout(60), asyncio.TaskGroup() as tasks:
         service = ExportService(store, config, spawn=tasks.create_task)
-        export_id = await service.request("2024-05", "admin:root", "root@example.org")
-    job = await store.get_export(export_id)
+        export_id = await service.request(ORG, "2024-05", "admin:root", "root@example.org")
+    job = await store.get_export(ORG, export_id)
     assert job is not None and job.status == "ready"
     assert job.error is not None and job.error.startswith("mail not sent: cannot send mail")
     assert job.path is not None and zipfile.is_zipfile(config.storage.dir / job.path)
@@ -166,8 +169,8 @@ async def test_refused_order_sends_nothing(
 
         service = ExportService(store, config, spawn=spawn)
         with pytest.raises(Conflict, match=r"180 days or more \(now 90\)"):
-            await service.request("2024-05", "admin:root", "root@example.org")
+            await service.request(ORG, "2024-05", "admin:root", "root@example.org")
     # The group has ended, so any mail a spawned task sent has been accepted (the inbox
     # keeps a message before it answers 250): nothing to wait for.
     assert spawned == []
-    assert inbox.messages == [] and await store.list_exports() == []
+    assert inbox.messages == [] and await store.list_exports(ORG) == []

@@ -28,6 +28,7 @@ from callrec.policy import (
     RecordingSettings,
     UnknownSetting,
     bulk_download_allowed,
+    check_settings,
     parse_retention_days,
     parse_setting,
 )
@@ -141,8 +142,11 @@ def test_parse_setting_stores_canonical_text() -> None:
         "channels",
         "language",
         "timezone",
+        "bulk_download",
     )
     assert parse_setting("feature_code", " *4 ") == "*4"
+    assert parse_setting("bulk_download", "ON") == "on"
+    assert parse_setting("bulk_download", False) == "off"
     assert parse_setting("retention_days", 180) == "180"
     assert parse_setting("retention_days", "07" + "0") == "70"
     assert parse_setting("announcement", "beep") == "beep"
@@ -187,3 +191,19 @@ def test_stored_settings_override_only_with_valid_values(stored: dict[str, str])
     )
     assert isinstance(settings.feature_code, FeatureCode)
     assert isinstance(settings.retention_days, int)
+
+
+def test_bulk_download_needs_the_retention_threshold() -> None:
+    """The switch is a stored setting; the rule between it and the retention is
+    `check_settings`, and only a switch that is on with enough retention applies."""
+    with pytest.raises(InvalidChoice):
+        parse_setting("bulk_download", "maybe")
+    short = RecordingSettings().with_stored({"bulk_download": "on", "retention_days": "179"})
+    assert short.bulk_download and not short.bulk_download_enabled
+    with pytest.raises(PolicyError) as refused:
+        check_settings(short)
+    assert refused.value.field == "bulk_download" and "180 days" in refused.value.message
+    long = short.with_stored({"retention_days": "180"})
+    check_settings(long)
+    assert long.bulk_download_enabled
+    check_settings(RecordingSettings().with_stored({"retention_days": "30"}))  # off: any retention

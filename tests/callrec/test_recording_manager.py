@@ -22,6 +22,7 @@ from callrec.recording.manager import SETTINGS_REFRESH_S, RecordingManager
 from media.writer import RecordingWriter
 from storage.database import Store
 from testkit.waiting import wait_until_async
+from tests.storage.orgs import ORG
 from tests.storage.recording_factory import make_config
 
 T0 = 1_700_000_000.0
@@ -61,19 +62,47 @@ async def test_stored_settings_are_re_read_every_refresh_interval_of_its_clock(
     clock = FakeClock()
     async with background_tasks() as spawn:
         recordings = manager(config, store, spawn, clock)
-        await store.set_setting(SettingKey.FEATURE_CODE, "*5")
+        await store.set_org_setting(ORG, SettingKey.FEATURE_CODE, "*5")
         with caplog.at_level(logging.INFO, logger="callrec.recordings"):
             await recordings.tick()
-        assert str(recordings.settings.feature_code) == "*5"
-        assert "recording settings now: feature code *5" in caplog.text
+        assert str(recordings.org_settings[ORG.id].feature_code) == "*5"
+        assert "recording settings of organisation 1 now: feature code *5" in caplog.text
 
-        await store.set_setting(SettingKey.FEATURE_CODE, "*7")
+        await store.set_org_setting(ORG, SettingKey.FEATURE_CODE, "*7")
         clock.elapsed += SETTINGS_REFRESH_S - 0.25
         await recordings.tick()
-        assert str(recordings.settings.feature_code) == "*5"  # not yet due
+        assert str(recordings.org_settings[ORG.id].feature_code) == "*5"  # not yet due
         clock.elapsed += 0.25
         await recordings.tick()
-        assert str(recordings.settings.feature_code) == "*7"
+        assert str(recordings.org_settings[ORG.id].feature_code) == "*7"
+
+
+async def test_each_call_gets_its_own_organisations_settings(config: Config, store: Store) -> None:
+    """Two organisations, two feature codes and retentions: a call of each is recorded
+    with its own organisation's, and its recording filed under its organisation."""
+    other = (await store.add_organisation("beta", "Beta", "beta.example")).scope
+    await store.set_org_settings(ORG, {"feature_code": "*5", "retention_days": "40"})
+    await store.set_org_settings(other, {"feature_code": "*8", "retention_days": "200"})
+    clock = FakeClock()
+    async with background_tasks() as spawn:
+        recordings = manager(config, store, spawn, clock)
+        await recordings.tick()
+        mine = await new_call(store, RecordingMode.ALWAYS)
+        cdr = await store.create_call(
+            other.id, sip_call_id="beta@test", direction="outbound", started_at=T0
+        )
+        theirs = FakeCall(cdr_id=cdr, recording_mode=RecordingMode.ALWAYS, org_id=other.id)
+        for call in (mine, theirs):
+            recordings.call_answered(call)  # type: ignore[arg-type]
+        assert mine.media.spec is not None and theirs.media.spec is not None
+        assert (mine.media.spec.feature_code, theirs.media.spec.feature_code) == ("*5", "*8")
+        for call in (mine, theirs):
+            filed = recordings.active[call].filed  # type: ignore[index]
+            assert filed is not None and await filed is not None
+    (own,) = await store.list_recordings(ORG)
+    (their,) = await store.list_recordings(other)
+    assert (own.recording.retention_days, their.recording.retention_days) == (40, 200)
+    assert own.call.sip_call_id == "call@test" and their.call.sip_call_id == "beta@test"
 
 
 async def test_a_recording_left_unfinished_is_closed_at_the_clock_time(
@@ -81,7 +110,7 @@ async def test_a_recording_left_unfinished_is_closed_at_the_clock_time(
 ) -> None:
     clock = FakeClock()
     call_id = await store.create_call(
-        sip_call_id="crashed@test", direction="outbound", started_at=T0 - 60
+        ORG.id, sip_call_id="crashed@test", direction="outbound", started_at=T0 - 60
     )
     recording_id = await store.create_recording(
         call_id=call_id,
@@ -95,7 +124,7 @@ async def test_a_recording_left_unfinished_is_closed_at_the_clock_time(
     clock.wall = T0 + 5
     async with background_tasks() as spawn:
         assert await manager(config, store, spawn, clock).recover() == 1
-    row = await store.get_recording(recording_id)
+    row = await store.get_recording(ORG, recording_id)
     assert row is not None and row.status == "error" and row.ended_at == T0 + 5
 
 
@@ -111,9 +140,14 @@ class FakeMedia:
         self.stopped_at: float | None = None
 
     def start_recording(
-        self, spec: RecordingSpec, sdp: dict[str, bytes], on_toggle: Callable[[Toggle], None]
+        self,
+        spec: RecordingSpec,
+        sdp: dict[str, bytes],
+        on_toggle: Callable[[Toggle], None],
+        on_digit: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.spec, self.sdp, self.on_toggle = spec, sdp, on_toggle
+        self.on_digit = on_digit
         self.outcome = asyncio.get_running_loop().create_future()
 
     def learn_sdp(self, leg: str, body: bytes) -> None:
@@ -136,11 +170,14 @@ class FakeCall:
     call_id: str = "call@test"
     internal_leg: str = "a"
     owner_ext: str = "201"
+    org_id: int | None = 1
     sdp: dict[str, bytes] = field(default_factory=lambda: {"a": b"v=0\r\n"})
 
 
 async def new_call(store: Store, mode: str) -> FakeCall:
-    cdr = await store.create_call(sip_call_id="call@test", direction="outbound", started_at=T0)
+    cdr = await store.create_call(
+        ORG.id, sip_call_id="call@test", direction="outbound", started_at=T0
+    )
     return FakeCall(cdr_id=cdr, recording_mode=mode)
 
 

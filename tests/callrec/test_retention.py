@@ -24,6 +24,7 @@ from storage.database import Store
 from storage.errors import InvalidValue, StorageError
 from storage.files import RecordingFiles
 from testkit.waiting import wait_until_async
+from tests.storage.orgs import ORG
 from tests.storage.recording_factory import DAY, file_recording, make_config
 
 T0 = 1_700_000_000.0  # 2023-11-14, the fake clock's epoch
@@ -67,16 +68,16 @@ def test_validate_rejects_everything_else(value: object) -> None:
 async def test_current_retention_defaults_to_config_then_follows_the_setting(
     store: Store, config: Config
 ) -> None:
-    assert await current_retention_days(store, config) == 90
-    assert await set_retention_days(store, "200", actor="admin:root") == 200
-    assert await current_retention_days(store, config) == 200
-    audit = await store.list_audit()
+    assert await current_retention_days(store, config, ORG) == 90
+    assert await set_retention_days(store, ORG, "200", actor="admin:root") == 200
+    assert await current_retention_days(store, config, ORG) == 200
+    audit = await store.list_audit(ORG)
     assert [(a.actor, a.action) for a in audit] == [("admin:root", "settings.retention")]
     with pytest.raises(InvalidValue):
-        await set_retention_days(store, 20, actor="admin:root")
-    assert await current_retention_days(store, config) == 200
-    await store.set_setting("retention_days", "garbage")
-    assert await current_retention_days(store, config) == 90
+        await set_retention_days(store, ORG, 20, actor="admin:root")
+    assert await current_retention_days(store, config, ORG) == 200
+    await store.set_org_setting(ORG, "retention_days", "garbage")
+    assert await current_retention_days(store, config, ORG) == 90
 
 
 async def test_changing_the_setting_affects_only_new_recordings(
@@ -84,13 +85,22 @@ async def test_changing_the_setting_affects_only_new_recordings(
 ) -> None:
     storage = config.storage.dir
     old = await file_recording(
-        store, storage, started_at=T0, retention_days=await current_retention_days(store, config)
+        store,
+        storage,
+        started_at=T0,
+        retention_days=await current_retention_days(store, config, ORG),
     )
-    await set_retention_days(store, 30, actor="admin:root")
+    await set_retention_days(store, ORG, 30, actor="admin:root")
     new = await file_recording(
-        store, storage, started_at=T0, retention_days=await current_retention_days(store, config)
+        store,
+        storage,
+        started_at=T0,
+        retention_days=await current_retention_days(store, config, ORG),
     )
-    old_row, new_row = await store.get_recording(old.id), await store.get_recording(new.id)
+    old_row, new_row = (
+        await store.get_recording(ORG, old.id),
+        await store.get_recording(ORG, new.id),
+    )
     assert old_row is not None and new_row is not None
     assert (old_row.retention_days, old_row.expires_at) == (90, T0 + 90 * DAY)
     assert (new_row.retention_days, new_row.expires_at) == (30, T0 + 30 * DAY)
@@ -126,7 +136,7 @@ async def test_purge_deletes_exactly_the_expired_recordings(
     for now in instants:
         await purge_expired(store, RecordingFiles(storage), now)
         for recording, status in filed:
-            row = await store.get_recording(recording.id)
+            row = await store.get_recording(ORG, recording.id)
             assert row is not None
             should_be_gone = recording.expires_at <= now and status != "recording"
             assert (row.status == "purged") is should_be_gone, (recording, status, now)
@@ -163,15 +173,15 @@ async def test_purge_marks_rows_keeps_metadata_and_audits_each(
     assert sorted(item.id for item in report.purged) == [r.id for r in expired]
     assert all(item.file_found for item in report.purged)
     for recording in expired:
-        row = await store.get_recording(recording.id)
+        row = await store.get_recording(ORG, recording.id)
         assert row is not None
         assert (row.status, row.purged_at, row.sha256) == ("purged", now, recording.sha256)
         assert row.path == recording.relative and row.duration_s is not None
         assert not recording.path.exists()
-    kept_row = await store.get_recording(kept.id)
+    kept_row = await store.get_recording(ORG, kept.id)
     assert kept_row is not None and kept_row.status == "complete" and kept.path.exists()
 
-    audit = await store.list_audit()
+    audit = await store.list_audit(ORG)
     assert sorted(entry.object or "" for entry in audit) == sorted(
         f"recording {r.id}" for r in expired
     )
@@ -180,8 +190,8 @@ async def test_purge_marks_rows_keeps_metadata_and_audits_each(
     }
     # A second pass has nothing left to do and writes no more audit entries.
     again = await purge_expired(store, RecordingFiles(storage), now + DAY)
-    assert again.purged == [] and len(await store.list_audit()) == 3
-    listed = await store.list_recordings()
+    assert again.purged == [] and len(await store.list_audit(ORG)) == 3
+    listed = await store.list_recordings(ORG)
     assert len(listed) == 4  # purged recordings stay listed with their call
 
 
@@ -199,9 +209,9 @@ async def test_missing_file_is_still_marked_purged(store: Store, config: Config)
     report = await purge_expired(store, RecordingFiles(config.storage.dir), T0 + 31 * DAY)
     assert [(item.id, item.file_found) for item in report.purged] == [(recording.id, False)]
     assert [item.id for item in report.missing] == [recording.id]
-    row = await store.get_recording(recording.id)
+    row = await store.get_recording(ORG, recording.id)
     assert row is not None and row.status == "purged"
-    (entry,) = await store.list_audit()
+    (entry,) = await store.list_audit(ORG)
     assert entry.detail is not None and "already missing" in entry.detail
 
 
@@ -214,15 +224,15 @@ async def test_undeletable_file_stays_unpurged(store: Store, config: Config) -> 
     recording.path.mkdir()
     report = await purge_expired(store, RecordingFiles(storage), T0 + 31 * DAY)
     assert report.purged == [] and [f.id for f in report.failed] == [recording.id]
-    row = await store.get_recording(recording.id)
+    row = await store.get_recording(ORG, recording.id)
     assert row is not None and row.status == "complete"
-    assert await store.list_audit() == []
+    assert await store.list_audit(ORG) == []
 
 
 async def _expired_row_pointing_at(store: Store, stored_path: str) -> int:
     """A complete recording, expired at T0 + 31 days, whose row names `stored_path`."""
     call_id = await store.create_call(
-        sip_call_id=f"{stored_path}@test", direction="inbound", started_at=T0
+        ORG.id, sip_call_id=f"{stored_path}@test", direction="inbound", started_at=T0
     )
     recording_id = await store.create_recording(
         call_id=call_id,
@@ -286,7 +296,7 @@ async def test_task_purges_in_bounded_batches_and_stops(store: Store, config: Co
     assert runner.cancelled()  # cancelled means stopped: it runs no further pass
     assert not any(r.path.exists() for r in recordings)
     for recording in recordings:
-        row = await store.get_recording(recording.id)
+        row = await store.get_recording(ORG, recording.id)
         assert row is not None and row.status == "purged"
 
 
@@ -300,7 +310,7 @@ async def test_task_leaves_unexpired_recordings_alone(store: Store, config: Conf
         runner = group.create_task(task.run_forever())
         await wait_until_async(lambda: task.passes >= 5, timeout=10, what="five passes")
         runner.cancel()
-    row = await store.get_recording(recording.id)
+    row = await store.get_recording(ORG, recording.id)
     assert row is not None and row.status == "complete" and recording.path.exists()
 
 
@@ -309,7 +319,7 @@ async def test_old_export_zips_expire_after_seven_days(store: Store, config: Con
     zip_path = storage / "exports" / "1-2024-05.zip"
     zip_path.parent.mkdir(parents=True)
     zip_path.write_bytes(b"PK")
-    export_id = await store.create_export("2024-05", "admin:root", T0)
+    export_id = await store.create_export(ORG, "2024-05", "admin:root", T0)
     await store.update_export(
         export_id, "ready", path="exports/1-2024-05.zip", finished_at=T0 + 60, bytes=2, files=0
     )
@@ -317,5 +327,5 @@ async def test_old_export_zips_expire_after_seven_days(store: Store, config: Con
     assert zip_path.exists()
     expired = await expire_exports(store, RecordingFiles(storage), T0 + 60 + 7 * DAY + 1)
     assert [e.id for e in expired] == [export_id] and not zip_path.exists()
-    job = await store.get_export(export_id)
+    job = await store.get_export(ORG, export_id)
     assert job is not None and job.status == "expired"

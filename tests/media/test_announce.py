@@ -250,7 +250,7 @@ def test_a_new_injection_stops_the_running_one() -> None:
 
 def test_rejects_codecs_it_cannot_encode() -> None:
     continuity = StreamContinuity(source_packet(1), 0.0)
-    with pytest.raises(MediaError, match="G722"):
-        continuity.start_injection(np.zeros(160, np.int16), 9, "G722", 0.0)
+    with pytest.raises(MediaError, match="G729"):
+        continuity.start_injection(np.zeros(160, np.int16), 18, "G729", 0.0)
     with pytest.raises(MediaError, match="payload type"):
         continuity.start_injection(np.zeros(160, np.int16), 128, "PCMU", 0.0)

@@ -18,7 +18,9 @@ from argon2 import PasswordHasher
 from portal.app import PortalHandle, start_portal_at
 from portal.services import PortalServices
 from storage.database import Store
+from storage.models import OrgScope
 from storage.portal_queries import PortalRepository
+from tests.storage.orgs import ORG
 
 ADMIN = ("root", "admin-secret-1")
 PASSWORDS = {"201": "alice-pass-1", "202": "bob-pass-22", "203": "carol-pass-3"}
@@ -66,6 +68,7 @@ async def add_recorded_call(
     """A finished, answered call with a complete recording file; returns the recording id."""
     store = fixture.store
     call_id = await store.create_call(
+        ORG.id,
         sip_call_id=f"{key}@test",
         direction="outbound",
         caller_ext=caller[0],
@@ -111,21 +114,21 @@ async def portal(tmp_path: Path) -> AsyncIterator[Fixture]:
     # in tests/storage.
     hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     store = await Store.open(storage_dir / "callrec.db", hasher=hasher)
-    await store.add_admin(*ADMIN, email="root@example.org")
+    await store.add_admin(ORG, *ADMIN, email="root@example.org")
     repository = PortalRepository(store)
-    await store.add_user("201", "Alice Archer", mode="always")
-    await store.add_user("202", "Bob Baker", mode="on-demand")
-    await store.add_user("203", "Carol Cole", mode="never")
+    await store.add_user(ORG, "201", "Alice Archer", mode="always")
+    await store.add_user(ORG, "202", "Bob Baker", mode="on-demand")
+    await store.add_user(ORG, "203", "Carol Cole", mode="never")
     for extension, password in PASSWORDS.items():
-        await repository.set_portal_password(extension, password)
+        await repository.set_portal_password(ORG, extension, password)
 
     fixture_box: list[Fixture] = []
 
     async def request_export(
-        month: str, requested_by: str, *, email: str | None, address: str | None
+        org: OrgScope, month: str, requested_by: str, *, email: str | None, address: str | None
     ) -> int:
         fixture_box[0].exports.append((month, requested_by))
-        return await store.create_export(month, requested_by, time.time())
+        return await store.create_export(org, month, requested_by, time.time())
 
     services = PortalServices(
         storage_dir=storage_dir,
@@ -159,6 +162,7 @@ async def portal(tmp_path: Path) -> AsyncIterator[Fixture]:
     )
     # Bob calls Carol, not recorded.
     fixture.calls["bob-carol"] = await store.create_call(
+        ORG.id,
         sip_call_id="bob-carol@test",
         direction="outbound",
         caller_ext="202",

@@ -29,6 +29,7 @@ from portal.app import PortalHandle, start_portal_at
 from portal.services import PortalServices
 from storage.database import Store
 from tests.portal.conftest import ADMIN, Client, login, new_session
+from tests.storage.orgs import ORG
 
 NOTICE_NAME = "notice-nl.wav"
 
@@ -53,7 +54,7 @@ async def _server(tmp_path: Path, *, with_file: bool) -> AsyncIterator[Server]:
     config = load_config(tmp_path / "callrec.toml")
     hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     store = await Store.open(config.storage.db_path, hasher=hasher)
-    await store.add_admin(*ADMIN)
+    await store.add_admin(ORG, *ADMIN)
     portal = await start_portal_at(store, PortalServices.from_config(config, store), "127.0.0.1", 0)
     try:
         yield Server(config, store, portal, notice)
@@ -85,7 +86,8 @@ async def what_callers_hear(server: Server) -> np.ndarray:
         server.config, server.store, spawn=asyncio.get_running_loop().create_task
     )
     await manager.refresh_settings()
-    prompt = load_announcement(manager.settings.announcement, manager.settings.language)
+    settings = manager.org_settings[ORG.id]  # what a call of the organisation gets
+    prompt = load_announcement(settings.announcement, settings.language)
     assert prompt is not None
     return prompt
 
@@ -143,7 +145,7 @@ async def test_the_configured_wav_is_shown_and_survives_saving_the_form(
         ) as response:
             assert response.status == 200
             assert "Settings saved." in await response.text()
-        stored = await server.store.all_settings()
+        stored = await server.store.org_settings(ORG)
         assert stored == {"feature_code": "*5"}  # only what was changed
         assert np.array_equal(await what_callers_hear(server), configured)
         assert 'value="file" checked' in await settings_page(admin, server)
@@ -192,11 +194,11 @@ async def test_the_spoken_notice_follows_the_language_and_file_needs_a_configure
         async with admin.session.post(f"{server.portal.url}/settings", data=fields) as response:
             assert response.status == 422
             assert "choose one of the announcements" in await response.text()
-        assert await server.store.all_settings() == {}
+        assert await server.store.org_settings(ORG) == {}
 
         fields["announcement"] = "default"
         fields["language"] = "nl"
         async with admin.session.post(f"{server.portal.url}/settings", data=fields) as response:
             assert response.status == 200
-        assert await server.store.all_settings() == {"language": "nl"}
+        assert await server.store.org_settings(ORG) == {"language": "nl"}
         assert np.array_equal(await what_callers_hear(server), dutch)

@@ -12,6 +12,7 @@ import soundfile
 
 from portal.auth import LoginThrottle, SessionStore, user_identity
 from tests.portal.conftest import ADMIN, Client, Fixture, login, new_session
+from tests.storage.orgs import ORG
 
 API = "/api/v1"
 
@@ -108,7 +109,8 @@ async def test_wrong_password_then_rate_limited(portal: Fixture) -> None:
             allow_redirects=False,
         ) as r:
             assert r.status == 429
-    actions = [e.action for e in await portal.store.list_audit(50)]
+    # A failed login belongs to no organisation: the platform's log has it.
+    actions = [e.action for e in await portal.store.list_audit(None, 50)]
     assert actions.count("login.failed") == 5 and "login.throttled" in actions
 
 
@@ -125,7 +127,7 @@ def test_login_throttle_window_slides() -> None:
 
 def test_sessions_expire_when_idle() -> None:
     sessions = SessionStore(idle_s=10)
-    session = sessions.create(user_identity("201", "Alice"), now=0.0)
+    session = sessions.create(user_identity(ORG, "201", "Alice"), now=0.0)
     assert sessions.get(session.id, 9.0) is session
     assert sessions.get(session.id, 18.0) is session
     assert sessions.get(session.id, 28.5) is None
@@ -192,7 +194,7 @@ async def test_user_cannot_administer(portal: Fixture, alice: Client) -> None:
             method, portal.url + API + path, json=body, headers=alice.headers
         ) as r:
             assert r.status == 403, (method, path)
-    user = await portal.store.get_user("201")
+    user = await portal.store.get_user(ORG, "201")
     assert user is not None and user.recording_mode == "always"
 
 
@@ -222,7 +224,7 @@ async def test_users_add_mode_remove_devices(portal: Fixture, admin: Client) -> 
         assert r.status == 200
         assert (await r.json())["recording_mode"] == "never"
     # Removing from recording keeps the recordings.
-    assert await portal.store.get_recording(portal.recordings["alice-bob"]) is not None
+    assert await portal.store.get_recording(ORG, portal.recordings["alice-bob"]) is not None
     async with admin.session.get(url + f"/recordings/{portal.recordings['alice-bob']}") as r:
         assert r.status == 200
     # The new user can log in with the portal password.
@@ -230,7 +232,7 @@ async def test_users_add_mode_remove_devices(portal: Fixture, admin: Client) -> 
         await login(session, portal.url, "204", "dan-pass-44")
     changes = [
         (e.action, e.object, e.detail)
-        for e in await portal.store.list_audit(50)
+        for e in await portal.store.list_audit(ORG, 50)
         if e.action == "mode.change"
     ]
     assert ("mode.change", "user:201", "always -> never") in changes
@@ -283,7 +285,7 @@ async def test_settings_validation(
     ) as r:
         assert r.status == 422
         assert (await r.json())["field"] == field
-    assert await portal.store.all_settings() == {}
+    assert await portal.store.org_settings(ORG) == {}
 
 
 async def test_settings_round_trip_and_audit(portal: Fixture, admin: Client) -> None:
@@ -300,9 +302,9 @@ async def test_settings_round_trip_and_audit(portal: Fixture, admin: Client) -> 
         answer = await r.json()
     assert {k: answer[k] for k in new} == new
     assert "new recordings only" in answer["note"]
-    stored = await portal.store.all_settings()
+    stored = await portal.store.org_settings(ORG)
     assert stored["retention_days"] == "180" and stored["feature_code"] == "*7"
-    assert any(e.action == "settings.change" for e in await portal.store.list_audit(20))
+    assert any(e.action == "settings.change" for e in await portal.store.list_audit(ORG, 20))
 
 
 # -- calls ---------------------------------------------------------------------------------
@@ -394,7 +396,7 @@ async def test_audio_whole_and_ranges(portal: Fixture, admin: Client) -> None:
         assert await r.read() == content[-50:]
     async with admin.session.get(url, headers={"Range": f"bytes={len(content) + 10}-"}) as r:
         assert r.status == 416
-    plays = [e for e in await portal.store.list_audit(50) if e.action == "recording.play"]
+    plays = [e for e in await portal.store.list_audit(ORG, 50) if e.action == "recording.play"]
     # The whole read is audited; the seeks in the middle of the file are not.
     assert len(plays) == 1 and plays[0].object == f"recording:{recording_id}"
     assert plays[0].address == "127.0.0.1" and plays[0].actor == "admin:root"
@@ -404,6 +406,7 @@ async def test_flac_content_type(portal: Fixture, admin: Client) -> None:
     from tests.portal.conftest import write_wav
 
     call_id = await portal.store.create_call(
+        ORG.id,
         sip_call_id="flac@test",
         direction="inbound",
         caller_ext="0611",
@@ -441,7 +444,7 @@ async def test_download_attachment_name_and_bytes(portal: Fixture, admin: Client
         f'_{recording_id}.wav"'
     )
     assert hashlib.sha256(body).hexdigest() == portal.sha256[recording_id]
-    assert any(e.action == "recording.download" for e in await portal.store.list_audit(20))
+    assert any(e.action == "recording.download" for e in await portal.store.list_audit(ORG, 20))
 
 
 @pytest.mark.parametrize("method", ["DELETE", "PUT", "PATCH", "POST"])
@@ -457,7 +460,7 @@ async def test_recordings_cannot_be_deleted(
         assert "GET" in r.headers["Allow"]
         assert "retention" in (await r.json())["error"]
     assert (portal.storage_dir / "recordings/2024/05/01/alice-bob.wav").is_file()
-    assert await portal.store.get_recording(recording_id) is not None
+    assert await portal.store.get_recording(ORG, recording_id) is not None
 
 
 @pytest.mark.parametrize(
@@ -519,7 +522,11 @@ async def test_exports_refused_below_180_days_then_ordered(portal: Fixture, admi
         assert r.status == 409
         assert "180 days" in (await r.json())["error"]
     assert portal.exports == []
-    await portal.store.set_setting("retention_days", "180")
+    await portal.store.set_org_setting(ORG, "retention_days", "180")
+    # Long enough now, but the organisation has not switched bulk download on.
+    async with admin.session.post(url, json={"month": "2024-05"}, headers=admin.headers) as r:
+        assert r.status == 409 and (await r.json())["field"] == "bulk_download"
+    await portal.store.set_org_setting(ORG, "bulk_download", "on")
     async with admin.session.post(url, json={"month": "2024-5"}, headers=admin.headers) as r:
         assert r.status == 422 and (await r.json())["field"] == "month"
     async with admin.session.post(url, json={"month": "2024-05"}, headers=admin.headers) as r:
@@ -593,26 +600,34 @@ async def test_start_portal_from_config_and_signed_export_link(tmp_path: Path) -
         zip_path.parent.mkdir(parents=True)
         with zipfile.ZipFile(zip_path, "w") as archive:
             archive.writestr("manifest.csv", "file,sha256\n")
-        export_id = await store.create_export("2024-05", "admin:root", time.time())
+        export_id = await store.create_export(ORG, "2024-05", "admin:root", time.time())
         await store.update_export(
             export_id, "ready", path="exports/1-2024-05.zip", finished_at=time.time()
         )
         secret = await export.portal_secret(store, config)
-        good = export.sign_download(secret, export_id, time.time() + 600)
-        expired = export.sign_download(secret, export_id, time.time() - 1)
-        forged = export.sign_download(b"not the secret", export_id, time.time() + 600)
+        good = export.sign_download(secret, ORG.id, export_id, time.time() + 600)
+        expired = export.sign_download(secret, ORG.id, export_id, time.time() - 1)
+        forged = export.sign_download(b"not the secret", ORG.id, export_id, time.time() + 600)
+        other_org = export.sign_download(secret, ORG.id + 1, export_id, time.time() + 600)
+        await store.add_admin(ORG, "root", "root-password-1")
         async with new_session() as session:
+            # Without a login the link leads to the login page, not to the ZIP.
+            async with session.get(
+                f"{handle.url}/exports/download", params={"token": good}, allow_redirects=False
+            ) as r:
+                assert r.status == 303 and r.headers["Location"].startswith("/login?")
+            await login(session, handle.url, "root", "root-password-1")
             async with session.get(f"{handle.url}/exports/download", params={"token": good}) as r:
                 assert r.status == 200
                 assert r.headers["Content-Type"] == "application/zip"
                 assert await r.read() == zip_path.read_bytes()
-            for token in (expired, forged, good[:-2], "", "../../callrec.db"):
+            for token in (expired, forged, other_org, good[:-2], "", "../../callrec.db"):
                 async with session.get(
                     f"{handle.url}/exports/download", params={"token": token}
                 ) as r:
                     assert r.status == 403, token
                     assert b"PK" not in await r.read()
-        actions = [e.action for e in await store.list_audit(20)]
+        actions = [e.action for e in await store.list_audit(ORG, 20)]
         assert actions.count("export.download") == 1
     finally:
         await handle.stop()
@@ -622,7 +637,7 @@ async def test_start_portal_from_config_and_signed_export_link(tmp_path: Path) -
 async def test_settings_form_keeps_an_unmoved_odd_retention(portal: Fixture, admin: Client) -> None:
     """200 days (set through the API) survives saving the form with the slider untouched;
     moving the slider to its first stop gives 30 days."""
-    await portal.store.set_setting("retention_days", "200")
+    await portal.store.set_org_setting(ORG, "retention_days", "200")
     form = {
         "csrf_token": admin.csrf,
         "feature_code": "*3",
@@ -633,13 +648,13 @@ async def test_settings_form_keeps_an_unmoved_odd_retention(portal: Fixture, adm
     }
     async with admin.session.post(portal.url + "/settings", data=form) as r:
         assert r.status == 200 and "Settings saved" in await r.text()
-    stored = await portal.store.all_settings()
+    stored = await portal.store.org_settings(ORG)
     assert stored["retention_days"] == "200" and stored["feature_code"] == "*3"
     async with admin.session.post(
         portal.url + "/settings", data={**form, "retention_position": "0"}
     ) as r:
         assert r.status == 200
-    assert (await portal.store.all_settings())["retention_days"] == "30"
+    assert (await portal.store.org_settings(ORG))["retention_days"] == "30"
     async with admin.session.post(
         portal.url + "/settings", data={**form, "csrf_token": "forged"}
     ) as r:
@@ -651,4 +666,4 @@ async def test_settings_form_keeps_an_unmoved_odd_retention(portal: Fixture, adm
         page = await r.text()
     assert "the feature code must be * followed by one digit" in page
     assert "pick a retention on the slider" in page
-    assert (await portal.store.all_settings())["feature_code"] == "*3"
+    assert (await portal.store.org_settings(ORG))["feature_code"] == "*3"

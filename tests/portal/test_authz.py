@@ -6,6 +6,7 @@ import pytest
 from yarl import URL
 
 from tests.portal.conftest import Client, Fixture, add_recorded_call
+from tests.storage.orgs import ORG
 
 API = "/api/v1"
 
@@ -225,5 +226,5 @@ async def test_user_forms_cannot_change_modes(portal: Fixture, clients: dict[str
         allow_redirects=False,
     ) as response:
         assert response.status == 403
-    user = await portal.store.get_user("203")
+    user = await portal.store.get_user(ORG, "203")
     assert user is not None and user.recording_mode == "never"

@@ -16,6 +16,7 @@ import pytest
 
 from tests.portal.chromium import chromium_page, fill_login_form, requires_chromium
 from tests.portal.conftest import ADMIN, Fixture
+from tests.storage.orgs import ORG
 
 playwright_api = pytest.importorskip("playwright.async_api")
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
     await page.get_by_role("button", name="Add user to recording").click()
     carol_row = page.locator('tr[data-extension="203"]')
     await expect(carol_row).to_contain_text("On demand")
-    user = await portal.store.get_user("203")
+    user = await portal.store.get_user(ORG, "203")
     assert user is not None and user.recording_mode == "on-demand"
 
     # Flip her to always with the record button, and back is the same button.
@@ -59,7 +60,7 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
     await expect(carol_row.get_by_role("button", name="Always record")).to_have_attribute(
         "aria-pressed", "true"
     )
-    user = await portal.store.get_user("203")
+    user = await portal.store.get_user(ORG, "203")
     assert user is not None and user.recording_mode == "always"
 
     # A wrong feature code is refused with the field marked.
@@ -80,12 +81,15 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
     await expect(page.locator("#retention-value")).to_have_text("180 days")
     await expect(page.get_by_text("Changes affect new recordings only")).to_be_visible()
     await page.get_by_label("Beep").check()
+    # Bulk download switched on: allowed with 180 days of retention.
+    await page.get_by_role("group", name="Bulk download").get_by_label("On").check()
     await page.get_by_role("button", name="Save settings").click()
     await expect(page.locator("p.notice")).to_contain_text("new recordings only")
-    stored = await portal.store.all_settings()
+    stored = await portal.store.org_settings(ORG)
     assert stored["feature_code"] == "*5"
     assert stored["retention_days"] == "180"
     assert stored["announcement"] == "beep"
+    assert stored["bulk_download"] == "on"
     await expect(page.get_by_label("Feature code")).to_have_value("*5")
 
     # The Users page: add a user (not recorded yet), then the mode dropdown and Save.
@@ -97,9 +101,9 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
     await page.locator("#mode-202").select_option("always")
     await page.locator('tr[data-extension="202"]').get_by_role("button", name="Save").click()
     await expect(page.locator("p.notice")).to_contain_text("Bob Baker (202)")
-    user = await portal.store.get_user("202")
+    user = await portal.store.get_user(ORG, "202")
     assert user is not None and user.recording_mode == "always"
-    user = await portal.store.get_user("204")
+    user = await portal.store.get_user(ORG, "204")
     assert user is not None and user.recording_mode == "never"
 
     await (
@@ -154,12 +158,9 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
     ):
         await expect(page.get_by_role("cell", name=action, exact=True).first).to_be_visible()
 
-    # Bulk download is offered now that retention is 180 days.
-    await (
-        page.get_by_role("navigation", name="Main")
-        .get_by_role("link", name="Bulk download")
-        .click()
-    )
+    # Bulk download is switched on (with 180 days): Reports offers it.
+    await page.get_by_role("navigation", name="Main").get_by_role("link", name="Reports").click()
+    await page.get_by_role("main").get_by_role("link", name="Bulk download").click()
     await page.get_by_label("Month").fill("2024-05")
     await page.get_by_role("button", name="Order ZIP").click()
     await expect(page.locator("p.notice")).to_contain_text("Export of 2024-05 ordered")

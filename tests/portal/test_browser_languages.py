@@ -16,6 +16,7 @@ import pytest
 
 from tests.portal.chromium import chromium_page, requires_chromium
 from tests.portal.conftest import ADMIN, Fixture
+from tests.storage.orgs import ORG
 
 playwright_api = pytest.importorskip("playwright.async_api")
 if TYPE_CHECKING:
@@ -64,7 +65,7 @@ async def test_the_portal_in_dutch_and_back_in_english(
     await expect(page.locator("p.notice")).to_have_text("Instellingen opgeslagen.")
     await expect(page.get_by_role("heading", name="Opname-instellingen")).to_be_visible()
     assert await page.locator("html").get_attribute("lang") == "nl"
-    assert await portal.store.all_settings() == {
+    assert await portal.store.org_settings(ORG) == {
         "language": "nl",
         "timezone": "Europe/Amsterdam",
     }

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import aiohttp
 
 from tests.portal.conftest import Client, Fixture, add_recorded_call, new_session
+from tests.storage.orgs import ORG
 
 AMSTERDAM = "Europe/Amsterdam"
 
@@ -51,7 +52,7 @@ async def test_the_login_page_speaks_the_browsers_language(portal: Fixture) -> N
         ) as response:
             assert response.status == 401
             assert "Verkeerde naam of wachtwoord." in await response.text()
-    await portal.store.set_setting("language", "nl")
+    await portal.store.set_org_setting(ORG, "language", "nl")
     async with new_session() as session:
         # No preference sent: the language in force.
         assert "<h1>Inloggen</h1>" in await page(session, f"{portal.url}/login")
@@ -79,8 +80,8 @@ async def test_the_portal_in_dutch_after_an_admin_chooses_it(
         saved = await response.text()
     # The notice is shown after the change, so in the new language.
     assert "Instellingen opgeslagen." in saved and "<h1>Opname-instellingen</h1>" in saved
-    assert await portal.store.all_settings() == {"language": "nl"}
-    audit = await portal.store.list_audit(5)
+    assert await portal.store.org_settings(ORG) == {"language": "nl"}
+    audit = await portal.store.list_audit(ORG, 5)
     assert audit[0].action == "settings.change" and audit[0].detail == '{"language": "nl"}'
 
     # A refused field is marked in Dutch.
@@ -162,18 +163,18 @@ async def test_a_user_reads_the_portal_in_their_own_language(
             assert f"({extension}) language." in await response.text()
     assert "<h1>Rapporten</h1>" in await page(bob, f"{portal.url}/reports")
     assert "<h1>Reports</h1>" in await page(alice, f"{portal.url}/reports")
-    bob_user = await portal.store.get_user("202")
-    alice_user = await portal.store.get_user("201")
+    bob_user = await portal.store.get_user(ORG, "202")
+    alice_user = await portal.store.get_user(ORG, "201")
     assert bob_user is not None and bob_user.language == "nl"
     assert alice_user is not None and alice_user.language is None
-    actions = [entry.action for entry in await portal.store.list_audit(10)]
+    actions = [entry.action for entry in await portal.store.list_audit(ORG, 10)]
     assert actions.count("language.change") == 3
 
 
 async def test_times_dates_and_names_are_local_across_the_clock_changes(
     portal: Fixture, admin: Client
 ) -> None:
-    await portal.store.set_setting("timezone", AMSTERDAM)
+    await portal.store.set_org_setting(ORG, "timezone", AMSTERDAM)
     # 19:08 in Amsterdam on the day summer time starts (17:08 UTC).
     summer = await add_recorded_call(
         portal,
@@ -230,6 +231,6 @@ async def test_times_dates_and_names_are_local_across_the_clock_changes(
     assert "When (Europe/Amsterdam)" in audit
 
     # In Dutch, the same moment in the Dutch order.
-    await portal.store.set_setting("language", "nl")
+    await portal.store.set_org_setting(ORG, "language", "nl")
     dutch = await page(admin, f"{portal.url}/reports?from=2026-03-29&to=2026-03-29")
     assert "29-03-2026 19:08:00" in dutch

@@ -13,6 +13,7 @@ import pytest
 
 from callrec.policy import FeatureCode, PolicyError
 from tests.portal.conftest import Client, Fixture
+from tests.storage.orgs import ORG
 
 API = "/api/v1"
 LINKS = ("audio_url", "download_url")
@@ -82,4 +83,4 @@ async def test_a_bad_feature_code_is_refused_alike_by_api_and_cli(
     status, out, err = await cli(tmp_path, portal, "settings", "set", "feature_code", code)
     assert (status, out) == (1, "")
     assert err == f"callrec: error: feature_code: {rule.value}\n"
-    assert "feature_code" not in await portal.store.all_settings()
+    assert "feature_code" not in await portal.store.org_settings(ORG)

@@ -18,6 +18,7 @@ from storage.errors import (
     StorageUnavailable,
 )
 from tests.portal.conftest import Client, Fixture
+from tests.storage.orgs import ORG
 
 API = "/api/v1"
 
@@ -59,7 +60,7 @@ async def test_a_value_the_store_refuses_is_422_naming_the_field(
     ) as r:
         assert r.status == 422
         assert (await r.json())["field"] == "devices"
-    assert await portal.store.get_user("205") is None
+    assert await portal.store.get_user(ORG, "205") is None
 
 
 async def test_a_username_already_taken_is_409_naming_the_field(
@@ -73,7 +74,7 @@ async def test_a_username_already_taken_is_409_naming_the_field(
         assert r.status == 409
         answer = await r.json()
     assert answer["field"] == "uri" and "extension of user 201" in answer["error"]
-    assert await portal.store.list_devices("202") == []
+    assert await portal.store.list_devices(ORG, "202") == []
 
 
 @contextmanager
@@ -132,7 +133,7 @@ async def test_a_full_database_is_503_with_no_server_path(portal: Fixture, admin
     # Fill what room the last pages have left, then every new row needs a page.
     with pytest.raises(StorageUnavailable):
         for _ in range(1000):
-            await portal.store.audit("admin:root", "note", detail="x" * 3000)
+            await portal.store.audit(ORG, "admin:root", "note", detail="x" * 3000)
     statuses = []
     for n in range(20):
         async with admin.session.post(

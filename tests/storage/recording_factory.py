@@ -15,6 +15,7 @@ from callrec.config import Config, load_config
 from media.writer import READ_ONLY
 from storage.database import Store
 from storage.files import RecordingFiles
+from tests.storage.orgs import ORG
 
 DAY = 86400.0
 SAMPLE_RATE = 8000
@@ -55,6 +56,7 @@ async def file_recording(
 ) -> FiledRecording:
     """File a call and its recording as callrec does: create, write the file, finish."""
     call_id = await store.create_call(
+        ORG.id,
         sip_call_id=f"{uuid.uuid4()}@test",
         direction="outbound",
         caller_ext=caller[0],

@@ -10,6 +10,7 @@ from argon2 import PasswordHasher
 from storage.accounts import ha1, ha1_pair, token_digest
 from storage.database import Store
 from storage.errors import Conflict, InvalidValue, NotFound
+from tests.storage.orgs import ORG
 
 
 def test_ha1_known_value() -> None:
@@ -31,19 +32,19 @@ def test_ha1_pair_and_unknown_algorithm() -> None:
 
 
 async def test_admins_are_argon2_hashed_verified_and_removed(store: Store) -> None:
-    admin = await store.add_admin("root", "correct horse", email="root@example.org")
+    admin = await store.add_admin(ORG, "root", "correct horse", email="root@example.org")
     assert (admin.name, admin.email) == ("root", "root@example.org")
     assert await store.verify_admin("root", "correct horse") == admin
     assert await store.verify_admin("root", "correct horsE") is None
     assert await store.verify_admin("nobody", "correct horse") is None
-    assert await store.get_admin("root") == admin and await store.list_admins() == [admin]
+    assert await store.get_admin("root") == admin and await store.list_admins(ORG) == [admin]
     with pytest.raises(Conflict) as duplicate:
-        await store.add_admin("root", "another pass")
+        await store.add_admin(ORG, "root", "another pass")
     assert duplicate.value.field == "name"
     for call, field in (
-        (store.add_admin("no spaces", "long enough"), "name"),
-        (store.add_admin("eve", "short"), "password"),
-        (store.add_admin("eve", "long enough", email="nope"), "email"),
+        (store.add_admin(ORG, "no spaces", "long enough"), "name"),
+        (store.add_admin(ORG, "eve", "short"), "password"),
+        (store.add_admin(ORG, "eve", "long enough", email="nope"), "email"),
     ):
         with pytest.raises(InvalidValue) as refused:
             await call
@@ -63,9 +64,9 @@ async def test_one_hasher_for_admins_and_users_and_weak_hashes_are_upgraded(
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     path = tmp_path / "callrec.db"
     store = await Store.open(path, hasher=cheap)
-    await store.add_admin("root", "correct horse")
-    await store.add_user("101", "Alice")
-    await store.set_portal_password("101", "alice-pass-1")
+    await store.add_admin(ORG, "root", "correct horse")
+    await store.add_user(ORG, "101", "Alice")
+    await store.set_portal_password(ORG, "101", "alice-pass-1")
     async with store.database.read() as session:
         hashes = [
             str(row[0])
@@ -82,13 +83,13 @@ async def test_one_hasher_for_admins_and_users_and_weak_hashes_are_upgraded(
         async with store.database.read() as session:
             row = await session.one("SELECT password_hash FROM admins")
         assert row is not None and "m=1024,t=1" not in str(row[0])
-        assert await store.verify_user_password("101", "alice-pass-1") is not None
+        assert await store.verify_user_password(ORG, "101", "alice-pass-1") is not None
     finally:
         await store.close()
 
 
 async def test_api_tokens_keep_only_their_sha256(store: Store) -> None:
-    token_id, token = await store.create_api_token(" ci ", "admin:root")
+    token_id, token = await store.create_api_token(ORG, " ci ", "admin:root")
     assert token.startswith("crt_")
     found = await store.verify_api_token(token)
     assert found is not None and (found.id, found.name, found.actor) == (
@@ -100,11 +101,11 @@ async def test_api_tokens_keep_only_their_sha256(store: Store) -> None:
         rows = await session.all("SELECT token_sha256 FROM api_tokens")
     assert [row[0] for row in rows] == [token_digest(token)]
     assert await store.verify_api_token(token + "x") is None
-    assert [t.id for t in await store.list_api_tokens()] == [token_id]
-    assert await store.revoke_api_token(token_id)
-    assert not await store.revoke_api_token(token_id)
-    assert not await store.revoke_api_token(2**63)
+    assert [t.id for t in await store.list_api_tokens(ORG)] == [token_id]
+    assert await store.revoke_api_token(ORG, token_id)
+    assert not await store.revoke_api_token(ORG, token_id)
+    assert not await store.revoke_api_token(ORG, 2**63)
     assert await store.verify_api_token(token) is None
     with pytest.raises(InvalidValue) as refused:
-        await store.create_api_token("   ", "admin:root")
+        await store.create_api_token(ORG, "   ", "admin:root")
     assert refused.value.field == "name"

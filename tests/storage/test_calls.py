@@ -5,13 +5,18 @@ from __future__ import annotations
 import pytest
 
 from storage.database import StorageError, Store
+from tests.storage.orgs import ORG
 
 
 async def test_create_update_get_call(store: Store) -> None:
     call_id = await store.create_call(
-        sip_call_id="abc@127.0.0.1", direction="inbound", callee_ext="101", started_at=1000.0
+        ORG.id,
+        sip_call_id="abc@127.0.0.1",
+        direction="inbound",
+        callee_ext="101",
+        started_at=1000.0,
     )
-    call = await store.get_call(call_id)
+    call = await store.get_call(ORG, call_id)
     assert call is not None
     assert (call.disposition, call.recorded, call.duration_s) == (None, False, None)
     await store.update_call(
@@ -22,11 +27,11 @@ async def test_create_update_get_call(store: Store) -> None:
         sip_status=200,
         recorded=True,
     )
-    call = await store.get_call(call_id)
+    call = await store.get_call(ORG, call_id)
     assert call is not None
     assert (call.disposition, call.sip_status, call.recorded) == ("answered", 200, True)
     assert call.duration_s == pytest.approx(60.5)
-    assert await store.get_call(call_id + 1) is None
+    assert await store.get_call(ORG, call_id + 1) is None
 
 
 @pytest.mark.parametrize(
@@ -50,11 +55,11 @@ async def test_create_call_validation(
     store: Store, fields: dict[str, object], message: str
 ) -> None:
     with pytest.raises(StorageError, match=message):
-        await store.create_call(**fields)
+        await store.create_call(ORG.id, **fields)
 
 
 async def test_update_call_rejects_unknown_fields_and_ids(store: Store) -> None:
-    call_id = await store.create_call(sip_call_id="x", direction="inbound", started_at=1.0)
+    call_id = await store.create_call(ORG.id, sip_call_id="x", direction="inbound", started_at=1.0)
     with pytest.raises(StorageError, match=r"unknown call field.*bogus"):
         await store.update_call(call_id, bogus=1)
     with pytest.raises(StorageError, match="unknown call id"):
@@ -70,6 +75,7 @@ async def test_list_calls_filters_and_order(store: Store) -> None:
     ]
     for sip_call_id, caller, callee, started in rows:
         await store.create_call(
+            ORG.id,
             sip_call_id=sip_call_id,
             direction="outbound",
             caller_ext=caller,
@@ -78,7 +84,7 @@ async def test_list_calls_filters_and_order(store: Store) -> None:
         )
 
     async def ids(**filters: object) -> list[str]:
-        return [call.sip_call_id for call in await store.list_calls(**filters)]  # type: ignore[arg-type]
+        return [call.sip_call_id for call in await store.list_calls(ORG, **filters)]  # type: ignore[arg-type]
 
     assert await ids() == ["c4", "c3", "c2", "c1"]
     assert await ids(limit=2) == ["c4", "c3"]

@@ -10,6 +10,7 @@ import pytest
 
 from storage.database import MIGRATIONS, Store
 from storage.errors import Conflict, EmptyDatabase, StorageError, StorageUnavailable
+from tests.storage.orgs import ORG
 
 
 async def test_open_creates_folders_wal_and_schema(tmp_path: Path) -> None:
@@ -28,12 +29,12 @@ async def test_open_creates_folders_wal_and_schema(tmp_path: Path) -> None:
 async def test_reopen_keeps_data_and_does_not_rerun_migrations(tmp_path: Path) -> None:
     path = tmp_path / "callrec.db"
     store = await Store.open(path)
-    await store.add_user("101", "Alice")
+    await store.add_user(ORG, "101", "Alice")
     await store.close()
     store = await Store.open(path)
     try:
         assert await store.schema_version() == len(MIGRATIONS)
-        user = await store.get_user("101")
+        user = await store.get_user(ORG, "101")
         assert user is not None and user.name == "Alice"
     finally:
         await store.close()
@@ -54,13 +55,13 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
 
 async def test_concurrent_writes_from_one_process(store: Store) -> None:
     results = await asyncio.gather(
-        *(store.add_user(str(100 + n % 10), f"n{n}") for n in range(30)),
+        *(store.add_user(ORG, str(100 + n % 10), f"n{n}") for n in range(30)),
         return_exceptions=True,
     )
     errors = [r for r in results if isinstance(r, BaseException)]
     assert len(errors) == 20 and all(isinstance(e, StorageError) for e in errors)
     assert all(isinstance(e, Conflict) and e.field == "extension" for e in errors)
-    assert len(await store.list_users()) == 10
+    assert len(await store.list_users(ORG)) == 10
 
 
 # -- SQLite failures become typed errors that name no path ---------------------------------
@@ -76,7 +77,7 @@ async def test_constraint_is_a_conflict_and_rolls_back(store: Store) -> None:
         async with store.database.transaction() as session:
             await session.execute("INSERT INTO settings (key, value) VALUES ('a', '1')")
             await session.execute("INSERT INTO settings (key, value) VALUES ('a', '2')")
-    assert await store.all_settings() == {}
+    assert await store.org_settings(ORG) == {}
 
 
 async def test_a_failing_body_rolls_the_transaction_back(store: Store) -> None:
@@ -84,9 +85,9 @@ async def test_a_failing_body_rolls_the_transaction_back(store: Store) -> None:
         async with store.database.transaction() as session:
             await session.execute("INSERT INTO settings (key, value) VALUES ('b', '1')")
             raise RuntimeError("the caller changed its mind")
-    assert await store.get_setting("b") is None
-    await store.set_setting("b", "2")  # the lock and the connection are usable again
-    assert await store.get_setting("b") == "2"
+    assert await store.get_org_setting(ORG, "b") is None
+    await store.set_org_setting(ORG, "b", "2")  # the lock and the connection are usable again
+    assert await store.get_org_setting(ORG, "b") == "2"
 
 
 async def test_a_full_database_is_unavailable_and_names_no_path(tmp_path: Path) -> None:
@@ -100,11 +101,11 @@ async def test_a_full_database_is_unavailable_and_names_no_path(tmp_path: Path) 
             await session.execute(f"PRAGMA max_page_count = {int(row[0]) + 2}")
         with pytest.raises(StorageUnavailable) as full:
             for _ in range(100):
-                await store.audit("admin:root", "note", detail="x" * 4000)
+                await store.audit(ORG, "admin:root", "note", detail="x" * 4000)
         assert full.value.message == "the disk holding the database is full"
         _no_path(full.value, path)
         # What was committed before stays; the store keeps answering reads.
-        assert 0 < await store.audit_total() < 100
+        assert 0 < await store.audit_total(ORG) < 100
     finally:
         await store.close()
 
@@ -116,13 +117,13 @@ async def test_a_lock_held_by_another_process_is_unavailable_then_clears(tmp_pat
     try:
         other.execute("BEGIN IMMEDIATE")
         with pytest.raises(StorageUnavailable) as locked:
-            await store.add_user("101", "Alice")
+            await store.add_user(ORG, "101", "Alice")
         assert "locked" in locked.value.message
         _no_path(locked.value, path)
         # Readers are not blocked by a writer (WAL).
-        assert await store.list_users() == []
+        assert await store.list_users(ORG) == []
         other.execute("ROLLBACK")
-        await store.add_user("101", "Alice")
+        await store.add_user(ORG, "101", "Alice")
     finally:
         other.close()
         await store.close()

@@ -15,6 +15,7 @@ from storage.errors import (
     StorageError,
     StorageUnavailable,
 )
+from tests.storage.orgs import ORG
 
 
 def test_every_error_is_a_storage_error_with_a_one_line_message() -> None:
@@ -37,9 +38,9 @@ def test_every_error_is_a_storage_error_with_a_one_line_message() -> None:
 
 
 async def test_the_store_raises_the_type_that_fits(store: Store) -> None:
-    call_id = await store.create_call(sip_call_id="x", direction="inbound", started_at=1.0)
+    call_id = await store.create_call(ORG.id, sip_call_id="x", direction="inbound", started_at=1.0)
     with pytest.raises(InvalidValue) as missing:
-        await store.create_call(direction="inbound", started_at=1.0)
+        await store.create_call(ORG.id, direction="inbound", started_at=1.0)
     assert missing.value.field == "sip_call_id"
     with pytest.raises(InvalidValue) as bogus:
         await store.update_call(call_id, bogus=1)
@@ -47,10 +48,10 @@ async def test_the_store_raises_the_type_that_fits(store: Store) -> None:
     with pytest.raises(NotFound):
         await store.update_call(call_id + 1, disposition="busy")
     with pytest.raises(InvalidValue) as limit:
-        await store.list_calls(limit=-1)
+        await store.list_calls(ORG, limit=-1)
     assert limit.value.field == "limit"
     with pytest.raises(InvalidValue) as key:
-        await store.set_setting("", "x")
+        await store.set_org_setting(ORG, "", "x")
     assert key.value.field == "key"
     with pytest.raises(NotFound):
         await store.upsert_binding(999, "sip:x@127.0.0.1", "r", "c", 1, 9e9)
