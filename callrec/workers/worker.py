@@ -16,7 +16,8 @@ Commands (SIP process -> worker; `id` marks the one answered):
     remote    {sid, leg, host, port, relatch, signalled_from}
     srtp      {sid, leg, receive, send}   each {suite, key: base64} or null (plain RTP);
               the keys of one leg (the channel is a local socket pair; never logged)
-    started   {sid}                       the call is answered
+    started   {sid}                       the call is answered (RTP is held from then
+                                          until `record`: _EarlyTap)
     close     {sid, at}                   ports back to the pool; the recording closes
     record    {sid, spec, sdp: {leg: body}}   spec: a RecordingSpec's fields
     sdp       {sid, leg, body}
@@ -27,7 +28,8 @@ Events (worker -> SIP process):
     closed    {sid, free}
     silence   {sid, leg}      idle {sid}
     toggle    {sid, action, method, at, first_start}
-    dtmf      {sid, leg, digit}       a key to send to `leg` as SIP INFO (interworking)
+    dtmf      {sid, leg, digit[, duration]}  a key to send to `leg` as SIP INFO
+                                          (interworking; duration in ms, default 160)
     recorded  {sid, outcome}              a RecordingOutcome's fields
 """
 

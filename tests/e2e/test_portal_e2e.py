@@ -176,7 +176,7 @@ async def test_tester_records_a_real_call_and_plays_and_downloads_it(
             # The B2BUA re-reads the stored settings every 2 s and logs the change.
             await asyncio.to_thread(
                 wait_until,
-                lambda: "recording settings now: feature code *5" in server.log(),
+                lambda: "now: feature code *5" in server.log(),
                 timeout=10,
                 what="the B2BUA taking the new feature code",
             )
@@ -322,6 +322,7 @@ async def test_month_export_is_mailed_as_a_signed_link_to_a_valid_zip(
     )
     try:
         server.cli("users", "set-mode", "201", "always")
+        server.cli("settings", "set", "bulk_download", "on")
         trunk = trunk_phone(server, calls=1)
         results = await finish(
             dial(server, "201", "--play", str(wav), "--hangup-after", "2"), trunk
@@ -352,10 +353,15 @@ async def test_month_export_is_mailed_as_a_signed_link_to_a_valid_zip(
             token = link.split("token=", 1)[1]
             assert token.split(".", 1)[0] == str(export_id)
 
-            # Retention below 180 days: the order is refused, saying why.
+            # Retention below 180 days: refused while bulk download is on; switched
+            # off and shortened, an order is refused, saying why.
             settings = f"{server.portal_url}/api/v1/settings"
             async with session.patch(
                 settings, json={"retention_days": 90}, headers=headers
+            ) as answer:
+                assert answer.status == 422 and (await answer.json())["field"] == "bulk_download"
+            async with session.patch(
+                settings, json={"retention_days": 90, "bulk_download": "off"}, headers=headers
             ) as answer:
                 assert answer.status == 200, await answer.text()
             async with session.post(exports, json={"month": month}, headers=headers) as answer:
@@ -366,8 +372,15 @@ async def test_month_export_is_mailed_as_a_signed_link_to_a_valid_zip(
                 "Bulk download needs a retention of 180 days or more; it is 90 days now."
             )
 
-        # The mailed link works with plain HTTP, no session.
-        async with aiohttp.ClientSession() as anonymous:
+        # The mailed link leads to the login page first: a forwarded link gives nothing.
+        async with (
+            aiohttp.ClientSession() as anonymous,
+            anonymous.get(link, allow_redirects=False) as answer,
+        ):
+            assert answer.status == 303 and answer.headers["Location"].startswith("/login")
+        # Logged in to the export's organisation, the link gives the ZIP.
+        async with new_session() as anonymous:
+            await login(anonymous, server.portal_url, *ADMIN)
             async with anonymous.get(link) as answer:
                 assert answer.status == 200, await answer.text()
                 assert answer.headers["Content-Type"] == "application/zip"

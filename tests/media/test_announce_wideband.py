@@ -8,10 +8,9 @@ receive with PyAV (`media.codecs.LegDecoder`, the recorder's own decoder)."""
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,6 @@ import numpy.typing as npt
 import pytest
 import soundfile
 
-from callrec.policy import RecordingMode
-from callrec.recording.control import RecordingSpec
 from callrec.workers.protocol import pack_bytes
 from callrec.workers.worker import MediaWorker
 from media import announce
@@ -39,6 +36,7 @@ from media.rtp import RtpPacket
 from testkit.audio import best_correlation
 from testkit.sipp_runner import free_port
 from testkit.waiting import wait_until_async
+from tests.workers.test_pool import Phone, spec_for
 
 HOST = "127.0.0.1"
 # codec -> (payload type as a phone would negotiate it, RTP timestamp units per 20 ms)
@@ -157,30 +155,13 @@ def test_encoded_prompts_are_kept_and_tones_are_encoded_too(
 # -- through a real relay, to a raw UDP phone -------------------------------------------
 
 
-class UdpPhone:
-    """A UDP socket on loopback that collects the RTP it receives."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((HOST, 0))
-        self.sock.setblocking(False)
-        self.port: int = self.sock.getsockname()[1]
-        self.received: list[RtpPacket] = []
-
-    def drain(self) -> int:
-        while True:
-            try:
-                self.received.append(RtpPacket.parse(self.sock.recv(4096)))
-            except BlockingIOError:
-                return len(self.received)
-
-    def close(self) -> None:
-        self.sock.close()
+def received(phone: Phone) -> list[RtpPacket]:
+    return sorted((RtpPacket.parse(data) for data in phone.received), key=lambda p: p.sequence)
 
 
 @pytest.fixture
-def phones() -> Iterator[tuple[UdpPhone, UdpPhone]]:
-    made = (UdpPhone(), UdpPhone())
+def phones() -> Iterator[tuple[Phone, Phone]]:
+    made = (Phone(), Phone())
     yield made
     for phone in made:
         phone.close()
@@ -196,7 +177,7 @@ async def session() -> AsyncIterator[MediaSession]:
 
 @pytest.mark.parametrize("codec", sorted(WIDEBAND))
 async def test_a_wideband_phone_decodes_the_notice_from_the_relay(
-    session: MediaSession, phones: tuple[UdpPhone, UdpPhone], codec: str
+    session: MediaSession, phones: tuple[Phone, Phone], codec: str
 ) -> None:
     pt, step = WIDEBAND[codec]
     phone, other = phones
@@ -205,7 +186,7 @@ async def test_a_wideband_phone_decodes_the_notice_from_the_relay(
     prompt = notice()
     played = await asyncio.wait_for(session.play("a", prompt, pt, codec), 10)
     await wait_until_async(lambda: phone.drain() >= played, timeout=5, what="the notice")
-    packets = sorted(phone.received, key=lambda p: p.sequence)
+    packets = received(phone)
     assert len(packets) == played and {p.payload_type for p in packets} == {pt}
     assert np.all(np.diff([p.timestamp for p in packets]) == step)
     score, _ = best_correlation(wideband_reference(prompt), decode(codec, packets))
@@ -226,7 +207,7 @@ def wideband_sdp(codec: str, port: int) -> bytes:
 
 @pytest.mark.parametrize("codec", sorted(WIDEBAND))
 async def test_a_worker_plays_the_notice_in_the_legs_codec_and_records_it_at_16_khz(
-    phones: tuple[UdpPhone, UdpPhone], tmp_path: Path, codec: str
+    phones: tuple[Phone, Phone], tmp_path: Path, codec: str
 ) -> None:
     pt, _ = WIDEBAND[codec]
     events: list[dict[str, object]] = []
@@ -237,23 +218,8 @@ async def test_a_worker_plays_the_notice_in_the_legs_codec_and_records_it_at_16_
     caller, callee = phones
     await worker.handle({"op": "remote", "sid": 1, "leg": "a", "host": HOST, "port": caller.port})
     await worker.handle({"op": "remote", "sid": 1, "leg": "b", "host": HOST, "port": callee.port})
-    spec = RecordingSpec(
-        relative="r.wav",
-        absolute=str(tmp_path / "r.wav"),
-        format="wav",
-        channels="mono",
-        internal_leg="a",
-        start_time=time.time(),
-        mode=RecordingMode.ALWAYS,
-        feature_code="*1",
-        feature_code_timeout=2.0,
-        paused="skip",
-        swallow_feature_code=False,
-        announcement="default",
-        language="en",
-        label="wideband",
-        sample_rate=16000,
-    )
+    spec = replace(spec_for(tmp_path, "wideband"), channels="mono", announcement="default",
+                   sample_rate=16000)  # fmt: skip
     sdp = {"a": wideband_sdp(codec, caller.port), "b": wideband_sdp(codec, callee.port)}
     packed = {leg: pack_bytes(body) for leg, body in sdp.items()}
     await worker.handle({"op": "record", "sid": 1, "spec": asdict(spec), "sdp": packed})
@@ -262,7 +228,7 @@ async def test_a_worker_plays_the_notice_in_the_legs_codec_and_records_it_at_16_
     for phone in (caller, callee):
         await wait_until_async(lambda p=phone: p.drain() >= frames, timeout=10, what="notice")
     for phone in (caller, callee):
-        packets = sorted(phone.received, key=lambda p: p.sequence)
+        packets = received(phone)
         assert {p.payload_type for p in packets} == {pt}  # not the PCMU both legs offer too
         score, _ = best_correlation(wideband_reference(prompt), decode(codec, packets))
         assert score >= 0.9, f"{codec}: notice correlates {score:.3f}"
