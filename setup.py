@@ -14,6 +14,8 @@ setup(
         "media": ["prompts/*.wav"],
         # The message catalogues: the .po and the committed .mo (see portal/i18n.py).
         "portal": ["templates/*", "static/*", "locale/*/LC_MESSAGES/messages.*"],
+        # The CLI's messages (callrec/cli.py, `--lang`).
+        "callrec": ["locale/*/LC_MESSAGES/cli.*"],
     },
     install_requires=[
         "numpy>=1.26",
@@ -35,6 +37,9 @@ setup(
     extras_require={
         # The tester's softphone (`callrec phone`); the proxy itself never loads pjsua2.
         "phone": ["pjsua2-python>=2.15"],
+        # Recordings in S3-compatible object storage ([storage] objects = "s3://..."),
+        # and the store on PostgreSQL ([storage] db = "postgresql://...").
+        "cluster": ["aiobotocore>=2.13", "asyncpg>=0.29"],
         "test": [
             "pytest>=8",
             "pytest-asyncio>=0.23",

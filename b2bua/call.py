@@ -3,8 +3,10 @@
 The call reacts to events handed to it by `b2bua.server` (requests and responses already
 parsed and matched to transactions) and asks the server, through `CallServices`, to send
 messages. It owns the media session and the call detail record. It never parses bytes.
-Leg A is always the calling side (a phone for outbound calls, the trunk for inbound
-ones), which is also media leg "a".
+Leg A is always the calling side (a phone for outbound and internal calls, the trunk for
+inbound ones), which is also media leg "a". An internal call (a user calling another
+user of the same organisation) has a phone on both legs: neither may assert an identity
+to the other, and callrec asserts the caller it authenticated towards the callee.
 """
 
 from __future__ import annotations
@@ -66,10 +68,18 @@ LEG_HEADERS = frozenset(
         "WWW-Authenticate",
         "RSeq",
         "RAck",
+        # A trusted proxy's note of where the request came from (b2bua.server): for
+        # this hop only, never passed on to the other leg.
+        "X-Callrec-Source",
     )
 )
 
 SDP_TYPE = "application/sdp"
+# Call directions (the CDR's `direction`): from a phone to the trunk, from the trunk to
+# a user's phones, and from a user to another user of the same organisation.
+OUTBOUND = "outbound"
+INBOUND = "inbound"
+INTERNAL = "internal"
 # DTMF interworking by SIP INFO: the de-facto body of most PBXs and trunks.
 DTMF_RELAY_TYPE = "application/dtmf-relay"
 DTMF_INFO_DURATION_MS = 160
@@ -171,6 +181,9 @@ class Call:
     b_tag: str = field(default_factory=generate_tag)
     b_cseq: int = 1
     dialog_a: Dialog | None = None
+    # Leg A's own address when a proxy forwarded its INVITE (`peer_a` is the proxy):
+    # the host its RTP comes from behind NAT.
+    source_a: Peer | None = None
     dialog_b: Dialog | None = None
     peer_b: Peer | None = None
     branches: list[Branch] = field(default_factory=list)
@@ -186,6 +199,9 @@ class Call:
     on_end: list[Callable[[Call], None]] = field(default_factory=list)
     # The internal user whose recording mode applies, and their leg ("a" or "b").
     owner_ext: str | None = None
+    # The legs whose phones' feature code toggles an on-demand recording (both phones of
+    # an internal call between on-demand users); empty means `internal_leg` alone.
+    feature_code_legs: tuple[str, ...] = ()
     # The organisation of that user: the call, its recording and its settings are its.
     org_id: int | None = None
     internal_leg: str = "a"
@@ -247,6 +263,10 @@ class Call:
         asserted: list[tuple[str, str]] = []
         if self.identity is not None:
             from_, asserted = outbound_identity(self.identity, source, self.b_tag)
+            if self.direction == INTERNAL:
+                # A phone is outside the trust domain (RFC 3325 §5): a P-Asserted-Identity
+                # would show it the caller that asked for privacy.
+                asserted = [(n, v) for n, v in asserted if n.lower() != "p-asserted-identity"]
         to = NameAddr.parse(source.get("To") or "")
         to.params.pop("tag", None)
         to.display = clean_display(to.display)
@@ -263,8 +283,15 @@ class Call:
 
     def _phone_claims(self, leg: str) -> frozenset[str]:
         """Identity headers that a phone on `leg` may not pass on (b2bua.identity)."""
-        phone_leg = "a" if self.direction == "outbound" else "b"
+        if self.direction == INTERNAL:
+            return IDENTITY_HEADERS
+        phone_leg = "a" if self.direction == OUTBOUND else "b"
         return IDENTITY_HEADERS if leg == phone_leg else frozenset()
+
+    @property
+    def watched_legs(self) -> tuple[str, ...]:
+        """The legs whose feature code toggles an on-demand recording."""
+        return self.feature_code_legs or (self.internal_leg,)
 
     def _max_forwards(self) -> int:
         value = self.invite_a.headers.get("Max-Forwards")
@@ -377,6 +404,10 @@ class Call:
             self.invite_a, response.status, response.reason, to_tag=self.a_tag
         )
         _copy_passthrough(response.headers, a_response.headers, skip=self._phone_claims("b"))
+        # RFC 3261 12.1.1: a response that makes a dialog carries the INVITE's
+        # Record-Route, so leg A's later requests pass the proxies that asked to stay in.
+        for route in self.invite_a.headers.get_all("Record-Route"):
+            a_response.headers.add("Record-Route", route)
         if response.status < 300:
             a_response.headers.set("Contact", self.services.contact(self.peer_a))
         a_response.body = body
@@ -740,7 +771,7 @@ class Call:
         is an on-demand user's phone, whose keys callrec must see for the feature code
         (the media side drops the events a far end did not ask for)."""
         return (
-            leg == self.internal_leg
+            leg in self.watched_legs
             and self.recording_mode == RecordingMode.ON_DEMAND
             and leg in self.sdp
         )
@@ -749,7 +780,7 @@ class Call:
         """The host `leg`'s SIP comes from (the relay accepts its media from there when
         its SDP names a private address); None while a forked leg B is undecided."""
         if leg == "a":
-            return self.peer_a.host
+            return (self.source_a or self.peer_a).host
         if self.peer_b is not None:
             return self.peer_b.host
         return self.branches[0].target.peer.host if len(self.branches) == 1 else None

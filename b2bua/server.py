@@ -12,11 +12,21 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from b2bua.call import Call, CallState, Party, ResponseHandler, Target, trunk_target
+from b2bua.call import (
+    INBOUND,
+    INTERNAL,
+    OUTBOUND,
+    Call,
+    CallState,
+    Party,
+    ResponseHandler,
+    Target,
+    trunk_target,
+)
 from b2bua.digest import (
     AuthResult,
     DigestChallenger,
@@ -49,6 +59,7 @@ from b2bua.services import (
     MediaUnavailable,
     NoObserver,
     Organisation,
+    StoredBinding,
     Subscriber,
 )
 from b2bua.transaction import (
@@ -59,11 +70,55 @@ from b2bua.transaction import (
     TransactionTimeout,
 )
 from callrec.config import Config
+from callrec.logs import CALL_ID
+from callrec.policy import CALLEE, CALLER, InternalCallRecording, internal_call_recording
 
 log = logging.getLogger("callrec.server")
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, REGISTER"
 HOUSEKEEPING_INTERVAL_S = 3600
+# Added by a trusted proxy ([sip] proxies, deploy/kamailio/): where the request it
+# forwards really came from, as `host:port;transport=udp` (b2bua.registrar's format).
+SOURCE_HEADER = "X-Callrec-Source"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a new call goes, as routing decided it from the INVITE and the directory.
+
+    `owner` is the user the call is set up for (whose organisation it belongs to): the
+    caller of a call out or of an internal call, the user rung by a call in. An internal
+    call also has `callee_user`, its organisation's `domain` (the caller's identity
+    towards the callee) and `recording`, the rule applied to both users' modes.
+    """
+
+    direction: str
+    caller: Party
+    callee: Party
+    targets: list[Target]
+    owner: Subscriber
+    callee_user: Subscriber | None = None
+    domain: str | None = None
+    recording: InternalCallRecording | None = None
+
+
+def fork_targets(
+    bindings: Sequence[StoredBinding], *, limit: int, exclude: Peer | None = None
+) -> list[Target]:
+    """The branches of a call to a user: one per registered binding, in the directory's
+    order (newest first), at most `limit`. A binding whose source address cannot be read
+    is skipped, and so is the binding at `exclude`: the device a user calls themselves
+    from must not ring (it would be rung by its own call)."""
+    targets: list[Target] = []
+    for binding in bindings:
+        try:
+            destination = parse_received_peer(binding.received)
+        except ValueError:
+            continue
+        if destination == exclude:
+            continue
+        targets.append(Target(binding.contact, destination))
+    return targets[:limit]
 
 
 @dataclass
@@ -119,6 +174,10 @@ class B2bua:
         # The trunk is its URI's host:port over its transport; `trusted` adds whole hosts
         # (any port), over that transport too (callrec.config.TrunkConfig).
         self.trusted_hosts = set(trunk.trusted)
+        self.proxies = frozenset(config.sip.proxies)
+        self._leg_b_call_ids: dict[str, str] = {}  # leg B's Call-ID -> the call's (leg A's)
+        # Called with the seconds from an INVITE to the 2xx callrec sent for it.
+        self.setup_observers: list[Callable[[float], None]] = []
         self.calls: set[Call] = set()
         self.dialogs: dict[tuple[str, str], tuple[Call, str]] = {}
         self.setups: dict[tuple[str, str], Call] = {}
@@ -224,8 +283,14 @@ class B2bua:
                 response = make_response(exc.partial, 400, _reason_phrase(exc.reason))
                 self._send_raw(response.to_bytes(), peer)
             return
-        if isinstance(message, SipRequest) and self._dropped(message, peer):
+        if isinstance(message, SipRequest) and self._dropped(
+            message, self.source_of(message, peer)
+        ):
             return
+        # Log lines (and the tasks started) while handling it carry the call's Call-ID
+        # (callrec.logs): leg A's, the one its CDR keeps, for leg B's messages too.
+        call_id = message.headers.get("Call-ID") or ""
+        token = CALL_ID.set(self._leg_b_call_ids.get(call_id, call_id) or None)
         try:
             self._process(self.transactions.receive(message, peer, time.monotonic()))
         except Exception:
@@ -233,6 +298,24 @@ class B2bua:
             log.exception("error handling message from %s", peer)
             if isinstance(message, SipRequest) and message.method != "ACK":
                 self._send_raw(make_response(message, 500).to_bytes(), peer)
+        finally:
+            CALL_ID.reset(token)
+
+    def source_of(self, request: SipRequest, peer: Peer) -> Peer:
+        """Where `request` really comes from: `peer`, unless `peer` is a trusted proxy
+        ([sip] proxies) that named the original source in `X-Callrec-Source`. From
+        anyone else the header proves nothing and is ignored."""
+        if peer.host not in self.proxies:
+            return peer
+        named = request.headers.get(SOURCE_HEADER)
+        if named is None:
+            return peer
+        try:
+            return parse_received_peer(named.strip())
+        except ValueError:
+            if self._parse_error_log.allow(time.monotonic()):
+                log.warning("proxy %s sent a bad %s: %r", peer, SOURCE_HEADER, named)
+            return peer
 
     def _send_raw(self, data: bytes, peer: Peer) -> None:
         if self.transport is not None:
@@ -311,8 +394,13 @@ class B2bua:
 
     def register_dialog(self, call: Call, call_id: str, local_tag: str, leg: str) -> None:
         self.dialogs[(call_id, local_tag)] = (call, leg)
+        if leg == "b":
+            self._leg_b_call_ids[call_id] = call.call_id
 
     def call_answered(self, call: Call) -> None:
+        if call.answered_at is not None:
+            for observe in self.setup_observers:
+                observe(max(0.0, call.answered_at - call.started_at))
         creation = self._cdr_creations.get(id(call))
         if creation is None:
             self.recordings.call_answered(call)
@@ -335,6 +423,7 @@ class B2bua:
     def call_ended(self, call: Call) -> None:
         self.recordings.finish(call)
         self.calls.discard(call)
+        self._leg_b_call_ids.pop(call.b_call_id, None)
         for dialog_key in [k for k, (c, _) in self.dialogs.items() if c is call]:
             del self.dialogs[dialog_key]
         for setup_key in [k for k, c in self.setups.items() if c is call]:
@@ -418,14 +507,15 @@ class B2bua:
         if not request.uri.lower().startswith(("sip:", "sips:")):
             self.send_response(make_response(request, 416, to_tag=generate_tag()))
             return
+        source = self.source_of(request, peer)
         if method == "CANCEL":
             self._on_cancel(request)
         elif method == "OPTIONS":
             self._answer_options(request)
         elif method == "REGISTER":
-            self.spawn(self._unless_directory_fails(request, self._on_register(request, peer)))
+            self.spawn(self._unless_directory_fails(request, self._on_register(request, source)))
         elif method == "INVITE":
-            self._on_invite(request, peer)
+            self._on_invite(request, peer, source)
         elif method == "BYE":
             self.send_response(make_response(request, 481))
         else:
@@ -463,7 +553,7 @@ class B2bua:
         authenticated = await self._authenticate(request, peer, 401)
         if authenticated is None:
             return
-        user, username = authenticated
+        user, username, _ = authenticated
         now = time.time()
         devices = await self.store.list_devices(user.org_id, user.extension)
         allowed = {user.extension} | {d.username for d in devices if d.username}
@@ -512,8 +602,9 @@ class B2bua:
 
     async def _authenticate(
         self, request: SipRequest, peer: Peer, status: int
-    ) -> tuple[Subscriber, str] | None:
-        """The user and digest username `request` proves, or None once it was answered.
+    ) -> tuple[Subscriber, str, Organisation] | None:
+        """The user, digest username and organisation `request` proves, or None once it
+        was answered.
 
         `status` is the challenge to answer with (401 for REGISTER, 407 otherwise). A
         locked-out source or user gets a 403 before its credentials are looked at.
@@ -554,7 +645,7 @@ class B2bua:
             )
             return None
         self.limits.success(peer.host, f"{result.username}@{org.domain}", time.monotonic())
-        return credentials[0], result.username
+        return credentials[0], result.username, org
 
     def _challenge(
         self,
@@ -621,7 +712,8 @@ class B2bua:
         )
 
     # ------------------------------------------------------------------ INVITE
-    def _on_invite(self, request: SipRequest, peer: Peer) -> None:
+    def _on_invite(self, request: SipRequest, peer: Peer, source: Peer) -> None:
+        """`peer` sent the INVITE (a proxy, perhaps); `source` is its real origin."""
         key = _setup_key(request)
         if key in self.setups:
             return  # a retransmission the transaction layer did not absorb (new branch)
@@ -649,7 +741,7 @@ class B2bua:
         if not self.accepting_calls:
             self._refuse_shutting_down(request)
             return
-        self.spawn(self._setup_call(request, peer, self._from_trunk(peer)))
+        self.spawn(self._setup_call(request, peer, source, self._from_trunk(source)))
 
     def _refuse_shutting_down(self, request: SipRequest) -> None:
         response = make_response(request, 503, "Shutting Down", to_tag=generate_tag())
@@ -686,19 +778,19 @@ class B2bua:
             return False
         return True
 
-    async def _route(
-        self, request: SipRequest, peer: Peer, from_trunk: bool
-    ) -> tuple[str, Party, Party, list[Target], Subscriber] | None:
+    async def _route(self, request: SipRequest, peer: Peer, from_trunk: bool) -> Route | None:
         if from_trunk:
             return await self._route_inbound(request)
         return await self._route_outbound(request, peer)
 
-    async def _setup_call(self, request: SipRequest, peer: Peer, from_trunk: bool) -> None:
-        prepared: tuple[str, Party, Party, list[Target], Subscriber] | None = None
+    async def _setup_call(
+        self, request: SipRequest, peer: Peer, source: Peer, from_trunk: bool
+    ) -> None:
+        prepared: Route | None = None
 
         async def route() -> None:
             nonlocal prepared
-            prepared = await self._route(request, peer, from_trunk)
+            prepared = await self._route(request, source, from_trunk)
 
         await self._unless_directory_fails(request, route())
         if prepared is None or not self._still_wanted(request, generate_tag()):
@@ -706,20 +798,31 @@ class B2bua:
         if not self.accepting_calls:
             self._refuse_shutting_down(request)
             return
-        direction, caller, callee, targets, owner = prepared
-        call = Call(self, request, peer, direction, caller, callee)
-        call.owner_ext = owner.extension
-        call.org_id = owner.org_id
-        if direction == "outbound":
-            trunk = self.config.trunk
-            call.identity = CallerIdentity(
-                owner.extension, owner.name, trunk.from_domain or trunk.host, trunk.identity
-            )
-        call.internal_leg = "a" if direction == "outbound" else "b"
-        call.srtp = SrtpNegotiation(
-            trunk_leg="b" if direction == "outbound" else "a", trunk_mode=self.config.trunk.srtp
+        chosen = prepared
+        direction, caller, callee, owner = (
+            chosen.direction,
+            chosen.caller,
+            chosen.callee,
+            chosen.owner,
         )
-        call.recording_mode = owner.recording_mode
+        call = Call(self, request, peer, direction, caller, callee)
+        # Through a proxy leg A is signalled via `peer` but its RTP comes from `source`.
+        call.source_a = source if source != peer else None
+        call.org_id = owner.org_id
+        if chosen.recording is not None and chosen.callee_user is not None:
+            self._prepare_internal(call, chosen, chosen.recording, chosen.callee_user)
+        else:
+            trunk = self.config.trunk
+            call.owner_ext = owner.extension
+            if direction == OUTBOUND:
+                call.identity = CallerIdentity(
+                    owner.extension, owner.name, trunk.from_domain or trunk.host, trunk.identity
+                )
+            call.internal_leg = "a" if direction == OUTBOUND else "b"
+            call.srtp = SrtpNegotiation(
+                trunk_leg="b" if direction == OUTBOUND else "a", trunk_mode=trunk.srtp
+            )
+            call.recording_mode = owner.recording_mode
         key = _setup_key(request)
         self.setups[key] = call
         self.invite_calls[Via.parse(request.headers.get_all("Via")[0]).branch or ""] = call
@@ -760,7 +863,26 @@ class B2bua:
             leg_a_call_id=call.call_id,
             leg_b_call_id=call.b_call_id,
         )
-        call.start(targets)
+        call.start(chosen.targets)
+
+    def _prepare_internal(
+        self, call: Call, route: Route, recording: InternalCallRecording, callee: Subscriber
+    ) -> None:
+        """An internal call: both legs are this organisation's phones. Recorded by the
+        rule over both users' modes (`callrec.policy.internal_call_recording`), filed
+        under the user whose mode decided it, the feature code watched on each on-demand
+        user's leg; leg B gets the authenticated caller in From, as a call out would."""
+        legs = {CALLER: "a", CALLEE: "b"}
+        users = {CALLER: route.owner, CALLEE: callee}
+        owner = recording.owner or CALLER
+        call.owner_ext = users[owner].extension
+        call.internal_leg = legs[owner]
+        call.recording_mode = recording.mode
+        call.feature_code_legs = tuple(legs[party] for party in recording.feature_code_parties)
+        caller = route.owner
+        call.identity = CallerIdentity(caller.extension, caller.name, route.domain or self.host)
+        # No trunk on either leg: each phone gets SRTP if it offers it, plain RTP if not.
+        call.srtp = SrtpNegotiation(trunk_leg=None, trunk_mode=self.config.trunk.srtp)
 
     def _media_idle(self, call: Call) -> None:
         """No RTP either way for [media] hangup_after_silence: a BYE was probably lost."""
@@ -773,23 +895,76 @@ class B2bua:
         log.warning("call %s: no RTP either way for %.0f s; ending it", call.call_id, idle)
         call.hang_up(reason=f'SIP ;cause=408 ;text="no RTP for {idle:.0f} s"')
 
-    async def _route_outbound(
-        self, request: SipRequest, peer: Peer
-    ) -> tuple[str, Party, Party, list[Target], Subscriber] | None:
+    async def _route_outbound(self, request: SipRequest, peer: Peer) -> Route | None:
+        """A phone's call: to a user of its own organisation (an internal call), else to
+        the trunk. Only the caller's organisation is searched: another organisation's
+        extension is, for this caller, a number like any other, and goes to the trunk."""
         authenticated = await self._authenticate(request, peer, 407)
         if authenticated is None:
             return None
-        user = authenticated[0]
+        user, _, org = authenticated
         dialed = _user_part(request.uri)
+        callee_user = await self._internal_callee(user.org_id, dialed)
+        if callee_user is not None:
+            return await self._route_internal(request, peer, user, callee_user, org.domain)
         to = NameAddr.parse(request.headers.get("To") or "")
         caller = Party(user.extension, user.name)
         callee = Party(dialed, to.display)
         target = trunk_target(self.config.trunk.uri, dialed, self.trunk_peer)
-        return "outbound", caller, callee, [target], user
+        return Route(OUTBOUND, caller, callee, [target], user)
 
-    async def _route_inbound(
-        self, request: SipRequest
-    ) -> tuple[str, Party, Party, list[Target], Subscriber] | None:
+    async def _internal_callee(self, org_id: int, dialed: str | None) -> Subscriber | None:
+        """The user of organisation `org_id` that `dialed` names: an extension, or a
+        device's SIP username (which rings the device's user); None for anything else."""
+        if not dialed:
+            return None
+        user = await self.store.get_user(org_id, dialed)
+        if user is None:
+            device = await self.store.find_credentials(org_id, dialed)
+            user = device.user if device is not None else None
+        return user
+
+    async def _route_internal(
+        self, request: SipRequest, peer: Peer, caller: Subscriber, callee: Subscriber, domain: str
+    ) -> Route | None:
+        """A call between two users of one organisation rings the callee's devices like
+        a call from the trunk does. A user may call themselves only to reach another of
+        their devices: the calling one is never rung."""
+        self_call = callee.id == caller.id
+        targets = await self._fork_to_user(request, callee, exclude=peer if self_call else None)
+        if targets is None:
+            return None
+        recording = internal_call_recording(caller.recording_mode, callee.recording_mode)
+        return Route(
+            INTERNAL,
+            Party(caller.extension, caller.name),
+            Party(callee.extension, callee.name),
+            targets,
+            caller,
+            callee_user=callee,
+            domain=domain,
+            recording=recording,
+        )
+
+    async def _fork_to_user(
+        self, request: SipRequest, user: Subscriber, *, exclude: Peer | None = None
+    ) -> list[Target] | None:
+        """The branches that ring `user`'s registered devices (`fork_targets`), or None
+        once `request` was answered: 480 when no device is registered, 486 when the only
+        one is the device calling (`exclude`: a user calling themselves)."""
+        bindings = list(await self.store.bindings(user.org_id, user.extension, time.time()))
+        targets = fork_targets(bindings, limit=self.config.sip.max_contacts, exclude=exclude)
+        if targets:
+            return targets
+        if exclude is not None and bindings:
+            response = make_response(request, 486, "Busy Here", to_tag=generate_tag())
+            response.headers.set("Warning", '399 callrec "No other device of yours is registered"')
+        else:
+            response = make_response(request, 480, "Temporarily Unavailable", to_tag=generate_tag())
+        self._answer_setup(request, response)
+        return None
+
+    async def _route_inbound(self, request: SipRequest) -> Route | None:
         dialed = _user_part(request.uri) or _user_part(
             NameAddr.parse(request.headers.get("To") or "").uri
         )
@@ -798,26 +973,13 @@ class B2bua:
         if user is None:
             self._answer_setup(request, make_response(request, 404, to_tag=generate_tag()))
             return None
-        # Newest first (the store's order); at most max_contacts forks, whatever is stored.
-        bindings = list(await self.store.bindings(user.org_id, user.extension, time.time()))
-        bindings = bindings[: self.config.sip.max_contacts]
-        if not bindings:
-            self._answer_setup(
-                request,
-                make_response(request, 480, "Temporarily Unavailable", to_tag=generate_tag()),
-            )
+        targets = await self._fork_to_user(request, user)
+        if targets is None:
             return None
-        targets: list[Target] = []
-        for binding in bindings:
-            try:
-                destination = parse_received_peer(binding.received)
-            except ValueError:
-                continue
-            targets.append(Target(binding.contact, destination))
         from_ = NameAddr.parse(request.headers.get("From") or "")
         caller = Party(_user_part(from_.uri), from_.display)
         callee = Party(user.extension, user.name)
-        return "inbound", caller, callee, targets, user
+        return Route(INBOUND, caller, callee, targets, user)
 
 
 class LogLimiter:

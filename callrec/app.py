@@ -25,12 +25,15 @@ from b2bua.server import B2bua
 from b2bua.transport import ListenError
 from callrec.config import Config, HostPort
 from callrec.directory import CachedDirectory
+from callrec.logs import configure_logging
 from callrec.recording.manager import RecordingManager
 from callrec.services.export import fail_interrupted_exports
 from callrec.services.retention import RetentionTask
 from callrec.workers import RemoteMedia, WorkerPool
 from portal.app import start_portal
-from portal.metrics import MetricsSource
+from portal.metrics import MetricsSource, SetupLatency
+from portal.services import PortalServices
+from storage.connection import redact_url
 from storage.database import Store
 from storage.errors import EmptyDatabase, StorageError
 from storage.files import RecordingFiles
@@ -70,8 +73,15 @@ def _shown(path: Path) -> str:
 async def open_store(config: Config, *, init: bool = False) -> Store:
     """The store for `serve`: a missing database is a first start and is created; an
     existing empty or unreadable one is refused (StorageError, one line), unless `init`
-    asks for a new one in place of an empty file."""
-    path = config.storage.db_path
+    asks for a new one in place of an empty file. A PostgreSQL URL (`[storage] db`)
+    names a database that is migrated as needed; one that cannot be reached is refused."""
+    location = config.storage.database
+    if isinstance(location, str):
+        try:
+            return await Store.open(location, default_domain=config.sip.realm)
+        except StorageError as exc:
+            raise StorageError(f"cannot use the database {redact_url(location)}: {exc}") from exc
+    path = location
     new = not path.exists() or path.stat().st_size == 0
     try:
         store = await Store.open(path, create_empty=init, default_domain=config.sip.realm)
@@ -167,10 +177,7 @@ async def _logged(work: Coroutine[Any, Any, Any], name: str) -> Any:
 async def serve(config: Config, *, init: bool = False) -> None:
     """Run callrec until SIGINT or SIGTERM. Failing to start (a port in use, an empty
     database) raises after closing what was opened, so the process exits."""
-    logging.basicConfig(
-        level=os.environ.get("CALLREC_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(config.server.log_format, os.environ.get("CALLREC_LOG_LEVEL", "INFO"))
     raise_open_file_limit(config)
     store = await open_store(config, init=init)
     try:
@@ -186,7 +193,19 @@ async def _run(config: Config, store: Store, spawn: Spawn) -> None:
     then stop in order: the portal, new calls, the calls in progress (their records
     written), the recordings (filed), the media workers. The task group cancels the
     rest."""
-    recordings = RecordingManager(config, store, spawn=spawn)
+    # The one owner of the recording files (the local folder, and the object store when
+    # `[storage] objects` names one), shared by filing, retention, export and the portal.
+    files = RecordingFiles.from_config(config.storage)
+    try:
+        await _run_with_files(config, store, spawn, files)
+    finally:
+        await files.close()
+
+
+async def _run_with_files(
+    config: Config, store: Store, spawn: Spawn, files: RecordingFiles
+) -> None:
+    recordings = RecordingManager(config, store, spawn=spawn, files=files)
     media = WorkerPool.from_config(config, spawn=spawn)
     directory = CachedDirectory(store, spawn=spawn)  # users and credentials from memory
     b2bua = B2bua(config, directory, media, recordings, spawn=spawn)
@@ -200,20 +219,37 @@ async def _run(config: Config, store: Store, spawn: Spawn) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    setup_latency = SetupLatency()
+    b2bua.setup_observers.append(setup_latency.observe)
     metrics = MetricsSource(
         workers=media.worker_status,
         restarts=lambda: media.restarts,
         calls_active=lambda: len(b2bua.calls),
+        recordings_active=lambda: len(recordings.active),
+        packets_relayed=lambda: media.packets_relayed,
+        packets_dropped=lambda: media.packets_dropped,
+        auth_failures=lambda: b2bua.counters.auth_failures,
+        setup_latency=setup_latency,
+        upload_queue_depth=(
+            (lambda: uploads.depth) if (uploads := recordings.uploads) is not None else None
+        ),
     )
     try:
         await media.start()
         try:
             await b2bua.start()
             recordings.start()
-            spawn(RetentionTask(store, RecordingFiles(config.storage.dir)).run_forever())
+            spawn(RetentionTask(store, files).run_forever())
             listen = config.portal.listen
             try:
-                portal = await start_portal(config, store, spawn=spawn, metrics=metrics)
+                portal = await start_portal(
+                    config,
+                    store,
+                    services=PortalServices.from_config(config, store, spawn=spawn, files=files),
+                    spawn=spawn,
+                    metrics=metrics,
+                    health={"objects": files.objects.check} if files.objects is not None else None,
+                )
             except OSError as exc:
                 raise ListenError(listen.host, listen.port, "tcp", exc) from exc
             try:

@@ -12,6 +12,23 @@ manage them (the operator's work); `--org SLUG` says which organisation a `users
 `settings`, `calls`, `recordings` or `admin` command is about. Without it the command
 acts on the only organisation there is, and is refused when there are several.
 
+Users: `callrec users add` creates the same user the portal and the API create: an
+extension, a name, an e-mail, a mode (on demand unless `--mode`), a SIP password (from
+the prompt or `--password-file`, or made by `--generate-password` and printed once), a
+portal login (`--portal-login`, its password prompted or from `--portal-password-file`)
+and devices; `users set`, `set-password`, `set-portal-password`, `remove-portal-login`
+edit them, and `callrec devices add|list|set-password|remove` gives a user's devices
+their own SIP username and password. Every change is in the organisation's audit log
+(actor `cli:<login name>`), never with a password.
+
+Language: messages to people are Dutch or English (gettext, the `cli` catalogue in
+`callrec/locale`). The first of these that names one callrec speaks decides: `--lang`;
+the environment (`LANGUAGE`, `LC_ALL`, `LC_MESSAGES`, `LANG`, the first one set; `C`,
+`POSIX` or another language count as no choice); with `--org`, that organisation's
+language; the config's `[portal] language`. The person at the terminal chose their
+locale, so it comes before the organisation's. JSON and CSV output, table headers and
+the texts of errors the store reports stay English.
+
 Exit codes: 0 success, 1 runtime failure (unknown extension, database problem, a value
 a rule refuses), 2 usage or configuration error. Errors are one line on stderr, never a
 traceback.
@@ -23,20 +40,23 @@ import argparse
 import asyncio
 import csv
 import getpass
+import gettext
 import importlib
 import importlib.util
 import json
 import os
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from callrec import __version__
 from callrec.config import Config, ConfigError, event_loop_factory, load_config
 from callrec.policy import (
+    DEFAULT_LANGUAGE,
     DEFAULT_RECORDING_MODE,
+    LANGUAGES,
     RECORDING_MODES,
     SETTINGS_KEYS,
     PolicyError,
@@ -48,11 +68,14 @@ from callrec.policy import (
 from callrec.services.records import (
     USAGE_FIELDS,
     call_json,
+    device_json,
     listing_json,
     organisation_json,
     usage_json,
     user_json,
 )
+from storage.accounts import MIN_PORTAL_PASSWORD_LENGTH, generate_password
+from storage.audit import change_detail
 from storage.database import StorageError, Store
 from storage.errors import InvalidValue
 from storage.models import Did, OrgScope, format_timestamp
@@ -61,10 +84,80 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
 CONFIG_ENV = "CALLREC_CONFIG"
-PASSWORD_WARNING = (
-    "callrec: warning: a password on the command line is visible to other local users"
-    " and kept in shell history; use --password-file FILE or the prompt\n"
+# The CLI's message catalogues: <language>/LC_MESSAGES/cli.mo (scripts/catalogues.sh).
+CLI_CATALOGUES = Path(__file__).resolve().parent / "locale"
+CLI_DOMAIN = "cli"
+_LANGUAGE_VARIABLES = ("LANGUAGE", "LC_ALL", "LC_MESSAGES", "LANG")
+
+
+class _Messages:
+    """The language the CLI speaks in this run (see the module docstring) and its
+    catalogue. `chosen` is True once `--lang` or the environment decided it; only then
+    does an organisation's language not apply."""
+
+    def __init__(self) -> None:
+        self.language = DEFAULT_LANGUAGE
+        self.chosen = False
+        self.translations: gettext.NullTranslations = gettext.NullTranslations()
+
+    def reset(self) -> None:
+        self.__init__()  # type: ignore[misc]
+
+    def use(self, language: str, *, chosen: bool = False) -> None:
+        if language not in LANGUAGES:
+            return
+        self.language = language
+        self.chosen = self.chosen or chosen
+        if language == DEFAULT_LANGUAGE:
+            self.translations = gettext.NullTranslations()
+        else:
+            self.translations = gettext.translation(
+                CLI_DOMAIN, CLI_CATALOGUES, languages=[language], fallback=True
+            )
+
+
+_MESSAGES = _Messages()
+
+
+def _(message: str) -> str:
+    """`message` in the language of this run (an extraction keyword of the catalogue)."""
+    return _MESSAGES.translations.gettext(message)
+
+
+def _error() -> str:
+    return _("error")
+
+
+def language_from_environment(environ: Mapping[str, str]) -> str | None:
+    """The language the locale variables choose, if callrec speaks it: the first of
+    LANGUAGE (a list), LC_ALL, LC_MESSAGES and LANG that is set decides ("nl_NL.UTF-8"
+    is Dutch; "C", "POSIX" or a language callrec does not speak: no choice)."""
+    for variable in _LANGUAGE_VARIABLES:
+        value = environ.get(variable, "")
+        if not value:
+            continue
+        for part in value.split(":") if variable == "LANGUAGE" else [value]:
+            code = part.split(".", 1)[0].split("@", 1)[0].replace("-", "_").split("_", 1)[0]
+            if code.lower() in LANGUAGES:
+                return code.lower()
+        return None
+    return None
+
+
+_PASSWORD_WARNING_TEXT = (
+    "warning: a password on the command line is visible to other local users"
+    " and kept in shell history; use --password-file FILE or the prompt"
 )
+PASSWORD_WARNING = f"callrec: {_PASSWORD_WARNING_TEXT}\n"
+
+
+def _password_warning() -> str:
+    return "callrec: {}\n".format(
+        _(
+            "warning: a password on the command line is visible to other local users"
+            " and kept in shell history; use --password-file FILE or the prompt"
+        )
+    )
 
 
 def _extension(text: str) -> str:
@@ -99,6 +192,24 @@ def _add_config(parser: argparse.ArgumentParser, *, top: bool) -> None:
     )
 
 
+def _add_lang(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    parser.add_argument(
+        "--lang",
+        choices=LANGUAGES,
+        default=None if top else argparse.SUPPRESS,
+        help="the language of messages (default: the locale, else the organisation's with"
+        " --org, else the config's)",
+    )
+
+
+def _add_generate(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--generate-password",
+        action="store_true",
+        help="make a random password and print it once (only its HA1 is stored)",
+    )
+
+
 def _add_org(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--org",
@@ -118,6 +229,19 @@ def _add_password(parser: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _add_portal_login(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--portal-login",
+        action="store_true",
+        help="let the user log in to the portal (the portal password is prompted for)",
+    )
+    parser.add_argument(
+        "--portal-password-file",
+        metavar="FILE",
+        help="read the portal password from the first line of FILE (implies --portal-login)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of `callrec` (exposed for tests and docs)."""
     parser = argparse.ArgumentParser(
@@ -125,10 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"callrec {__version__}")
     _add_config(parser, top=True)
+    _add_lang(parser, top=True)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def with_config(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
         _add_config(sub, top=False)
+        _add_lang(sub, top=False)
         return sub
 
     serve = with_config(commands.add_parser("serve", help="run SIP, media, portal and retention"))
@@ -195,9 +321,39 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--email")
     add.add_argument("--mode", choices=RECORDING_MODES, default=DEFAULT_RECORDING_MODE.value)
     add.add_argument(
-        "--device", metavar="URI", action="append", default=[], help="sip: URI (repeatable)"
+        "--device",
+        metavar="URI",
+        action="append",
+        default=[],
+        help="a sip: URI or a username on the organisation's domain, sharing the user's SIP"
+        " password (repeatable; `callrec devices add` gives one its own)",
     )
     _add_password(add, "SIP digest password (only its HA1 is stored; none if not given)")
+    _add_generate(add)
+    _add_portal_login(add)
+
+    set_user = with_config(users.add_parser("set", help="change a user's name or e-mail"))
+    _add_org(set_user)
+    set_user.add_argument("extension", metavar="EXT", type=_extension)
+    set_user.add_argument("--name")
+    email = set_user.add_mutually_exclusive_group()
+    email.add_argument("--email")
+    email.add_argument("--no-email", action="store_true", help="remove the e-mail address")
+
+    portal_password = with_config(
+        users.add_parser(
+            "set-portal-password", help="give a user a portal login (password prompted)"
+        )
+    )
+    _add_org(portal_password)
+    portal_password.add_argument("extension", metavar="EXT", type=_extension)
+    _add_password(portal_password, "portal password (only an argon2 hash is stored)")
+
+    no_portal = with_config(
+        users.add_parser("remove-portal-login", help="take a user's portal login away")
+    )
+    _add_org(no_portal)
+    no_portal.add_argument("extension", metavar="EXT", type=_extension)
 
     set_mode = with_config(users.add_parser("set-mode", help="change the recording mode"))
     _add_org(set_mode)
@@ -216,6 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the new password (visible to other users: prefer the prompt or a file)",
     )
     _add_password(set_password, "new SIP digest password")
+    _add_generate(set_password)
 
     remove = with_config(users.add_parser("remove", help="remove a user and their devices"))
     _add_org(remove)
@@ -224,6 +381,35 @@ def build_parser() -> argparse.ArgumentParser:
     list_users = with_config(users.add_parser("list", help="list users"))
     _add_org(list_users)
     list_users.add_argument("--json", action="store_true", help="print a JSON list")
+
+    devices = commands.add_parser(
+        "devices", help="a user's devices, each with its own SIP username and password"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
+    devices_add = with_config(devices.add_parser("add", help="add a device to a user"))
+    _add_org(devices_add)
+    devices_add.add_argument("extension", metavar="EXT", type=_extension)
+    devices_add.add_argument(
+        "device", metavar="USERNAME_OR_URI", help="its SIP username, or a sip: URI"
+    )
+    devices_add.add_argument("--kind", default="phone")
+    _add_password(devices_add, "device's SIP password (only its HA1 is stored)")
+    _add_generate(devices_add)
+    devices_list = with_config(devices.add_parser("list", help="a user's devices"))
+    _add_org(devices_list)
+    devices_list.add_argument("extension", metavar="EXT", type=_extension)
+    devices_list.add_argument("--json", action="store_true", help="print a JSON list")
+    devices_password = with_config(
+        devices.add_parser("set-password", help="a new password for a device")
+    )
+    _add_org(devices_password)
+    devices_password.add_argument("extension", metavar="EXT", type=_extension)
+    devices_password.add_argument("id", metavar="ID", type=_positive)
+    _add_password(devices_password, "device's new SIP password")
+    _add_generate(devices_password)
+    devices_remove = with_config(devices.add_parser("remove", help="remove a device"))
+    _add_org(devices_remove)
+    devices_remove.add_argument("extension", metavar="EXT", type=_extension)
+    devices_remove.add_argument("id", metavar="ID", type=_positive)
 
     calls = commands.add_parser("calls", help="call detail records").add_subparsers(
         dest="action", metavar="ACTION", required=True
@@ -299,24 +485,54 @@ def _read_password(args: argparse.Namespace, *, required: bool, err: TextIO) -> 
     argument (warned too) or a prompt when stdin is a terminal."""
     given = getattr(args, "password", None)
     positional = getattr(args, "password_argument", None)
+    generate = getattr(args, "generate_password", False)
     sources = [x for x in (args.password_file, given, positional) if x is not None]
-    if len(sources) > 1:
-        raise _UsageError("give the password one way only (prompt, --password-file or --password)")
+    if len(sources) + bool(generate) > 1:
+        raise _UsageError(
+            _(
+                "give the password one way only (prompt, --password-file, --password or"
+                " --generate-password)"
+            )
+        )
+    if generate:
+        return generate_password()
     if args.password_file is not None:
         return _password_from_file(args.password_file)
     if given is not None or positional is not None:
-        err.write(PASSWORD_WARNING)
+        err.write(_password_warning())
         return str(given if given is not None else positional)
     if not required:
         return None
+    return _prompt_password(_("Password: "), _("Password again: "))
+
+
+def _prompt_password(prompt: str, again: str) -> str:
     if not _stdin_is_terminal():
         raise _UsageError(
-            "a password is needed: run in a terminal to be prompted, or use --password-file FILE"
+            _("a password is needed: run in a terminal to be prompted, or use --password-file FILE")
         )
-    first = getpass.getpass("Password: ")
-    if first != getpass.getpass("Password again: "):
-        raise _UsageError("the two passwords differ")
+    first = getpass.getpass(prompt)
+    if first != getpass.getpass(again):
+        raise _UsageError(_("the two passwords differ"))
     return first
+
+
+def _read_portal_password(args: argparse.Namespace) -> str | None:
+    """`users add`'s portal password: from --portal-password-file, else prompted with
+    --portal-login, else none (no portal login)."""
+    if args.portal_password_file is not None:
+        password = _password_from_file(args.portal_password_file)
+    elif args.portal_login:
+        password = _prompt_password(_("Portal password: "), _("Portal password again: "))
+    else:
+        return None
+    if len(password) < MIN_PORTAL_PASSWORD_LENGTH:
+        raise _UsageError(
+            _("the portal password must have at least {count} characters").format(
+                count=MIN_PORTAL_PASSWORD_LENGTH
+            )
+        )
+    return password
 
 
 def _stdin_is_terminal() -> bool:
@@ -334,10 +550,12 @@ def _password_from_file(name: str) -> str:
             with open(name, encoding="utf-8") as file:
                 line = file.readline()
     except (OSError, UnicodeDecodeError) as exc:
-        raise _UsageError(f"cannot read the password file {name}: {exc}") from None
+        raise _UsageError(
+            _("cannot read the password file {name}: {error}").format(name=name, error=exc)
+        ) from None
     password = line.rstrip("\r\n")
     if not password:
-        raise _UsageError(f"the password file {name} has an empty first line")
+        raise _UsageError(_("the password file {name} has an empty first line").format(name=name))
     return password
 
 
@@ -357,7 +575,7 @@ def _party_cell(ext: str | None, name: str | None) -> str:
 
 
 async def _with_store(config: Config, work: Callable[[Store], Awaitable[None]]) -> None:
-    store = await Store.open(config.storage.db_path, default_domain=config.sip.realm)
+    store = await Store.open(config.storage.database, default_domain=config.sip.realm)
     try:
         await work(store)
     finally:
@@ -368,9 +586,15 @@ async def _org(store: Store, args: argparse.Namespace) -> OrgScope:
     """The organisation `--org` names; without it the only one there is."""
     slug = getattr(args, "org", None)
     try:
-        return await store.org_scope(slug)
+        scope = await store.org_scope(slug)
     except InvalidValue as exc:
-        raise _UsageError(f"give --org SLUG: {exc.message}") from None
+        raise _UsageError(_("give --org SLUG: {reason}").format(reason=exc.message)) from None
+    if slug is not None and not _MESSAGES.chosen:
+        # Nobody chose a language: the organisation named speaks its own.
+        org = await store.get_organisation(scope.slug)
+        if org is not None and org.language:
+            _MESSAGES.use(org.language)
+    return scope
 
 
 async def _orgs_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
@@ -386,7 +610,12 @@ async def _orgs_command(args: argparse.Namespace, config: Config, out: TextIO) -
                 timezone=args.timezone or defaults.timezone,
             )
             await store.audit(None, _cli_actor(), "org.add", f"org:{org.slug}", detail=org.domain)
-            out.write(f"added organisation {org.slug} ({org.name}), domain {org.domain}\n")
+            out.write(
+                _("added organisation {slug} ({name}), domain {domain}").format(
+                    slug=org.slug, name=org.name, domain=org.domain
+                )
+                + "\n"
+            )
         elif args.action == "set":
             scope = await store.org_scope(args.slug)
             org = await store.update_organisation(
@@ -403,7 +632,12 @@ async def _orgs_command(args: argparse.Namespace, config: Config, out: TextIO) -
                 f"org:{org.slug}",
                 detail=json.dumps(organisation_json(org), sort_keys=True),
             )
-            out.write(f"organisation {org.slug}: {org.name}, domain {org.domain}\n")
+            out.write(
+                _("organisation {slug}: {name}, domain {domain}").format(
+                    slug=org.slug, name=org.name, domain=org.domain
+                )
+                + "\n"
+            )
         elif args.action == "list":
             orgs = await store.list_organisations()
             if args.json:
@@ -451,13 +685,23 @@ async def _dids_command(args: argparse.Namespace, config: Config, out: TextIO) -
             await store.audit(
                 None, _cli_actor(), "did.add", f"org:{org.slug}", detail=_did_text(did)
             )
-            out.write(f"organisation {org.slug}: number(s) {_did_text(did)} (id {did.id})\n")
+            out.write(
+                _("organisation {slug}: number(s) {numbers} (id {id})").format(
+                    slug=org.slug, numbers=_did_text(did), id=did.id
+                )
+                + "\n"
+            )
         elif args.action == "remove":
             await store.remove_did(org, args.id)
             await store.audit(
                 None, _cli_actor(), "did.remove", f"org:{org.slug}", detail=str(args.id)
             )
-            out.write(f"organisation {org.slug}: number range {args.id} removed\n")
+            out.write(
+                _("organisation {slug}: number range {id} removed").format(
+                    slug=org.slug, id=args.id
+                )
+                + "\n"
+            )
         elif args.action == "list":
             rows = [
                 (str(did.id), did.first, did.last, did.extension or "(the number)")
@@ -473,9 +717,23 @@ def _did_text(did: Did) -> str:
     return numbers + (f" -> {did.extension}" if did.extension else "")
 
 
+def _generated(out: TextIO, username: str, password: str) -> None:
+    """Print a password callrec made, this once (only its HA1 is stored)."""
+    out.write(
+        _("SIP password for {username} (shown once, note it now): {password}").format(
+            username=username, password=password
+        )
+        + "\n"
+    )
+
+
 async def _users_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    portal_password = _read_portal_password(args) if args.action == "add" else None
+
     async def work(store: Store) -> None:
         org = await _org(store, args)
+        actor = _cli_actor()
+        generated = bool(getattr(args, "generate_password", False))
         if args.action == "add":
             user = await store.add_user(
                 org,
@@ -485,25 +743,82 @@ async def _users_command(args: argparse.Namespace, config: Config, out: TextIO) 
                 mode=args.mode,
                 password=args.secret,
                 devices=args.device,
+                portal_password=portal_password,
             )
+            detail = change_detail(
+                mode=args.mode,
+                sip_password="generated" if generated else ("set" if args.secret else "none"),
+                portal_login=portal_password is not None,
+                devices=len(args.device),
+            )
+            await store.audit(org, actor, "user.add", f"user:{user.extension}", detail=detail)
+            out.write(
+                _("added user {extension} ({name}), mode {mode}").format(
+                    extension=user.extension, name=user.name, mode=user.recording_mode
+                )
+                + "\n"
+            )
+            if generated and args.secret:
+                _generated(out, user.extension, args.secret)
+        elif args.action == "set":
+            changes: dict[str, Any] = {}
+            if args.name is not None:
+                changes["name"] = args.name
+            if args.email is not None or args.no_email:
+                changes["email"] = None if args.no_email else args.email
+            if not changes:
+                raise _UsageError(_("give --name, --email or --no-email"))
+            user = await store.update_user(org, args.extension, **changes)
             await store.audit(
-                org, _cli_actor(), "user.add", f"user:{user.extension}", detail=f"mode {args.mode}"
+                org,
+                actor,
+                "user.change",
+                f"user:{user.extension}",
+                detail=json.dumps(changes, sort_keys=True),
             )
-            out.write(f"added user {user.extension} ({user.name}), mode {user.recording_mode}\n")
+            out.write(
+                _("user {extension}: {name}, e-mail {email}").format(
+                    extension=user.extension, name=user.name, email=user.email or "-"
+                )
+                + "\n"
+            )
         elif args.action == "set-mode":
             user = await store.set_mode(org, args.extension, args.mode)
-            await store.audit(
-                org, _cli_actor(), "mode.change", f"user:{user.extension}", detail=args.mode
+            await store.audit(org, actor, "mode.change", f"user:{user.extension}", detail=args.mode)
+            out.write(
+                _("user {extension}: mode {mode}").format(
+                    extension=user.extension, mode=user.recording_mode
+                )
+                + "\n"
             )
-            out.write(f"user {user.extension}: mode {user.recording_mode}\n")
         elif args.action == "set-password":
             user = await store.set_password(org, args.extension, args.secret)
-            await store.audit(org, _cli_actor(), "password.set", f"user:{user.extension}")
-            out.write(f"user {user.extension}: password changed\n")
+            detail = "generated" if generated else "set"
+            await store.audit(org, actor, "password.set", f"user:{user.extension}", detail=detail)
+            out.write(_("user {extension}: password changed").format(extension=user.extension))
+            out.write("\n")
+            if generated:
+                _generated(out, user.extension, args.secret)
+        elif args.action == "set-portal-password":
+            await store.set_portal_password(org, args.extension, args.secret)
+            await store.audit(org, actor, "portal_password.set", f"user:{args.extension}")
+            out.write(
+                _("user {extension}: can log in to the portal").format(extension=args.extension)
+                + "\n"
+            )
+        elif args.action == "remove-portal-login":
+            await store.clear_portal_password(org, args.extension)
+            await store.audit(org, actor, "portal_password.remove", f"user:{args.extension}")
+            out.write(
+                _("user {extension}: can no longer log in to the portal").format(
+                    extension=args.extension
+                )
+                + "\n"
+            )
         elif args.action == "remove":
             await store.remove_user(org, args.extension)
-            await store.audit(org, _cli_actor(), "user.remove", f"user:{args.extension}")
-            out.write(f"removed user {args.extension}\n")
+            await store.audit(org, actor, "user.remove", f"user:{args.extension}")
+            out.write(_("removed user {extension}").format(extension=args.extension) + "\n")
         elif args.action == "list":
             users = await store.list_users(org)
             listed = [(user, await store.list_devices(org, user.extension)) for user in users]
@@ -511,18 +826,101 @@ async def _users_command(args: argparse.Namespace, config: Config, out: TextIO) 
                 json.dump([user_json(user, devices) for user, devices in listed], out, indent=2)
                 out.write("\n")
             else:
+                yes, no = _("yes"), _("no")
                 rows = [
                     (
                         user.extension,
                         user.name,
                         user.email or "-",
                         user.recording_mode,
-                        "yes" if user.has_password else "no",
-                        ", ".join(device.uri for device in devices) or "-",
+                        yes if user.has_password else no,
+                        yes if user.portal_login else no,
+                        ", ".join(device.username or device.uri for device in devices) or "-",
                     )
                     for user, devices in listed
                 ]
-                _table(rows, ("EXT", "NAME", "EMAIL", "MODE", "PASSWORD", "DEVICES"), out)
+                headers = ("EXT", "NAME", "EMAIL", "MODE", "PASSWORD", "PORTAL", "DEVICES")
+                _table(rows, headers, out)
+
+    await _with_store(config, work)
+
+
+async def _devices_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
+    async def work(store: Store) -> None:
+        org = await _org(store, args)
+        actor = _cli_actor()
+        generated = bool(getattr(args, "generate_password", False))
+        how = "generated" if generated else "set"
+        if args.action == "add":
+            device = await store.add_device(
+                org, args.extension, args.device, args.kind, args.secret
+            )
+            detail = change_detail(uri=device.uri, password=how if args.secret else "none")
+            await store.audit(org, actor, "device.add", f"user:{args.extension}", detail=detail)
+            out.write(
+                _("user {extension}: device {id} added, SIP username {username}").format(
+                    extension=args.extension,
+                    id=device.id,
+                    username=device.username or args.extension,
+                )
+                + "\n"
+            )
+            if device.username is None and args.secret:
+                out.write(
+                    _(
+                        "note: this device signs in as the extension, with the user's password;"
+                        " the password given was not used"
+                    )
+                    + "\n"
+                )
+            elif generated and args.secret:
+                _generated(out, device.username or args.extension, args.secret)
+        elif args.action == "set-password":
+            device = await store.set_device_password(org, args.extension, args.id, args.secret)
+            await store.audit(
+                org,
+                actor,
+                "device.password.set",
+                f"user:{args.extension}",
+                detail=f"{device.uri}: {how}",
+            )
+            out.write(
+                _("user {extension}: device {id}: password changed").format(
+                    extension=args.extension, id=device.id
+                )
+                + "\n"
+            )
+            if generated:
+                _generated(out, device.username or args.extension, args.secret)
+        elif args.action == "remove":
+            device = await store.remove_device(org, args.extension, args.id)
+            await store.audit(
+                org, actor, "device.remove", f"user:{args.extension}", detail=device.uri
+            )
+            out.write(
+                _("user {extension}: device {id} removed").format(
+                    extension=args.extension, id=device.id
+                )
+                + "\n"
+            )
+        elif args.action == "list":
+            found = await store.list_devices(org, args.extension)
+            if args.json:
+                json.dump([device_json(device) for device in found], out, indent=2)
+                out.write("\n")
+                return
+            yes, no = _("yes"), _("no")
+            rows = [
+                (
+                    str(device.id),
+                    device.username or args.extension,
+                    device.uri,
+                    device.kind,
+                    yes if device.username is None or device.ha1_md5 else no,
+                )
+                for device in found
+            ]
+            _table(rows, ("ID", "USERNAME", "URI", "KIND", "PASSWORD"), out)
 
     await _with_store(config, work)
 
@@ -559,7 +957,12 @@ async def _recordings_command(args: argparse.Namespace, config: Config, out: Tex
         org = await _org(store, args)
         listings = await store.list_recordings(org, limit=args.limit)
         if args.json:
-            json.dump([listing_json(listing) for listing in listings], out, indent=2)
+            from callrec.services.presentation import Presentations
+
+            zone = await Presentations().in_force(store, config, org)
+            spans = await store.recorded_spans(org, [x.recording for x in listings])
+            shown = [listing_json(x, spans[x.recording.id], zone) for x in listings]
+            json.dump(shown, out, indent=2)
             out.write("\n")
             return
         rows = [
@@ -603,9 +1006,14 @@ async def _export_command(args: argparse.Namespace, config: Config, out: TextIO)
             requested_by=_cli_actor(),
             output=Path(args.output).resolve(),
         )
-        out.write(f"exported {job.files} recording(s) of {job.month} to {job.path}\n")
+        out.write(
+            _("exported {count} recording(s) of {month} to {path}").format(
+                count=job.files, month=job.month, path=job.path
+            )
+            + "\n"
+        )
         if job.error:
-            out.write(f"warning: {job.error}\n")
+            out.write(_("warning: {reason}").format(reason=job.error) + "\n")
 
     await _with_store(config, work)
 
@@ -615,7 +1023,11 @@ async def _purge_command(config: Config, out: TextIO) -> None:
     from storage.files import RecordingFiles
 
     async def work(store: Store) -> None:
-        report = await purge_expired(store, RecordingFiles(config.storage.dir), time.time())
+        files = RecordingFiles.from_config(config.storage)  # the object store's too
+        try:
+            report = await purge_expired(store, files, time.time())
+        finally:
+            await files.close()
         for item in report.purged:
             note = "" if item.file_found else " (file was already missing)"
             out.write(f"purged recording {item.id}: {item.path}{note}\n")
@@ -632,15 +1044,20 @@ async def _admin_command(args: argparse.Namespace, config: Config, out: TextIO) 
     async def work(store: Store) -> None:
         if args.action == "add" and args.operator:
             if args.org is not None:
-                raise _UsageError("an operator belongs to no organisation: drop --org")
+                raise _UsageError(_("an operator belongs to no organisation: drop --org"))
             admin = await store.add_operator(args.name, args.secret, email=args.email)
             await store.audit(None, _cli_actor(), "operator.add", f"admin:{admin.name}")
-            out.write(f"added operator {admin.name}\n")
+            out.write(_("added operator {name}").format(name=admin.name) + "\n")
         elif args.action == "add":
             org = await _org(store, args)
             admin = await store.add_admin(org, args.name, args.secret, email=args.email)
             await store.audit(org, _cli_actor(), "admin.add", f"admin:{admin.name}")
-            out.write(f"added admin {admin.name} of organisation {org.slug}\n")
+            out.write(
+                _("added admin {name} of organisation {slug}").format(
+                    name=admin.name, slug=org.slug
+                )
+                + "\n"
+            )
         elif args.action == "list":
             if args.operators:
                 admins = await store.list_operators()
@@ -669,8 +1086,10 @@ async def _settings_command(args: argparse.Namespace, config: Config, out: TextI
                 detail=json.dumps({args.key: text}, sort_keys=True),
             )
             new_only = args.key == SettingKey.RETENTION_DAYS
-            note = " (applies to new recordings only)" if new_only else ""
-            was = f" (was {previous})" if previous is not None and previous != text else ""
+            note = " ({})".format(_("applies to new recordings only")) if new_only else ""
+            was = ""
+            if previous is not None and previous != text:
+                was = " ({})".format(_("was {value}").format(value=previous))
             out.write(f"{args.key} = {text}{was}{note}\n")
             return
         settings = await current_settings(store, config, org)
@@ -728,6 +1147,9 @@ def _phone(arguments: list[str]) -> int:
 _PASSWORD_COMMANDS = {
     ("users", "add"): False,
     ("users", "set-password"): True,
+    ("users", "set-portal-password"): True,
+    ("devices", "add"): False,
+    ("devices", "set-password"): True,
     ("admin", "add"): True,
 }
 
@@ -743,12 +1165,19 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse has printed usage or help already
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     out = sys.stdout
+    # Each run decides its language afresh (tests run many in one process).
+    _MESSAGES.reset()
+    chosen = args.lang or language_from_environment(os.environ)
+    if chosen is not None:
+        _MESSAGES.use(chosen, chosen=True)
     try:
         args.secret = None
         if (args.command, args.action if "action" in args else None) in _PASSWORD_COMMANDS:
             required = _PASSWORD_COMMANDS[(args.command, args.action)]
             args.secret = _read_password(args, required=required, err=sys.stderr)
         config = load_config(args.config or os.environ.get(CONFIG_ENV) or None)
+        if not _MESSAGES.chosen:
+            _MESSAGES.use(config.recording_settings.language)
         if args.command == "serve":
             _serve(config, init=args.init)
         elif args.command == "orgs":
@@ -757,6 +1186,8 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(_dids_command(args, config, out))
         elif args.command == "users":
             asyncio.run(_users_command(args, config, out))
+        elif args.command == "devices":
+            asyncio.run(_devices_command(args, config, out))
         elif args.command == "calls":
             asyncio.run(_calls_command(args, config, out))
         elif args.command == "recordings" and args.action == "list":
@@ -773,13 +1204,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"callrec: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except _UsageError as exc:
-        print(f"callrec: error: {exc}", file=sys.stderr)
+        print(f"callrec: {_error()}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except PolicyError as exc:
-        print(f"callrec: error: {exc.field}: {exc}", file=sys.stderr)
+        print(f"callrec: {_error()}: {exc.field}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except (StorageError, _ServerUnavailable, OSError) as exc:
-        print(f"callrec: error: {exc}", file=sys.stderr)
+        print(f"callrec: {_error()}: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return EXIT_OK if args.command == "serve" else EXIT_FAILURE

@@ -16,9 +16,10 @@ import re
 import ssl
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from callrec.policy import (
     ANNOUNCEMENTS,
@@ -119,6 +120,11 @@ class SipConfig:
     tls_ca: Path | None = None
     tls_client_certificates: str = "none"
     tls_handshake_timeout: float = 10.0
+    # SIP proxies in front of callrec (a Kamailio dispatcher, deploy/kamailio/): from
+    # these addresses only, the `X-Callrec-Source` header names the phone's or the
+    # trunk's own address, which digest nonces, lock-outs, registrations, trunk
+    # recognition and the RTP NAT latch then use instead of the proxy's.
+    proxies: tuple[str, ...] = ()
 
     @property
     def tls(self) -> bool:
@@ -208,14 +214,34 @@ class RecordingConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """[storage]: the data folder (absolute) and the database file inside it."""
+    """[storage]: the data folder (absolute) and the database file inside it; with
+    `objects` ("s3://bucket/prefix"), finished recordings go to that S3-compatible store
+    (`s3_endpoint`, `s3_region`, `s3_access_key`/`s3_secret_key`; unset: the
+    environment's AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)
+    and an ERROR is logged while more than `upload_queue_alarm` wait to be uploaded;
+    while the store is down, uploads are retried 1 s apart doubling to
+    `upload_retry_max` seconds."""
 
     dir: Path
-    db: str
+    # A file name in `dir` (SQLite), or a "postgresql://user:password@host:port/name" URL
+    # (several nodes sharing one database); not in repr: a URL may hold a password.
+    db: str = field(repr=False)
+    objects: str | None = None
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = field(default=None, repr=False)  # never logged
+    upload_queue_alarm: int = 100
+    upload_retry_max: float = 60.0
 
     @property
     def db_path(self) -> Path:
         return self.dir / self.db
+
+    @property
+    def database(self) -> str | Path:
+        """Where the store is: the PostgreSQL URL, or the SQLite file in `dir`."""
+        return self.db if _is_database_url(self.db) else self.db_path
 
     @property
     def recordings_dir(self) -> Path:
@@ -252,6 +278,26 @@ class PortalConfig:
             return self.public_url.rstrip("/")
         return f"http://{self.listen}"
 
+    def link_warning(self) -> str | None:
+        """Why the links callrec mails will not reach people, if they will not: no
+        `public_url` while the portal listens on a wildcard (0.0.0.0, ::) or loopback
+        address, which a reader elsewhere cannot open. None when links look usable."""
+        if self.public_url is not None:
+            return None
+        try:
+            address = ipaddress.ip_address(self.listen.host)
+        except ValueError:
+            if self.listen.host.lower() != "localhost":
+                return None  # a host name: presumably how people reach the portal
+        else:
+            if not (address.is_unspecified or address.is_loopback):
+                return None
+        return (
+            f"[portal] public_url is not set, so links in e-mails point to {self.base_url},"
+            " which people elsewhere cannot open; set public_url to the portal's address"
+            " as people reach it (e.g. https://rec.example.org)"
+        )
+
 
 @dataclass(frozen=True)
 class SmtpConfig:
@@ -271,6 +317,9 @@ class ServerConfig:
     "uvloop" (required), "asyncio" (the standard one) or "auto" (uvloop when installed)."""
 
     loop: str = "auto"
+    # "text" (one line per event, for people) or "json" (one JSON object per line with
+    # `call_id` when the event belongs to a call, for log collectors).
+    log_format: str = "text"
 
 
 def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -335,6 +384,8 @@ TRUNK_SRTP_MODES = ("off", "offer", "require")
 DTMF_INTERWORKING_MODES = ("none", "inband", "info")
 # [server] loop: which asyncio event loop `callrec serve` runs on.
 EVENT_LOOPS = ("auto", "uvloop", "asyncio")
+# [server] log_format: how `callrec serve` writes its log lines.
+LOG_FORMATS = ("text", "json")
 # [sip] tls_client_certificates: whether phones must show a certificate tls_ca signed.
 TLS_CLIENT_CERTIFICATES = ("none", "optional", "required")
 SIP_TLS_PORT = 5061
@@ -361,6 +412,22 @@ def _nonempty(value: object) -> str:
     text = _string(value)
     if not text.strip():
         raise _Invalid("expected a non-empty string, got ''")
+    return text
+
+
+def _is_database_url(text: str) -> bool:
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+def _database(value: object) -> str:
+    """A SQLite file name, or a PostgreSQL URL with a host and a database name."""
+    text = _nonempty(value)
+    if _is_database_url(text):
+        parts = urlsplit(text)
+        if not parts.hostname or not parts.path.strip("/"):
+            raise _Invalid("expected postgresql://user:password@host:port/database")
+    elif "://" in text:
+        raise _Invalid("expected a file name or a postgresql:// URL")
     return text
 
 
@@ -547,6 +614,13 @@ def _trusted(value: object) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def _proxies(value: object) -> tuple[str, ...]:
+    """[sip] proxies: IP addresses, not names, since a source address is compared."""
+    if not isinstance(value, list):
+        raise _Invalid(f"expected a list of IP addresses, got {_show(value)}")
+    return tuple(_ip_address(item) for item in value)
+
+
 # section -> key -> (default, parser). A parser takes the raw TOML value and the
 # folder relative paths are resolved against.
 _Parser = Callable[[Any, Path], Any]
@@ -571,6 +645,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "tls_ca": (None, lambda v, base: _readable_file(v, base)),
         "tls_client_certificates": ("none", lambda v, _: _choice(v, TLS_CLIENT_CERTIFICATES)),
         "tls_handshake_timeout": (10.0, lambda v, _: _seconds(v, 0.1, 600, "seconds (0.1-600)")),
+        "proxies": ([], lambda v, _: _proxies(v)),
     },
     "trunk": {
         "uri": ("sip:127.0.0.1:5080", lambda v, _: _trunk_uri(v)),
@@ -600,7 +675,14 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
     },
     "storage": {
         "dir": ("./callrec-data", lambda v, base: _folder(v, base)),
-        "db": ("callrec.db", lambda v, _: _nonempty(v)),
+        "db": ("callrec.db", lambda v, _: _database(v)),
+        "objects": (None, lambda v, _: _objects_url(v)),
+        "s3_endpoint": (None, lambda v, _: _http_url(v)),
+        "s3_region": (None, lambda v, _: _nonempty(v)),
+        "s3_access_key": (None, lambda v, _: _nonempty(v)),
+        "s3_secret_key": (None, lambda v, _: _nonempty(v)),
+        "upload_queue_alarm": (100, lambda v, _: _integer(v, 1, 10_000_000)),
+        "upload_retry_max": (60.0, lambda v, _: _seconds(v, 1, 3600, "seconds (1-3600)")),
     },
     "retention": {
         "default_days": (
@@ -618,6 +700,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
     },
     "server": {
         "loop": ("auto", lambda v, _: _choice(v, EVENT_LOOPS)),
+        "log_format": ("text", lambda v, _: _choice(v, LOG_FORMATS)),
     },
     "smtp": {
         "host": ("127.0.0.1", lambda v, _: _host(_nonempty(v))),
@@ -631,9 +714,34 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
 
 
 def _http_url(value: object) -> str:
+    """An absolute http(s) URL with a host and an optional path: the base of the links
+    mailed to people (no user name, query or fragment, which a link would garble)."""
     text = _nonempty(value).strip()
-    if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", text):
-        raise _Invalid(f"expected an http:// or https:// URL, got {text!r}")
+    problem = None
+    if not re.fullmatch(r"https?://[^\s/?#@]+(/[^\s?#]*)?", text, flags=re.IGNORECASE):
+        problem = "expected an absolute http:// or https:// URL such as https://rec.example.org"
+    else:
+        parts = urlsplit(text)
+        try:
+            port = parts.port  # ValueError past 65535 or not a number
+        except ValueError:
+            port = 0
+        if port == 0:
+            problem = "the port must be a number from 1 to 65535"
+        if not parts.hostname:
+            problem = "the URL has no host"
+    if problem is not None:
+        raise _Invalid(f"{problem}, got {text!r}")
+    return text
+
+
+def _objects_url(value: object) -> str:
+    """[storage] objects: "s3://bucket" or "s3://bucket/prefix"."""
+    text = _nonempty(value).strip()
+    if not re.fullmatch(r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?", text) or (
+        ".." in text.split("/")
+    ):
+        raise _Invalid(f"expected 's3://BUCKET[/PREFIX]' (a lower-case bucket name), got {text!r}")
     return text
 
 

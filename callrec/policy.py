@@ -3,7 +3,8 @@
 Everything that decides what callrec allows lives here, and only here: the recording
 modes and the mode of a new user; the on-demand feature code (`*` plus one digit);
 retention (30..365 days, the portal slider's steps, the 180 days a bulk download needs,
-the 7-day export link); the choices of channels, format, announcement and paused
+the 7-day export link); how an internal call between two users' modes is recorded
+(`internal_call_recording`); the choices of channels, format, announcement and paused
 audio; the languages people are addressed in and the time zone they read times in; the
 organisation-wide settings the portal and the CLI may change; and `RecordingSettings`,
 the settings in force.
@@ -28,7 +29,10 @@ from typing import Any, Final
 __all__ = [
     "ANNOUNCEMENTS",
     "ANNOUNCEMENT_FILE",
+    "ANNOUNCEMENT_UPLOADED",
     "BULK_DOWNLOAD_MIN_RETENTION_DAYS",
+    "CALLEE",
+    "CALLER",
     "CHANNELS",
     "DEFAULT_FEATURE_CODE",
     "DEFAULT_LANGUAGE",
@@ -46,6 +50,7 @@ __all__ = [
     "RETENTION_SLIDER_DAYS",
     "SETTINGS_KEYS",
     "FeatureCode",
+    "InternalCallRecording",
     "InvalidChoice",
     "InvalidFeatureCode",
     "InvalidRetention",
@@ -56,6 +61,8 @@ __all__ = [
     "UnknownSetting",
     "bulk_download_allowed",
     "check_settings",
+    "internal_call_mode",
+    "internal_call_recording",
     "parse_choice",
     "parse_language",
     "parse_retention_days",
@@ -135,6 +142,53 @@ class RecordingMode(enum.StrEnum):
 RECORDING_MODES: Final[tuple[str, ...]] = tuple(mode.value for mode in RecordingMode)
 # A new user records only when they ask for it.
 DEFAULT_RECORDING_MODE: Final = RecordingMode.ON_DEMAND
+
+
+# -- internal calls (a user calling another user of the same organisation) -------------
+
+CALLER: Final = "caller"
+CALLEE: Final = "callee"
+
+
+@dataclass(frozen=True)
+class InternalCallRecording:
+    """How an internal call is recorded, from both parties' modes
+    (`internal_call_recording`).
+
+    `mode`: the call's mode. `owner`: the party whose mode decided it (`CALLER` or
+    `CALLEE`; the caller on a tie, None for `never`): the recording is filed under that
+    user's extension, while both parties see it as a call they took part in.
+    `feature_code_parties`: whose phones' feature code toggles an on-demand recording
+    (the on-demand parties; empty unless `mode` is on-demand).
+    """
+
+    mode: RecordingMode
+    owner: str | None
+    feature_code_parties: tuple[str, ...]
+
+
+def internal_call_recording(caller_mode: object, callee_mode: object) -> InternalCallRecording:
+    """The recording of an internal call between users of these modes.
+
+    The rule: a party's mode is what they ask of every call they take part in, so the
+    strongest mode of the two wins. `always` if either party is `always` (recorded from
+    the answer, the feature code toggles nothing); else `on-demand` if either is
+    `on-demand`, and then the feature code works from each on-demand party's phone (a
+    `never` party cannot start a recording, just as they cannot on a trunk call); else
+    `never`. Raises InvalidChoice for a value that is not a mode.
+    """
+    modes = {CALLER: RecordingMode.parse(caller_mode), CALLEE: RecordingMode.parse(callee_mode)}
+    for mode in (RecordingMode.ALWAYS, RecordingMode.ON_DEMAND):
+        parties = tuple(party for party, party_mode in modes.items() if party_mode is mode)
+        if parties:
+            toggling = parties if mode is RecordingMode.ON_DEMAND else ()
+            return InternalCallRecording(mode, parties[0], toggling)
+    return InternalCallRecording(RecordingMode.NEVER, None, ())
+
+
+def internal_call_mode(caller_mode: object, callee_mode: object) -> RecordingMode:
+    """The recording mode of an internal call (`internal_call_recording`'s rule)."""
+    return internal_call_recording(caller_mode, callee_mode).mode
 
 
 # -- the on-demand feature code ---------------------------------------------------------
@@ -269,6 +323,10 @@ ANNOUNCEMENTS: Final = ("default", "beep", "none")
 # The stored announcement that means "the WAV file the config names": choosing it in the
 # portal or the API goes back to the config's file, and a path never leaves the server.
 ANNOUNCEMENT_FILE: Final = "file"
+# The stored announcement that means "the organisation's own notice, uploaded in the
+# portal" (kept per organisation in the storage folder; the recording manager gives the
+# media worker its file).
+ANNOUNCEMENT_UPLOADED: Final = "uploaded"
 # What an on-demand recording holds while paused: nothing, or silence of the same length.
 PAUSED_MODES: Final = ("skip", "silence")
 
@@ -323,7 +381,7 @@ def parse_setting(key: str, value: object) -> str:
     if key == SettingKey.RETENTION_DAYS:
         return str(parse_retention_days(value))
     if key == SettingKey.ANNOUNCEMENT:
-        return parse_choice(key, value, (*ANNOUNCEMENTS, ANNOUNCEMENT_FILE))
+        return parse_choice(key, value, (*ANNOUNCEMENTS, ANNOUNCEMENT_FILE, ANNOUNCEMENT_UPLOADED))
     if key == SettingKey.CHANNELS:
         return parse_choice(key, value, CHANNELS)
     if key == SettingKey.LANGUAGE:
@@ -365,7 +423,7 @@ class RecordingSettings:
     @property
     def announcement_file(self) -> str | None:
         """The name (not the path) of the WAV file the config names, if it does."""
-        if self.announcement in ANNOUNCEMENTS:
+        if self.announcement in ANNOUNCEMENTS or self.announcement == ANNOUNCEMENT_UPLOADED:
             return None
         return PurePath(self.announcement).name
 

@@ -556,20 +556,35 @@ class MediaSession:
         """Bind the sockets and start the silence check (done by `create`)."""
         if self._loop is not None or self._closed:
             raise MediaError("media session already opened")
-        self._loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
+        bound: list[tuple[_Channel, socket.socket, type[_ChannelProtocol]]] = []
         try:
             for leg in self._legs.values():
                 rtp_sock, rtcp_sock = self._bind_pair(leg)
-                for channel, sock, protocol_class in (
-                    (leg.rtp, rtp_sock, _RtpProtocol),
-                    (leg.rtcp, rtcp_sock, _RtcpProtocol),
-                ):
-                    protocol = protocol_class(self, channel)
-                    transport, _ = await self._loop.create_datagram_endpoint(
-                        _returning(protocol), sock=sock
-                    )
-                    channel.transport = transport
+                bound.append((leg.rtp, rtp_sock, _RtpProtocol))
+                bound.append((leg.rtcp, rtcp_sock, _RtcpProtocol))
+            # All four endpoints at once: each waits a loop iteration for its protocol,
+            # and on a worker's busy loop an iteration can take milliseconds (the call's
+            # setup waits for this).
+            results = await asyncio.gather(
+                *(
+                    loop.create_datagram_endpoint(_returning(cls(self, channel)), sock=sock)
+                    for channel, sock, cls in bound
+                ),
+                return_exceptions=True,
+            )
+            failure: BaseException | None = None
+            for (channel, _, _), result in zip(bound, results, strict=True):
+                if isinstance(result, BaseException):
+                    failure = failure or result
+                else:
+                    channel.transport = result[0]
+            if failure is not None:
+                raise failure
         except BaseException:
+            for channel, sock, _ in bound:
+                if channel.transport is None:
+                    sock.close()
             self.close()
             raise
         self._check_every = self._monitor_interval()

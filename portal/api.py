@@ -44,16 +44,21 @@ from portal.context import (
     session_of,
 )
 from portal.i18n import presentation_for
+from portal.notice import check_uploaded_choice, current_notice
 from portal.openapi import openapi_schema
+from portal.recording_audio import open_recording, serve_recording
 from portal.recording_settings import (
     load_settings,
     save_settings,
     settings_json,
     validate_settings_patch,
 )
+from storage.accounts import MIN_PORTAL_PASSWORD_LENGTH, generate_password
+from storage.audit import change_detail
 from storage.errors import StorageError
 from storage.models import (
     PLAYABLE_STATUSES,
+    Device,
     OrgScope,
     Recording,
     RecordingListing,
@@ -61,6 +66,8 @@ from storage.models import (
     format_timestamp,
 )
 from storage.portal_queries import CallQuery, CallRow
+from storage.recordings import RecordedSpan
+from storage.search import MAX_SEARCH_LENGTH, normalise_search
 
 API = "/api/v1"
 MAX_PAGE_SIZE = 200
@@ -171,11 +178,23 @@ def parse_extension_filter(query: Mapping[str, str]) -> str | None:
     return text
 
 
+def parse_search(query: Mapping[str, str]) -> str | None:
+    """`q`: text in a party's name or number (None when empty); at most
+    MAX_SEARCH_LENGTH characters, otherwise 422."""
+    text = query.get("q", "")
+    if len(text) > MAX_SEARCH_LENGTH:
+        raise ApiError(
+            422, N_("q must have at most {count} characters", count=MAX_SEARCH_LENGTH), "q"
+        )
+    return normalise_search(text) or None
+
+
 def parse_call_filters(
     query: Mapping[str, str], identity: Identity, zone: Presentation
 ) -> tuple[CallQuery, Paging]:
-    """Filters of GET /calls and the Reports page: from, to (days in `zone`'s time zone),
-    extension, recorded_only, page, page_size."""
+    """Filters of GET /calls, GET /recordings and the Reports page: from, to (days in
+    `zone`'s time zone), extension, q (a name or part of a number), recorded_only,
+    page, page_size."""
     since_text = query.get("from", "").strip()
     until_text = query.get("to", "").strip()
     since = _parse_date("from", since_text, end=False, zone=zone) if since_text else None
@@ -188,6 +207,7 @@ def parse_call_filters(
         extension=parse_extension_filter(query),
         recorded_only=_parse_bool(query, "recorded_only"),
         scope_ext=identity.scope_ext,
+        search=parse_search(query),
     )
     paging = Paging(
         page=_parse_int(query, "page", 1, 1, 1_000_000),
@@ -209,23 +229,34 @@ def _links(recording: Recording) -> dict[str, str | None]:
     }
 
 
-def recording_json(recording: Recording) -> dict[str, Any]:
-    """The recording's one JSON shape, with links to its audio."""
-    return {**records.recording_json(recording), **_links(recording)}
+# Recorded spans by recording id (`Store.recorded_spans`).
+Spans = Mapping[int, list[RecordedSpan]]
 
 
-def call_json(row: CallRow) -> dict[str, Any]:
+def recording_json(recording: Recording, spans: Spans, zone: Presentation) -> dict[str, Any]:
+    """The recording's one JSON shape (with its recorded spans), and links to its audio."""
+    return {
+        **records.recording_json(recording, spans.get(recording.id, []), zone),
+        **_links(recording),
+    }
+
+
+def call_json(row: CallRow, spans: Spans, zone: Presentation) -> dict[str, Any]:
     """The call's one JSON shape, with the recordings the caller may see."""
     return {
         **records.call_json(row.call),
         "recorded": bool(row.recordings) or row.call.recorded,
-        "recordings": [recording_json(recording) for recording in row.recordings],
+        "recordings": [recording_json(recording, spans, zone) for recording in row.recordings],
     }
 
 
-def listing_json(listing: RecordingListing) -> dict[str, Any]:
+def listing_json(listing: RecordingListing, spans: Spans, zone: Presentation) -> dict[str, Any]:
     """A recording and its call, with links to its audio."""
-    return {**records.listing_json(listing), **_links(listing.recording)}
+    recording = listing.recording
+    return {
+        **records.listing_json(listing, spans.get(recording.id, []), zone),
+        **_links(recording),
+    }
 
 
 def page_json(items: list[Any], paging: Paging, total: int) -> dict[str, Any]:
@@ -303,27 +334,89 @@ async def change_language(
     return user
 
 
-async def add_user(
-    context: PortalContext, request: web.Request, identity: Identity, data: Mapping[str, Any]
-) -> User:
-    extension = _field_text(data, "extension", required=True)
-    assert extension is not None
-    if not _EXTENSION.fullmatch(extension):
-        raise ApiError(422, N_("extension must be 2 to 15 digits"), "extension")
+@dataclass(frozen=True)
+class Generated:
+    """What an operation made, with the password it generated (shown once by the
+    caller, then forgotten; only its HA1 is stored)."""
+
+    user: User
+    password: str | None = None
+    device: Device | None = None
+
+
+def _flag(data: Mapping[str, Any], field: str) -> bool:
+    value = data.get(field, False)
+    if not isinstance(value, bool):
+        raise ApiError(422, N_("{field} must be true or false", field=field), field)
+    return value
+
+
+def _sip_password(data: Mapping[str, Any], field: str = "password") -> tuple[str | None, bool]:
+    """The SIP password given in `field`, or a new one when `generate_password` is true
+    (and whether it was generated)."""
+    given = _field_text(data, field, required=False)
+    if _flag(data, "generate_password"):
+        if given is not None:
+            raise ApiError(
+                422, N_("give a password or generate_password, not both"), "generate_password"
+            )
+        return generate_password(), True
+    return given, False
+
+
+def _required_sip_password(data: Mapping[str, Any]) -> tuple[str, bool]:
+    password, generated = _sip_password(data)
+    if password is None:
+        raise ApiError(422, N_("give a password or generate_password"), "password")
+    return password, generated
+
+
+def _valid_name(data: Mapping[str, Any]) -> str:
     name = _field_text(data, "name", required=True)
     assert name is not None
     if not 1 <= len(name) <= 200:
         raise ApiError(422, N_("name must have 1 to 200 characters"), "name")
+    return name
+
+
+def _valid_email(data: Mapping[str, Any]) -> str | None:
     email = _field_text(data, "email", required=False)
     if email is not None and not _EMAIL.fullmatch(email):
         raise ApiError(422, N_("email must look like name@example.org"), "email")
-    mode = validate_mode(data.get("mode", DEFAULT_RECORDING_MODE))
-    password = _field_text(data, "password", required=False)
-    portal_password = _field_text(data, "portal_password", required=False)
-    if portal_password is not None and len(portal_password) < 8:
+    return email
+
+
+def parse_portal_password(data: Mapping[str, Any], field: str = "portal_password") -> str | None:
+    value = _field_text(data, field, required=False)
+    if value is not None and len(value) < MIN_PORTAL_PASSWORD_LENGTH:
         raise ApiError(
-            422, N_("portal_password must have at least 8 characters"), "portal_password"
+            422,
+            N_(
+                "{field} must have at least {count} characters",
+                field=field,
+                count=MIN_PORTAL_PASSWORD_LENGTH,
+            ),
+            field,
         )
+    return value
+
+
+async def add_user(
+    context: PortalContext, request: web.Request, identity: Identity, data: Mapping[str, Any]
+) -> Generated:
+    """Create a user with the fields every door shares: extension, name, email, mode
+    (on-demand unless given), SIP password (given, or generated with
+    `generate_password`), portal password (a portal login, optional) and devices (SIP
+    URIs or usernames sharing the SIP password). Audited without the passwords."""
+    extension = _field_text(data, "extension", required=True)
+    assert extension is not None
+    if not _EXTENSION.fullmatch(extension):
+        raise ApiError(422, N_("extension must be 2 to 15 digits"), "extension")
+    name = _valid_name(data)
+    email = _valid_email(data)
+    mode = validate_mode(data.get("mode", DEFAULT_RECORDING_MODE))
+    password, generated = _sip_password(data)
+    portal_password = parse_portal_password(data)
     devices = data.get("devices", [])
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
         raise ApiError(422, N_("devices must be a list of SIP URIs"), "devices")
@@ -333,12 +426,154 @@ async def add_user(
     # A refused value (InvalidValue) or a username already taken (Conflict) names its
     # field; the error middleware answers it.
     user = await context.store.add_user(
-        org, extension, name, email=email, mode=mode, password=password, devices=devices
+        org,
+        extension,
+        name,
+        email=email,
+        mode=mode,
+        password=password,
+        devices=devices,
+        portal_password=portal_password,
     )
-    if portal_password is not None:
-        await context.repository.set_portal_password(org, extension, portal_password)
-    await context.audit(request, identity, "user.add", f"user:{extension}", f"mode {mode}")
+    detail = change_detail(
+        mode=str(mode),
+        sip_password="generated" if generated else ("set" if password else "none"),
+        portal_login=portal_password is not None,
+        devices=len(devices),
+    )
+    await context.audit(request, identity, "user.add", f"user:{extension}", detail)
+    return Generated(user, password if generated else None)
+
+
+async def change_user(
+    context: PortalContext,
+    request: web.Request,
+    identity: Identity,
+    extension: str,
+    data: Mapping[str, Any],
+) -> User:
+    """Change a user's name and e-mail ("" or null: none); audited with the new values."""
+    org = org_of(identity)
+    await known_user(context, org, extension)
+    changes: dict[str, Any] = {}
+    if "name" in data:
+        changes["name"] = _valid_name(data)
+    if "email" in data:
+        changes["email"] = _valid_email(data)
+    user = await context.store.update_user(org, extension, **changes)
+    if changes:
+        await context.audit(
+            request,
+            identity,
+            "user.change",
+            f"user:{extension}",
+            json.dumps(changes, sort_keys=True),
+        )
     return user
+
+
+async def change_sip_password(
+    context: PortalContext,
+    request: web.Request,
+    identity: Identity,
+    extension: str,
+    data: Mapping[str, Any],
+) -> Generated:
+    """Set a user's SIP password (given, or generated with `generate_password`)."""
+    org = org_of(identity)
+    await known_user(context, org, extension)
+    password, generated = _required_sip_password(data)
+    user = await context.store.set_password(org, extension, password)
+    detail = "generated" if generated else "set"
+    await context.audit(request, identity, "password.set", f"user:{extension}", detail)
+    return Generated(user, password if generated else None)
+
+
+async def change_portal_login(
+    context: PortalContext,
+    request: web.Request,
+    identity: Identity,
+    extension: str,
+    password: str | None,
+) -> None:
+    """Give a user a portal login with `password`, or take it away (None; their
+    portal sessions end)."""
+    org = org_of(identity)
+    await known_user(context, org, extension)
+    if password is None:
+        await context.store.clear_portal_password(org, extension)
+        await context.audit(request, identity, "portal_password.remove", f"user:{extension}")
+        return
+    await context.repository.set_portal_password(org, extension, password)
+    await context.audit(request, identity, "portal_password.set", f"user:{extension}")
+
+
+async def remove_user(
+    context: PortalContext, request: web.Request, identity: Identity, extension: str
+) -> User:
+    """Delete a user with their devices and sessions (their calls and recordings stay)."""
+    org = org_of(identity)
+    user = await known_user(context, org, extension)
+    await context.store.remove_user(org, extension)
+    await context.audit(request, identity, "user.remove", f"user:{extension}", user.name)
+    return user
+
+
+async def add_device(
+    context: PortalContext,
+    request: web.Request,
+    identity: Identity,
+    extension: str,
+    data: Mapping[str, Any],
+) -> Generated:
+    """Add a device (`uri`, or `username` on the organisation's domain) with its own
+    password (given, or generated with `generate_password`)."""
+    org = org_of(identity)
+    user = await known_user(context, org, extension)
+    uri = _field_text(data, "uri", required=False) or _field_text(data, "username", required=False)
+    if uri is None:
+        raise ApiError(422, N_("{field} is required", field="uri"), "uri")
+    kind = _field_text(data, "kind", required=False) or "phone"
+    password, generated = _sip_password(data)
+    device = await context.store.add_device(org, extension, uri, kind, password)
+    detail = change_detail(
+        uri=device.uri,
+        password="generated" if generated else ("set" if password else "none"),
+    )
+    await context.audit(request, identity, "device.add", f"user:{extension}", detail)
+    return Generated(user, password if generated else None, device)
+
+
+async def change_device_password(
+    context: PortalContext,
+    request: web.Request,
+    identity: Identity,
+    extension: str,
+    device_id: int,
+    data: Mapping[str, Any],
+) -> Generated:
+    """Set a device's own password (given, or generated with `generate_password`)."""
+    org = org_of(identity)
+    user = await known_user(context, org, extension)
+    password, generated = _required_sip_password(data)
+    device = await context.store.set_device_password(org, extension, device_id, password)
+    detail = f"{device.uri}: {'generated' if generated else 'set'}"
+    await context.audit(request, identity, "device.password.set", f"user:{extension}", detail)
+    return Generated(user, password if generated else None, device)
+
+
+async def remove_device(
+    context: PortalContext,
+    request: web.Request,
+    identity: Identity,
+    extension: str,
+    device_id: int,
+) -> Device:
+    org = org_of(identity)
+    await known_user(context, org, extension)
+    device = await context.store.remove_device(org, extension, device_id)
+    await context.audit(request, identity, "device.remove", f"user:{extension}", device.uri)
+    return device
 
 
 async def order_export(
@@ -424,8 +659,16 @@ async def list_users(request: web.Request) -> web.Response:
 async def post_user(request: web.Request) -> web.Response:
     identity = require(request, admin=True)
     context = context_of(request)
-    user = await add_user(context, request, identity, await json_body(request))
-    return web.json_response(user_json(user), status=201)
+    made = await add_user(context, request, identity, await json_body(request))
+    devices = await context.store.list_devices(org_of(identity), made.user.extension)
+    return web.json_response(_with_password(user_json(made.user, devices), made), status=201)
+
+
+def _with_password(body: dict[str, Any], made: Generated) -> dict[str, Any]:
+    """The answer, with the password callrec generated: this once, never again."""
+    if made.password is not None:
+        body["password"] = made.password
+    return body
 
 
 def _visible_extension(request: web.Request, identity: Identity) -> str:
@@ -438,9 +681,42 @@ def _visible_extension(request: web.Request, identity: Identity) -> str:
 @routes.get(f"{API}/users/{{extension}}")
 async def get_user(request: web.Request) -> web.Response:
     identity = require(request)
+    context = context_of(request)
     extension = _visible_extension(request, identity)
-    user = await known_user(context_of(request), org_of(identity), extension)
+    user = await known_user(context, org_of(identity), extension)
+    devices = await context.store.list_devices(org_of(identity), extension)
+    return web.json_response(user_json(user, devices))
+
+
+@routes.patch(f"{API}/users/{{extension}}")
+async def patch_user(request: web.Request) -> web.Response:
+    """Change a user's name and e-mail."""
+    identity = require(request, admin=True)
+    context = context_of(request)
+    extension = request.match_info["extension"]
+    user = await change_user(context, request, identity, extension, await json_body(request))
     return web.json_response(user_json(user))
+
+
+@routes.delete(f"{API}/users/{{extension}}")
+async def delete_user(request: web.Request) -> web.Response:
+    """Remove a user and their devices; their calls and recordings are kept."""
+    identity = require(request, admin=True)
+    await remove_user(context_of(request), request, identity, request.match_info["extension"])
+    return web.Response(status=204)
+
+
+@routes.put(f"{API}/users/{{extension}}/password")
+async def put_sip_password(request: web.Request) -> web.Response:
+    """The user's SIP password: `{"password": ...}` or `{"generate_password": true}`
+    (the generated one is in the answer, once)."""
+    identity = require(request, admin=True)
+    context = context_of(request)
+    extension = request.match_info["extension"]
+    made = await change_sip_password(
+        context, request, identity, extension, await json_body(request)
+    )
+    return web.json_response(_with_password(user_json(made.user), made))
 
 
 @routes.put(f"{API}/users/{{extension}}/mode")
@@ -471,12 +747,20 @@ async def put_portal_password(request: web.Request) -> web.Response:
     org = org_of(identity)
     extension = request.match_info["extension"]
     await known_user(context, org, extension)
-    password = _field_text(await json_body(request), "password", required=True)
-    assert password is not None
-    if len(password) < 8:
-        raise ApiError(422, "password must have at least 8 characters", "password")
-    await context.repository.set_portal_password(org, extension, password)
-    await context.audit(request, identity, "portal_password.set", f"user:{extension}")
+    data = await json_body(request)
+    if _field_text(data, "password", required=True) is None:  # pragma: no cover
+        raise ApiError(422, N_("{field} is required", field="password"), "password")
+    password = parse_portal_password(data, "password")
+    await change_portal_login(context, request, identity, extension, password)
+    return web.Response(status=204)
+
+
+@routes.delete(f"{API}/users/{{extension}}/portal-password")
+async def delete_portal_password(request: web.Request) -> web.Response:
+    """Take the user's portal login away (their sessions end)."""
+    identity = require(request, admin=True)
+    extension = request.match_info["extension"]
+    await change_portal_login(context_of(request), request, identity, extension, None)
     return web.Response(status=204)
 
 
@@ -509,25 +793,55 @@ async def get_devices(request: web.Request) -> web.Response:
 async def post_device(request: web.Request) -> web.Response:
     identity = require(request, admin=True)
     context = context_of(request)
-    org = org_of(identity)
     extension = request.match_info["extension"]
-    await known_user(context, org, extension)
+    made = await add_device(context, request, identity, extension, await json_body(request))
+    assert made.device is not None
+    return web.json_response(_with_password(device_json(made.device), made), status=201)
+
+
+@routes.put(f"{API}/users/{{extension}}/devices/{{id}}/password")
+async def put_device_password(request: web.Request) -> web.Response:
+    """A device's own password: `{"password": ...}` or `{"generate_password": true}`."""
+    identity = require(request, admin=True)
+    context = context_of(request)
+    extension, device_id = request.match_info["extension"], parse_id(request)
     data = await json_body(request)
-    uri = _field_text(data, "uri", required=True)
-    assert uri is not None
-    kind = _field_text(data, "kind", required=False) or "phone"
-    password = _field_text(data, "password", required=False)
-    device = await context.store.add_device(org, extension, uri, kind, password)
-    await context.audit(request, identity, "device.add", f"user:{extension}", uri)
-    return web.json_response(device_json(device), status=201)
+    made = await change_device_password(context, request, identity, extension, device_id, data)
+    assert made.device is not None
+    return web.json_response(_with_password(device_json(made.device), made))
+
+
+@routes.delete(f"{API}/users/{{extension}}/devices/{{id}}")
+async def delete_device(request: web.Request) -> web.Response:
+    identity = require(request, admin=True)
+    context = context_of(request)
+    extension, device_id = request.match_info["extension"], parse_id(request)
+    await remove_device(context, request, identity, extension, device_id)
+    return web.Response(status=204)
+
+
+async def _settings_body(context: PortalContext, org: OrgScope) -> dict[str, Any]:
+    """The settings in force, and the organisation's uploaded notice (None if none)."""
+    settings = await load_settings(context.store, context.services, org)
+    notice = await current_notice(context, org)
+    return {
+        **settings_json(settings),
+        "uploaded_notice": None
+        if notice is None
+        else {
+            "name": notice.name,
+            "seconds": notice.seconds,
+            "uploaded_at": format_timestamp(notice.uploaded_at),
+            "uploaded_by": notice.uploaded_by,
+        },
+        "note": RETENTION_NOTE,
+    }
 
 
 @routes.get(f"{API}/settings")
 async def get_settings(request: web.Request) -> web.Response:
     identity = require(request)
-    context = context_of(request)
-    settings = await load_settings(context.store, context.services, org_of(identity))
-    return web.json_response({**settings_json(settings), "note": RETENTION_NOTE})
+    return web.json_response(await _settings_body(context_of(request), org_of(identity)))
 
 
 async def _patch_settings(request: web.Request) -> web.Response:
@@ -539,14 +853,14 @@ async def _patch_settings(request: web.Request) -> web.Response:
         changes = validate_settings_patch(data, context.services.defaults)
         before = await load_settings(context.store, context.services, org)
         check_settings(before.with_stored(changes))
+        await check_uploaded_choice(context, org, changes)
     except PolicyError as exc:
         raise ApiError(422, exc.message, exc.field) from exc
     await save_settings(context.store, org, changes)
     await context.audit(
         request, identity, "settings.change", "settings", json.dumps(changes, sort_keys=True)
     )
-    settings = await load_settings(context.store, context.services, org)
-    return web.json_response({**settings_json(settings), "note": RETENTION_NOTE})
+    return web.json_response(await _settings_body(context, org))
 
 
 routes.put(f"{API}/settings")(_patch_settings)
@@ -556,43 +870,53 @@ routes.patch(f"{API}/settings")(_patch_settings)
 @routes.get(f"{API}/calls")
 async def get_calls(request: web.Request) -> web.Response:
     identity = require(request)
-    call_query, paging = parse_call_filters(
-        request.query, identity, await presentation_for(request)
+    zone = await presentation_for(request)
+    call_query, paging = parse_call_filters(request.query, identity, zone)
+    context = context_of(request)
+    org = org_of(identity)
+    rows, total = await context.repository.calls_page(
+        org, call_query, paging.page_size, paging.offset
     )
-    rows, total = await context_of(request).repository.calls_page(
-        org_of(identity), call_query, paging.page_size, paging.offset
+    spans = await context.store.recorded_spans(org, [r for row in rows for r in row.recordings])
+    return web.json_response(
+        page_json([call_json(row, spans, zone) for row in rows], paging, total)
     )
-    return web.json_response(page_json([call_json(row) for row in rows], paging, total))
 
 
 @routes.get(f"{API}/calls/{{id}}")
 async def get_call(request: web.Request) -> web.Response:
     identity = require(request)
     call_id = parse_id(request)
-    row = await context_of(request).repository.get_call(
-        org_of(identity), call_id, identity.scope_ext
-    )
+    context = context_of(request)
+    org = org_of(identity)
+    row = await context.repository.get_call(org, call_id, identity.scope_ext)
     if row is None:
         raise ApiError(404, f"no call {call_id}")
-    return web.json_response(call_json(row))
+    spans = await context.store.recorded_spans(org, row.recordings)
+    return web.json_response(call_json(row, spans, await presentation_for(request)))
 
 
 @routes.get(f"{API}/recordings")
 async def get_recordings(request: web.Request) -> web.Response:
     identity = require(request)
-    call_query, paging = parse_call_filters(
-        request.query, identity, await presentation_for(request)
-    )
-    listings, total = await context_of(request).repository.recordings_page(
-        org_of(identity),
+    zone = await presentation_for(request)
+    call_query, paging = parse_call_filters(request.query, identity, zone)
+    context = context_of(request)
+    org = org_of(identity)
+    listings, total = await context.repository.recordings_page(
+        org,
         since=call_query.since,
         until=call_query.until,
         extension=call_query.extension,
         scope_ext=identity.scope_ext,
         limit=paging.page_size,
         offset=paging.offset,
+        search=call_query.search,
     )
-    return web.json_response(page_json([listing_json(x) for x in listings], paging, total))
+    spans = await context.store.recorded_spans(org, [x.recording for x in listings])
+    return web.json_response(
+        page_json([listing_json(x, spans, zone) for x in listings], paging, total)
+    )
 
 
 async def visible_recording(request: web.Request, identity: Identity) -> RecordingListing:
@@ -608,7 +932,9 @@ async def visible_recording(request: web.Request, identity: Identity) -> Recordi
 @routes.get(f"{API}/recordings/{{id}}")
 async def get_recording(request: web.Request) -> web.Response:
     identity = require(request)
-    return web.json_response(listing_json(await visible_recording(request, identity)))
+    listing = await visible_recording(request, identity)
+    spans = await context_of(request).store.recorded_spans(org_of(identity), [listing.recording])
+    return web.json_response(listing_json(listing, spans, await presentation_for(request)))
 
 
 async def _no_recording_changes(request: web.Request) -> web.Response:
@@ -638,14 +964,20 @@ async def get_audio(request: web.Request) -> web.StreamResponse:
     identity = require(request)
     context = context_of(request)
     listing = await visible_recording(request, identity)
-    path = context.recording_file(listing.recording)
-    if _is_first_range(request):
-        await context.audit(
-            request, identity, "recording.play", f"recording:{listing.recording.id}"
-        )
-    return web.FileResponse(
-        path,
-        headers={
+    # The local file, or the object streamed for the client's Range (recording_audio).
+    source = await open_recording(request, context, listing.recording)
+    try:
+        if _is_first_range(request):
+            await context.audit(
+                request, identity, "recording.play", f"recording:{listing.recording.id}"
+            )
+    except BaseException:
+        source.close()
+        raise
+    return await serve_recording(
+        request,
+        source,
+        {
             "Content-Type": media_type(listing.recording),
             "Cache-Control": "private, no-store",
             "Accept-Ranges": "bytes",
@@ -658,16 +990,21 @@ async def get_download(request: web.Request) -> web.StreamResponse:
     identity = require(request)
     context = context_of(request)
     listing = await visible_recording(request, identity)
-    path = context.recording_file(listing.recording)
-    if request.method != "HEAD":
-        await context.audit(
-            request, identity, "recording.download", f"recording:{listing.recording.id}"
-        )
-    # Named in the reader's time zone, like the entries of a month's ZIP.
-    name = records.recording_file_name(listing, await presentation_for(request))
-    return web.FileResponse(
-        path,
-        headers={
+    source = await open_recording(request, context, listing.recording)
+    try:
+        if request.method != "HEAD":
+            await context.audit(
+                request, identity, "recording.download", f"recording:{listing.recording.id}"
+            )
+        # Named in the reader's time zone, like the entries of a month's ZIP.
+        name = records.recording_file_name(listing, await presentation_for(request))
+    except BaseException:
+        source.close()
+        raise
+    return await serve_recording(
+        request,
+        source,
+        {
             "Content-Type": media_type(listing.recording),
             "Content-Disposition": f'attachment; filename="{name}"',
             "Cache-Control": "private, no-store",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -38,6 +38,7 @@ from portal.context import (
     PortalContext,
     context_of,
 )
+from portal.health import Check, health_route, store_check
 from portal.i18n import presentation_for
 from portal.metrics import MetricsSource, metrics_route
 from portal.services import PortalServices
@@ -132,7 +133,7 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
         request[IDENTITY] = await _token_identity(context, token)
     else:
         session_id = request.cookies.get(SESSION_COOKIE)
-        session = context.sessions.get(session_id, context.now()) if session_id else None
+        session = await context.sessions.get(session_id, context.now()) if session_id else None
         if session is not None:
             request[SESSION] = session
             request[IDENTITY] = session.identity
@@ -142,6 +143,12 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
                 and not csrf_matches(session.csrf_token, request.headers.get(CSRF_HEADER))
             ):
                 raise ApiError(403, f"send the session's CSRF token in {CSRF_HEADER}")
+            try:
+                return await handler(request)
+            finally:
+                # Notices added before a redirect, or shown by this page, are stored
+                # (a handler that redirects does so by raising).
+                await context.sessions.save(session)
     return await handler(request)
 
 
@@ -170,9 +177,13 @@ async def presentation_middleware(request: web.Request, handler: Handler) -> web
 
 
 def build_app(
-    store: Store, services: PortalServices, metrics: MetricsSource | None = None
+    store: Store,
+    services: PortalServices,
+    metrics: MetricsSource | None = None,
+    health: Mapping[str, Check] | None = None,
 ) -> web.Application:
-    """The portal application (pages and API) on one store; GET /metrics if `metrics`."""
+    """The portal application (pages and API) on one store; GET /metrics if `metrics`;
+    GET /healthz over the store and the `health` checks given (the object store's)."""
     app = web.Application(
         middlewares=[error_middleware, identity_middleware, presentation_middleware],
         client_max_size=1024 * 1024,
@@ -181,7 +192,7 @@ def build_app(
         store=store,
         repository=PortalRepository(store),
         services=services,
-        sessions=SessionStore(),
+        sessions=SessionStore(store),
         throttle=LoginThrottle(),
         templates=pages.make_templates(),
     )
@@ -190,6 +201,7 @@ def build_app(
     app.add_routes(pages.routes)
     if metrics is not None:
         app.add_routes([metrics_route(metrics)])
+    app.add_routes([health_route({"store": store_check(store), **(health or {})})])
     return app
 
 
@@ -221,10 +233,11 @@ async def start_portal_at(
     port: int,
     *,
     metrics: MetricsSource | None = None,
+    health: Mapping[str, Check] | None = None,
 ) -> PortalHandle:
     """Serve the portal on host:port (0 picks a free port); GET /metrics if `metrics`."""
     runner = web.AppRunner(
-        build_app(store, services, metrics),
+        build_app(store, services, metrics, health),
         access_log=None,
         handle_signals=False,
         shutdown_timeout=2.0,
@@ -252,6 +265,7 @@ async def start_portal(
     services: PortalServices | None = None,
     spawn: Spawn | None = None,
     metrics: MetricsSource | None = None,
+    health: Mapping[str, Check] | None = None,
 ) -> PortalHandle:
     """Start the portal on the config's `[portal] listen` (from `callrec serve`, which
     hands in `spawn`, its task group's way to start the background export builds, and
@@ -260,4 +274,6 @@ async def start_portal(
         services = PortalServices.from_config(config, store, spawn=spawn)
     listen = config.portal.listen
     served = metrics if config.portal.metrics else None
-    return await start_portal_at(store, services, listen.host, listen.port, metrics=served)
+    return await start_portal_at(
+        store, services, listen.host, listen.port, metrics=served, health=health
+    )

@@ -1,28 +1,42 @@
 """Who is asking: logins, sessions, CSRF tokens, API bearer tokens and login throttling.
 
-`SessionStore` and `LoginThrottle` are plain in-memory classes taking `now`, so their
-rules are tested without a server. `identity_middleware` attaches the `Identity` of each
-request (from a bearer token or the session cookie) for the handlers to check.
+Sessions live in the store (`storage.sessions`), so a restart of `callrec serve` logs
+nobody out: the cookie holds a random token (`secrets`), the store its SHA-256, who is
+logged in (by reference: removing the admin, user or organisation ends the session) and
+the idle deadline. `SessionStore` is the portal's side of it: it turns a stored session
+into an `Identity`, derives the session's CSRF token from the cookie's token (so nothing
+that would let someone act is kept in clear), slides the idle deadline (written at most
+once a minute, not on every request) and keeps the notices the next page shows. Every
+method takes `now`, so expiry is tested on a fake clock. `LoginThrottle` is a plain
+in-memory class. `identity_middleware` attaches the `Identity` of each request (from a
+bearer token or the session cookie) for the handlers to check.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from callrec.services.presentation import Text
 from storage.database import Store
 from storage.models import OrgScope
+from storage.sessions import PortalSessions, StoredSession
 
 SESSION_COOKIE = "callrec_session"
 LOGIN_CSRF_COOKIE = "callrec_login_csrf"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_IDLE_S = 8 * 3600
+# How far a session's stored deadline may lag behind its last use: sliding it on every
+# request would write to the store on every request.
+SESSION_TOUCH_S = 60.0
 
 ROLE_ADMIN = "admin"
 ROLE_USER = "user"
@@ -81,7 +95,8 @@ def user_identity(org: OrgScope, extension: str, name: str) -> Identity:
 
 @dataclass
 class Session:
-    """A logged-in browser: its cookie value, CSRF token and idle deadline."""
+    """A logged-in browser: its cookie value (`id`, never stored), CSRF token and idle
+    deadline, and the notices waiting for its next page."""
 
     id: str
     identity: Identity
@@ -89,42 +104,105 @@ class Session:
     expires_at: float
     # Shown once on the next page, translated then (see portal.pages._notice).
     notices: list[str | Text] = field(default_factory=list)
+    # The notices changed during this request: the identity middleware stores them.
+    notices_changed: bool = False
+
+    def add_notice(self, notice: str | Text) -> None:
+        self.notices.append(notice)
+        self.notices_changed = True
+
+    def take_notices(self) -> list[str | Text]:
+        """The waiting notices, which are then gone."""
+        notices, self.notices = self.notices, []
+        if notices:
+            self.notices_changed = True
+        return notices
+
+
+def csrf_token_for(session_id: str) -> str:
+    """The CSRF token of a session, derived from its cookie token (HMAC-SHA-256): only
+    someone who holds the cookie knows it, and the store need not keep it."""
+    digest = hmac.new(session_id.encode(), b"callrec csrf", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def _notice_to_json(notice: str | Text) -> dict[str, Any]:
+    if isinstance(notice, Text):
+        return {"msgid": notice.msgid, "values": dict(notice.values)}
+    return {"text": notice}
+
+
+def _notice_from_json(data: object) -> str | Text | None:
+    if isinstance(data, dict):
+        if isinstance(data.get("msgid"), str):
+            values = data.get("values")
+            return Text(data["msgid"], values if isinstance(values, dict) else {})
+        if isinstance(data.get("text"), str):
+            return str(data["text"])
+    return None
+
+
+def _identity_of(stored: StoredSession) -> Identity:
+    if stored.role == ROLE_OPERATOR or stored.org is None:
+        return operator_identity(stored.name)
+    if stored.role == ROLE_ADMIN:
+        return admin_identity(stored.name, stored.org)
+    return user_identity(stored.org, stored.extension or "", stored.name)
 
 
 class SessionStore:
-    """Sessions in memory (a restart logs everyone out), expiring after idle time."""
+    """Portal sessions in the store, ending after `idle_s` without use (see the module
+    docstring)."""
 
-    def __init__(self, idle_s: float = SESSION_IDLE_S) -> None:
+    def __init__(
+        self,
+        store: PortalSessions,
+        idle_s: float = SESSION_IDLE_S,
+        touch_s: float = SESSION_TOUCH_S,
+    ) -> None:
+        self.store = store
         self.idle_s = idle_s
-        self._sessions: dict[str, Session] = {}
+        self.touch_s = min(touch_s, idle_s / 2)
 
-    def create(self, identity: Identity, now: float) -> Session:
-        self._drop_expired(now)
-        session = Session(
-            id=secrets.token_urlsafe(32),
-            identity=identity,
-            csrf_token=secrets.token_urlsafe(32),
-            expires_at=now + self.idle_s,
+    async def create(self, identity: Identity, now: float) -> Session:
+        """A new session for `identity` (its token is in `Session.id`, for the cookie)."""
+        token = secrets.token_urlsafe(32)
+        stored = await self.store.create_session(
+            token,
+            role=identity.role,
+            org=identity.org,
+            now=now,
+            idle_s=self.idle_s,
+            admin_name=None if identity.role == ROLE_USER else identity.name,
+            extension=identity.extension,
         )
-        self._sessions[session.id] = session
-        return session
+        return Session(token, _identity_of(stored), csrf_token_for(token), stored.expires_at)
 
-    def get(self, session_id: str, now: float) -> Session | None:
-        session = self._sessions.get(session_id)
-        if session is None:
+    async def get(self, session_id: str, now: float) -> Session | None:
+        """The live session of a cookie token, its deadline moved on; None if unknown,
+        ended or expired."""
+        stored = await self.store.session_by_token(session_id, now)
+        if stored is None:
             return None
-        if session.expires_at <= now:
-            del self._sessions[session_id]
-            return None
-        session.expires_at = now + self.idle_s
-        return session
+        expires_at = stored.expires_at
+        if now + self.idle_s - expires_at >= self.touch_s:
+            expires_at = now + self.idle_s
+            await self.store.extend_session(session_id, expires_at)
+        notices = [n for n in map(_notice_from_json, stored.notices) if n is not None]
+        return Session(
+            session_id, _identity_of(stored), csrf_token_for(session_id), expires_at, notices
+        )
 
-    def delete(self, session_id: str) -> None:
-        self._sessions.pop(session_id, None)
+    async def save(self, session: Session) -> None:
+        """Store the session's notices if this request changed them."""
+        if session.notices_changed:
+            await self.store.set_session_notices(
+                session.id, [_notice_to_json(n) for n in session.notices]
+            )
+            session.notices_changed = False
 
-    def _drop_expired(self, now: float) -> None:
-        for key in [k for k, s in self._sessions.items() if s.expires_at <= now]:
-            del self._sessions[key]
+    async def delete(self, session_id: str) -> None:
+        await self.store.delete_session(session_id)
 
 
 @dataclass

@@ -11,6 +11,17 @@ What is exposed, read at each scrape from a `MetricsSource` the application hand
 - `callrec_media_worker_calls{worker}`: the calls each worker relays now.
 - `callrec_media_worker_restarts_total`: workers restarted after dying.
 - `callrec_calls_active`: calls in progress on the SIP side (set-up or answered).
+- `callrec_recordings_active`: recordings being written now.
+- `callrec_rtp_packets_relayed_total` and `callrec_rtp_packets_dropped_total`: RTP and
+  RTCP packets the relay sent out and refused (foreign source, no far end, congestion,
+  SRTP failures), over the calls that have ended: a worker reports a session's counters
+  when it closes it, so a long call adds its packets at its end.
+- `callrec_call_setup_seconds` (histogram): from an INVITE received to the 2xx callrec
+  sent for it, ringing included (`SetupLatency`, fed by the SIP side).
+- `callrec_sip_auth_failures_total`: digest answers that failed (wrong password, stale
+  or foreign nonce, replayed nc).
+- `callrec_upload_queue_depth`: recordings waiting for the object store, when there is
+  one (`[storage] objects`); absent otherwise.
 
 No login is asked: a scraper rarely has a portal session, and the figures carry no
 personal data (no numbers, names or recordings). The endpoint is off unless the config
@@ -20,18 +31,49 @@ should not be.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-__all__ = ["METRICS_PATH", "MetricsSource", "WorkerFigures", "metrics_route"]
+__all__ = ["METRICS_PATH", "MetricsSource", "SetupLatency", "WorkerFigures", "metrics_route"]
 
 METRICS_PATH = "/metrics"
+# Seconds from INVITE to 2xx: a trunk answers in well under a second, a person in 2-30.
+SETUP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0)
+
+
+class SetupLatency:
+    """A histogram of call set-up times (INVITE to 2xx), fed one figure per call by
+    the SIP side (`B2bua.setup_observers`) and read at each scrape."""
+
+    def __init__(self, buckets: Sequence[float] = SETUP_BUCKETS) -> None:
+        self.buckets = tuple(sorted(buckets))
+        self.counts = [0] * (len(self.buckets) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        """(le, count of observations <= le) per bucket, +Inf last, as Prometheus has it."""
+        result: list[tuple[str, float]] = []
+        running = 0
+        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            running += count
+            result.append(("+Inf" if bound == float("inf") else repr(bound), running))
+        return result
 
 
 class WorkerFigures(Protocol):
@@ -56,6 +98,13 @@ class MetricsSource:
     workers: Callable[[], Sequence[WorkerFigures]]
     restarts: Callable[[], int]
     calls_active: Callable[[], int]
+    recordings_active: Callable[[], int] = lambda: 0
+    packets_relayed: Callable[[], int] = lambda: 0
+    packets_dropped: Callable[[], int] = lambda: 0
+    auth_failures: Callable[[], int] = lambda: 0
+    setup_latency: SetupLatency = field(default_factory=SetupLatency)
+    # The object store's upload queue (None: recordings stay on the local disk).
+    upload_queue_depth: Callable[[], int] | None = None
 
 
 class _Collector(Collector):
@@ -93,9 +142,43 @@ class _Collector(Collector):
             "media workers restarted after dying",
             value=self.source.restarts(),
         )
+        source = self.source
         yield GaugeMetricFamily(
-            "callrec_calls_active", "calls in progress", value=self.source.calls_active()
+            "callrec_calls_active", "calls in progress", value=source.calls_active()
         )
+        yield GaugeMetricFamily(
+            "callrec_recordings_active",
+            "recordings being written now",
+            value=source.recordings_active(),
+        )
+        yield CounterMetricFamily(
+            "callrec_rtp_packets_relayed",
+            "RTP and RTCP packets sent on by the relay (calls that ended)",
+            value=source.packets_relayed(),
+        )
+        yield CounterMetricFamily(
+            "callrec_rtp_packets_dropped",
+            "RTP and RTCP packets the relay refused or could not send (calls that ended)",
+            value=source.packets_dropped(),
+        )
+        yield CounterMetricFamily(
+            "callrec_sip_auth_failures",
+            "SIP digest authentications that failed",
+            value=source.auth_failures(),
+        )
+        latency = source.setup_latency
+        yield HistogramMetricFamily(
+            "callrec_call_setup_seconds",
+            "seconds from an INVITE received to the 2xx sent for it",
+            buckets=latency.cumulative(),
+            sum_value=latency.total,
+        )
+        if source.upload_queue_depth is not None:
+            yield GaugeMetricFamily(
+                "callrec_upload_queue_depth",
+                "recordings waiting to be uploaded to the object store",
+                value=source.upload_queue_depth(),
+            )
 
 
 def metrics_route(source: MetricsSource) -> web.RouteDef:

@@ -87,6 +87,11 @@ _CALL_FILTERS = [
     _query(
         "extension", {"type": "string", "pattern": "^[0-9]{2,15}$"}, "Caller or callee extension"
     ),
+    _query(
+        "q",
+        {"type": "string", "maxLength": 100},
+        "Text in a party's name or number (part of it); % and _ are literal",
+    ),
     _query("page", {"type": "integer", "minimum": 1, "default": 1}, "1-based page"),
     _query(
         "page_size",
@@ -95,6 +100,11 @@ _CALL_FILTERS = [
     ),
 ]
 _BODY = "requestBody"
+_GENERATE = {
+    "type": "boolean",
+    "description": "make a random password instead of `password`; the answer carries it"
+    " in `password`, this once",
+}
 
 
 def _body(schema: dict[str, Any]) -> dict[str, Any]:
@@ -119,6 +129,7 @@ _SCHEMAS: dict[str, Any] = {
             "email": {"type": "string", "nullable": True},
             "recording_mode": _MODE,
             "has_password": {"type": "boolean"},
+            "portal_login": {"type": "boolean", "description": "may log in to the portal"},
             "realm": {"type": "string", "nullable": True},
             "language": {
                 "type": "string",
@@ -138,9 +149,18 @@ _SCHEMAS: dict[str, Any] = {
             "email": {"type": "string"},
             "mode": {**_MODE, "default": DEFAULT_RECORDING_MODE.value},
             "password": {"type": "string", "description": "SIP digest password"},
+            "generate_password": _GENERATE,
             "portal_password": {"type": "string", "minLength": 8},
-            "devices": {"type": "array", "items": {"type": "string"}},
+            "devices": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "SIP URIs or usernames, sharing the SIP password",
+            },
         },
+    },
+    "SipPassword": {
+        "type": "object",
+        "properties": {"password": {"type": "string"}, "generate_password": _GENERATE},
     },
     "Device": {
         "type": "object",
@@ -211,6 +231,21 @@ _SCHEMAS: dict[str, Any] = {
             "ended_at": {"type": "string", "format": "date-time", "nullable": True},
             "duration_s": {"type": "number", "nullable": True},
             "segments": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}},
+            "spans": {
+                "type": "array",
+                "description": "what was recorded: each feature-code start to its stop"
+                " (on demand), or the whole recording (always); *_local in the"
+                " organisation's time zone",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "start": {"type": "string", "format": "date-time"},
+                        "end": {"type": "string", "format": "date-time", "nullable": True},
+                        "start_local": {"type": "string", "format": "date-time"},
+                        "end_local": {"type": "string", "format": "date-time", "nullable": True},
+                    },
+                },
+            },
             "sha256": {"type": "string", "nullable": True},
             "bytes": {"type": "integer", "nullable": True},
             "retention_days": {"type": "integer"},
@@ -318,8 +353,33 @@ def _paths() -> dict[str, Any]:
         "/api/v1/users/{extension}": {
             "parameters": [_EXT],
             "get": {
-                "summary": "One user",
+                "summary": "One user, with their devices",
                 "responses": {"200": _answer("User", _ref("User")), **_errors(401, 404)},
+            },
+            "patch": {
+                "summary": "Change the user's name or e-mail (admin)",
+                _BODY: _body(
+                    {
+                        "type": "object",
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "email": {"type": "string", "nullable": True},
+                        },
+                    }
+                ),
+                "responses": {"200": _answer("User", _ref("User")), **_errors(401, 403, 404, 422)},
+            },
+            "delete": {
+                "summary": "Remove the user and their devices; calls and recordings stay (admin)",
+                "responses": {"204": _answer("Removed"), **_errors(401, 403, 404)},
+            },
+        },
+        "/api/v1/users/{extension}/password": {
+            "parameters": [_EXT],
+            "put": {
+                "summary": "Set or generate the user's SIP password (admin)",
+                _BODY: _body(_ref("SipPassword")),
+                "responses": {"200": _answer("User", _ref("User")), **_errors(401, 403, 404, 422)},
             },
         },
         "/api/v1/users/{extension}/mode": {
@@ -355,6 +415,10 @@ def _paths() -> dict[str, Any]:
                     }
                 ),
                 "responses": {"204": _answer("Set"), **_errors(401, 403, 404, 422)},
+            },
+            "delete": {
+                "summary": "Take the user's portal login away; their sessions end (admin)",
+                "responses": {"204": _answer("Removed"), **_errors(401, 403, 404)},
             },
         },
         "/api/v1/users/{extension}/language": {
@@ -397,16 +461,38 @@ def _paths() -> dict[str, Any]:
                 _BODY: _body(
                     {
                         "type": "object",
-                        "required": ["uri"],
                         "properties": {
-                            "uri": {"type": "string"},
+                            "uri": {"type": "string", "description": "a sip: URI"},
+                            "username": {
+                                "type": "string",
+                                "description": "or a username on the organisation's domain",
+                            },
                             "kind": {"type": "string"},
                             "password": {"type": "string"},
+                            "generate_password": _GENERATE,
                         },
                     }
                 ),
                 "responses": {
                     "201": _answer("Device", _ref("Device")),
+                    **_errors(401, 403, 404, 422),
+                },
+            },
+        },
+        "/api/v1/users/{extension}/devices/{id}": {
+            "parameters": [_EXT, _ID],
+            "delete": {
+                "summary": "Remove a device (admin)",
+                "responses": {"204": _answer("Removed"), **_errors(401, 403, 404)},
+            },
+        },
+        "/api/v1/users/{extension}/devices/{id}/password": {
+            "parameters": [_EXT, _ID],
+            "put": {
+                "summary": "Set or generate a device's own password (admin)",
+                _BODY: _body(_ref("SipPassword")),
+                "responses": {
+                    "200": _answer("Device", _ref("Device")),
                     **_errors(401, 403, 404, 422),
                 },
             },

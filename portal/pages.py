@@ -23,9 +23,11 @@ from multidict import MultiDictProxy
 
 from callrec.policy import (
     ANNOUNCEMENT_FILE,
+    ANNOUNCEMENT_UPLOADED,
     ANNOUNCEMENTS,
     BULK_DOWNLOAD_MIN_RETENTION_DAYS,
     CHANNELS,
+    DEFAULT_RECORDING_MODE,
     EXPORT_LINK_LIFETIME_S,
     FEATURE_CODE_PATTERN,
     LANGUAGES,
@@ -38,14 +40,25 @@ from callrec.policy import (
     check_settings,
 )
 from callrec.services.presentation import LANGUAGE_NAMES, N_, Presentation, Text
+from media.announce import MAX_ANNOUNCEMENT_S
+from media.notice_upload import MAX_NOTICE_BYTES, NoticeRejected
 from portal.api import (
     DEFAULT_PAGE_SIZE,
+    Generated,
+    add_device,
     add_user,
+    change_device_password,
     change_language,
     change_mode,
+    change_portal_login,
+    change_sip_password,
+    change_user,
     known_user,
     order_export,
     parse_call_filters,
+    parse_portal_password,
+    remove_device,
+    remove_user,
 )
 from portal.auth import (
     CSRF_FIELD,
@@ -64,6 +77,7 @@ from portal.context import (
     context_of,
     identity_of,
     org_of,
+    parse_id,
     session_of,
 )
 from portal.i18n import (
@@ -71,6 +85,15 @@ from portal.i18n import (
     fallback_presentation,
     install_gettext,
     template_gettext,
+)
+from portal.notice import (
+    NOTICE_FIELD,
+    check_uploaded_choice,
+    current_notice,
+    notice_file,
+    read_notice_form,
+    rejection_text,
+    save_notice,
 )
 from portal.recording_settings import (
     FieldError,
@@ -83,6 +106,8 @@ from portal.recording_settings import (
     validate_settings_patch,
 )
 from storage.models import OrgScope, User
+from storage.notices import UploadedNotice
+from storage.search import MAX_SEARCH_LENGTH
 
 MODE_LABELS: dict[str, Text] = {
     RecordingMode.NEVER: N_("Never"),
@@ -165,6 +190,12 @@ def _hms(seconds: float | None) -> str:
 
 
 @jinja2.pass_context
+def _clock(context: jinja2.runtime.Context, timestamp: float | None) -> str:
+    presentation: Presentation = context["presentation"]
+    return presentation.time_of_day(timestamp)
+
+
+@jinja2.pass_context
 def _size(context: jinja2.runtime.Context, count: int | None) -> str:
     presentation: Presentation = context["presentation"]
     return presentation.size(count)
@@ -191,6 +222,7 @@ def make_templates() -> jinja2.Environment:
     )
     install_gettext(environment)
     environment.filters["when"] = _when
+    environment.filters["clock"] = _clock
     environment.filters["hms"] = _hms
     environment.filters["size"] = _size
     environment.filters["number"] = _number
@@ -212,7 +244,7 @@ def render(
     presentation = _presentation(request)
     notices: list[str | Text] = []
     if session is not None:
-        notices, session.notices = session.notices, []
+        notices = session.take_notices()
     error = values.pop("error", None)
     identity = identity_of(request)
     menu = OPERATOR_NAV if identity is not None and identity.is_operator else NAV
@@ -302,7 +334,7 @@ def _notice(request: web.Request, text: str | Text) -> None:
     """A message shown once on the next page (translated when shown)."""
     session = session_of(request)
     if session is not None:
-        session.notices.append(text)
+        session.add_notice(text)
 
 
 # Whitespace, C0 controls, DEL and the backslash: never in a redirect target of ours.
@@ -412,8 +444,8 @@ async def post_login(request: web.Request) -> web.Response:
     context.throttle.succeeded(address, name)
     old = request.cookies.get(SESSION_COOKIE)
     if old:
-        context.sessions.delete(old)
-    session = context.sessions.create(identity, now)
+        await context.sessions.delete(old)
+    session = await context.sessions.create(identity, now)
     await context.audit(request, identity, "login", None)
     default = _home(identity)
     target = _safe_next(_text(form, "next") or default)
@@ -473,7 +505,7 @@ async def post_logout(request: web.Request) -> web.Response:
     context = context_of(request)
     session = session_of(request)
     if session is not None:
-        context.sessions.delete(session.id)
+        await context.sessions.delete(session.id)
     await context.audit(request, identity, "logout", None)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(SESSION_COOKIE, path="/")
@@ -489,11 +521,11 @@ async def get_root(request: web.Request) -> web.Response:
 
 
 def _announcement_choices(
-    presentation: Presentation, defaults: RecordingSettings
+    presentation: Presentation, defaults: RecordingSettings, notice: UploadedNotice | None
 ) -> list[tuple[str, str]]:
-    """The announcement radio buttons: the keywords, and the config's WAV file if it
-    names one (shown by its file name: it is what callers hear until an admin picks
-    something else)."""
+    """The announcement radio buttons: the keywords, the config's WAV file if it names
+    one (shown by its file name: it is what callers hear until an admin picks something
+    else), and the organisation's uploaded notice if it has one."""
     choices = [
         (value, presentation.text(ANNOUNCEMENT_LABELS.get(value, N_(value))))
         for value in ANNOUNCEMENTS
@@ -501,6 +533,10 @@ def _announcement_choices(
     if defaults.announcement_file is not None:
         label = presentation.gettext("The notice set in the server's config: {file}")
         choices.insert(0, (ANNOUNCEMENT_FILE, label.format(file=defaults.announcement_file)))
+    if notice is not None:
+        label = presentation.gettext("Your own notice: {file} ({seconds} s)")
+        seconds = presentation.number(notice.seconds, 1)
+        choices.insert(0, (ANNOUNCEMENT_UPLOADED, label.format(file=notice.name, seconds=seconds)))
     return choices
 
 
@@ -516,6 +552,7 @@ async def _settings_page(
     org = org_of(page_identity(request, admin=True))
     users = await context.store.list_users(org)
     settings = await load_settings(context.store, context.services, org)
+    notice = await current_notice(context, org)
     values: dict[str, object] = dict(settings.settable())
     if form is not None:
         values.update(form)
@@ -534,7 +571,14 @@ async def _settings_page(
         slider_description=slider_description(presentation),
         days_text=days,
         feature_code_pattern=FEATURE_CODE_PATTERN,
-        announcements=_announcement_choices(presentation, context.services.defaults),
+        announcements=_announcement_choices(presentation, context.services.defaults, notice),
+        notice=notice,
+        notice_field=NOTICE_FIELD,
+        notice_limits=presentation.gettext(
+            "A WAV file (PCM, A-law or µ-law) of at most {seconds} seconds and {megabytes} MB."
+            " It is converted to telephone sound (8 kHz, mono): what you hear here is what"
+            " callers hear."
+        ).format(seconds=round(MAX_ANNOUNCEMENT_S), megabytes=MAX_NOTICE_BYTES // (1024 * 1024)),
         channels=[
             (value, presentation.text(CHANNEL_LABELS.get(value, N_(value)))) for value in CHANNELS
         ],
@@ -596,6 +640,7 @@ async def post_settings(request: web.Request) -> web.Response:
     changed = changed_settings(before, changes)
     try:
         check_settings(before.with_stored(changed))
+        await check_uploaded_choice(context, org, changed)
     except FieldError as exc:
         refuse(exc)
         shown = {k: v for k, v in submitted.items() if k != SettingKey.RETENTION_DAYS}
@@ -610,6 +655,56 @@ async def post_settings(request: web.Request) -> web.Response:
     else:
         _notice(request, N_("Settings saved."))
     raise web.HTTPSeeOther("/settings")
+
+
+@routes.post("/settings/notice")
+async def post_notice(request: web.Request) -> web.Response:
+    """Upload the organisation's own notice (multipart form): checked, converted to
+    8 kHz mono and made the announcement; a refused file is named on the page (422)."""
+    identity, org = page_scope(request, admin=True)
+    context = context_of(request)
+    presentation = _presentation(request)
+    try:
+        form = await read_notice_form(request)
+    except ValueError as exc:
+        raise ApiError(400, N_("Send the notice with the upload form.")) from exc
+    except NoticeRejected as exc:
+        # Refused before the token could be read (the file came first, or was too big):
+        # nothing was kept, so there is nothing the token would protect.
+        return await _settings_page(
+            request, status=422, errors={NOTICE_FIELD: rejection_text(exc, presentation)}
+        )
+    session = session_of(request)
+    if session is None or not csrf_matches(session.csrf_token, form.csrf_token):
+        raise ApiError(403, N_("The form has expired or did not come from this portal; reload it."))
+    try:
+        notice = await save_notice(context, request, identity, org, form)
+    except NoticeRejected as exc:
+        return await _settings_page(
+            request, status=422, errors={NOTICE_FIELD: rejection_text(exc, presentation)}
+        )
+    _notice(
+        request,
+        N_(
+            "Your notice {file} is saved; callers hear it from the next call on.",
+            file=notice.name,
+        ),
+    )
+    raise web.HTTPSeeOther("/settings")
+
+
+@routes.get("/settings/notice/audio")
+async def get_notice_audio(request: web.Request) -> web.StreamResponse:
+    """The organisation's uploaded notice as callers hear it (the converted file)."""
+    _, org = page_scope(request, admin=True)
+    context = context_of(request)
+    notice = await current_notice(context, org)
+    path = notice_file(context, org, notice) if notice is not None else None
+    if path is None:
+        raise ApiError(404, N_("No notice has been uploaded."))
+    return web.FileResponse(
+        path, headers={"Content-Type": "audio/wav", "Cache-Control": "private, no-store"}
+    )
 
 
 @routes.post("/settings/recording-users")
@@ -649,12 +744,45 @@ async def post_recording_mode(request: web.Request) -> web.Response:
     raise web.HTTPSeeOther("/settings")
 
 
+@routes.get("/settings/recording-users/{extension}/remove")
+async def get_recording_remove(request: web.Request) -> web.Response:
+    """The confirmation step before a user comes off recording (a page with a form, so
+    it works without JavaScript)."""
+    _, org = page_scope(request, admin=True)
+    presentation = _presentation(request)
+    user = await known_user(context_of(request), org, request.match_info["extension"])
+    return render(
+        request,
+        "confirm.html",
+        title=presentation.gettext("Remove from recording"),
+        question=presentation.text(
+            N_(
+                "Stop recording the calls of {name} ({extension})?",
+                name=user.name,
+                extension=user.extension,
+            )
+        ),
+        detail=presentation.gettext(
+            "Their recordings made so far are kept until their retention ends."
+            " You can add them to recording again at any time."
+        ),
+        action=f"/settings/recording-users/{user.extension}/remove",
+        confirm_label=presentation.gettext("Remove from recording"),
+        cancel_href="/settings",
+    )
+
+
 @routes.post("/settings/recording-users/{extension}/remove")
 async def post_recording_remove(request: web.Request) -> web.Response:
-    identity = page_identity(request, admin=True)
+    """Take a user off recording once confirmed; a post without `confirm=yes` (an old
+    form, a forged button) is sent to the confirmation page instead."""
+    identity, org = page_scope(request, admin=True)
     context = context_of(request)
-    await checked_form(request)
+    form = await checked_form(request)
     extension = request.match_info["extension"]
+    known = await known_user(context, org, extension)
+    if _text(form, "confirm") != "yes":
+        raise web.HTTPSeeOther(f"/settings/recording-users/{known.extension}/remove")
     user = await change_mode(context, request, identity, extension, RecordingMode.NEVER)
     _notice(
         request,
@@ -672,6 +800,12 @@ async def post_recording_remove(request: web.Request) -> web.Response:
 
 @routes.get("/users")
 async def get_users(request: web.Request) -> web.Response:
+    return await _users_page(request)
+
+
+async def _users_page(
+    request: web.Request, *, status: int = 200, generated: dict[str, Any] | None = None
+) -> web.Response:
     _, org = page_scope(request, admin=True)
     store = context_of(request).store
     entries = [
@@ -681,23 +815,195 @@ async def get_users(request: web.Request) -> web.Response:
     return render(
         request,
         "users.html",
+        status=status,
         title=_presentation(request).gettext("Users"),
         users=entries,
         recording_modes=RECORDING_MODES,
+        default_mode=DEFAULT_RECORDING_MODE,
         languages=[(code, LANGUAGE_NAMES.get(code, code)) for code in LANGUAGES],
+        generated=generated,
+    )
+
+
+def _shown_once(made: Generated, username: str) -> dict[str, Any]:
+    """What the password box shows of a password callrec generated (`no-store` page)."""
+    return {
+        "user": made.user,
+        "device": made.device,
+        "username": username,
+        "domain": made.user.realm,
+        "password": made.password,
+    }
+
+
+def _password_page(
+    request: web.Request, made: Generated, *, username: str, back: str, status: int = 200
+) -> web.Response:
+    """The page that shows a password callrec generated: this once (no-store), never
+    again; only its HA1 is kept."""
+    assert made.password is not None
+    return render(
+        request,
+        "users_password.html",
+        status=status,
+        title=_presentation(request).gettext("New SIP password"),
+        generated=_shown_once(made, username),
+        back=back,
     )
 
 
 @routes.post("/users")
 async def post_users(request: web.Request) -> web.Response:
+    """Add a user: on demand unless another mode is chosen; a SIP password generated
+    (and shown once) unless one is typed; a portal login if a portal password is."""
     identity = page_identity(request, admin=True)
     context = context_of(request)
     form = await checked_form(request)
-    data = {key: _text(form, key) for key in ("extension", "name", "email", "portal_password")}
-    data["mode"] = RecordingMode.NEVER
-    user = await add_user(context, request, identity, {k: v for k, v in data.items() if v})
+    fields = ("extension", "name", "email", "mode", "password", "portal_password")
+    data: dict[str, Any] = {key: _text(form, key) for key in fields}
+    data = {key: value for key, value in data.items() if value}
+    if "password" not in data:
+        data["generate_password"] = True
+    device = _text(form, "device")
+    if device:
+        data["devices"] = [device]
+    made = await add_user(context, request, identity, data)
+    user = made.user
     _notice(request, N_("Added {name} ({extension}).", name=user.name, extension=user.extension))
+    if made.password is not None:
+        # The Users page itself, with the password on top: shown this once.
+        generated = _shown_once(made, user.extension)
+        return await _users_page(request, status=201, generated=generated)
     raise web.HTTPSeeOther("/users")
+
+
+@routes.get("/users/{extension}")
+async def get_user_page(request: web.Request) -> web.Response:
+    _, org = page_scope(request, admin=True)
+    context = context_of(request)
+    user = await known_user(context, org, request.match_info["extension"])
+    return render(
+        request,
+        "users_edit.html",
+        title=user.name,
+        user=user,
+        devices=await context.store.list_devices(org, user.extension),
+    )
+
+
+def _user_page(extension: str) -> str:
+    return f"/users/{extension}"
+
+
+@routes.post("/users/{extension}")
+async def post_user_page(request: web.Request) -> web.Response:
+    """Change a user's name and e-mail."""
+    identity = page_identity(request, admin=True)
+    context = context_of(request)
+    form = await checked_form(request)
+    extension = request.match_info["extension"]
+    changes = {"name": _text(form, "name"), "email": _text(form, "email") or None}
+    user = await change_user(context, request, identity, extension, changes)
+    _notice(request, N_("Saved {name} ({extension}).", name=user.name, extension=extension))
+    raise web.HTTPSeeOther(_user_page(extension))
+
+
+@routes.post("/users/{extension}/password")
+async def post_user_password(request: web.Request) -> web.Response:
+    """A new SIP password: the one typed, or a generated one shown once."""
+    identity = page_identity(request, admin=True)
+    context = context_of(request)
+    form = await checked_form(request)
+    extension = request.match_info["extension"]
+    typed = _text(form, "password")
+    data: dict[str, Any] = {"password": typed} if typed else {"generate_password": True}
+    made = await change_sip_password(context, request, identity, extension, data)
+    if made.password is not None:
+        return _password_page(request, made, username=extension, back=_user_page(extension))
+    _notice(request, N_("SIP password of {extension} changed.", extension=extension))
+    raise web.HTTPSeeOther(_user_page(extension))
+
+
+@routes.post("/users/{extension}/portal-login")
+async def post_user_portal_login(request: web.Request) -> web.Response:
+    """Give a user a portal login (with the password typed) or take it away."""
+    identity = page_identity(request, admin=True)
+    context = context_of(request)
+    form = await checked_form(request)
+    extension = request.match_info["extension"]
+    if _text(form, "action") == "remove":
+        await change_portal_login(context, request, identity, extension, None)
+        _notice(request, N_("{extension} can no longer log in to the portal.", extension=extension))
+    else:
+        password = parse_portal_password({"portal_password": _text(form, "portal_password")})
+        if password is None:
+            raise ApiError(422, N_("portal_password is required"), "portal_password")
+        await change_portal_login(context, request, identity, extension, password)
+        _notice(request, N_("{extension} can log in to the portal.", extension=extension))
+    raise web.HTTPSeeOther(_user_page(extension))
+
+
+@routes.post("/users/{extension}/remove")
+async def post_user_remove(request: web.Request) -> web.Response:
+    """Remove a user, once the admin has ticked the confirmation."""
+    identity = page_identity(request, admin=True)
+    context = context_of(request)
+    form = await checked_form(request)
+    extension = request.match_info["extension"]
+    if _text(form, "confirm") != "yes":
+        raise ApiError(422, N_("Tick the box to confirm the removal."), "confirm")
+    user = await remove_user(context, request, identity, extension)
+    _notice(
+        request,
+        N_(
+            "Removed {name} ({extension}); their calls and recordings are kept.",
+            name=user.name,
+            extension=extension,
+        ),
+    )
+    raise web.HTTPSeeOther("/users")
+
+
+@routes.post("/users/{extension}/devices")
+async def post_user_device(request: web.Request) -> web.Response:
+    """Add a device with its own SIP username and a generated password (shown once)."""
+    identity = page_identity(request, admin=True)
+    context = context_of(request)
+    form = await checked_form(request)
+    extension = request.match_info["extension"]
+    data = {"username": _text(form, "username"), "generate_password": True}
+    made = await add_device(context, request, identity, extension, data)
+    assert made.device is not None
+    username = made.device.username or extension
+    if made.device.username is None:
+        # The device signs in as the extension: it has no password of its own.
+        _notice(request, N_("Device {uri} added.", uri=made.device.uri))
+        raise web.HTTPSeeOther(_user_page(extension))
+    return _password_page(request, made, username=username, back=_user_page(extension), status=201)
+
+
+@routes.post("/users/{extension}/devices/{id}/password")
+async def post_device_password(request: web.Request) -> web.Response:
+    identity = page_identity(request, admin=True)
+    context = context_of(request)
+    await checked_form(request)
+    extension, device_id = request.match_info["extension"], parse_id(request)
+    data = {"generate_password": True}
+    made = await change_device_password(context, request, identity, extension, device_id, data)
+    assert made.device is not None
+    username = made.device.username or extension
+    return _password_page(request, made, username=username, back=_user_page(extension))
+
+
+@routes.post("/users/{extension}/devices/{id}/remove")
+async def post_device_remove(request: web.Request) -> web.Response:
+    identity = page_identity(request, admin=True)
+    context = context_of(request)
+    await checked_form(request)
+    extension, device_id = request.match_info["extension"], parse_id(request)
+    device = await remove_device(context, request, identity, extension, device_id)
+    _notice(request, N_("Device {uri} removed.", uri=device.uri))
+    raise web.HTTPSeeOther(_user_page(extension))
 
 
 @routes.post("/users/{extension}/mode")
@@ -754,10 +1060,12 @@ async def get_reports(request: web.Request) -> web.Response:
     rows, total = await context.repository.calls_page(
         org, call_query, paging.page_size, paging.offset
     )
+    spans = await context.store.recorded_spans(org, [r for row in rows for r in row.recordings])
     settings = await load_settings(context.store, context.services, org)
     pages = max(1, math.ceil(total / paging.page_size))
     prev_url, next_url = _page_links(request, paging.page, pages)
     filters = {
+        "q": request.query.get("q", ""),
         "from": request.query.get("from", ""),
         "to": request.query.get("to", ""),
         "extension": request.query.get("extension", ""),
@@ -769,8 +1077,10 @@ async def get_reports(request: web.Request) -> web.Response:
         status=422 if error else 200,
         title=presentation.gettext("Reports"),
         rows=rows,
+        spans=spans,
         total=total,
         filters=filters,
+        search_max=MAX_SEARCH_LENGTH,
         page=paging.page,
         pages=pages,
         prev_url=prev_url,

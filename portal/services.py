@@ -65,15 +65,25 @@ class PortalServices:
     verify_export_link: VerifyExportLink | None = None
     clock: Callable[[], float] = field(default=time.time)
     presentations: Presentations = field(default_factory=lambda: Presentations(CATALOGUES))
+    # The owner of the recording files (with the object store, when there is one);
+    # None: the local folder under `storage_dir`.
+    recording_files: RecordingFiles | None = None
 
     @property
     def files(self) -> RecordingFiles:
-        """The owner of the recording files (safe paths) under `storage_dir`."""
-        return RecordingFiles(self.storage_dir)
+        """The owner of the recording files (safe paths, local or object store)."""
+        if self.recording_files is None:
+            self.recording_files = RecordingFiles(self.storage_dir)
+        return self.recording_files
 
     @classmethod
     def from_config(
-        cls, config: Config, store: Store | None = None, *, spawn: Spawn | None = None
+        cls,
+        config: Config,
+        store: Store | None = None,
+        *,
+        spawn: Spawn | None = None,
+        files: RecordingFiles | None = None,
     ) -> PortalServices:
         """Defaults from `[storage]`, `[retention]` and `[recording]`; with `store`, the
         check of mailed export links, and with `spawn` too (what starts the background
@@ -82,6 +92,9 @@ class PortalServices:
             storage_dir=config.storage.dir,
             recordings_dir=config.storage.recordings_dir,
             defaults=config.recording_settings,
+            recording_files=files
+            if files is not None
+            else RecordingFiles.from_config(config.storage),
         )
         if store is not None:
             exports = ExportService(
@@ -90,6 +103,7 @@ class PortalServices:
                 spawn=spawn,
                 clock=services.clock,
                 presentations=services.presentations,
+                files=services.files,
             )
             services.verify_export_link = exports.verify_link
             if spawn is not None:

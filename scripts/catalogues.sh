@@ -23,3 +23,11 @@ for po in "$LOCALE"/*/LC_MESSAGES/messages.po; do
     --no-fuzzy-matching --ignore-obsolete
 done
 "$PYBABEL" compile -d "$LOCALE" --statistics
+# The CLI's own catalogue (domain "cli", callrec/locale; tests/callrec/test_cli_language.py).
+"$PYBABEL" extract -F babel-cli.cfg --no-location --sort-output -o "$POT" . 2>/dev/null
+for po in callrec/locale/*/LC_MESSAGES/cli.po; do
+  language="$(basename "$(dirname "$(dirname "$po")")")"
+  "$PYBABEL" update -i "$POT" -d callrec/locale -D cli -l "$language" -w 100 \
+    --no-fuzzy-matching --ignore-obsolete
+done
+"$PYBABEL" compile -d callrec/locale -D cli --statistics

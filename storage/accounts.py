@@ -7,6 +7,9 @@
 - digest HA1 values for SIP (RFC 7616, RFC 8760): H(username:realm:password) for MD5
   and SHA-256, all a digest server needs. callrec never stores a plaintext password.
 
+Passwords callrec makes itself (`generate_password`, from `secrets`) are shown once by
+whoever asked for them and stored like any other.
+
 An unknown login name costs the same argon2 work as a wrong password, so timing does
 not tell which names exist. API tokens are stored only as their SHA-256.
 
@@ -36,6 +39,7 @@ from storage.organisations import existing_org
 
 __all__ = [
     "DIGEST_ALGORITHMS",
+    "GENERATED_PASSWORD_LENGTH",
     "MIN_ADMIN_PASSWORD_LENGTH",
     "MIN_PORTAL_PASSWORD_LENGTH",
     "ROLE_ADMIN",
@@ -43,6 +47,7 @@ __all__ = [
     "Accounts",
     "Ha1Pair",
     "Passwords",
+    "generate_password",
     "ha1",
     "ha1_pair",
     "token_digest",
@@ -91,6 +96,18 @@ def ha1_pair(username: str, realm: str, password: str) -> Ha1Pair:
 
 def token_digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# Letters and digits a person reads off a screen and types into a phone without
+# confusing them (no 0/O, 1/l/I).
+_GENERATED_ALPHABET = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"
+GENERATED_PASSWORD_LENGTH = 16
+
+
+def generate_password(length: int = GENERATED_PASSWORD_LENGTH) -> str:
+    """A new random password (`secrets`; 16 characters of 57 carry ~93 bits), for SIP
+    accounts and devices. The caller shows it once; only its HA1 or hash is stored."""
+    return "".join(secrets.choice(_GENERATED_ALPHABET) for _ in range(length))
 
 
 # -- the hasher ----------------------------------------------------------------------------

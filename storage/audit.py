@@ -1,6 +1,14 @@
 """The audit log: who did what, when, from where (plays, downloads, exports, mode
 changes, purges...). Entries are only ever appended.
 
+Every change is audited by the door it came through (the portal's pages, the REST API
+and the CLI, each with its actor: `admin:<name>`, `token:<name>`, `operator:<name>`,
+`cli:<login>`) with the same action names: user.add, user.change, user.remove,
+mode.change, language.change, password.set, portal_password.set,
+portal_password.remove, device.add, device.password.set, device.remove,
+settings.change, org.add, org.change, did.add, did.remove, admin.add, operator.add,
+token.create, token.revoke. A detail never holds a password.
+
 Each entry belongs to one organisation (`org_id`), whose admins read it; an entry with no
 organisation is the platform's (an operator's change to organisations) and only
 operators read those."""
@@ -12,7 +20,22 @@ import time
 from storage.connection import Database, Session
 from storage.models import AuditEntry, OrgScope
 
-__all__ = ["AuditLog", "append_audit"]
+__all__ = ["AuditLog", "append_audit", "change_detail"]
+
+
+def change_detail(**changes: object) -> str:
+    """The detail of an audit entry that says what a change set, the same from the
+    portal, the API and the CLI: "mode on-demand, sip password generated, portal login,
+    devices 1" (a True value is named alone; false, None and 0 are left out). Never give
+    it a password: say "set" or "generated"."""
+    parts = []
+    for key, value in changes.items():
+        label = key.replace("_", " ")
+        if value is True:
+            parts.append(label)
+        elif value:
+            parts.append(f"{label} {value}")
+    return ", ".join(parts)
 
 
 async def append_audit(

@@ -28,6 +28,7 @@ from storage.rows import (
     call_from_row,
     recording_from_row,
 )
+from storage.search import search_condition
 
 __all__ = ["CALL_FIELDS", "CallQuery", "Calls", "own_call_condition"]
 
@@ -37,17 +38,21 @@ _CALL_TIME_FIELDS = ("started_at", "answered_at", "ended_at")
 
 @dataclass(frozen=True)
 class CallQuery:
-    """Filters of the calls list; `scope_ext` limits it to one user's own calls."""
+    """Filters of the calls list; `scope_ext` limits it to one user's own calls;
+    `search` is a normalised text found in a party's name or number (`storage.search`)."""
 
     since: float | None = None
     until: float | None = None
     extension: str | None = None
     recorded_only: bool = False
     scope_ext: str | None = None
+    search: str | None = None
 
 
 def own_call_condition(alias: str) -> str:
-    """SQL for "the extension (twice as parameter) took part in call `alias`"."""
+    """SQL for "the extension (twice as parameter) took part in call `alias`": as its
+    caller or its callee, so both users of an internal call see it (and its recording,
+    whichever of them owns it)."""
     return f"({alias}.caller_ext = ? OR {alias}.callee_ext = ?)"
 
 
@@ -218,6 +223,10 @@ class Calls:
                 params.extend((extension, extension))
         if query.recorded_only:
             conditions.append("EXISTS (SELECT 1 FROM recordings r WHERE r.call_id = c.id)")
+        if query.search:
+            condition, values = search_condition("c", query.search, self.database.dialect)
+            conditions.append(condition)
+            params.extend(values)
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         async with self.database.read() as session:
             total_row = await session.one(f"SELECT COUNT(*) AS n FROM calls c{where}", params)

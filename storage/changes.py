@@ -2,20 +2,26 @@
 registrations) needs from the store:
 one read of all of it, and a way to learn that it changed.
 
-Two kinds of writers change users and devices, and each is seen its own way:
-- This process (the portal, sharing the server's one connection): TEMP triggers on
-  `users` and `devices`, created on that connection only, call a function that bumps
-  `DirectoryWatch.local_changes` from the database thread while the writing statement
-  runs (and on `organisations` and `dids`). The count has moved before the writer's
-  `await` returns, so a cache that checks
-  it before each use never serves what the portal has just changed.
-- Other processes (the `callrec users ...` CLI): SQLite's `PRAGMA data_version` changes
-  whenever another connection has committed to the file. Reading it touches no table,
-  so it can be polled often. It moves for any commit of another process, not only the
-  directory's: a cache reloads a little more often than needed, never less.
+Two kinds of writers change the directory, and each is seen its own way:
+- This process (the portal, sharing the server's database): the count
+  `DirectoryWatch.local_changes` moves while (SQLite) or as soon as (PostgreSQL) the
+  writing transaction commits, before the writer's `await` returns, so a cache that
+  checks it before each use never serves what the portal has just changed. On SQLite,
+  TEMP triggers on `users`, `devices`, `organisations` and `dids`, created on this
+  process's connection only, call a function that bumps it from the database thread; on
+  PostgreSQL the database reports the commit of a statement that wrote one of those
+  tables (`PostgresDatabase.watch_writes`).
+- Other processes (the `callrec users ...` CLI) and, on PostgreSQL, other nodes:
+  `data_version()`. On SQLite it is `PRAGMA data_version`, which changes whenever
+  another connection has committed to the file (any commit, not only the directory's:
+  a cache reloads a little more often than needed, never less); reading it touches no
+  table, so it can be polled often. On PostgreSQL it is the sum of the other writers'
+  rows of `callrec_changes`, which statement triggers on the directory's tables, and on
+  `registrations` (another node's phones), keep (`storage.postgresql`): one indexed read.
 
 Registrations are written by the SIP side itself (through the cache), or deleted with
-their user (which the watch sees).
+their user (which the watch sees); on PostgreSQL other nodes' registrations arrive
+through `data_version()`.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from storage.connection import Database
+from storage.connection import Database, SqliteDatabase
 from storage.models import Device, Did, Organisation, Registration, User
 from storage.organisations import DID_COLUMNS, ORG_COLUMNS, did_from_row, org_from_row
 from storage.registrations import _registration_from_row
@@ -81,7 +87,7 @@ async def load_directory(database: Database, now: float) -> DirectorySnapshot:
 
 class DirectoryWatch:
     """Counts the directory's changes made through `database` (see the module
-    docstring) and reads the file's `data_version` for the changes of other processes."""
+    docstring) and reads the changes of other processes and nodes."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -89,14 +95,20 @@ class DirectoryWatch:
         self.local_changes = 0
 
     def _changed(self) -> None:
-        # Runs on the database thread, inside the writing statement.
+        # SQLite: runs on the database thread, inside the writing statement.
         self.local_changes = next(self._counter)
 
     async def install(self) -> None:
-        """Create the function and the TEMP triggers on this process's connection."""
-        connection = self.database._connection
-        await connection.create_function(_CHANGED_FUNCTION, 0, self._changed)
-        async with self.database.read() as session:
+        """Start counting this process's changes."""
+        database = self.database
+        if not isinstance(database, SqliteDatabase):
+            from storage.postgresql import PostgresDatabase
+
+            assert isinstance(database, PostgresDatabase)
+            database.watch_writes(_WATCHED_TABLES, self._changed)
+            return
+        await database.connection.create_function(_CHANGED_FUNCTION, 0, self._changed)
+        async with database.read() as session:
             for table in _WATCHED_TABLES:
                 for event in ("INSERT", "UPDATE", "DELETE"):
                     await session.execute(
@@ -106,7 +118,15 @@ class DirectoryWatch:
                     )
 
     async def data_version(self) -> int:
-        """SQLite's count of commits by other connections (it moves, nothing more)."""
-        async with self.database.read() as session:
+        """A number that moves when another process (or node) has committed changes
+        (it moves, nothing more)."""
+        database = self.database
+        if not isinstance(database, SqliteDatabase):
+            from storage.postgresql import PostgresDatabase, changes_of_others
+
+            assert isinstance(database, PostgresDatabase)
+            async with database.read() as session:
+                return await changes_of_others(session, database.origin)
+        async with database.read() as session:
             row = await session.one("PRAGMA data_version")
         return int(row[0]) if row is not None else 0

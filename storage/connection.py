@@ -1,19 +1,31 @@
-"""The database: one SQLite file, its schema migrations, and the two ways to use it.
+"""The database: its schema migrations, the two ways to use it, and its backends.
 
-One SQLite file opened through one aiosqlite connection. `read()` and `transaction()`
-are the only doors: both hold one asyncio lock, so the coroutines of one process never
-interleave statements, and `transaction()` runs its body in one `BEGIN IMMEDIATE ...
-COMMIT`, which also serialises writers from other processes (the `callrec users ...` CLI
-beside a running server). WAL mode lets readers in other processes proceed meanwhile.
+`Database.open(location)` opens the store's database: a SQLite file (the embedded
+default) or, for a `postgresql://` URL, a PostgreSQL database through asyncpg
+(`storage.postgresql`, the `callrec[cluster]` extra). Either way `read()` and
+`transaction()` are the only doors, every statement is written once in SQLite's
+spelling (the PostgreSQL side translates it), and the same numbered migrations build the
+schema. `transaction()` serialises every writer of the database, in every process and on
+every node, as SQLite's one write lock does.
 
-Every sqlite3 error is translated here, once, into a typed `storage.errors` error: a
+SQLite: one file through one aiosqlite connection. `read()` and `transaction()` both
+hold one asyncio lock, so the coroutines of one process never interleave statements,
+and `transaction()` runs its body in one `BEGIN IMMEDIATE ... COMMIT`, which also
+serialises writers from other processes (the `callrec users ...` CLI beside a running
+server). WAL mode lets readers in other processes proceed meanwhile.
+
+Every driver error is translated, once, into a typed `storage.errors` error: a
 constraint becomes `Conflict`; a full disk, a lock held too long, an unreadable or
-read-only file and I/O errors become `StorageUnavailable`, whose message never names a
-server path (the path goes to the log).
+read-only file, I/O errors and a database server that cannot be reached become
+`StorageUnavailable`, whose message never names a server path or address (those go to
+the log).
 
 Schema changes are versioned: `MIGRATIONS[i]` holds the statements that take the schema
 from version i to i + 1, and `schema_version` records what has been applied. To change
-the schema, append a tuple of statements; never edit one that has shipped.
+the schema, append a tuple of statements; never edit one that has shipped. A statement
+is written for SQLite; PostgreSQL gets it with the types translated (see
+`storage.postgresql`). Where the two need different SQL, the step is a `PerDialect`
+holding both, next to each other.
 """
 
 from __future__ import annotations
@@ -23,9 +35,11 @@ import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager, suppress
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
+from urllib.parse import urlsplit, urlunsplit
 
 import aiosqlite
 
@@ -40,8 +54,16 @@ __all__ = [
     "DEFAULT_DOMAIN_PARAMETER",
     "MAX_ROW_ID",
     "MIGRATIONS",
+    "POSTGRESQL",
+    "SQLITE",
     "Database",
+    "PerDialect",
+    "Row",
     "Session",
+    "SqliteDatabase",
+    "is_postgresql_url",
+    "migration_statements",
+    "redact_url",
     "started_between",
 ]
 
@@ -56,7 +78,25 @@ MAX_ROW_ID = 2**63 - 1
 _MODES_SQL = ", ".join(f"'{mode}'" for mode in RECORDING_MODES)
 _DEFAULT_MODE_SQL = f"'{DEFAULT_RECORDING_MODE.value}'"
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+# The backends (`Database.dialect`, `Session.dialect`).
+SQLITE = "sqlite"
+POSTGRESQL = "postgresql"
+_POSTGRESQL_SCHEMES = ("postgresql://", "postgres://")
+
+# A row, read by column name or index: sqlite3.Row on SQLite; on PostgreSQL an
+# asyncpg.Record, which reads the same way (`row["id"]`, `row[0]`, `keys()`).
+Row: TypeAlias = sqlite3.Row
+
+
+@dataclass(frozen=True)
+class PerDialect:
+    """A migration step whose SQL differs by backend: the statements for each."""
+
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+
+MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
     # 1: users, devices, registrations, calls, settings
     (
         f"""CREATE TABLE users (
@@ -225,35 +265,60 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             timezone TEXT,
             created_at REAL NOT NULL
         )""",
-        """INSERT INTO organisations (id, slug, name, domain, language, timezone, created_at)
-        VALUES (1, 'default', 'Default organisation', lower(COALESCE(:default_domain,
-            (SELECT realm FROM users GROUP BY realm ORDER BY COUNT(*) DESC LIMIT 1),
-            'callrec')),
-            (SELECT value FROM settings WHERE key = 'language'),
-            (SELECT value FROM settings WHERE key = 'timezone'),
-            CAST(strftime('%s', 'now') AS REAL))""",
-        f"""CREATE TABLE users_new (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            org_id INTEGER NOT NULL REFERENCES organisations(id),
-            extension TEXT NOT NULL,
-            name TEXT NOT NULL,
-            email TEXT,
-            recording_mode TEXT NOT NULL DEFAULT {_DEFAULT_MODE_SQL}
-                CHECK (recording_mode IN ({_MODES_SQL})),
-            realm TEXT NOT NULL,
-            ha1_md5 TEXT,
-            ha1_sha256 TEXT,
-            created_at REAL NOT NULL,
-            portal_password_hash TEXT,
-            language TEXT,
-            UNIQUE (org_id, extension)
-        )""",
-        """INSERT INTO users_new (id, org_id, extension, name, email, recording_mode, realm,
-            ha1_md5, ha1_sha256, created_at, portal_password_hash, language)
-        SELECT id, 1, extension, name, email, recording_mode, realm, ha1_md5, ha1_sha256,
-            created_at, portal_password_hash, language FROM users""",
-        "DROP TABLE users",
-        "ALTER TABLE users_new RENAME TO users",
+        # SQLite cannot drop a UNIQUE constraint: `users` is rebuilt. PostgreSQL alters
+        # it in place, and its clock is not strftime's.
+        PerDialect(
+            sqlite=(
+                """INSERT INTO organisations (id, slug, name, domain, language, timezone,
+                created_at)
+            VALUES (1, 'default', 'Default organisation', lower(COALESCE(:default_domain,
+                (SELECT realm FROM users GROUP BY realm ORDER BY COUNT(*) DESC LIMIT 1),
+                'callrec')),
+                (SELECT value FROM settings WHERE key = 'language'),
+                (SELECT value FROM settings WHERE key = 'timezone'),
+                CAST(strftime('%s', 'now') AS REAL))""",
+                f"""CREATE TABLE users_new (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                org_id INTEGER NOT NULL REFERENCES organisations(id),
+                extension TEXT NOT NULL,
+                name TEXT NOT NULL,
+                email TEXT,
+                recording_mode TEXT NOT NULL DEFAULT {_DEFAULT_MODE_SQL}
+                    CHECK (recording_mode IN ({_MODES_SQL})),
+                realm TEXT NOT NULL,
+                ha1_md5 TEXT,
+                ha1_sha256 TEXT,
+                created_at REAL NOT NULL,
+                portal_password_hash TEXT,
+                language TEXT,
+                UNIQUE (org_id, extension)
+            )""",
+                """INSERT INTO users_new (id, org_id, extension, name, email, recording_mode, realm,
+                ha1_md5, ha1_sha256, created_at, portal_password_hash, language)
+            SELECT id, 1, extension, name, email, recording_mode, realm, ha1_md5, ha1_sha256,
+                created_at, portal_password_hash, language FROM users""",
+                "DROP TABLE users",
+                "ALTER TABLE users_new RENAME TO users",
+            ),
+            postgresql=(
+                """INSERT INTO organisations (id, slug, name, domain, language, timezone,
+                    created_at)
+                VALUES (1, 'default', 'Default organisation', lower(COALESCE(:default_domain,
+                    (SELECT realm FROM users GROUP BY realm ORDER BY COUNT(*) DESC LIMIT 1),
+                    'callrec')),
+                    (SELECT value FROM settings WHERE key = 'language'),
+                    (SELECT value FROM settings WHERE key = 'timezone'),
+                    EXTRACT(EPOCH FROM now()))""",
+                # The id was given: move the identity past it.
+                "SELECT setval(pg_get_serial_sequence('organisations', 'id'),"
+                " (SELECT MAX(id) FROM organisations))",
+                "ALTER TABLE users ADD COLUMN org_id INTEGER REFERENCES organisations(id)",
+                "UPDATE users SET org_id = 1",
+                "ALTER TABLE users ALTER COLUMN org_id SET NOT NULL",
+                "ALTER TABLE users DROP CONSTRAINT users_extension_key",
+                "ALTER TABLE users ADD CONSTRAINT users_org_extension UNIQUE (org_id, extension)",
+            ),
+        ),
         "ALTER TABLE devices ADD COLUMN org_id INTEGER REFERENCES organisations(id)",
         "UPDATE devices SET org_id = (SELECT u.org_id FROM users u WHERE u.id = devices.user_id)",
         "CREATE INDEX devices_org_username ON devices (org_id, username)",
@@ -302,6 +367,81 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             created_at REAL NOT NULL
         )""",
         "CREATE INDEX dids_org ON dids (org_id)",
+    ),
+    # 7: portal sessions kept across restarts: only the SHA-256 of the cookie's token,
+    # who it is (an admin or operator, or a user, each gone with their session), the
+    # organisation, the idle deadline and the notices the next page shows.
+    (
+        """CREATE TABLE portal_sessions (
+            token_sha256 TEXT PRIMARY KEY,
+            org_id INTEGER REFERENCES organisations(id) ON DELETE CASCADE,
+            role TEXT NOT NULL,
+            admin_id INTEGER REFERENCES admins(id) ON DELETE CASCADE,
+            user_id INTEGER REFERENCES users(id) ON DELETE CASCADE,
+            created_at REAL NOT NULL,
+            expires_at REAL NOT NULL,
+            notices TEXT NOT NULL DEFAULT '[]',
+            CHECK ((admin_id IS NULL) <> (user_id IS NULL))
+        )""",
+        "CREATE INDEX portal_sessions_expires ON portal_sessions (expires_at)",
+        "CREATE INDEX portal_sessions_user ON portal_sessions (user_id)",
+        "CREATE INDEX portal_sessions_admin ON portal_sessions (admin_id)",
+    ),
+    # 8: the calls' search index (storage.search): an FTS5 trigram index over the
+    # parties' numbers and names, an external-content table kept by triggers. (A later
+    # migration that rebuilds `calls` must create these triggers again.)
+    (
+        # PostgreSQL has no FTS5: trigram (pg_trgm) GIN indexes on the same columns
+        # serve storage.search's LIKE (ILIKE there) for any length.
+        PerDialect(
+            sqlite=(
+                """CREATE VIRTUAL TABLE calls_search USING fts5(
+                    caller_ext, caller_name, callee_ext, callee_name,
+                    content = 'calls', content_rowid = 'id', tokenize = 'trigram')""",
+                "INSERT INTO calls_search (calls_search) VALUES ('rebuild')",
+                """CREATE TRIGGER calls_search_insert AFTER INSERT ON calls BEGIN
+                    INSERT INTO calls_search
+                        (rowid, caller_ext, caller_name, callee_ext, callee_name)
+                    VALUES (new.id, new.caller_ext, new.caller_name, new.callee_ext,
+                        new.callee_name);
+                END""",
+                """CREATE TRIGGER calls_search_delete AFTER DELETE ON calls BEGIN
+                    INSERT INTO calls_search
+                        (calls_search, rowid, caller_ext, caller_name, callee_ext, callee_name)
+                    VALUES ('delete', old.id, old.caller_ext, old.caller_name, old.callee_ext,
+                        old.callee_name);
+                END""",
+                """CREATE TRIGGER calls_search_update
+                AFTER UPDATE OF caller_ext, caller_name, callee_ext, callee_name ON calls BEGIN
+                    INSERT INTO calls_search
+                        (calls_search, rowid, caller_ext, caller_name, callee_ext, callee_name)
+                    VALUES ('delete', old.id, old.caller_ext, old.caller_name, old.callee_ext,
+                        old.callee_name);
+                    INSERT INTO calls_search
+                        (rowid, caller_ext, caller_name, callee_ext, callee_name)
+                    VALUES (new.id, new.caller_ext, new.caller_name, new.callee_ext,
+                        new.callee_name);
+                END""",
+            ),
+            postgresql=(
+                "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+                "CREATE INDEX calls_search_caller_ext ON calls USING gin (caller_ext gin_trgm_ops)",
+                "CREATE INDEX calls_search_caller_name ON calls"
+                " USING gin (caller_name gin_trgm_ops)",
+                "CREATE INDEX calls_search_callee_ext ON calls USING gin (callee_ext gin_trgm_ops)",
+                "CREATE INDEX calls_search_callee_name ON calls"
+                " USING gin (callee_name gin_trgm_ops)",
+            ),
+        ),
+    ),
+    # 9: where a recording's file is (storage.uploads): `local` on a node's disk (the
+    # local folder, or being written), `uploading` finished and queued for the object
+    # store by the node that holds the file (`upload_node`), `remote` verified in the
+    # object store (the local copy deleted).
+    (
+        "ALTER TABLE recordings ADD COLUMN storage_state TEXT NOT NULL DEFAULT 'local'",
+        "ALTER TABLE recordings ADD COLUMN upload_node TEXT",
+        "CREATE INDEX recordings_storage_state ON recordings (storage_state, upload_node)",
     ),
 )
 
@@ -370,39 +510,82 @@ def _is_empty_file(path: Path) -> bool:
 
 
 class Session:
-    """Statements inside one `Database.read()` or `Database.transaction()`."""
+    """Statements inside one `Database.read()` or `Database.transaction()`.
+
+    SQL is written once, in SQLite's spelling (`?` parameters, `INSERT OR IGNORE`,
+    `IS ?`, `LIMIT -1`); the PostgreSQL session translates it (see `storage.postgresql`).
+    `dialect` says which backend runs it, for the few statements that genuinely differ.
+    Rows are read by column name or index (`row["id"]`, `row[0]`) on both backends."""
+
+    dialect: str = SQLITE
+
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        raise NotImplementedError
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        raise NotImplementedError
+
+    async def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
+        """Run one statement; returns (rows changed, id of the row inserted if any)."""
+        raise NotImplementedError
+
+    async def execute_named(self, sql: str, params: dict[str, Any]) -> tuple[int, int | None]:
+        """`execute` with named parameters (`:name`)."""
+        raise NotImplementedError
+
+
+class SqliteSession(Session):
+    """A session on the one aiosqlite connection."""
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._connection = connection
 
-    async def one(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Row | None:
+    async def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
         async with self._connection.execute(sql, params) as cursor:
-            row: sqlite3.Row | None = await cursor.fetchone()
+            row: Row | None = await cursor.fetchone()
             return row
 
-    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         async with self._connection.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
     async def execute(self, sql: str, params: Sequence[Any] = ()) -> tuple[int, int | None]:
-        """Run one statement; returns (rows changed, last row id)."""
         async with self._connection.execute(sql, params) as cursor:
             return cursor.rowcount, cursor.lastrowid
 
     async def execute_named(self, sql: str, params: dict[str, Any]) -> tuple[int, int | None]:
-        """`execute` with named parameters (`:name`)."""
         async with self._connection.execute(sql, params) as cursor:
             return cursor.rowcount, cursor.lastrowid
 
 
-class Database:
-    """The SQLite file; open it with `await Database.open(path)`."""
+def redact_url(url: str) -> str:
+    """`url` without its password, for log lines."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
-    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
-        self._connection = connection
-        self._session = Session(connection)
-        self._lock = asyncio.Lock()
-        self.path = path
+
+def is_postgresql_url(location: str | Path) -> bool:
+    """Whether `location` names a PostgreSQL server (`postgresql://` or `postgres://`)
+    rather than a SQLite file."""
+    return isinstance(location, str) and location.startswith(_POSTGRESQL_SCHEMES)
+
+
+class Database:
+    """The store's database: `await Database.open(location)` gives a `SqliteDatabase`
+    for a file path and a `storage.postgresql.PostgresDatabase` for a
+    `postgresql://` URL. Both are migrated to the newest schema and used the same way,
+    through `read()` and `transaction()`."""
+
+    dialect: str = SQLITE
+    # What a log line may call the database: the file's path, or the URL without its
+    # password.
+    location: str = ""
 
     @classmethod
     async def open(
@@ -415,11 +598,111 @@ class Database:
     ) -> Database:
         """Open (creating folders and file as needed) and migrate to the newest schema.
 
-        `busy_timeout_s`: how long a write waits for another process's write lock before
+        `path`: a SQLite file, or a `postgresql://user:password@host:port/database` URL.
+        `busy_timeout_s`: how long a write waits for another writer's lock before
         failing as `StorageUnavailable`. An existing 0-byte file raises `EmptyDatabase`
         unless `create_empty`. `default_domain`: the configured SIP realm, the domain of
         the default organisation if the migration to organisations creates it."""
-        db_path = Path(path)
+        if is_postgresql_url(path):
+            # Imported here: asyncpg is an optional dependency (callrec[cluster]).
+            from storage.postgresql import PostgresDatabase
+
+            return await PostgresDatabase.connect(
+                str(path), busy_timeout_s=busy_timeout_s, default_domain=default_domain
+            )
+        return await SqliteDatabase.open_file(
+            Path(path),
+            busy_timeout_s=busy_timeout_s,
+            create_empty=create_empty,
+            default_domain=default_domain,
+        )
+
+    @property
+    def path(self) -> Path:
+        """The SQLite file (a PostgreSQL database has none: StorageError)."""
+        raise StorageError("a PostgreSQL store has no database file")
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    def read(self) -> AbstractAsyncContextManager[Session]:
+        """A session for a few reads (no transaction: each statement sees the newest
+        commit)."""
+        raise NotImplementedError
+
+    def transaction(self) -> AbstractAsyncContextManager[Session]:
+        """A session in one write transaction, serialised with every other writer of
+        the database (all processes, all nodes); committed if the body succeeds, rolled
+        back (and the error re-raised, translated) if it fails."""
+        raise NotImplementedError
+
+    async def schema_version(self) -> int:
+        """The schema version the database is at (len(MIGRATIONS) once opened)."""
+        async with self.read() as session:
+            row = await session.one("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+        return int(row["v"]) if row is not None else 0
+
+    async def _apply_migrations(self, default_domain: str | None) -> None:
+        """Run the migrations this database lacks, in one write transaction."""
+        latest = len(MIGRATIONS)
+        async with self.transaction() as session:
+            # Read inside the write transaction: another process may have migrated.
+            row = await session.one("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
+            current = int(row["v"]) if row is not None else 0
+            if current > latest:
+                raise StorageUnavailable(
+                    f"the database has schema version {current}, newer than this callrec"
+                    f" understands ({latest}); upgrade callrec"
+                )
+            for version in range(current + 1, latest + 1):
+                for statement in migration_statements(version, self.dialect):
+                    if DEFAULT_DOMAIN_PARAMETER in statement:
+                        await session.execute_named(statement, {"default_domain": default_domain})
+                    else:
+                        await session.execute(statement)
+                await session.execute(
+                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                    (version, time.time()),
+                )
+                log.info("database migrated to schema version %d", version)
+
+
+def migration_statements(version: int, dialect: str) -> tuple[str, ...]:
+    """The statements of migration `version` (1-based) for `dialect`."""
+    statements: list[str] = []
+    for step in MIGRATIONS[version - 1]:
+        if isinstance(step, PerDialect):
+            statements.extend(step.postgresql if dialect == POSTGRESQL else step.sqlite)
+        else:
+            statements.append(step)
+    return tuple(statements)
+
+
+class SqliteDatabase(Database):
+    """One SQLite file through one aiosqlite connection (see the module docstring)."""
+
+    dialect = SQLITE
+
+    def __init__(self, connection: aiosqlite.Connection, path: Path) -> None:
+        self.connection = connection
+        self._session = SqliteSession(connection)
+        self._lock = asyncio.Lock()
+        self._path = path
+        self.location = str(path)
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    @classmethod
+    async def open_file(
+        cls,
+        db_path: Path,
+        *,
+        busy_timeout_s: float = 5.0,
+        create_empty: bool = False,
+        default_domain: str | None = None,
+    ) -> SqliteDatabase:
         if not create_empty and _is_empty_file(db_path):
             raise EmptyDatabase(db_path)
         try:
@@ -441,7 +724,7 @@ class Database:
     async def close(self) -> None:
         """Close the connection; the database cannot be used afterwards."""
         async with self._lock:
-            await self._connection.close()
+            await self.connection.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[Session]:
@@ -459,37 +742,31 @@ class Database:
         roll back (and re-raise, translated) if it fails."""
         async with self._lock:
             try:
-                await self._connection.execute("BEGIN IMMEDIATE")
+                await self.connection.execute("BEGIN IMMEDIATE")
             except _SQLITE_FAILURES as exc:
                 raise _translate(exc, self.path) from exc
             try:
                 yield self._session
             except BaseException as exc:
                 with suppress(*_SQLITE_FAILURES):
-                    await self._connection.execute("ROLLBACK")
+                    await self.connection.execute("ROLLBACK")
                 if isinstance(exc, _SQLITE_FAILURES):
                     raise _translate(exc, self.path) from exc
                 raise
             try:
-                await self._connection.execute("COMMIT")
+                await self.connection.execute("COMMIT")
             except _SQLITE_FAILURES as exc:
                 with suppress(*_SQLITE_FAILURES):
-                    await self._connection.execute("ROLLBACK")
+                    await self.connection.execute("ROLLBACK")
                 raise _translate(exc, self.path) from exc
-
-    async def schema_version(self) -> int:
-        """The schema version the file is at (len(MIGRATIONS) once opened)."""
-        async with self.read() as session:
-            row = await session.one("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
-        return int(row["v"]) if row is not None else 0
 
     async def _configure(self, busy_timeout_s: float) -> None:
         try:
-            await self._connection.execute("PRAGMA foreign_keys = ON")
+            await self.connection.execute("PRAGMA foreign_keys = ON")
             # Another process (CLI vs server) may hold the write lock for a moment.
-            await self._connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            await self.connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
             row = await self._session.one("PRAGMA journal_mode = WAL")
-            await self._connection.execute("PRAGMA synchronous = NORMAL")
+            await self.connection.execute("PRAGMA synchronous = NORMAL")
         except _SQLITE_FAILURES as exc:
             raise _translate(exc, self.path) from exc
         if row is None or str(row[0]).lower() != "wal":
@@ -498,13 +775,13 @@ class Database:
 
     async def _migrate(self, default_domain: str | None) -> None:
         try:
-            await self._connection.execute(
+            await self.connection.execute(
                 "CREATE TABLE IF NOT EXISTS schema_version ("
                 " version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
             )
             # SQLite's way to rebuild a table others refer to: foreign keys off (they
             # cannot change inside a transaction), rebuild, check, on again.
-            await self._connection.execute("PRAGMA foreign_keys = OFF")
+            await self.connection.execute("PRAGMA foreign_keys = OFF")
         except _SQLITE_FAILURES as exc:
             raise _translate(exc, self.path) from exc
         try:
@@ -516,27 +793,4 @@ class Database:
                 raise StorageUnavailable("the database's references are inconsistent")
         finally:
             with suppress(*_SQLITE_FAILURES):
-                await self._connection.execute("PRAGMA foreign_keys = ON")
-
-    async def _apply_migrations(self, default_domain: str | None) -> None:
-        latest = len(MIGRATIONS)
-        async with self.transaction() as session:
-            # Read inside the write transaction: another process may have migrated.
-            row = await session.one("SELECT COALESCE(MAX(version), 0) AS v FROM schema_version")
-            current = int(row["v"]) if row is not None else 0
-            if current > latest:
-                raise StorageUnavailable(
-                    f"the database has schema version {current}, newer than this callrec"
-                    f" understands ({latest}); upgrade callrec"
-                )
-            for version in range(current + 1, latest + 1):
-                for statement in MIGRATIONS[version - 1]:
-                    if DEFAULT_DOMAIN_PARAMETER in statement:
-                        await session.execute_named(statement, {"default_domain": default_domain})
-                    else:
-                        await session.execute(statement)
-                await session.execute(
-                    "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
-                    (version, time.time()),
-                )
-                log.info("database migrated to schema version %d", version)
+                await self.connection.execute("PRAGMA foreign_keys = ON")

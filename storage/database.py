@@ -4,12 +4,13 @@ The store is split by concept, one module each: `connection` (the SQLite file, i
 migrations, `read()` and `transaction()`), `organisations` (tenants, their numbers and
 usage), `users` (users, devices, credentials, portal logins), `registrations`, `calls`,
 `recordings`, `exports`, `accounts` (the one password hasher, admins, operators, API
-tokens), `audit` and `settings`. `Store` inherits the methods of each, so `await
-Store.open(path)` gives one object with all of them. Every method that reads or changes
-an organisation's data takes the organisation (`OrgScope`, or an organisation id on the
-SIP and recording side); only the platform's own passes (start-up repair, retention)
-read across organisations. b2bua's `Directory` is `callrec.directory.CachedDirectory`,
-over this store. Errors are the typed ones of `storage.errors`.
+tokens), `audit`, `settings` and `sessions` (portal logins, kept across restarts).
+`Store` inherits the methods of each, so `await Store.open(path)` gives one object with
+all of them. Every method that reads or changes an organisation's data takes the
+organisation (`OrgScope`, or an organisation id on the SIP and recording side); only the
+platform's own passes (start-up repair, retention) read across organisations. b2bua's
+`Directory` is `callrec.directory.CachedDirectory`, over this store. Errors are the
+typed ones of `storage.errors`.
 
 Timestamps are unix times in seconds (REAL, UTC) throughout; `storage.models.
 format_timestamp` renders them.
@@ -40,7 +41,9 @@ from storage.models import (
 from storage.organisations import Organisations
 from storage.recordings import Recordings
 from storage.registrations import Registrations
+from storage.sessions import PortalSessions
 from storage.settings import Settings
+from storage.uploads import Uploads
 from storage.users import Users, device_username
 
 __all__ = [
@@ -70,6 +73,8 @@ class Store(
     Accounts,
     AuditLog,
     Settings,
+    PortalSessions,
+    Uploads,
 ):
     """The metadata store on one SQLite file; open it with `await Store.open(path)`."""
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-CALL_DIRECTIONS = ("inbound", "outbound")
+CALL_DIRECTIONS = ("inbound", "outbound", "internal")
 # `interrupted`: the process died during the call; set at the next start-up.
 CALL_DISPOSITIONS = ("answered", "busy", "no-answer", "cancelled", "failed", "interrupted")
 
@@ -100,6 +100,8 @@ class User:
     language: str | None = None
     # The organisation the user belongs to (extensions are unique within it only).
     org_id: int = 0
+    # Whether the user may log in to the portal (a portal password is set).
+    portal_login: bool = False
 
     @property
     def has_password(self) -> bool:

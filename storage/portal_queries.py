@@ -57,6 +57,7 @@ class PortalRepository:
         scope_ext: str | None,
         limit: int,
         offset: int,
+        search: str | None = None,
     ) -> tuple[list[RecordingListing], int]:
         return await self.store.recordings_page(
             org,
@@ -66,6 +67,7 @@ class PortalRepository:
             scope_ext=scope_ext,
             limit=limit,
             offset=offset,
+            search=search,
         )
 
     async def set_portal_password(self, org: OrgScope, extension: str, password: str) -> None:

@@ -13,7 +13,8 @@ filed; only the retention purge marks it `purged` (metadata kept), never before 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from storage.audit import append_audit
@@ -28,11 +29,44 @@ from storage.rows import (
     listing_from_row,
     recording_from_row,
 )
+from storage.search import search_condition
 
-__all__ = ["MAX_RETENTION_DAYS", "Recordings"]
+__all__ = ["MAX_RETENTION_DAYS", "RecordedSpan", "Recordings", "spans_from_toggles"]
 
 # A row's own bound (ten years); the product's retention bounds are `callrec.policy`'s.
 MAX_RETENTION_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class RecordedSpan:
+    """A stretch of a call that was recorded, in unix seconds; `end` is None while it is
+    still being recorded."""
+
+    start: float
+    end: float | None
+
+
+def spans_from_toggles(
+    toggles: Iterable[tuple[float, str]], started_at: float, ended_at: float | None
+) -> list[RecordedSpan]:
+    """What was recorded, from a recording's toggles ((at, "start"|"stop") in order): each
+    start to the next stop, the last start to the recording's end. Without toggles (mode
+    `always`) the whole recording is one span."""
+    spans: list[RecordedSpan] = []
+    opened: float | None = None
+    seen = False
+    for at, action in toggles:
+        seen = True
+        if action == "start" and opened is None:
+            opened = at
+        elif action == "stop" and opened is not None:
+            spans.append(RecordedSpan(opened, at))
+            opened = None
+    if not seen:
+        return [RecordedSpan(started_at, ended_at)]
+    if opened is not None:
+        spans.append(RecordedSpan(opened, ended_at))
+    return spans
 
 
 def _recording_scope(scope_ext: str | None) -> tuple[str, list[Any]]:
@@ -216,6 +250,30 @@ class Recordings:
                 (recording_id, at, action, method),
             )
 
+    async def recorded_spans(
+        self, org: OrgScope, recordings: Sequence[Recording]
+    ) -> dict[int, list[RecordedSpan]]:
+        """The recorded spans of some of `org`'s recordings (`spans_from_toggles`), by
+        recording id, in one read; another organisation's recordings get none."""
+        wanted = {recording.id: recording for recording in recordings}
+        toggles: dict[int, list[tuple[float, str]]] = {key: [] for key in wanted}
+        if wanted:
+            marks = ", ".join("?" for _ in wanted)
+            async with self.database.read() as session:
+                rows = await session.all(
+                    "SELECT t.recording_id, t.at, t.action FROM recording_toggles t"
+                    " JOIN recordings r ON r.id = t.recording_id"
+                    f" WHERE r.org_id = ? AND t.recording_id IN ({marks})"
+                    " ORDER BY t.recording_id, t.at, t.id",
+                    [org.id, *wanted],
+                )
+            for row in rows:
+                toggles[int(row["recording_id"])].append((float(row["at"]), str(row["action"])))
+        return {
+            key: spans_from_toggles(toggles[key], recording.started_at, recording.ended_at)
+            for key, recording in wanted.items()
+        }
+
     async def recording_toggles(self, recording_id: int) -> list[tuple[float, str, str]]:
         """(at, action, method) of each toggle of a recording, in order."""
         async with self.database.read() as session:
@@ -297,14 +355,20 @@ class Recordings:
         scope_ext: str | None,
         limit: int,
         offset: int,
+        search: str | None = None,
     ) -> tuple[list[RecordingListing], int]:
-        """One page of recordings (with their calls) newest first, and the total."""
+        """One page of recordings (with their calls) newest first, and the total;
+        `search`: a normalised text in a party's name or number (`storage.search`)."""
         conditions, params = started_between("r.started_at", since, until)
         conditions.insert(0, "r.org_id = ?")
         params.insert(0, org.id)
         if extension is not None:
             conditions.append(f"(r.owner_ext = ? OR {own_call_condition('c')})")
             params.extend((extension, extension, extension))
+        if search:
+            condition, values = search_condition("c", search, self.database.dialect)
+            conditions.append(condition)
+            params.extend(values)
         scope, scope_params = _recording_scope(scope_ext)
         where = " WHERE " + " AND ".join(conditions) + scope
         params.extend(scope_params)

@@ -9,6 +9,13 @@ only, which is checked inside the write transaction. Every method takes the
 organisation (`OrgScope`): nothing here reads or changes two organisations at once. A
 user's digest realm is their organisation's domain. SIP passwords are kept only as digest HA1
 values and portal passwords only as argon2 hashes, both made by `accounts.Passwords`.
+
+One kind of user, whoever creates it (portal, API or CLI): an extension, a name, an
+optional e-mail, a recording mode (`callrec.policy.DEFAULT_RECORDING_MODE` unless
+given), SIP credentials (HA1 of the extension), an optional portal login and any number
+of devices, each with its own SIP username (the user part of its URI; a bare username
+becomes `sip:<username>@<domain>`) and its own password. A device whose username is the
+extension authenticates with the user's password.
 """
 
 from __future__ import annotations
@@ -31,15 +38,24 @@ from storage.errors import Conflict, InvalidValue, NotFound
 from storage.models import Credentials, Device, OrgScope, User
 from storage.organisations import existing_org
 
-__all__ = ["USER_COLUMNS", "Users", "device_username", "user_from_row"]
+__all__ = ["KEEP", "USER_COLUMNS", "Users", "device_username", "user_from_row"]
 
 _EXTENSION = re.compile(r"[0-9]{2,15}")
 _MAX_NAME_LENGTH = 200
 
 USER_COLUMNS = (
     "id, org_id, extension, name, email, recording_mode, realm, ha1_md5, ha1_sha256,"
-    " created_at, language"
+    " created_at, language, portal_password_hash IS NOT NULL AS portal_login"
 )
+# A device named by its username alone (the portal's form, `callrec devices add`).
+_BARE_USERNAME = re.compile(r"[A-Za-z0-9._+-]{1,64}")
+
+
+class _Keep:
+    """The default of an optional change: leave the value as it is."""
+
+
+KEEP = _Keep()
 _DEVICE_COLUMNS = "id, user_id, uri, username, kind, ha1_md5, ha1_sha256"
 
 
@@ -83,6 +99,45 @@ def _validate_password(password: str) -> str:
     return password
 
 
+def _validate_portal_password(password: str) -> str:
+    if not isinstance(password, str) or len(password) < MIN_PORTAL_PASSWORD_LENGTH:
+        raise InvalidValue(
+            "portal_password",
+            f"portal password must have at least {MIN_PORTAL_PASSWORD_LENGTH} characters",
+        )
+    return password
+
+
+def _validate_name(name: object, extension: str) -> str:
+    text = name.strip() if isinstance(name, str) else ""
+    if not text or len(text) > _MAX_NAME_LENGTH:
+        raise InvalidValue(
+            "name", f"invalid name for {extension}: 1 to {_MAX_NAME_LENGTH} characters"
+        )
+    return text
+
+
+def _validate_email(email: str | None, extension: str) -> str | None:
+    if email is not None and (not isinstance(email, str) or not EMAIL.fullmatch(email)):
+        raise InvalidValue("email", f"invalid email {email!r} for {extension}")
+    return email
+
+
+def device_uri(value: str, domain: str) -> str:
+    """A device's URI from what a person typed: a sip:/sips: URI as it is, or a bare
+    username as `sip:<username>@<domain>`. InvalidValue (field "uri") otherwise."""
+    text = value.strip() if isinstance(value, str) else ""
+    if ":" in text:
+        return text
+    if not _BARE_USERNAME.fullmatch(text):
+        raise InvalidValue(
+            "uri",
+            f"invalid device {value!r}: a SIP URI (sip:user@host) or a username of letters,"
+            " digits and . _ + -",
+        )
+    return f"sip:{text}@{domain}"
+
+
 def _validate_realm(realm: str) -> str:
     if not isinstance(realm, str) or not realm or '"' in realm or "\\" in realm:
         raise InvalidValue("realm", f"invalid realm {realm!r}: must be non-empty, without quotes")
@@ -102,6 +157,7 @@ def user_from_row(row: sqlite3.Row) -> User:
         created_at=row["created_at"],
         language=row["language"],
         org_id=int(row["org_id"]),
+        portal_login=bool(row["portal_login"]),
     )
 
 
@@ -166,10 +222,17 @@ class Users:
         self.passwords = passwords
 
     async def _insert_device(
-        self, session: Session, user: User, uri: str, kind: str, password: str | None, field: str
+        self,
+        session: Session,
+        user: User,
+        uri: str,
+        kind: str,
+        password: str | None,
+        field: str,
+        domain: str,
     ) -> Device:
-        uri = uri.strip()
         try:
+            uri = device_uri(uri, domain)
             username = device_username(uri)
         except InvalidValue as exc:
             raise InvalidValue(field, exc.message) from None
@@ -207,20 +270,21 @@ class Users:
         mode: str = DEFAULT_RECORDING_MODE.value,
         password: str | None = None,
         devices: Iterable[str] = (),
+        portal_password: str | None = None,
     ) -> User:
-        """Create a user of `org` with its device URIs; HA1 values (realm: the
-        organisation's domain) are kept if a password is given."""
+        """Create a user of `org` with its devices (URIs or bare usernames, sharing the
+        user's SIP password); HA1 values (realm: the organisation's domain) are kept if
+        a password is given, and an argon2 hash of `portal_password` if one is (a
+        portal login), all in one transaction."""
         _validate_extension(extension)
-        name = name.strip() if isinstance(name, str) else ""
-        if not name or len(name) > _MAX_NAME_LENGTH:
-            raise InvalidValue(
-                "name", f"invalid name for {extension}: 1 to {_MAX_NAME_LENGTH} characters"
-            )
-        if email is not None and not EMAIL.fullmatch(email):
-            raise InvalidValue("email", f"invalid email {email!r} for {extension}")
+        name = _validate_name(name, extension)
+        _validate_email(email, extension)
         _validate_mode(mode)
         if password is not None:
             _validate_password(password)
+        portal_hash = None
+        if portal_password is not None:
+            portal_hash = await self.passwords.hash(_validate_portal_password(portal_password))
         # A lone string would otherwise be iterated character by character.
         device_uris = [devices] if isinstance(devices, str) else list(devices)
         created_at = time.time()
@@ -237,8 +301,20 @@ class Users:
             )
             _, user_id = await session.execute(
                 "INSERT INTO users (org_id, extension, name, email, recording_mode, realm,"
-                " ha1_md5, ha1_sha256, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (org.id, extension, name, email, mode, realm, ha1_md5, ha1_sha256, created_at),
+                " ha1_md5, ha1_sha256, created_at, portal_password_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    org.id,
+                    extension,
+                    name,
+                    email,
+                    mode,
+                    realm,
+                    ha1_md5,
+                    ha1_sha256,
+                    created_at,
+                    portal_hash,
+                ),
             )
             assert user_id is not None
             user = User(
@@ -252,9 +328,10 @@ class Users:
                 ha1_sha256,
                 created_at,
                 org_id=org.id,
+                portal_login=portal_hash is not None,
             )
             for uri in device_uris:
-                await self._insert_device(session, user, uri, "phone", password, "devices")
+                await self._insert_device(session, user, uri, "phone", password, "devices", realm)
         return user
 
     async def add_device(
@@ -265,12 +342,88 @@ class Users:
         kind: str = "phone",
         password: str | None = None,
     ) -> Device:
-        """Add a device URI to a user; without `password` its own username cannot log in."""
+        """Add a device to a user: a SIP URI, or a bare username (`sip:<username>@<the
+        organisation's domain>`). Its own username authenticates with `password`
+        (without one it cannot log in until `set_device_password`)."""
         if password is not None:
             _validate_password(password)
         async with self.database.transaction() as session:
+            domain = (await existing_org(session, org)).domain
             user = await _existing_user(session, org, extension)
-            return await self._insert_device(session, user, uri, kind, password, "uri")
+            return await self._insert_device(session, user, uri, kind, password, "uri", domain)
+
+    async def _existing_device(
+        self, session: Session, org: OrgScope, extension: str, device_id: int
+    ) -> tuple[User, Device]:
+        user = await _existing_user(session, org, extension)
+        row = await session.one(
+            f"SELECT {_DEVICE_COLUMNS} FROM devices WHERE id = ? AND user_id = ?",
+            (device_id, user.id),
+        )
+        if row is None:
+            raise NotFound(f"user {extension} has no device {device_id}")
+        return user, _device_from_row(row)
+
+    async def get_device(self, org: OrgScope, extension: str, device_id: int) -> Device:
+        """Device `device_id` of `org`'s user `extension`; NotFound otherwise."""
+        async with self.database.read() as session:
+            return (await self._existing_device(session, org, extension, device_id))[1]
+
+    async def set_device_password(
+        self, org: OrgScope, extension: str, device_id: int, password: str
+    ) -> Device:
+        """Give a device's own username a new password (HA1 only; realm: the
+        organisation's domain). InvalidValue when the device has no username of its own
+        (it authenticates as the extension: set the user's password instead)."""
+        _validate_password(password)
+        async with self.database.transaction() as session:
+            realm = _validate_realm((await existing_org(session, org)).domain)
+            _, device = await self._existing_device(session, org, extension, device_id)
+            if device.username is None:
+                raise InvalidValue(
+                    "password",
+                    f"device {device.uri} signs in as extension {extension}: change the"
+                    " user's SIP password instead",
+                )
+            pair = self.passwords.ha1_pair(device.username, realm, password)
+            await session.execute(
+                "UPDATE devices SET ha1_md5 = ?, ha1_sha256 = ? WHERE id = ?",
+                (pair.md5, pair.sha256, device.id),
+            )
+            return (await self._existing_device(session, org, extension, device_id))[1]
+
+    async def remove_device(self, org: OrgScope, extension: str, device_id: int) -> Device:
+        """Remove one of a user's devices (its username can no longer authenticate);
+        returns what was removed."""
+        async with self.database.transaction() as session:
+            _, device = await self._existing_device(session, org, extension, device_id)
+            await session.execute("DELETE FROM devices WHERE id = ?", (device.id,))
+        return device
+
+    async def update_user(
+        self,
+        org: OrgScope,
+        extension: str,
+        *,
+        name: str | _Keep = KEEP,
+        email: str | _Keep | None = KEEP,
+    ) -> User:
+        """Change a user's name and e-mail (None: no e-mail); what is not given stays."""
+        if not isinstance(name, _Keep):
+            name = _validate_name(name, extension)
+        if not isinstance(email, _Keep):
+            email = _validate_email(email, extension)
+        async with self.database.transaction() as session:
+            user = await _existing_user(session, org, extension)
+            await session.execute(
+                "UPDATE users SET name = ?, email = ? WHERE id = ?",
+                (
+                    user.name if isinstance(name, _Keep) else name,
+                    user.email if isinstance(email, _Keep) else email,
+                    user.id,
+                ),
+            )
+            return await _existing_user(session, org, extension)
 
     async def get_user(self, org: OrgScope, extension: str) -> User | None:
         """The user of `org` with this extension, or None."""
@@ -395,11 +548,24 @@ class Users:
                 f"portal password must have at least {MIN_PORTAL_PASSWORD_LENGTH} characters",
             )
         hashed = await self.passwords.hash(password)
+        await self._set_portal_hash(org, extension, hashed)
+
+    async def clear_portal_password(self, org: OrgScope, extension: str) -> None:
+        """Take a user's portal login away; their portal sessions end with it."""
+        await self._set_portal_hash(org, extension, None)
+
+    async def _set_portal_hash(self, org: OrgScope, extension: str, hashed: str | None) -> None:
         async with self.database.transaction() as session:
             changed, _ = await session.execute(
                 "UPDATE users SET portal_password_hash = ? WHERE org_id = ? AND extension = ?",
                 (hashed, org.id, extension),
             )
+            if changed and hashed is None:
+                await session.execute(
+                    "DELETE FROM portal_sessions WHERE user_id IN"
+                    " (SELECT id FROM users WHERE org_id = ? AND extension = ?)",
+                    (org.id, extension),
+                )
         if not changed:
             raise NotFound(f"unknown extension {extension}")
 

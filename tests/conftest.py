@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+# PostgreSQL fixtures (postgres_cluster, postgres_url) for the store's second backend.
+pytest_plugins = ["tests.postgres_fixtures"]
+
 COMMANDS = {
     "sipp": "apt-get install sip-tester",
     "espeak-ng": "apt-get install espeak-ng",

@@ -47,6 +47,9 @@ class RecordingSpec:
     sample_rate: int = 8000
     # [media] dtmf_interworking: keys for a far end without telephone-event.
     dtmf_interworking: str = "none"
+    # The legs whose feature code toggles an on-demand recording: both phones of an
+    # internal call between on-demand users; empty means `internal_leg` alone.
+    feature_code_legs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,10 @@
 """The recordings of all calls in progress: start on answer, file on hang-up.
 
 `RecordingManager` is the SIP process's side of recording. It decides from a call's
-recording mode whether to record, asks the call's media (a `RecordedMedia`: the relay
+recording mode whether to record (an internal call's mode is the rule over both users'
+modes, `callrec.policy.internal_call_recording`, which the SIP side applied; the
+recording is filed under the user whose mode decided, and the feature code is watched
+on each on-demand user's phone), asks the call's media (a `RecordedMedia`: the relay
 and the recorder live together in a media worker, `callrec.workers`) to start the
 recorder with a `RecordingSpec`, feeds it SDP changes and SIP INFO, and files the
 result in the store, which only this process owns: a row when recording starts, each
@@ -15,6 +18,11 @@ its owner hands in (`callrec serve`'s task group); `stop()` waits only for the w
 files a finished recording. Time comes from the injected `now` (wall clock, for what is
 stored) and `monotonic` (intervals), so tests can drive a fake clock through `tick()`
 instead of sleeping.
+
+Where a finished file goes is `storage.files.RecordingFiles`' (handed in by the owner,
+or built from `[storage]`): with an object store, each finished recording is queued
+for upload as it is filed, and an `storage.uploads.UploadQueue` (started with the
+ticker) uploads it, verifies it and only then deletes the local copy.
 """
 
 from __future__ import annotations
@@ -29,13 +37,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from callrec.config import Config
-from callrec.policy import PolicyError, RecordingMode, RecordingSettings
+from callrec.policy import ANNOUNCEMENT_UPLOADED, PolicyError, RecordingMode, RecordingSettings
 from callrec.recording.control import RecordedMedia, RecordingOutcome, RecordingSpec, Toggle
 from callrec.recording.session import negotiated_rate
 from media.writer import repair
 from storage.database import Store
 from storage.errors import InvalidValue, StorageError
 from storage.files import RecordingFiles
+from storage.notices import NOTICE_SETTING, NoticeFiles, UploadedNotice
+from storage.uploads import UploadQueue
 
 if TYPE_CHECKING:
     from b2bua.call import Call
@@ -70,15 +80,29 @@ class RecordingManager:
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
         now: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        files: RecordingFiles | None = None,
     ) -> None:
         self.config = config
         self.store = store
-        self.files = RecordingFiles(config.storage.dir)
+        self.files = files if files is not None else RecordingFiles.from_config(config.storage)
+        # With an object store: the queue of finished recordings on their way there.
+        self.uploads: UploadQueue | None = None
+        if self.files.remote:
+            self.uploads = UploadQueue(
+                store,
+                self.files,
+                alarm_at=config.storage.upload_queue_alarm,
+                max_backoff_s=config.storage.upload_retry_max,
+            )
         self.active: dict[Call, ActiveRecording] = {}
         # The config's settings, and each organisation's in force (its stored ones over
         # the config's), refreshed every SETTINGS_REFRESH_S; a call uses its organisation's.
         self.settings: RecordingSettings = config.recording_settings
         self.org_settings: dict[int, RecordingSettings] = {}
+        # Each organisation's uploaded notice file (announcement "uploaded"), refreshed
+        # with the settings.
+        self.notices = NoticeFiles(config.storage.dir)
+        self.org_notices: dict[int, Path] = {}
         # Stored settings already reported as invalid: read every 2 s, logged once.
         self._invalid_settings: set[str] = set()
         self.spawn = spawn
@@ -94,8 +118,11 @@ class RecordingManager:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Start ticking (the task runs until its owner cancels it)."""
+        """Start ticking, and uploading with an object store (the tasks run until their
+        owner cancels them)."""
         self.spawn(self._tick_forever())
+        if self.uploads is not None:
+            self.spawn(self.uploads.run_forever())
 
     async def stop(self) -> None:
         """Finish every recording in progress and wait until each is filed (bounded: a
@@ -108,7 +135,11 @@ class RecordingManager:
     async def refresh_settings(self) -> None:
         """Pick up what each organisation stored (feature code, channels...)."""
         refreshed: dict[int, RecordingSettings] = {}
+        notices: dict[int, Path] = {}
         for org_id, stored in (await self.store.all_org_settings()).items():
+            notice = UploadedNotice.from_setting(stored.get(NOTICE_SETTING))
+            if notice is not None:
+                notices[org_id] = self.notices.path(org_id, notice.file)
             settings = self.config.recording_settings.with_stored(
                 stored, on_invalid=self._invalid_setting
             )
@@ -125,6 +156,10 @@ class RecordingManager:
                 )
             refreshed[org_id] = settings
         self.org_settings = refreshed
+        for org_id, path in notices.items():
+            if self.org_notices.get(org_id) != path:
+                log.info("organisation %d: its uploaded notice is now %s", org_id, path.name)
+        self.org_notices = notices
 
     def settings_for(self, call: Call) -> RecordingSettings:
         """The settings in force for `call`: its organisation's (the config's until
@@ -132,6 +167,18 @@ class RecordingManager:
         if call.org_id is None:
             return self.settings
         return self.org_settings.get(call.org_id, self.settings)
+
+    def announcement_for(self, call: Call, settings: RecordingSettings) -> str:
+        """What the media worker plays: the announcement setting, or for "uploaded" the
+        file of the call's organisation's own notice (the shipped notice if it has none,
+        so that callers are never left unwarned)."""
+        if settings.announcement != ANNOUNCEMENT_UPLOADED:
+            return settings.announcement
+        path = self.org_notices.get(call.org_id) if call.org_id is not None else None
+        if path is None:
+            log.warning("call %s: no uploaded notice; playing the shipped one", call.call_id)
+            return "default"
+        return str(path)
 
     def _invalid_setting(self, error: PolicyError) -> None:
         if error.message not in self._invalid_settings:
@@ -164,7 +211,9 @@ class RecordingManager:
             return
         if call in self.active:
             return
-        now = self.now()
+        # Call time 0 is the answer, also when this runs later (it waits for the call's
+        # record to exist): the worker holds the RTP that came since (issue 14).
+        now = call.answered_at if call.answered_at is not None else self.now()
         settings = self.settings_for(call)
         new = self.files.new_recording(settings.format, now)
         recording = self.config.recording
@@ -180,11 +229,12 @@ class RecordingManager:
             feature_code_timeout=recording.feature_code_timeout,
             paused=recording.paused,
             swallow_feature_code=recording.swallow_feature_code,
-            announcement=settings.announcement,
+            announcement=self.announcement_for(call, settings),
             language=settings.language,
             label=call.call_id,
             sample_rate=negotiated_rate(call.sdp),
             dtmf_interworking=self.config.media.dtmf_interworking,
+            feature_code_legs=call.watched_legs,
         )
         active = ActiveRecording(call, media, spec)
         media.start_recording(
@@ -253,7 +303,7 @@ class RecordingManager:
     def info_received(self, call: Call, leg: str, request: SipRequest) -> None:
         """A SIP INFO from the call: the feature code may come that way."""
         active = self.active.get(call)
-        if active is None or leg != call.internal_leg:
+        if active is None or leg not in call.watched_legs:
             return
         content_type = request.headers.get("Content-Type") or ""
         active.media.info(content_type, request.body, self.now())
@@ -301,6 +351,19 @@ class RecordingManager:
             )
         except StorageError as exc:
             log.error("call %s: recording outcome not stored: %s", call.call_id, exc)
+            return
+        await self._queue_upload(call.call_id, recording_id)
+
+    async def _queue_upload(self, call_id: str, recording_id: int) -> None:
+        """Hand a filed recording to the upload queue (with an object store)."""
+        if self.uploads is None:
+            return
+        try:
+            if await self.store.queue_upload(recording_id, self.uploads.node):
+                self.uploads.wake()
+        except StorageError as exc:
+            # Still local and `local`: the queue takes it at the next start.
+            log.error("call %s: recording not queued for upload: %s", call_id, exc)
 
     async def _repair_lost(self, active: ActiveRecording) -> RecordingOutcome:
         """The worker recording this call died: make its file playable and say so."""

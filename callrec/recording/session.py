@@ -4,10 +4,11 @@ A `CallRecording` is created when a call of a recorded user is answered. It is t
 tap for that call and feeds the sans-IO `media.recorder.Recorder`, which is ticked by the
 server so audio reaches the file at least once a second. For an `on-demand` user it also
 watches the user's leg for the feature code (RFC 4733, in-band, SIP INFO) and toggles the
-recording; the file is only created when recording first starts, so an on-demand call
-that is never recorded leaves nothing behind. Every time it uses comes from its caller
-(packet arrivals, `tick(now)`, `close(now)`) or from the injected `now` clock, so tests
-run it on a fake clock.
+recording (an internal call between two on-demand users has both legs watched, each by
+its own watcher; `feature_code_legs`); the file is only created when recording first
+starts, so an on-demand call that is never recorded leaves nothing behind. Every time
+it uses comes from its caller (packet arrivals, `tick(now)`, `close(now)`) or from the
+injected `now` clock, so tests run it on a fake clock.
 
 The file's sample rate is fixed when the recording starts (`negotiated_rate`): 16 kHz
 when both legs' SDPs share a wideband codec (G.722, Opus), so either side may send it,
@@ -181,12 +182,15 @@ class CallRecording:
         on_toggle: Callable[[Toggle], None] | None = None,
         label: str = "",
         now: Callable[[], float] = time.time,
+        feature_code_legs: Iterable[str] = (),
     ) -> None:
         self.file = file
         self.now = now
         self.mode = mode
         self.label = label
         self.internal_leg = internal_leg
+        # The legs whose feature code toggles the recording (on-demand only).
+        self.watched_legs = tuple(feature_code_legs) or (internal_leg,)
         self.channels = 2 if channels == "stereo" else 1
         self.format = config.format
         self.start_time = start_time
@@ -194,10 +198,15 @@ class CallRecording:
         self.started = mode == RecordingMode.ALWAYS
         self.sample_rate = sample_rate
         self.sink = LazyWriter(file, self.channels, config.format, sample_rate)
+        # One watcher (and swallower) per watched leg; `watcher` and `swallower` are the
+        # internal leg's, which also drives DTMF interworking.
+        self.watchers: dict[str, FeatureCodeWatcher] = {}
+        self.swallowers: dict[str, FeatureCodeSwallower] = {}
         self.watcher: FeatureCodeWatcher | None = None
         self.swallower: FeatureCodeSwallower | None = None
-        # Sends a held packet on towards the far end (set by whoever owns the relay).
-        self.release: Callable[[bytes], None] | None = None
+        # Sends a held packet from a leg on towards the other one (set by whoever owns
+        # the relay): release(from_leg, packet).
+        self.release: Callable[[str, bytes], None] | None = None
         # Telephone-event interworking: set when the far end's SDP has no
         # telephone-event while the user's phone sends events (b2bua kept them in its
         # answer). Those packets are then never forwarded, and with `[media]
@@ -208,16 +217,19 @@ class CallRecording:
         self._digit_relay: DigitRelay | None = None
         self._internal_event_pts: frozenset[int] = frozenset()
         if mode == RecordingMode.ON_DEMAND:
-            self.watcher = FeatureCodeWatcher(
-                internal_leg,
-                feature_code,
-                timeout=config.feature_code_timeout,
-                sample_rate=sample_rate,
-            )
-            if config.swallow_feature_code:
-                self.swallower = FeatureCodeSwallower(
-                    feature_code, timeout=config.feature_code_timeout
+            for leg in self.watched_legs:
+                self.watchers[leg] = FeatureCodeWatcher(
+                    leg,
+                    feature_code,
+                    timeout=config.feature_code_timeout,
+                    sample_rate=sample_rate,
                 )
+                if config.swallow_feature_code:
+                    self.swallowers[leg] = FeatureCodeSwallower(
+                        feature_code, timeout=config.feature_code_timeout
+                    )
+            self.watcher = self.watchers.get(internal_leg) or self.watchers[self.watched_legs[0]]
+            self.swallower = self.swallowers.get(internal_leg)
             if dtmf_interworking != "none":
                 self._digit_relay = DigitRelay(feature_code, config.feature_code_timeout)
                 self.watcher.on_digit = self._on_digit
@@ -238,31 +250,34 @@ class CallRecording:
         if kind != "rtp":
             return
         self.recorder.on_packet(leg, kind, data, arrival)
-        if self.watcher is not None and leg == self.internal_leg:
-            for event in self.watcher.on_rtp(data, arrival):
+        watcher = self.watchers.get(leg)
+        if watcher is not None:
+            for event in watcher.on_rtp(data, arrival):
                 self._toggle(event)
 
     def rtp_filter(self, leg: str, data: bytes, arrival: float) -> bool:
         """The relay's filter: False keeps a packet from the far end (a feature-code
         packet, or any telephone-event one the far end did not negotiate)."""
-        if leg != self.internal_leg:
+        if leg not in self.watched_legs:
             return True
         if (
-            self.events_terminated
+            leg == self.internal_leg
+            and self.events_terminated
             and len(data) >= 12
             and (data[1] & 0x7F) in self._internal_event_pts
         ):
             return False
-        if self.swallower is None:
+        swallower = self.swallowers.get(leg)
+        if swallower is None:
             return True
-        forward, release = self.swallower.filter(data, arrival)
-        self._release(release)
+        forward, release = swallower.filter(data, arrival)
+        self._release(leg, release)
         return forward
 
-    def _release(self, packets: list[bytes]) -> None:
+    def _release(self, leg: str, packets: list[bytes]) -> None:
         if packets and self.release is not None:
             for packet in packets:
-                self.release(packet)
+                self.release(leg, packet)
 
     def _on_digit(self, event: DigitEvent) -> None:
         """Every key of the user's leg: those the far end could not get as events go on
@@ -278,14 +293,17 @@ class CallRecording:
             self.relay_digit(digit)
 
     def _on_audio(self, leg: str, start_sample: int, pcm: npt.NDArray[np.int16]) -> None:
-        if self.watcher is not None and leg == self.internal_leg:
+        watcher = self.watchers.get(leg)
+        if watcher is not None:
             # The recorder's start: it moves back to the first packet's audio.
             start = self.recorder.start_time + start_sample / self.recorder.clock_rate
-            for event in self.watcher.on_audio(pcm, start):
+            for event in watcher.on_audio(pcm, start):
                 self._toggle(event)
 
     def on_info(self, content_type: str, body: bytes, at: float) -> bool:
-        """A SIP INFO from the internal leg; True if it carried a DTMF digit."""
+        """A SIP INFO from a watched leg; True if it carried a DTMF digit. (INFO does
+        not say its leg here: a call with two watched legs matches their INFO digits
+        with the internal leg's watcher.)"""
         if self.watcher is None:
             return False
         try:
@@ -338,10 +356,10 @@ class CallRecording:
             for payload_type in events:
                 codecs.pop(payload_type, None)
             self.recorder.set_codecs(sender, codecs, events)
-            if self.watcher is not None and sender == self.internal_leg:
-                self.watcher.set_telephone_event_pts(events)
-            if self.swallower is not None and sender == self.internal_leg:
-                self.swallower.payload_types = set(events)
+            if sender in self.watchers:
+                self.watchers[sender].set_telephone_event_pts(events)
+            if sender in self.swallowers:
+                self.swallowers[sender].payload_types = set(events)
         internal = self.formats.get(self.internal_leg)
         far = self.formats.get("b" if self.internal_leg == "a" else "a")
         self._internal_event_pts = frozenset(internal.telephone_events if internal else ())
@@ -355,8 +373,8 @@ class CallRecording:
 
     def tick(self, now: float) -> None:
         self.recorder.tick(now)
-        if self.swallower is not None:
-            self._release(self.swallower.due(now))
+        for leg, swallower in self.swallowers.items():
+            self._release(leg, swallower.due(now))
         if self._digit_relay is not None and self.relay_digit is not None:
             for digit in self._digit_relay.due(now):
                 self.relay_digit(digit)

@@ -17,7 +17,10 @@ started by the `spawn` callable its owner hands in, then mailed as a signed link
 `ExportService.verify_link`; the CLI awaits `build_export`. Links are
 `<portal base url>/exports/download?token=...` where the token is an HMAC-SHA256 of the
 export id, its organisation and the expiry time (`sign_download` / `verify_download`).
-Where ZIPs go and which recording file is read: `RecordingFiles`.
+Where ZIPs go and which recording file is read: `RecordingFiles`. With an object store
+the recordings are read from it, each streamed into the ZIP chunk by chunk (its reader
+runs on the event loop; the ZIP is written in the worker thread), never copied whole
+first. The ZIPs themselves stay on the local disk of the node that built them.
 """
 
 from __future__ import annotations
@@ -208,7 +211,7 @@ class MonthExport:
         """Copy one recording into the ZIP in chunks; its (sha256, size) or None."""
         recording = listing.recording
         try:
-            handle = self.files.resolve(recording.path).open("rb")
+            handle = self.files.open_for_copy(recording.path)
         except (FileNotFoundError, InvalidValue):
             log.error("export: recording %d: file %s is missing", recording.id, recording.path)
             summary.missing.append(recording.id)
@@ -356,23 +359,42 @@ async def build_export(
     output: Path | None = None,
     clock: Callable[[], float] = time.time,
     presentation: Presentation | None = None,
+    files: RecordingFiles | None = None,
 ) -> ExportJob:
     """Build the month's ZIP now (to `output`, default `<storage>/exports/<id>-<month>.zip`)
     and return the finished row, with `org`'s recordings only. Refused (Conflict) while
     `org` may not bulk download (`check_bulk_download_allowed`); a failed build is
     marked `failed` (with the details) and raised as StorageUnavailable. The month,
     the entry names and their
-    times are in the `presentation`'s time zone (default: the one in force)."""
+    times are in the `presentation`'s time zone (default: the one in force). `files`:
+    the recording files (default: `[storage]`'s, opened and closed here)."""
+    if files is None:
+        own = RecordingFiles.from_config(config.storage)
+        try:
+            return await build_export(
+                store,
+                config,
+                org,
+                month,
+                requested_by=requested_by,
+                export_id=export_id,
+                output=output,
+                clock=clock,
+                presentation=presentation,
+                files=own,
+            )
+        finally:
+            await own.close()
     if presentation is None:
         presentation = await Presentations().in_force(store, config, org)
     since, until = parse_month(month, presentation)
     await check_bulk_download_allowed(store, config, org)
     if export_id is None:
         export_id = await store.create_export(org, month, requested_by, clock())
-    files = RecordingFiles(config.storage.dir)
     target = output if output is not None else files.export_zip(export_id, month)
     try:
         await store.update_export(export_id, "building")
+        await files.ready()  # the object store's client, before the thread reads it
         listings = await store.export_listings(org, since, until)
         builder = MonthExport(files, listings, built_at=clock(), presentation=presentation)
         summary = await asyncio.to_thread(builder.write, target)
@@ -436,6 +458,7 @@ async def _build_and_mail(
     email: str | None,
     clock: Callable[[], float],
     presentations: Presentations,
+    files: RecordingFiles,
 ) -> None:
     # The month is read, the files named and the mail written as the settings say now.
     presentation = await presentations.in_force(store, config, org)
@@ -449,6 +472,7 @@ async def _build_and_mail(
             export_id=export_id,
             clock=clock,
             presentation=presentation,
+            files=files,
         )
     except StorageError as exc:
         if isinstance(exc, Conflict):
@@ -521,14 +545,19 @@ class ExportService:
         spawn: Spawn | None,
         clock: Callable[[], float] = time.time,
         presentations: Presentations | None = None,
+        files: RecordingFiles | None = None,
     ) -> None:
         self.store = store
         self.config = config
         self.presentations = presentations or Presentations()
-        self.files = RecordingFiles(config.storage.dir)
+        self.files = files if files is not None else RecordingFiles.from_config(config.storage)
         self.spawn = spawn
         self.clock = clock
         self._secret: bytes | None = None
+        warning = config.portal.link_warning()
+        if spawn is not None and warning is not None:
+            # Built once as `callrec serve` starts its portal: said once, at start-up.
+            log.warning("%s", warning)
 
     async def secret(self) -> bytes:
         """The link-signing key (`portal_secret`), read once."""
@@ -587,6 +616,7 @@ class ExportService:
                 email,
                 clock,
                 self.presentations,
+                self.files,
             )
         )
         return export_id

@@ -138,6 +138,12 @@ class Presentation:
         moment = self.local(timestamp)
         return f"{self._date(moment)} {self._time(moment)}"
 
+    def time_of_day(self, timestamp: float | None) -> str:
+        """The time of day alone, in this zone, as this language writes it."""
+        if timestamp is None:
+            return ""
+        return self._time(self.local(timestamp))
+
     def day(self, timestamp: float | None) -> str:
         if timestamp is None:
             return ""

@@ -31,6 +31,7 @@ from storage.models import (
     User,
     format_timestamp,
 )
+from storage.recordings import RecordedSpan
 
 __all__ = [
     "USAGE_FIELDS",
@@ -45,6 +46,7 @@ __all__ = [
     "organisation_json",
     "recording_file_name",
     "recording_json",
+    "spans_json",
     "usage_json",
     "user_json",
 ]
@@ -59,6 +61,7 @@ def user_json(user: User, devices: Sequence[Device] | None = None) -> dict[str, 
         "email": user.email,
         "recording_mode": user.recording_mode,
         "has_password": user.has_password,
+        "portal_login": user.portal_login,
         "realm": user.realm,
         "language": user.language,
         "created_at": format_timestamp(user.created_at),
@@ -73,8 +76,11 @@ def device_json(device: Device) -> dict[str, Any]:
 
 
 def call_parties(call: CallRecord) -> dict[str, Any]:
-    """Who called whom, and when: shared by a call and a recording's call."""
+    """Who called whom, and when: shared by a call and a recording's call. `direction`
+    is `outbound` (a user to the trunk), `inbound` (the trunk to a user) or `internal`
+    (a user to another user of the organisation: both are named, and both see it)."""
     return {
+        "direction": call.direction,
         "caller": {"extension": call.caller_ext, "name": call.caller_name},
         "callee": {"extension": call.callee_ext, "name": call.callee_name},
         "started_at": format_timestamp(call.started_at),
@@ -88,7 +94,6 @@ def call_json(call: CallRecord) -> dict[str, Any]:
     return {
         "id": call.id,
         "sip_call_id": call.sip_call_id,
-        "direction": call.direction,
         **call_parties(call),
         "duration_s": call.duration_s,
         "disposition": call.disposition,
@@ -102,9 +107,33 @@ def media_type(recording: Recording) -> str:
     return "audio/flac" if recording.format.lower() == "flac" else "audio/wav"
 
 
-def recording_json(recording: Recording) -> dict[str, Any]:
-    """A recording: its file (path relative to the storage folder), format, spans,
-    checksum, status and retention."""
+def spans_json(spans: Sequence[RecordedSpan], zone: Presentation) -> list[dict[str, str | None]]:
+    """What was recorded of a call (`Store.recorded_spans`): `start` and `end` in UTC like
+    every time here, and the same moments in the organisation's time zone with its
+    offset (`start_local`, `end_local`), as the portal shows them."""
+
+    def local(timestamp: float | None) -> str | None:
+        if timestamp is None:
+            return None
+        return zone.local(timestamp).isoformat(timespec="seconds")
+
+    return [
+        {
+            "start": format_timestamp(span.start),
+            "end": format_timestamp(span.end),
+            "start_local": local(span.start),
+            "end_local": local(span.end),
+        }
+        for span in spans
+    ]
+
+
+def recording_json(
+    recording: Recording, spans: Sequence[RecordedSpan], zone: Presentation
+) -> dict[str, Any]:
+    """A recording: its file (path relative to the storage folder), format, segments
+    (offsets in the file), recorded spans (wall-clock, `spans_json`), checksum, status
+    and retention."""
     return {
         "id": recording.id,
         "call_id": recording.call_id,
@@ -121,6 +150,7 @@ def recording_json(recording: Recording) -> dict[str, Any]:
         "ended_at": format_timestamp(recording.ended_at),
         "duration_s": recording.duration_s,
         "segments": [list(segment) for segment in recording.segments],
+        "spans": spans_json(spans, zone),
         "sha256": recording.sha256,
         "bytes": recording.bytes,
         "retention_days": recording.retention_days,
@@ -129,9 +159,11 @@ def recording_json(recording: Recording) -> dict[str, Any]:
     }
 
 
-def listing_json(listing: RecordingListing) -> dict[str, Any]:
+def listing_json(
+    listing: RecordingListing, spans: Sequence[RecordedSpan], zone: Presentation
+) -> dict[str, Any]:
     """A recording with its call's parties and times under `call`."""
-    data = recording_json(listing.recording)
+    data = recording_json(listing.recording, spans, zone)
     call = listing.call
     data["call"] = {"id": call.id, **call_parties(call)}
     return data

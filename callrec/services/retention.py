@@ -7,8 +7,10 @@ before `now` and marks
 its row `purged` (metadata kept) with an audit entry. Nothing else deletes a recording.
 
 The files themselves belong to `storage.files.RecordingFiles`: the purge asks it to
-delete each one (it refuses any path outside the recordings folder), and export expiry
-asks it to delete the ZIPs the server built.
+delete each one wherever it is, the local file or the object in the object store (it
+refuses any path outside the recordings folder), and export expiry asks it to delete
+the ZIPs the server built. An object store that is down fails those recordings'
+deletion; they stay unpurged and the next pass tries again.
 
 The purge is the platform's: one pass covers every organisation (each recording
 carries its own expiry), and each purge is audited in the recording's organisation.
@@ -145,13 +147,13 @@ class PurgeReport:
         return [item for item in self.purged if not item.file_found]
 
 
-def _delete_files(files: RecordingFiles, rows: Sequence[Recording]) -> list[bool | str]:
+async def _delete_files(files: RecordingFiles, rows: Sequence[Recording]) -> list[bool | str]:
     """Per row: True deleted, False already missing, or why it could not be deleted."""
     outcomes: list[bool | str] = []
     for row in rows:
         try:
-            outcomes.append(files.delete(row.path))
-        except InvalidValue as exc:
+            outcomes.append(await files.delete_recording(row.path))
+        except StorageError as exc:
             outcomes.append(exc.message)
         except OSError as exc:
             outcomes.append(str(exc))
@@ -167,7 +169,7 @@ async def purge_expired(
     rows = await store.expired_recordings(now, limit)
     if not rows:
         return report
-    outcomes = await asyncio.to_thread(_delete_files, files, rows)
+    outcomes = await _delete_files(files, rows)
     for row, outcome in zip(rows, outcomes, strict=True):
         if isinstance(outcome, str):
             log.error("recording %d: cannot delete %s: %s", row.id, row.path, outcome)

@@ -151,6 +151,9 @@ class WorkerPool:
         # Told of the sessions a dead worker took with it that were still open.
         self.on_lost: Callable[[list[RemoteMedia]], None] | None = None
         self.restarts = 0
+        # Packets of the sessions closed so far, as their workers reported them.
+        self.packets_relayed = 0
+        self.packets_dropped = 0
         self._ids = itertools.count(1)
         self._request_ids = itertools.count(1)
         self._stopping = False
@@ -405,6 +408,8 @@ class WorkerPool:
             return
         if event == "closed" and "free" in message:
             worker.free = int(message["free"])
+            self.packets_relayed += int(message.get("relayed") or 0)
+            self.packets_dropped += int(message.get("dropped") or 0)
         media = worker.sessions.get(int(message.get("sid", 0)))
         if media is None:
             return

@@ -59,11 +59,14 @@ from media.ports import PortAllocator
 from media.relay import MediaSession
 from media.rtp import MediaError
 
-__all__ = ["TICK_INTERVAL_S", "MediaWorker"]
+__all__ = ["TICK_INTERVAL_S", "TICK_SLICE_S", "MediaWorker"]
 
 log = logging.getLogger("callrec.worker")
 
 TICK_INTERVAL_S = 0.25
+# The longest the recorders' tick holds the event loop before it lets packets and
+# commands through (see `tick_in_slices`).
+TICK_SLICE_S = 0.005
 CLOSE_TIMEOUT_S = 10.0
 BEEP = "beep"
 # RTP held from the answer until the recorder is set up (see _EarlyTap).
@@ -122,11 +125,14 @@ class MediaWorker:
         send: Callable[[Message], None],
         *,
         now: Callable[[], float] = time.time,
+        work_clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.address = address
         self.ports = PortAllocator(first_port, last_port)
         self.send = send
         self.now = now
+        # Measures how long a tick slice has held the loop (`tick_in_slices`).
+        self.work_clock = work_clock
         self.calls: dict[int, _WorkerCall] = {}
         self._prompts: dict[tuple[str, str], npt.NDArray[np.int16] | None] = {}
         self._finishing: set[asyncio.Task[None]] = set()
@@ -228,8 +234,20 @@ class MediaWorker:
         call = self.calls.pop(sid, None)
         if call is None:
             return
+        # The session's packet counters, summed into the pool's /metrics totals.
+        legs = [call.session.stats(leg) for leg in ("a", "b")]
         call.session.close()
-        self.send({"ev": "closed", "sid": sid, "free": self.ports.free})
+        relayed = sum(stats.rtp_out + stats.rtcp_out for stats in legs)
+        dropped = sum(stats.dropped + stats.srtp_failed for stats in legs)
+        self.send(
+            {
+                "ev": "closed",
+                "sid": sid,
+                "free": self.ports.free,
+                "relayed": relayed,
+                "dropped": dropped,
+            }
+        )
         self._finish_recording(call, float(message.get("at") or self.now()))
 
     # ------------------------------------------------------------------ recording
@@ -255,6 +273,7 @@ class MediaWorker:
                 config,
                 RecordingFile(spec.relative, Path(spec.absolute)),
                 internal_leg=spec.internal_leg,
+                feature_code_legs=spec.feature_code_legs,
                 start_time=spec.start_time,
                 mode=spec.mode,
                 feature_code=config.feature_code,
@@ -285,7 +304,7 @@ class MediaWorker:
             # On-demand: the feature code's packets, and telephone-events a far end did
             # not negotiate, are kept from the far end.
             session.rtp_filter = recording.rtp_filter
-            recording.release = functools.partial(session.forward, spec.internal_leg)
+            recording.release = session.forward
             recording.relay_digit = functools.partial(self._relay_digit, call)
         if recording.started:
             self._announce(call)
@@ -331,7 +350,9 @@ class MediaWorker:
         if toggle.first_start:
             self._announce(call)
         elif call.recording is not None:
-            self._play(call, self._prompt(BEEP, call.language), [call.recording.internal_leg])
+            # The beep goes to each phone whose feature code toggles (both of an
+            # internal call between on-demand users).
+            self._play(call, self._prompt(BEEP, call.language), list(call.recording.watched_legs))
         self.send({"ev": "toggle", "sid": call.sid, **dataclasses.asdict(toggle)})
 
     def _announce(self, call: _WorkerCall) -> None:
@@ -402,22 +423,52 @@ class MediaWorker:
 
     # ------------------------------------------------------------------ ticks
     async def tick_forever(self) -> None:
+        """Tick every recorder once per `TICK_INTERVAL_S`, on a fixed grid of the loop
+        clock (a pass that overran starts the next one at once, not a burst)."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
         while True:
-            await asyncio.sleep(TICK_INTERVAL_S)
-            self.tick()
+            due += TICK_INTERVAL_S
+            delay = due - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                due = loop.time()
+            await self.tick_in_slices()
 
-    def tick(self) -> None:
-        """Write what every recorder has buffered and start the fsyncs that are due."""
+    async def tick_in_slices(self) -> None:
+        """One pass of `tick`, split so that it never holds the event loop for much more
+        than `TICK_SLICE_S`.
+
+        Ticking every recorder at once took 65 ms per pass with 150 recorded calls in a
+        worker (py-spy, bench/RESULTS.md "Profile"): an `open` arriving meanwhile waited
+        for all of it, which was the setup p99. So after each recorder whose slice is
+        used up, the pass yields to the loop (packets and commands go through) and goes
+        on with the next recorder. A call closed meanwhile is skipped: its recorder was
+        taken off (`_finish_recording`) before it was handed to a closing thread.
+        """
+        calls = list(self.calls.values())
+        work_clock = self.work_clock
+        slice_end = work_clock() + TICK_SLICE_S
         now = self.now()
-        for call in self.calls.values():
+        for call in calls:
             recording = call.recording
             if recording is None:
                 continue
-            try:
-                recording.tick(now)
-            except Exception:
-                # A broken recorder must not stop the others (or the calls).
-                log.exception("call %s: recorder tick failed", recording.label)
+            _tick_recording(recording, now)
+            if work_clock() >= slice_end:
+                await asyncio.sleep(0)
+                slice_end = work_clock() + TICK_SLICE_S
+                now = self.now()
+        self._sync_files()
+
+    def tick(self) -> None:
+        """Write what every recorder has buffered and start the fsyncs that are due, in
+        one go (`tick_in_slices` is what the worker runs)."""
+        now = self.now()
+        for call in self.calls.values():
+            if call.recording is not None:
+                _tick_recording(call.recording, now)
         self._sync_files()
 
     def _sync_files(self) -> None:
@@ -445,6 +496,14 @@ class MediaWorker:
             pending.append(self._syncing)
         if pending:
             await asyncio.wait(pending, timeout=CLOSE_TIMEOUT_S)
+
+
+def _tick_recording(recording: CallRecording, now: float) -> None:
+    try:
+        recording.tick(now)
+    except Exception:
+        # A broken recorder must not stop the others (or the calls).
+        log.exception("call %s: recorder tick failed", recording.label)
 
 
 def _sync_each(recordings: list[CallRecording]) -> None:

@@ -74,6 +74,7 @@ def test_users_add_list_round_trip(capsys: pytest.CaptureFixture[str], config_fi
         "email": "alice@example.org",
         "recording_mode": "always",
         "has_password": True,
+        "portal_login": False,
         "realm": "office",
         "language": None,
         "created_at": users[0]["created_at"],

@@ -13,6 +13,12 @@ import pytest
 from tests.callrec.test_cli_storage import in_store, run
 
 
+@pytest.fixture(autouse=True)
+def english_locale(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The config below says Dutch, which the CLI would speak without a locale choice.
+    monkeypatch.setenv("LC_ALL", "en_US.UTF-8")
+
+
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "callrec.toml"

@@ -27,8 +27,8 @@ REALM = "callrec"
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "callrec.db")
+async def store(store_location: str | Path) -> AsyncIterator[Store]:
+    opened = await Store.open(store_location)
     await opened.add_user(ORG, "201", "Alice", password="old-201", devices=["sip:desk201@pbx"])
     await opened.add_user(ORG, "202", "Bob", password="pw-202")
     yield opened
@@ -110,11 +110,11 @@ async def test_lookups_do_not_touch_the_database(store: Store, tasks: Tasks) -> 
 
 
 async def test_a_change_by_another_connection_applies_within_the_poll_interval(
-    store: Store, tasks: Tasks, tmp_path: Path
+    store: Store, tasks: Tasks, store_location: str | Path
 ) -> None:
     poll = 0.1
     directory = await loaded(store, tasks, poll_interval=poll, max_stale=10.0)
-    other = await Store.open(tmp_path / "callrec.db")  # what the CLI opens
+    other = await Store.open(store_location)  # what the CLI (or another node) opens
     try:
         await other.set_password(ORG, "202", "new-202")
         changed_at = time.monotonic()
@@ -182,3 +182,40 @@ async def test_registrations_are_written_through(store: Store, tasks: Tasks) -> 
     # A reload (here forced by a change of the user) reads the same from the store.
     await store.set_mode(ORG, "202", "never")
     assert await directory.bindings(ORG.id, "202", now) == []
+
+
+async def test_registrations_and_writes_of_another_node_reach_this_cache(
+    store: Store, tasks: Tasks, store_location: str | Path
+) -> None:
+    """Another node (another Store on the same database) registers a phone: this
+    node's cache learns it by polling, while its own writes do not make it reload."""
+    poll = 0.05
+    directory = await loaded(store, tasks, poll_interval=poll, max_stale=10.0)
+    user = await directory.get_user(ORG.id, "202")
+    assert user is not None
+    now = time.time()
+    await directory.upsert_binding(user.id, "sip:202@10.0.0.1", "10.0.0.1:5060", "c1", 1, now + 60)
+    reloads = directory.reloads
+    polled = asyncio.Event()
+    real_version = directory.watch.data_version
+
+    async def counted() -> int:
+        polled.set()
+        return await real_version()
+
+    directory.watch.data_version = counted  # type: ignore[method-assign]
+    for _ in range(3):  # a few polls after this node's own write
+        polled.clear()
+        await asyncio.wait_for(polled.wait(), timeout=5)
+    assert directory.reloads <= reloads + 1  # SQLite's data_version may move once
+    other = await Store.open(store_location)
+    try:
+        await other.upsert_binding(user.id, "sip:202@10.0.0.9", "10.0.0.9:5060", "c9", 1, now + 60)
+
+        async def seen() -> bool:
+            contacts = [b.contact for b in await directory.bindings(ORG.id, "202", now)]
+            return "sip:202@10.0.0.9" in contacts
+
+        await wait_until_async(seen, timeout=5, what="the other node's registration")
+    finally:
+        await other.close()

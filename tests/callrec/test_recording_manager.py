@@ -169,9 +169,11 @@ class FakeCall:
     media: FakeMedia = field(default_factory=FakeMedia)
     call_id: str = "call@test"
     internal_leg: str = "a"
+    watched_legs: tuple[str, ...] = ("a",)
     owner_ext: str = "201"
     org_id: int | None = 1
     sdp: dict[str, bytes] = field(default_factory=lambda: {"a": b"v=0\r\n"})
+    answered_at: float | None = None  # None: the manager's clock says when
 
 
 async def new_call(store: Store, mode: str) -> FakeCall:

@@ -99,5 +99,23 @@ def test_the_file_holds_the_callers_audio_from_its_first_packet_sample_for_sampl
     assert start <= 0.25 * RATE, f"the first packet starts {start / RATE:.3f} s into the file"
     held = caller[start : start + expected.size]
     assert held.size == expected.size, "the file ends before the caller's last packet"
-    missing = np.flatnonzero(held != expected)
-    assert missing.size == 0, f"{missing.size} samples differ, first at {missing[0]}"
+    differ = np.flatnonzero(held != expected)
+    assert differ.size == 0, (
+        f"{differ.size} samples differ, first at {differ[0]}; "
+        f"where each packet was found: {packet_offsets(caller, expected, start)}"
+    )
+
+
+def packet_offsets(caller: npt.NDArray[np.int16], expected: npt.NDArray[np.int16],
+                   start: int) -> dict[str, int]:  # fmt: skip
+    """For a failure message: each distinct 30 ms packet's offset from where it belongs
+    (a shift says the stream was re-anchored; `missing` counts packets not found)."""
+    offsets: dict[str, int] = {}
+    for index in range(expected.size // 240):
+        chunk = expected[index * 240 : (index + 1) * 240]
+        if np.unique(chunk).size < 8:
+            continue  # silence: found anywhere
+        found = first_match(caller, chunk)
+        key = "missing" if found < 0 else str(found - start - index * 240)
+        offsets[key] = offsets.get(key, 0) + 1
+    return offsets

@@ -125,12 +125,12 @@ def test_login_throttle_window_slides() -> None:
     assert throttle.retry_after("1.2.3.4", "root", 60.5) == 0
 
 
-def test_sessions_expire_when_idle() -> None:
-    sessions = SessionStore(idle_s=10)
-    session = sessions.create(user_identity(ORG, "201", "Alice"), now=0.0)
-    assert sessions.get(session.id, 9.0) is session
-    assert sessions.get(session.id, 18.0) is session
-    assert sessions.get(session.id, 28.5) is None
+async def test_sessions_expire_when_idle(portal: Fixture) -> None:
+    sessions = SessionStore(portal.store, idle_s=10)
+    session = await sessions.create(user_identity(ORG, "201", "Alice Archer"), now=0.0)
+    assert (await sessions.get(session.id, 9.0)) is not None
+    assert (await sessions.get(session.id, 18.0)) is not None
+    assert await sessions.get(session.id, 28.5) is None
 
 
 async def test_api_write_with_cookie_needs_csrf_header(portal: Fixture, admin: Client) -> None:

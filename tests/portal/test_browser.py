@@ -92,26 +92,30 @@ async def test_admin_records_a_user_and_plays_and_downloads_a_call(
     assert stored["bulk_download"] == "on"
     await expect(page.get_by_label("Feature code")).to_have_value("*5")
 
-    # The Users page: add a user (not recorded yet), then the mode dropdown and Save.
+    # The Users page: add a user (on demand, like every new user; the SIP password made
+    # for them shown once), then the mode dropdown and Save.
     await page.get_by_role("navigation", name="Main").get_by_role("link", name="Users").click()
     await page.get_by_label("Extension").fill("204")
     await page.get_by_label("Name").fill("Dan Dale")
     await page.get_by_role("button", name="Add user").click()
     await expect(page.locator("p.notice")).to_contain_text("Added Dan Dale (204)")
+    await expect(page.locator("code[data-password]")).to_have_count(1)
     await page.locator("#mode-202").select_option("always")
     await page.locator('tr[data-extension="202"]').get_by_role("button", name="Save").click()
     await expect(page.locator("p.notice")).to_contain_text("Bob Baker (202)")
     user = await portal.store.get_user(ORG, "202")
     assert user is not None and user.recording_mode == "always"
     user = await portal.store.get_user(ORG, "204")
-    assert user is not None and user.recording_mode == "never"
+    assert user is not None and user.recording_mode == "on-demand" and user.has_password
 
     await (
         page.get_by_role("navigation", name="Main")
         .get_by_role("link", name="Recording settings")
         .click()
     )
-    await expect(page.get_by_label("Add a user")).to_contain_text("Dan Dale (204)")
+    # Dan is among the users on recording (on demand), not among those to add.
+    await expect(page.locator("main")).to_contain_text("Dan Dale")
+    await expect(page.locator('#add-extension option[value="204"]')).to_have_count(0)
     await page.screenshot(path=str(tmp_path / "settings.png"), full_page=True)
 
     # Reports: the recorded Alice-Bob call with its player and download button.

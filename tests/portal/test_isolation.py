@@ -57,6 +57,7 @@ class Orgs:
     a_link: str
     zip_bytes: bytes
     b: OrgScope
+    a_device: int = 0
 
 
 @pytest.fixture
@@ -73,6 +74,7 @@ async def orgs(portal: Fixture, tmp_path: Path) -> AsyncIterator[Orgs]:
     )
     a_token_id, _ = await store.create_api_token(ORG, "a-token", "admin:root")
     a_did = (await store.add_did(ORG, "31201000", "31201099")).id
+    a_device = (await store.add_device(ORG, A_ONLY_EXTENSION, "carol-desk", password="pw-1")).id
     # The real link check, so a link that verifies would hand out the ZIP.
     config_path = tmp_path / "callrec.toml"
     config_path.write_text(f'[storage]\ndir = "{portal.storage_dir}"\n')
@@ -92,7 +94,7 @@ async def orgs(portal: Fixture, tmp_path: Path) -> AsyncIterator[Orgs]:
     await store.create_call(
         b.id, sip_call_id="beta@test", direction="outbound", caller_ext="201", started_at=1.0
     )
-    yield Orgs(portal, a_export, a_token_id, a_did, a_link, zip_path.read_bytes(), b)
+    yield Orgs(portal, a_export, a_token_id, a_did, a_link, zip_path.read_bytes(), b, a_device)
 
 
 def _fill(path: str, orgs: Orgs) -> str:
@@ -104,6 +106,7 @@ def _fill(path: str, orgs: Orgs) -> str:
         "/api/v1/exports/": orgs.a_export,
         "/api/v1/tokens/": orgs.a_token_id,
         "/dids/": orgs.a_did,
+        "/devices/": orgs.a_device,
     }
     filled = path.replace("{extension}", A_ONLY_EXTENSION).replace("{slug}", ORG.slug)
     if "{id}" in filled:

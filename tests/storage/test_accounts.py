@@ -59,10 +59,10 @@ async def test_admins_are_argon2_hashed_verified_and_removed(store: Store) -> No
 
 
 async def test_one_hasher_for_admins_and_users_and_weak_hashes_are_upgraded(
-    tmp_path: Path,
+    store_location: str | Path,
 ) -> None:
     cheap = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    path = tmp_path / "callrec.db"
+    path = store_location
     store = await Store.open(path, hasher=cheap)
     await store.add_admin(ORG, "root", "correct horse")
     await store.add_user(ORG, "101", "Alice")

@@ -94,3 +94,39 @@ async def test_list_calls_filters_and_order(store: Store) -> None:
     assert await ids(since=150.0, until=350.0) == ["c3", "c2"]
     assert await ids(extension="101") == ["c2", "c1"]
     assert await ids(extension="102", since=250.0) == ["c3"]
+
+
+async def test_search_by_name_or_part_of_a_number_on_each_backend(store: Store) -> None:
+    """The same search on SQLite (FTS5 trigram for 3+ characters, LIKE below) and on
+    PostgreSQL (LIKE/ILIKE backed by trigram indexes): names, partial numbers, and
+    LIKE's wildcard characters taken literally."""
+    from storage.calls import CallQuery
+
+    rows = [
+        ("s1", "201", "Alice Archer", "0612345678", 100.0),
+        ("s2", "202", "Bob 100%_sure", "0201112222", 200.0),
+        ("s3", "203", "Carol", "0755512345", 300.0),
+    ]
+    for sip_call_id, caller, name, callee, started in rows:
+        await store.create_call(
+            ORG.id,
+            sip_call_id=sip_call_id,
+            direction="outbound",
+            caller_ext=caller,
+            caller_name=name,
+            callee_ext=callee,
+            started_at=started,
+        )
+
+    async def found(text: str) -> list[str]:
+        page, total = await store.calls_page(ORG, CallQuery(search=text), 10, 0)
+        assert total == len(page)
+        return sorted(row.call.sip_call_id for row in page)
+
+    assert await found("alice") == ["s1"]
+    assert await found("arch") == ["s1"]
+    assert await found("12345") == ["s1", "s3"]
+    assert await found("22") == ["s2"]  # a short text: the LIKE form on both
+    assert await found("100%_") == ["s2"]
+    assert await found("%") == ["s2"]
+    assert await found("nobody") == []
