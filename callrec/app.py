@@ -37,6 +37,7 @@ from storage.connection import redact_url
 from storage.database import Store
 from storage.errors import EmptyDatabase, StorageError
 from storage.files import RecordingFiles
+from storage.uploads import node_name
 
 log = logging.getLogger("callrec.app")
 
@@ -180,6 +181,8 @@ async def serve(config: Config, *, init: bool = False) -> None:
     configure_logging(config.server.log_format, os.environ.get("CALLREC_LOG_LEVEL", "INFO"))
     raise_open_file_limit(config)
     store = await open_store(config, init=init)
+    # This node's name on a shared store: its calls, and only they, are its to close.
+    store.node = node_name(config.storage.dir)
     try:
         await close_interrupted_calls(store, config.storage.dir)
         async with background_tasks() as spawn:

@@ -78,6 +78,8 @@ async def _read_bounded(part: BodyPartReader, limit: int) -> bytes | None:
 async def read_notice_form(request: web.Request) -> NoticeForm:
     """The posted upload form (multipart/form-data); raises NoticeRejected for a file
     over MAX_NOTICE_BYTES or no file, ValueError for a body that is no such form."""
+    if not request.content_type.startswith("multipart/"):
+        raise ValueError(f"expected multipart/form-data, got {request.content_type}")
     reader = await request.multipart()
     token: str | None = None
     filename = ""

@@ -950,6 +950,8 @@ async def post_user_remove(request: web.Request) -> web.Response:
     context = context_of(request)
     form = await checked_form(request)
     extension = request.match_info["extension"]
+    # Another organisation's (or an unknown) user is a 404 before any form check.
+    await known_user(context, org_of(identity), extension)
     if _text(form, "confirm") != "yes":
         raise ApiError(422, N_("Tick the box to confirm the removal."), "confirm")
     user = await remove_user(context, request, identity, extension)

@@ -100,9 +100,12 @@ def _check_paging(limit: int, offset: int) -> None:
 
 
 class Calls:
-    """Call detail records."""
+    """Call detail records. `node` names the process that handles the calls this store
+    object creates (`callrec serve` sets it; None: no node, as in the CLI and tests): on
+    a store shared by several nodes, `close_interrupted_calls` closes only that node's."""
 
     database: Database
+    node: str | None = None
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -116,8 +119,8 @@ class Calls:
         if isinstance(org_id, bool) or not isinstance(org_id, int) or org_id <= 0:
             raise InvalidValue("org_id", f"invalid organisation id {org_id!r}")
         checked = _validate_call_fields(fields)
-        columns = ["org_id", *checked]
-        values = [org_id, *checked.values()]
+        columns = ["org_id", "node", *checked]
+        values = [org_id, self.node, *checked.values()]
         placeholders = ", ".join("?" for _ in columns)
         try:
             async with self.database.transaction() as session:
@@ -146,13 +149,20 @@ class Calls:
     async def close_interrupted_calls(
         self, last_write: Callable[[str], float | None]
     ) -> list[CallRecord]:
-        """Close the calls a dead process left open (no `ended_at`), at start-up only.
+        """Close the calls a dead process left open (no `ended_at`), at start-up only:
+        with a `node`, only the calls of that node (and those of no node), so that a node
+        starting never closes another live node's calls.
 
         A call ends at the last write of its recordings (`last_write(path)`, e.g. the
         file's mtime, None if unknown), else at its answer or start; its disposition
         becomes `interrupted`. Returns the calls as closed."""
         async with self.database.transaction() as session:
-            rows = await session.all(f"SELECT {CALL_COLUMNS} FROM calls WHERE ended_at IS NULL")
+            sql = f"SELECT {CALL_COLUMNS} FROM calls WHERE ended_at IS NULL"
+            params: tuple[str, ...] = ()
+            if self.node is not None:
+                sql += " AND (node = ? OR node IS NULL)"
+                params = (self.node,)
+            rows = await session.all(sql, params)
             closed: list[CallRecord] = []
             for row in rows:
                 call = call_from_row(row)

@@ -443,6 +443,13 @@ MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
         "ALTER TABLE recordings ADD COLUMN upload_node TEXT",
         "CREATE INDEX recordings_storage_state ON recordings (storage_state, upload_node)",
     ),
+    # 10: which node handles a call (`Calls.node`, set by `callrec serve`): at start-up a
+    # node closes only the calls it left open, never the live calls of another node that
+    # shares the store. Calls from before this migration have none (any node closes them).
+    (
+        "ALTER TABLE calls ADD COLUMN node TEXT",
+        "CREATE INDEX calls_open_by_node ON calls (node) WHERE ended_at IS NULL",
+    ),
 )
 
 # A migration statement may name this parameter: the configured SIP realm, the domain

@@ -35,6 +35,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from storage.connection import Database
 from storage.errors import InvalidValue, NotFound, StorageError, StorageUnavailable
@@ -47,6 +48,7 @@ __all__ = [
     "PendingUpload",
     "UploadQueue",
     "Uploads",
+    "node_name",
 ]
 
 log = logging.getLogger("callrec.uploads")
@@ -146,10 +148,15 @@ class Uploads:
         return str(row["storage_state"]) if row is not None else None
 
 
+def node_name(storage_dir: Path) -> str:
+    """A node's name on a shared store (its calls, its upload queue): the host and its
+    storage folder (each node has its own local disk)."""
+    return f"{socket.gethostname()}:{storage_dir}"
+
+
 def default_node(files: RecordingFiles) -> str:
-    """This node's name in the queue: the host and its storage folder (each node has its
-    own local disk)."""
-    return f"{socket.gethostname()}:{files.storage_dir}"
+    """This node's name in the upload queue (`node_name` of its storage folder)."""
+    return node_name(files.storage_dir)
 
 
 class UploadQueue:

@@ -9,6 +9,10 @@ bucket. `stop()` ends it by its PID (SIGTERM, then SIGKILL after a bound); `star
 again brings the same data back on the same ports: the outage tests stop the store
 for a while and start it again. `close()` stops it and deletes its folder.
 
+`python -m testkit.s3 up DIR` starts one that outlives the command (scripts/cluster.sh),
+its ports and PID kept in DIR/state.json, and prints the `[storage]` lines of the nodes;
+`python -m testkit.s3 down DIR` stops it by that PID.
+
 `weed_missing()` says why there is no server to run (None when there is one): tests
 that need one skip with that reason. `client()` is a plain (blocking) botocore S3
 client for the tests' own checks of what the bucket holds.
@@ -281,3 +285,39 @@ def running_s3() -> Iterator[SeaweedS3]:
         yield server
     finally:
         server.close()
+
+
+def _state_path(root: Path) -> Path:
+    return root / "state.json"
+
+
+def _main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[0] not in ("up", "down"):
+        print("usage: python -m testkit.s3 up|down DIR", file=sys.stderr)
+        return 2
+    root = Path(argv[1]).resolve()
+    state = _state_path(root)
+    if argv[0] == "up":
+        root.mkdir(parents=True, exist_ok=True)
+        ports = json.loads(state.read_text())["ports"] if state.exists() else {}
+        server = SeaweedS3(root=root, ports=ports)
+        server.start()
+        assert server.process is not None
+        state.write_text(json.dumps({"pid": server.process.pid, "ports": server.ports}))
+        print(server.storage_toml("cluster"), end="")
+        return 0
+    if not state.exists():
+        return 0
+    pid = int(json.loads(state.read_text())["pid"])
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGINT)
+        deadline = time.monotonic() + _TERM_GRACE_S
+        while time.monotonic() < deadline:
+            os.killpg(pid, 0)  # ProcessLookupError once it is gone
+            time.sleep(0.1)
+        os.killpg(pid, signal.SIGKILL)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -83,11 +83,12 @@ def _quiet_garbage_collector() -> None:
     """Keep the cyclic garbage collector from stalling the relay.
 
     A full collection walked every object the worker's imports made (numpy, PyAV,
-    soundfile...) and held the loop for 57 ms with 150 recorded calls in a worker; the
-    young collections ran about 9 times a second, for the per-packet tuples the recorders
-    queue, which are freed by reference counting anyway. So what exists at start-up is
-    frozen out of the collector's sight (`gc.freeze`), and a young collection waits for
-    GC_YOUNG_THRESHOLD allocations instead of 700: measured in bench/RESULTS.md "Profile".
+    soundfile...) and held the loop for 44-58 ms with 150 recorded calls in a worker; the
+    young collections ran about 12 times a second, for the per-packet tuples the
+    recorders queue, which are freed by reference counting anyway. So what exists at
+    start-up is frozen out of the collector's sight (`gc.freeze`), and a young collection
+    waits for GC_YOUNG_THRESHOLD allocations instead of 700: measured in bench/RESULTS.md
+    "Profile".
     """
     gc.collect()
     gc.freeze()

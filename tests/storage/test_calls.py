@@ -130,3 +130,25 @@ async def test_search_by_name_or_part_of_a_number_on_each_backend(store: Store) 
     assert await found("100%_") == ["s2"]
     assert await found("%") == ["s2"]
     assert await found("nobody") == []
+
+
+async def test_a_starting_node_closes_only_its_own_open_calls(store: Store) -> None:
+    """On a store shared by several nodes, a node that starts after a crash closes the
+    calls it left open (and those no node owns), never another live node's calls."""
+
+    async def open_call(node: str | None, sip_call_id: str) -> int:
+        store.node = node
+        return await store.create_call(
+            ORG.id, sip_call_id=sip_call_id, direction="outbound", started_at=100.0
+        )
+
+    mine = await open_call("host-a:/data", "mine")
+    theirs = await open_call("host-b:/data", "theirs")
+    nobody = await open_call(None, "nobody")
+    store.node = "host-a:/data"
+    closed = await store.close_interrupted_calls(lambda _path: None)
+    assert sorted(call.id for call in closed) == sorted([mine, nobody])
+    still_open = await store.get_call(ORG, theirs)
+    assert still_open is not None and still_open.ended_at is None
+    done = await store.get_call(ORG, mine)
+    assert done is not None and done.disposition == "interrupted"
