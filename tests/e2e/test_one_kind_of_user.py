@@ -11,19 +11,17 @@ from __future__ import annotations
 import http.cookiejar
 import json
 import re
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from b2bua.digest import build_authorization, preferred_challenge
-from b2bua.message import SipResponse, parse_message
+from b2bua.message import SipResponse
 from testkit.harness import HOST, CallrecServer, make_server
+from testkit.sip_register import register as register_udp
 from testkit.waiting import port_bound, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -90,41 +88,7 @@ def portal_up(server: CallrecServer) -> None:
 def register(server: CallrecServer, username: str, password: str, domain: str) -> SipResponse:
     """REGISTER `username`@`domain` from a fresh UDP port, answering the digest
     challenge with `password`; the final response."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        sock.settimeout(5)
-        port = sock.getsockname()[1]
-        call_id = f"reg-{uuid.uuid4().hex}"
-        uri = f"sip:{domain}"
-        tag = uuid.uuid4().hex[:8]
-
-        def send(cseq: int, *headers: str) -> SipResponse:
-            lines = [
-                f"REGISTER {uri} SIP/2.0",
-                f"Via: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
-                "Max-Forwards: 70",
-                f"From: <sip:{username}@{domain}>;tag={tag}",
-                f"To: <sip:{username}@{domain}>",
-                f"Call-ID: {call_id}",
-                f"CSeq: {cseq} REGISTER",
-                f"Contact: <sip:{username}@{HOST}:{port}>",
-                "Expires: 600",
-                *headers,
-                "Content-Length: 0",
-                "",
-                "",
-            ]
-            sock.sendto("\r\n".join(lines).encode(), (HOST, server.sip_port))
-            while True:
-                message = parse_message(sock.recv(65535))
-                if isinstance(message, SipResponse) and message.status >= 200:
-                    return message
-
-        challenge = send(1)
-        assert challenge.status == 401, challenge.status
-        offered = preferred_challenge(challenge.headers.get_all("WWW-Authenticate"))
-        value = build_authorization(offered, "REGISTER", uri, username, password)
-        return send(2, f"Authorization: {value}")
+    return register_udp(server.sip_port, username, password, domain).response
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ of one organisation cannot authenticate with the other's domain.
 from __future__ import annotations
 
 import json
-import socket
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from b2bua.digest import build_authorization, preferred_challenge
-from b2bua.message import SipResponse, parse_message
-from testkit.harness import HOST, CallrecServer, free_port, make_server
+from b2bua.message import SipResponse
+from testkit.harness import CallrecServer, free_port, make_server
+from testkit.sip_register import register as register_udp
 from testkit.sipp_runner import SippProcess, start_sipp
 from testkit.waiting import wait_until
 
@@ -70,43 +68,8 @@ def register(
 ) -> tuple[int, SipResponse, str]:
     """REGISTER 201@domain from a fresh UDP port with digest: (the port, the final
     response, the realm challenged with). The port is free again afterwards."""
-    domain = domain or org.domain
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind((HOST, 0))
-        sock.settimeout(5)
-        port = sock.getsockname()[1]
-        call_id = f"reg-{uuid.uuid4().hex}"
-        uri = f"sip:{domain}"
-
-        def send(cseq: int, *headers: str) -> SipResponse:
-            lines = [
-                f"REGISTER {uri} SIP/2.0",
-                f"Via: SIP/2.0/UDP {HOST}:{port};branch=z9hG4bK{uuid.uuid4().hex};rport",
-                "Max-Forwards: 70",
-                f"From: <sip:201@{domain}>;tag={uuid.uuid4().hex[:8]}",
-                f"To: <sip:201@{domain}>",
-                f"Call-ID: {call_id}",
-                f"CSeq: {cseq} REGISTER",
-                f"Contact: <sip:201@{HOST}:{port}>",
-                "Expires: 600",
-                *headers,
-                "Content-Length: 0",
-                "",
-                "",
-            ]
-            sock.sendto("\r\n".join(lines).encode(), (HOST, server.sip_port))
-            while True:
-                message = parse_message(sock.recv(65535))
-                if isinstance(message, SipResponse) and message.status >= 200:
-                    return message
-
-        challenge = send(1)
-        if challenge.status != 401:
-            return port, challenge, ""
-        offered = preferred_challenge(challenge.headers.get_all("WWW-Authenticate"))
-        realm = offered.split('realm="', 1)[1].split('"', 1)[0]
-        value = build_authorization(offered, "REGISTER", uri, "201", password or org.password)
-        return port, send(2, f"Authorization: {value}"), realm
+    done = register_udp(server.sip_port, "201", password or org.password, domain or org.domain)
+    return done.port, done.response, done.realm
 
 
 def answering_phone(work_dir: Path, port: int) -> SippProcess:

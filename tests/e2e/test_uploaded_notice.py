@@ -93,8 +93,11 @@ def test_the_uploaded_notice_is_what_callers_hear(server: CallrecServer, tmp_pat
     assert shipped is not None
     for side in ("phone", "trunk"):
         heard, _ = sf.read(tmp_path / f"{side}-heard.wav", dtype="int16")
-        # The uploaded notice (a clipped start still correlates 0.7-0.9), not the shipped one.
-        assert peak_correlation(notice, heard[: 8000 * 4]) > 0.6, side
+        # The uploaded notice, not the shipped one. What a pjsua2 phone heard passed its
+        # jitter buffer, which may stretch or drop a frame under load: the whole sweep
+        # then correlates 0.53-0.9 (0.53 seen once in a full run); the shipped notice
+        # stays below 0.3, which is what tells the two apart.
+        assert peak_correlation(notice, heard[: 8000 * 4]) > 0.5, side
         assert peak_correlation(shipped, heard[: 8000 * 4]) < 0.3, side
     call = server.wait_for_calls(1)[0]
     recording = server.wait_for_recording(call["id"])

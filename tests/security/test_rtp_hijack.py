@@ -59,7 +59,8 @@ class Sprayer:
         self.max_seconds = max_seconds
         self.max_packets = int(max_seconds / SPRAY_INTERVAL + 1) * len(ports)
         self.sent = 0
-        self.received = 0
+        self.received = 0  # packets of the call's audio (not the attacker's own SSRC)
+        self.echoed = 0  # its own packets coming back
         self.rounds = 0
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.bind((ATTACKER_HOST, 0))
@@ -108,10 +109,17 @@ class Sprayer:
             if not readable:
                 continue
             try:
-                self._socket.recvfrom(65535)
-                self.received += 1
+                data, _ = self._socket.recvfrom(65535)
             except OSError:
-                pass  # e.g. ECONNREFUSED from an ICMP error; not a packet
+                continue  # e.g. ECONNREFUSED from an ICMP error; not a packet
+            # The call's audio carries the phones' SSRCs. A packet of the attacker's own
+            # SSRC coming back is not stolen audio (a relay that forwarded it would also
+            # have injected it, which the phones' side checks); it can be the echo of an
+            # unrelated RTP echo server that happens to hold a port of the sprayed range.
+            if len(data) < 12 or struct.unpack_from("!I", data, 8)[0] != ATTACKER_SSRC:
+                self.received += 1
+            else:
+                self.echoed += 1
 
 
 @pytest.fixture(scope="module")
