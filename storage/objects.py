@@ -204,7 +204,7 @@ def _error_code(exc: BaseException) -> tuple[str, int]:
 
 def _translate(exc: BaseException, doing: str) -> StorageError:
     """A botocore/aiohttp failure as a typed storage error."""
-    from botocore.exceptions import BotoCoreError, ClientError  # type: ignore[import-untyped]
+    from botocore.exceptions import BotoCoreError, ClientError
 
     if isinstance(exc, StorageError):
         return exc
@@ -257,8 +257,8 @@ class S3Objects:
             return self._client_obj
         async with self._opening:
             if self._client_obj is None:
-                from aiobotocore.config import AioConfig  # type: ignore[import-untyped]
-                from aiobotocore.session import get_session  # type: ignore[import-untyped]
+                from aiobotocore.config import AioConfig
+                from aiobotocore.session import get_session
 
                 settings = self.settings
                 config = AioConfig(

@@ -224,8 +224,8 @@ class SeaweedS3:
 
     def client(self) -> Any:
         """A blocking botocore S3 client of this server."""
-        import botocore.session  # type: ignore[import-untyped]
-        from botocore.config import Config  # type: ignore[import-untyped]
+        import botocore.session
+        from botocore.config import Config
 
         return botocore.session.get_session().create_client(
             "s3",
