@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,8 @@ def test_defaults_keep_recordings_in_the_local_folder(tmp_path: Path) -> None:
 
 
 def test_an_s3_url_with_its_endpoint_and_keys(tmp_path: Path) -> None:
+    if importlib.util.find_spec("aiobotocore") is None:
+        pytest.skip("aiobotocore is not installed: pip install -e '.[cluster]'")
     config = load_config_text(
         tmp_path,
         'objects = "s3://call-rec/node-1"\ns3_endpoint = "http://127.0.0.1:8333"\n'
