@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,16 +23,16 @@ from b2bua.digest import build_authorization, compute_ha1, preferred_challenge
 from b2bua.message import NameAddr, SipRequest
 from b2bua.peer import Peer
 from b2bua.server import B2bua, fork_targets
-from b2bua.transaction import TransactionLayer
-from callrec.config import load_config
-from testkit.sipp_runner import free_port
 from testkit.waiting import wait_until_async
-from tests.b2bua.test_setup_abandoned import (
+from tests.b2bua.fakes import (
     HOST,
+    FakeCredentials,
     FakeMediaFactory,
     FakeOrganisation,
     FakeUser,
+    NoCallsDirectory,
     UdpPeer,
+    running_b2bua,
     udp_peer,
 )
 
@@ -47,14 +47,6 @@ SDP = (
 
 
 @dataclass(frozen=True)
-class Credentials:
-    user: FakeUser
-    realm: str
-    ha1_md5: str
-    ha1_sha256: str
-
-
-@dataclass(frozen=True)
 class Binding:
     contact: str
     received: str
@@ -63,14 +55,15 @@ class Binding:
     cseq: int = 1
 
 
-@dataclass
-class TwoOrgDirectory:
+class TwoOrgDirectory(NoCallsDirectory):
     """Users by (org, extension), device usernames, bindings by (org, extension)."""
 
-    users: dict[tuple[int, str], FakeUser] = field(default_factory=dict)
-    devices: dict[tuple[int, str], FakeUser] = field(default_factory=dict)
-    registered: dict[tuple[int, str], list[Binding]] = field(default_factory=dict)
-    cdrs: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    def __init__(self) -> None:
+        super().__init__()
+        self.users: dict[tuple[int, str], FakeUser] = {}
+        self.devices: dict[tuple[int, str], FakeUser] = {}
+        self.registered: dict[tuple[int, str], list[Binding]] = {}
+        self.cdrs: list[tuple[int, dict[str, Any]]] = []
 
     def add(
         self, org: FakeOrganisation, user_id: int, extension: str, name: str, mode: str
@@ -80,16 +73,13 @@ class TwoOrgDirectory:
     async def organisation_for_domain(self, domain: str | None) -> FakeOrganisation | None:
         return ORGS.get(domain or "")
 
-    async def route_number(self, number: str) -> None:
-        return None
-
-    async def find_credentials(self, org_id: int, username: str) -> Credentials | None:
+    async def find_credentials(self, org_id: int, username: str) -> FakeCredentials | None:
         user = self.users.get((org_id, username)) or self.devices.get((org_id, username))
         if user is None:
             return None
         realm = next(org.domain for org in ORGS.values() if org.id == org_id)
         password = f"pw-{username}"
-        return Credentials(
+        return FakeCredentials(
             user,
             realm,
             compute_ha1("MD5", username, realm, password),
@@ -99,21 +89,12 @@ class TwoOrgDirectory:
     async def get_user(self, org_id: int, extension: str) -> FakeUser | None:
         return self.users.get((org_id, extension))
 
-    async def list_devices(self, org_id: int, extension: str) -> list[Any]:
-        return []
-
     async def bindings(self, org_id: int, extension: str, now: float) -> list[Binding]:
         return list(self.registered.get((org_id, extension), []))
-
-    async def purge_expired_bindings(self, now: float) -> int:
-        return 0
 
     async def create_call(self, org_id: int, **fields: Any) -> int:
         self.cdrs.append((org_id, fields))
         return len(self.cdrs)
-
-    async def update_call(self, call_id: int, **fields: Any) -> None:
-        pass
 
 
 @dataclass
@@ -199,39 +180,24 @@ def answer(invite: SipRequest, status: int, reason: str, *, sdp: bool = False) -
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     trunk = await udp_peer()
-    config_path = tmp_path / "callrec.toml"
-    config_path.write_text(
-        f'[sip]\nlisten = "{HOST}:{free_port()}"\nrealm = "acme.example"\n'
-        f'[trunk]\nuri = "sip:{HOST}:{trunk.port}"\n'
-        f'[storage]\ndir = "{tmp_path}"\n'
-    )
     tasks: list[asyncio.Task[Any]] = []
-
-    def spawn(work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(work)
-        tasks.append(task)
-        return task
-
     directory = TwoOrgDirectory()
     directory.add(ACME, 1, "201", "Anna Acme", "never")
     directory.add(ACME, 2, "202", "Bob Acme", "on-demand")
     directory.add(ACME, 3, "203", "Cora Acme", "always")
     directory.add(BETA, 11, "202", "Bert Beta", "never")
     directory.devices[(ACME.id, "201-mobile")] = directory.users[(ACME.id, "201")]
-    b2bua = B2bua(load_config(config_path), directory, FakeMediaFactory(), spawn=spawn)  # type: ignore[arg-type]
-    b2bua.transactions = TransactionLayer(t1=0.05, t2=0.4, t4=0.2)
-    await b2bua.start()
-    rig = Rig(b2bua, directory, trunk, tasks)
+    sip_extra = 'realm = "acme.example"\n'
+    rig = None
     try:
-        yield rig
+        async with running_b2bua(
+            tmp_path, directory, FakeMediaFactory(), trunk, tasks, sip_extra=sip_extra
+        ) as b2bua:
+            rig = Rig(b2bua, directory, trunk, tasks)
+            yield rig
     finally:
-        await b2bua.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for peer in (trunk, *rig.peers):
-            assert peer.transport is not None
-            peer.transport.close()
+        for peer in (trunk, *(rig.peers if rig else [])):
+            peer.close()
 
 
 # -- the fork ---------------------------------------------------------------------------

@@ -13,66 +13,46 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 
 from b2bua.digest import build_authorization, compute_ha1, preferred_challenge
 from b2bua.message import SipMessage, SipRequest, SipResponse, parse_message
 from b2bua.server import B2bua
-from b2bua.transaction import TransactionLayer
-from callrec.config import load_config
-from testkit.sipp_runner import free_port
 from testkit.waiting import wait_until_async
+from tests.b2bua.fakes import (
+    HOST,
+    FakeCredentials,
+    FakeMedia,
+    FakeMediaFactory,
+    FakeOrganisation,
+    FakeUser,
+    NoCallsDirectory,
+    UdpPeer,
+    running_b2bua,
+    udp_peer,
+)
 
-HOST = "127.0.0.1"
 PASSWORD = "pw-201"
 
 
-@dataclass(frozen=True)
-class FakeUser:
-    id: int
-    extension: str
-    name: str
-    recording_mode: str = "never"
-    org_id: int = 1
-
-
-@dataclass(frozen=True)
-class FakeOrganisation:
-    id: int = 1
-    domain: str = "callrec"
-
-
-@dataclass(frozen=True)
-class FakeCredentials:
-    user: FakeUser
-    realm: str
-    ha1_md5: str
-    ha1_sha256: str
-
-
-@dataclass
-class GatedDirectory:
+class GatedDirectory(NoCallsDirectory):
     """User 201; lookups and CDR creation wait while their gate is closed."""
 
-    lookups: asyncio.Event = field(default_factory=asyncio.Event)
-    cdr_writes: asyncio.Event = field(default_factory=asyncio.Event)
-    lookups_started: int = 0
-    cdr_log: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.lookups = asyncio.Event()
+        self.cdr_writes = asyncio.Event()
+        self.lookups_started = 0
         self.lookups.set()
         self.cdr_writes.set()
 
     async def organisation_for_domain(self, domain: str | None) -> FakeOrganisation:
         return FakeOrganisation()  # one organisation: any domain is its
-
-    async def route_number(self, number: str) -> None:
-        return None
 
     async def find_credentials(self, org_id: int, username: str) -> FakeCredentials | None:
         self.lookups_started += 1
@@ -89,89 +69,13 @@ class GatedDirectory:
     async def get_user(self, org_id: int, extension: str) -> None:
         return None
 
-    async def list_devices(self, org_id: int, extension: str) -> list[Any]:
-        return []
-
     async def bindings(self, org_id: int, extension: str, now: float) -> list[Any]:
         return []
-
-    async def purge_expired_bindings(self, now: float) -> int:
-        return 0
 
     async def create_call(self, org_id: int, **fields: Any) -> int:
         await self.cdr_writes.wait()
         self.cdr_log.append(("create", fields))
         return 7
-
-    async def update_call(self, call_id: int, **fields: Any) -> None:
-        self.cdr_log.append(("update", fields))
-
-
-class FakeMedia:
-    def __init__(self) -> None:
-        self.closed = False
-
-    def local_port(self, leg: str) -> int:
-        return 40_000 if leg == "a" else 40_002
-
-    def set_remote(self, leg: str, host: str, port: int, **_: object) -> None:
-        pass
-
-    def mark_media_started(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@dataclass
-class FakeMediaFactory:
-    opened: list[FakeMedia] = field(default_factory=list)
-
-    async def open(self, **_: object) -> FakeMedia:
-        media = FakeMedia()
-        self.opened.append(media)
-        return media
-
-
-class UdpPeer(asyncio.DatagramProtocol):
-    """A raw UDP socket on loopback; what arrives waits in a queue."""
-
-    def __init__(self) -> None:
-        self.received: asyncio.Queue[tuple[bytes, SipMessage]] = asyncio.Queue()
-        self.transport: asyncio.DatagramTransport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.received.put_nowait((data, parse_message(data)))
-
-    @property
-    def port(self) -> int:
-        assert self.transport is not None
-        return int(self.transport.get_extra_info("sockname")[1])
-
-    def send(self, data: bytes, port: int) -> None:
-        assert self.transport is not None
-        self.transport.sendto(data, (HOST, port))
-
-    async def next(self, timeout: float = 5.0) -> tuple[bytes, SipMessage]:
-        return await asyncio.wait_for(self.received.get(), timeout)
-
-    async def response(self, status: int, timeout: float = 5.0) -> tuple[bytes, SipResponse]:
-        """The next response with `status`; others before it are dropped."""
-        deadline = time.monotonic() + timeout
-        while True:
-            data, message = await self.next(max(0.0, deadline - time.monotonic()))
-            if isinstance(message, SipResponse) and message.status == status:
-                return data, message
-
-
-async def udp_peer(port: int = 0) -> UdpPeer:
-    loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_datagram_endpoint(UdpPeer, local_addr=(HOST, port))
-    return protocol
 
 
 @dataclass
@@ -236,37 +140,19 @@ class Rig:
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
     trunk = await udp_peer()
-    config_path = tmp_path / "callrec.toml"
-    config_path.write_text(
-        f'[sip]\nlisten = "{HOST}:{free_port()}"\n'
-        f'[trunk]\nuri = "sip:{HOST}:{trunk.port}"\n'
-        f'[storage]\ndir = "{tmp_path}"\n'
-    )
     tasks: list[asyncio.Task[Any]] = []
-
-    def spawn(work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(work)
-        tasks.append(task)
-        return task
-
     directory, media = GatedDirectory(), FakeMediaFactory()
-    b2bua = B2bua(load_config(config_path), directory, media, spawn=spawn)  # type: ignore[arg-type]
-    # Short timers keep the test quick: Timer G from 50 ms, Timer I 200 ms.
-    b2bua.transactions = TransactionLayer(t1=0.05, t2=0.4, t4=0.2)
-    await b2bua.start()
     phone = await udp_peer()
     try:
-        yield Rig(b2bua, directory, media, phone, trunk, tasks)
+        async with running_b2bua(tmp_path, directory, media, trunk, tasks) as b2bua:
+            try:
+                yield Rig(b2bua, directory, media, phone, trunk, tasks)
+            finally:
+                directory.lookups.set()
+                directory.cdr_writes.set()
     finally:
-        directory.lookups.set()
-        directory.cdr_writes.set()
-        await b2bua.stop()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        for peer in (phone, trunk):
-            assert peer.transport is not None
-            peer.transport.close()
+        phone.close()
+        trunk.close()
 
 
 def busy_for(invite: SipRequest) -> bytes:
