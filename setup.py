@@ -44,6 +44,7 @@ setup(
             "pytest>=8",
             "pytest-asyncio>=0.23",
             "pytest-timeout>=2.3",
+            "pytest-xdist>=3.5",
             "hypothesis>=6",
             "ruff",
             "mypy",

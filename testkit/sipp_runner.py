@@ -50,6 +50,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import random
 import signal
 import socket
 import struct
@@ -84,24 +85,53 @@ def scenario_path(name: str) -> Path:
     return path
 
 
+# Ranges (media, RTP pools) are taken below callrec's default RTP range (20000-29999,
+# which a test may serve with) and below the kernel's ephemeral range
+# (/proc/sys/net/ipv4/ip_local_port_range, 32768-60999 on Debian), where no client
+# socket of this or another process can take one of their ports between the probe and
+# the bind. Under pytest-xdist each worker draws from its own slice of it.
+RANGE_LOW, RANGE_HIGH = 10_000, 20_000
+_handed_out: list[tuple[int, int]] = []
+
+
+def _range_slice() -> tuple[int, int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    width = (RANGE_HIGH - RANGE_LOW) // max(1, count)
+    low = RANGE_LOW + min(index, count - 1) * width
+    return low, low + width
+
+
 def free_port(kind: int = socket.SOCK_DGRAM, *, even: bool = False, span: int = 1) -> int:
     """A port free on 127.0.0.1 now for UDP and TCP, with ``span`` free consecutive ports.
 
-    ``kind`` is the socket the kernel is asked for a port with. Media ports are asked
-    ``even=True, span=4``: SIPp uses the port and port+2 for its echo and RTCP is
-    expected on port+1.
+    ``kind`` is the socket the kernel is asked for a single port with. Media ports are
+    asked ``even=True, span=4``: SIPp uses the port and port+2 for its echo and RTCP is
+    expected on port+1. Ranges come from below the ephemeral range (see RANGE_LOW), and
+    one process never gets a range it was handed recently, bound or not.
     """
-    for _attempt in range(200):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind((LOOPBACK, 0))
-            port: int = probe.getsockname()[1]
+    if not even and span == 1:
+        for _attempt in range(200):
+            with socket.socket(socket.AF_INET, kind) as probe:
+                probe.bind((LOOPBACK, 0))
+                port: int = probe.getsockname()[1]
+            if _port_free(port):
+                return port
+        raise RuntimeError("no free port on 127.0.0.1")
+    low, high = _range_slice()
+    chooser = random.Random()
+    for _attempt in range(400):
+        port = chooser.randrange(low, high - span)
         if even and port % 2:
             port += 1
-        if port + span >= 65000:
+        if any(port < end and start < port + span for start, end in _handed_out):
             continue
         if all(_port_free(candidate) for candidate in range(port, port + span)):
+            _handed_out.append((port, port + span))
+            del _handed_out[:-64]
             return port
-    raise RuntimeError("no free port range on 127.0.0.1")
+    raise RuntimeError(f"no {span} free consecutive ports in {low}-{high} on 127.0.0.1")
 
 
 def _port_free(port: int) -> bool:
