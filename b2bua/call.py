@@ -188,6 +188,8 @@ class Call:
     peer_b: Peer | None = None
     branches: list[Branch] = field(default_factory=list)
     cancelled: bool = False
+    # The RFC 3326 Reason when callrec itself ended the call while it rang.
+    cancel_reason: str | None = None
     cdr_id: int | None = None
     # The wall clock the call's times come from; tests hand in a fake one.
     now: Callable[[], float] = time.time
@@ -439,15 +441,25 @@ class Call:
             return
         branch.cancel_pending = False
         cancel = make_cancel(branch.invite)
+        if self.cancel_reason is not None:
+            cancel.headers.set("Reason", self.cancel_reason)  # RFC 3326 allows it in CANCEL
         self.services.send_request(cancel, branch.target.peer, lambda _resp: None)
 
     # ----------------------------------------------------------------- leg A events
-    def on_cancel(self) -> None:
-        """The caller cancelled before the call was answered."""
+    def on_cancel(self, reason: str | None = None) -> None:
+        """The caller cancelled before the call was answered, or callrec ended the call
+        while it rang (`reason`: an RFC 3326 Reason value for the CANCELs to leg B and,
+        as RFC 6432 allows, the 487 to leg A)."""
         if self.dialog_b is not None or self.state == CallState.ENDED:
             return
         self.cancelled = True
-        self._answer_a_invite(487)
+        self.cancel_reason = reason
+        if reason is None:
+            self._answer_a_invite(487)
+        else:
+            response = make_response(self.invite_a, 487, to_tag=self.a_tag)
+            response.headers.set("Reason", reason)
+            self.services.send_response(response)
         for branch in self.branches:
             self._cancel_branch(branch)
         self.final_status = 487
@@ -605,7 +617,7 @@ class Call:
         if self.state == CallState.ENDED:
             return
         if self.state != CallState.CONFIRMED:
-            self.on_cancel()
+            self.on_cancel(reason)
             return
         self._bye_both_legs(reason)
         self._end(disposition="answered")

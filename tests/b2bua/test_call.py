@@ -223,6 +223,32 @@ def test_hang_up_sends_a_bye_with_the_reason_to_both_sides() -> None:
     assert call.state == CallState.ENDED and wire.ended == [call]
 
 
+def test_hang_up_while_ringing_cancels_each_branch_with_the_reason() -> None:
+    reason = 'SIP ;cause=503 ;text="media worker lost"'
+    call, wire = forked_call()
+    desk, mobile = wire.requests("INVITE", DESK)[0], wire.requests("INVITE", MOBILE)[0]
+    wire.answer(desk, 180, "desk")  # the mobile has sent nothing yet: its CANCEL waits
+    call.hang_up(reason=reason)
+    [desk_cancel] = wire.requests("CANCEL", DESK)
+    assert desk_cancel.headers.get("Reason") == reason
+    assert wire.requests("CANCEL", MOBILE) == []
+    wire.answer(mobile, 180, "mobile")
+    [mobile_cancel] = wire.requests("CANCEL", MOBILE)
+    assert mobile_cancel.headers.get("Reason") == reason
+    finals = [s.message for s in wire.sent if isinstance(s.message, SipResponse)]
+    [to_caller] = [response for response in finals if response.status >= 200]
+    assert to_caller.status == 487 and to_caller.headers.get("Reason") == reason
+    assert call.state == CallState.ENDED
+
+
+def test_a_callers_cancel_carries_no_reason_of_ours() -> None:
+    call, wire = forked_call()
+    wire.answer(wire.requests("INVITE", DESK)[0], 180, "desk")
+    call.on_cancel()
+    [cancel] = wire.requests("CANCEL", DESK)
+    assert cancel.headers.get("Reason") is None
+
+
 def test_on_hold_reads_the_last_sdp_of_each_leg() -> None:
     call, _ = forked_call()
     call.sdp = {"a": SDP, "b": SDP}
