@@ -182,16 +182,17 @@ class Resampler:
 
 
 class _Decoder(Protocol):
-    def decode(self, payloads: Sequence[bytes]) -> list[Int16Array]: ...
+    def decode(self, payloads: Sequence[bytes]) -> tuple[Int16Array, list[int]]: ...
 
 
 class _G711Decoder:
     def __init__(self, codec: str) -> None:
-        self.codec = codec
+        self.table = g711.decode_table(codec)
 
-    def decode(self, payloads: Sequence[bytes]) -> list[Int16Array]:
-        pcm = g711.decode(self.codec, b"".join(payloads))
-        return _split(pcm, [len(p) for p in payloads])
+    def decode(self, payloads: Sequence[bytes]) -> tuple[Int16Array, list[int]]:
+        joined = b"".join(payloads)
+        pcm: Int16Array = self.table[np.frombuffer(joined, dtype=np.uint8)]
+        return pcm, [len(p) for p in payloads]
 
 
 def _split(pcm: Int16Array, sizes: list[int]) -> list[Int16Array]:
@@ -235,15 +236,16 @@ class _G722Decoder(_AvDecoder):
     def __init__(self) -> None:
         super().__init__("g722")
 
-    def decode(self, payloads: Sequence[bytes]) -> list[Int16Array]:
+    def decode(self, payloads: Sequence[bytes]) -> tuple[Int16Array, list[int]]:
         sizes = [2 * len(p) for p in payloads]
+        total = sum(sizes)
         try:
             pcm = self._decode_one(b"".join(payloads))
         except self._av.FFmpegError:
-            return [np.zeros(size, dtype=np.int16) for size in sizes]
-        if pcm.size != sum(sizes):  # never seen; keep the lengths the timeline expects
-            pcm = np.resize(pcm, sum(sizes)) if pcm.size else np.zeros(sum(sizes), np.int16)
-        return _split(pcm, sizes)
+            return np.zeros(total, dtype=np.int16), sizes
+        if pcm.size != total:  # never seen; keep the lengths the timeline expects
+            pcm = np.resize(pcm, total) if pcm.size else np.zeros(total, np.int16)
+        return pcm, sizes
 
 
 class _OpusDecoder(_AvDecoder):
@@ -253,14 +255,15 @@ class _OpusDecoder(_AvDecoder):
     def __init__(self) -> None:
         super().__init__("libopus")
 
-    def decode(self, payloads: Sequence[bytes]) -> list[Int16Array]:
+    def decode(self, payloads: Sequence[bytes]) -> tuple[Int16Array, list[int]]:
         decoded: list[Int16Array] = []
         for payload in payloads:
             try:
                 decoded.append(self._decode_one(payload))
             except self._av.FFmpegError:
                 decoded.append(np.zeros(0, dtype=np.int16))
-        return decoded
+        sizes = [p.size for p in decoded]
+        return np.concatenate(decoded) if decoded else np.zeros(0, np.int16), sizes
 
 
 def _decoder(codec: str) -> _Decoder:
@@ -291,25 +294,31 @@ class LegDecoder:
 
         One array per payload; an empty one for a payload that could not be decoded.
         Raises CodecError for a codec not in `DECODABLE`."""
+        pcm, sizes = self.decode_joined(codec, payloads)
+        return _split(pcm, sizes)
+
+    def decode_joined(self, codec: str, payloads: Sequence[bytes]) -> tuple[Int16Array, list[int]]:
+        """`decode`, with the payloads' PCM in one array: `(pcm, sizes)`, payload i's
+        samples being the `sizes[i]` after the previous payload's (0: not decodable).
+        What the recorder uses: a tick's packets cost one array, not one each."""
         name = codec.upper()
         decoder = self._decoders.get(name)
         if decoder is None:
             decoder = self._decoders[name] = _decoder(name)
-        pcm = decoder.decode(payloads)
+        pcm, sizes = decoder.decode(payloads)
         source = _DECODED_RATES[name]
         if source == self.rate:
-            return pcm
+            return pcm, sizes
         resampler = self._resamplers.get(name)
         if resampler is None:
             resampler = self._resamplers[name] = Resampler(source, self.rate)
-        sizes = [p.size for p in pcm]
-        joined = resampler.process(np.concatenate(pcm)) if sum(sizes) else pcm[0]
+        joined = resampler.process(pcm) if pcm.size else pcm
         ratio_up, ratio_down = resampler.up, resampler.down
         out_sizes = [size * ratio_up // ratio_down for size in sizes]
-        if joined.size != sum(out_sizes):
+        if out_sizes and joined.size != sum(out_sizes):
             # A decimation phase carried over: give the difference to the last packet.
             out_sizes[-1] += joined.size - sum(out_sizes)
-        return _split(joined, out_sizes)
+        return joined, out_sizes
 
 
 # -- encoding (what callrec sends: prompts, beeps, in-band keys) ---------------------

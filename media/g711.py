@@ -21,6 +21,7 @@ __all__ = [
     "alaw_decode",
     "alaw_encode",
     "decode",
+    "decode_table",
     "encode",
     "ulaw_decode",
     "ulaw_encode",
@@ -126,6 +127,12 @@ def alaw_encode(samples: npt.ArrayLike) -> Uint8Array:
 
 _DECODE_TABLES: Final = {"PCMU": ULAW_DECODE_TABLE, "PCMA": ALAW_DECODE_TABLE}
 _ENCODE_TABLES: Final = {"PCMU": ULAW_ENCODE_TABLE, "PCMA": ALAW_ENCODE_TABLE}
+
+
+def decode_table(codec: str) -> Int16Array:
+    """The 256-entry table that decodes `codec` ("PCMU" or "PCMA", any case): indexing it
+    with the octets as uint8 is the decode. KeyError otherwise."""
+    return _DECODE_TABLES[codec.upper()]
 
 
 def decode(codec: str, data: bytes | bytearray | memoryview | npt.ArrayLike) -> Int16Array:

@@ -23,8 +23,11 @@ def other_leg(leg: str) -> str:
 
 def mix_mono(first: Int16Array, second: Int16Array) -> Int16Array:
     """Sum two equally long int16 signals, saturating at the int16 limits."""
-    total = first.astype(np.int32) + second.astype(np.int32)
-    return np.clip(total, -32768, 32767).astype(np.int16)
+    total = np.add(first, second, dtype=np.int32)
+    # minimum/maximum in place: np.clip's checks cost more than the clipping itself.
+    np.minimum(total, 32767, out=total)
+    np.maximum(total, -32768, out=total)
+    return total.astype(np.int16)
 
 
 def interleave_stereo(left: Int16Array, right: Int16Array) -> Int16Array:

@@ -1,9 +1,13 @@
 """The call recorder: the relay's media tap, turning both legs' RTP into one file (sans-IO).
 
 `on_packet` (the `MediaTap` contract) only queues the raw packet; the asyncio side calls
-`tick(now)` every 200-500 ms, which parses the queued packets, decodes them per codec
-in one numpy lookup per batch, places them on each leg's `LegTimeline`, drains both
-timelines up to `now - reorder_window`, mixes and writes. `close(now)` drains the rest
+`tick(now)` every 200-500 ms, which reads the queued packets' header fields in place (an
+`RtpPacket` only for the rare header with CSRCs, an extension or padding), decodes each
+leg's payloads per codec in one call (G.711: one table lookup over the joined payloads),
+places them on the leg's `LegTimeline` in one `push_batch`, drains both timelines up to
+`now - reorder_window`, mixes and writes. Nothing is allocated per packet beyond its
+payload slice and header ints: that path is the worker's hot loop (bench/RESULTS.md,
+"Per-packet cost"). `close(now)` drains the rest
 and seals the file. All times are wall-clock seconds (`time.time()`), the clock of the
 tap's `arrival`.
 
@@ -25,6 +29,7 @@ An announcement played into the call (`media.announce`) reaches the recorder thr
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -35,6 +40,7 @@ import numpy.typing as npt
 from media.announce import resample
 from media.codecs import DECODABLE, RTP_CLOCK_RATES, CodecError, LegDecoder
 from media.mixer import LEGS, Mixer
+from media.rtp import RTP_HEADER_SIZE as _RTP_HEADER_SIZE
 from media.rtp import MediaError, RtpPacket
 from media.timeline import LegTimeline, TimelineStats
 from media.writer import RecordingSummary
@@ -56,6 +62,10 @@ PausedMode = Literal["skip", "silence"]
 AudioListener = Callable[[str, int, Int16Array], None]
 
 COMFORT_NOISE_PT = 13
+# The first octet of an RTP header without padding, extension or CSRCs (version 2): the
+# fast path reads such a header's fields in place.
+_PLAIN_HEADER = 0x80
+_SEQUENCE_TIMESTAMP_SSRC = struct.Struct("!HII")  # from octet 2 of the header
 # RFC 3551 static payload types, which an SDP may use without an rtpmap line.
 STATIC_CODECS: dict[int, str] = {0: "PCMU", 8: "PCMA", 9: "G722"}
 
@@ -102,6 +112,20 @@ class RecordingResult:
     unrecordable_reason: str | None
     error: str | None
     legs: dict[str, LegStats]
+
+
+class _Batch:
+    """One codec's packets of a tick, in arrival order, as columns."""
+
+    __slots__ = ("arrivals", "payload_type", "payloads", "sequences", "ssrcs", "timestamps")
+
+    def __init__(self, payload_type: int) -> None:
+        self.payload_type = payload_type  # the first one's, to name the codec in an error
+        self.payloads: list[bytes] = []
+        self.sequences: list[int] = []
+        self.timestamps: list[int] = []
+        self.ssrcs: list[int] = []
+        self.arrivals: list[float] = []
 
 
 class Recorder:
@@ -305,48 +329,78 @@ class Recorder:
                 self._ingest_leg(leg, queue)
 
     def _ingest_leg(self, leg: str, queue: list[tuple[bytes, float]]) -> None:
+        """Parse, decode and place one leg's queued packets: per codec, one decode of the
+        joined payloads and one `push_batch`, with the header fields read as plain ints
+        (an `RtpPacket` only for a header with CSRCs, an extension or padding)."""
         stats = self._stats[leg]
         codecs = self._codecs[leg]
         event_pts = self._event_pts[leg]
-        audio: list[tuple[RtpPacket, float, str]] = []
+        stats.rtp_packets += len(queue)
+        batches: dict[str, _Batch] = {}
+        last_codec: str | None = None
+        batch: _Batch | None = None
+        unpack = _SEQUENCE_TIMESTAMP_SSRC.unpack_from
         for data, arrival in queue:
-            stats.rtp_packets += 1
-            try:
-                packet = RtpPacket.parse(data)
-            except MediaError:
-                stats.malformed += 1
-                continue
+            packet: RtpPacket | None = None
+            if len(data) >= _RTP_HEADER_SIZE and data[0] == _PLAIN_HEADER:
+                payload_type = data[1] & 0x7F
+            else:
+                try:
+                    packet = RtpPacket.parse(data)
+                except MediaError:
+                    stats.malformed += 1
+                    continue
+                payload_type = packet.payload_type
             self._media_seen = True
-            payload_type = packet.payload_type
             if payload_type in event_pts:
                 stats.telephone_events += 1
-            elif payload_type == COMFORT_NOISE_PT:
+                continue
+            if payload_type == COMFORT_NOISE_PT:
                 stats.comfort_noise += 1
-            else:
-                codec = codecs.get(payload_type)
-                if codec in DECODABLE:
-                    audio.append((packet, arrival, codec))
-                else:
+                continue
+            codec = codecs.get(payload_type)
+            if codec != last_codec or batch is None:
+                if codec not in DECODABLE:
                     stats.undecodable += 1
                     self._mark_unrecordable(leg, payload_type, codec)
-        if not audio:
+                    continue
+                assert codec is not None
+                batch = batches.get(codec)
+                if batch is None:
+                    batch = batches[codec] = _Batch(payload_type)
+                last_codec = codec
+            if packet is None:
+                sequence, timestamp, ssrc = unpack(data, 2)
+                batch.payloads.append(data[_RTP_HEADER_SIZE:])
+            else:
+                sequence, timestamp, ssrc = packet.sequence, packet.timestamp, packet.ssrc
+                batch.payloads.append(packet.payload)
+            batch.sequences.append(sequence)
+            batch.timestamps.append(timestamp)
+            batch.ssrcs.append(ssrc)
+            batch.arrivals.append(arrival)
+        if not batches:
             return
         timeline = self._timelines[leg]
         decoder = self._decoders[leg]
-        for codec in dict.fromkeys(codec for _, _, codec in audio):
-            batch = [(packet, arrival) for packet, arrival, name in audio if name == codec]
+        for codec, batch in batches.items():
             try:
-                decoded = decoder.decode(codec, [packet.payload for packet, _ in batch])
+                pcm, sizes = decoder.decode_joined(codec, batch.payloads)
             except CodecError as exc:
-                stats.undecodable += len(batch)
-                self._mark_unrecordable(leg, batch[0][0].payload_type, f"{codec}: {exc}")
+                stats.undecodable += len(batch.payloads)
+                self._mark_unrecordable(leg, batch.payload_type, f"{codec}: {exc}")
                 continue
-            rtp_rate = RTP_CLOCK_RATES[codec]
-            lead = decoder.delay(codec)
-            for (packet, arrival), pcm in zip(batch, decoded, strict=True):
-                if pcm.size == 0:
-                    stats.undecodable += 1
-                timeline.push(packet, arrival, pcm, rtp_clock_rate=rtp_rate, lead=lead)
+            stats.undecodable += sizes.count(0)
+            timeline.push_batch(
+                batch.ssrcs,
+                batch.sequences,
+                batch.timestamps,
+                batch.arrivals,
+                pcm,
+                sizes,
+                rtp_clock_rate=RTP_CLOCK_RATES[codec],
+                lead=decoder.delay(codec),
+            )
 
     def _fix_origin(self) -> None:
         """Move call time 0 back to the earliest audio held (at most the reorder window),

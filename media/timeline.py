@@ -24,6 +24,14 @@ Call time may start before `call_start`: `rebase(samples)` moves call time 0 tha
 samples earlier (the recorder does it before its first write, so that a first packet
 whose audio began just before the answer is kept whole, see `earliest_pending`).
 
+Packets come one at a time (`push`) or a tick's worth at once (`push_batch`: header
+fields as plain ints and the decoded audio of all of them as one array, so nothing per
+packet is allocated but its position in its stream's set of pending positions, against
+duplicates). Either way each packet goes through the same placement rules, in order.
+Packets of one stream that land back to back are kept as one run (one span of samples),
+which is what `drain` copies: a run stands exactly for its packets in a row, since a
+packet that overlaps them and was placed later still overwrites them.
+
 Samples are handed out by `drain(up_to)` in one contiguous block per call, zeros where no
 packet covered the time. The caller drains up to `now - reorder_window`, so packets
 reordered or jittered by less than the window still land in place; a packet whose span is
@@ -32,6 +40,8 @@ entirely committed when it arrives is dropped and counted as late.
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,7 +54,9 @@ __all__ = ["LegTimeline", "TimelineStats"]
 Int16Array = npt.NDArray[np.int16]
 
 _TIMESTAMP_MODULUS = 1 << 32
+_HALF_TIMESTAMP = _TIMESTAMP_MODULUS >> 1
 _SEQUENCE_MODULUS = 1 << 16
+_HALF_SEQUENCE = _SEQUENCE_MODULUS >> 1
 _OLD_SEQUENCE_SPAN = 256
 
 
@@ -70,32 +82,57 @@ class TimelineStats:
 _EARLY_TOLERANCE_S = 0.001
 
 
-@dataclass
 class _Anchor:
     """Maps one stream's extended RTP timestamps to call samples:
     call = ext * clock_rate // rtp_rate + offset."""
 
-    serial: int
-    offset: int
-    rtp_rate: int
-    highest_timestamp: int
-    highest_sequence: int
-    window_min_lateness: int
-    window_end: float
+    __slots__ = (
+        "highest_sequence",
+        "highest_timestamp",
+        "offset",
+        "pending",
+        "rtp_rate",
+        "window_end",
+        "window_min_lateness",
+    )
+
+    def __init__(
+        self,
+        offset: int,
+        rtp_rate: int,
+        highest_timestamp: int,
+        highest_sequence: int,
+        window_end: float,
+    ) -> None:
+        self.offset = offset
+        self.rtp_rate = rtp_rate
+        self.highest_timestamp = highest_timestamp
+        self.highest_sequence = highest_sequence
+        self.window_min_lateness = 0
+        self.window_end = window_end
+        # The positions of this stream's packets not yet drained, against duplicates.
+        self.pending: set[int] = set()
 
 
-@dataclass
-class _Pending:
-    anchor: _Anchor
-    timestamp: int  # the extended RTP timestamp in samples of the timeline's rate
-    pcm: Int16Array
+class _Run:
+    """Packets of one stream placed back to back: `starts` are their positions (extended
+    timestamps at the timeline's rate, before the anchor's offset), ascending, each
+    packet ending where the next starts; `pcm` holds their samples from `starts[0]`."""
+
+    __slots__ = ("anchor", "pcm", "starts")
+
+    def __init__(self, anchor: _Anchor, starts: list[int], pcm: Int16Array) -> None:
+        self.anchor = anchor
+        self.starts = starts
+        self.pcm = pcm
 
 
 class LegTimeline:
     """One leg's decoded audio placed on the call clock by RTP timestamp (sans-IO).
 
-    `push` each decoded packet with its arrival wall-clock time, then `drain(up_to)` the
-    contiguous samples of call time [committed, up_to).
+    `push` each decoded packet (or `push_batch` a tick's packets) with its arrival
+    wall-clock time, then `drain(up_to)` the contiguous samples of call time
+    [committed, up_to).
     """
 
     def __init__(
@@ -118,9 +155,10 @@ class LegTimeline:
         self._drift_tolerance = round(drift_tolerance_s * clock_rate)
         self._early_tolerance = round(_EARLY_TOLERANCE_S * clock_rate)
         self._anchors: dict[int, _Anchor] = {}
-        self._pending: dict[tuple[int, int], _Pending] = {}
+        # Pending audio in the order it was placed: a later run overwrites an earlier
+        # one where they overlap.
+        self._runs: list[_Run] = []
         self._committed = 0
-        self._next_serial = 0
 
     @property
     def committed(self) -> int:
@@ -129,7 +167,7 @@ class LegTimeline:
 
     @property
     def pending_packets(self) -> int:
-        return len(self._pending)
+        return sum(len(run.starts) for run in self._runs)
 
     def call_sample(self, wall_time: float) -> int:
         """The call-time sample index of a wall-clock instant."""
@@ -149,62 +187,135 @@ class LegTimeline:
         `rtp_clock_rate` is the rate of the packet's RTP timestamps (default: the
         timeline's); `lead` places the samples that many earlier (a resampler's delay).
         """
-        size = len(pcm)
-        if size == 0:
-            return
+        self.push_batch(
+            [packet.ssrc],
+            [packet.sequence],
+            [packet.timestamp],
+            [arrival],
+            pcm,
+            [len(pcm)],
+            rtp_clock_rate=rtp_clock_rate,
+            lead=lead,
+        )
+
+    def push_batch(
+        self,
+        ssrcs: Sequence[int],
+        sequences: Sequence[int],
+        timestamps: Sequence[int],
+        arrivals: Sequence[float],
+        pcm: Int16Array,
+        sizes: Sequence[int],
+        *,
+        rtp_clock_rate: int | None = None,
+        lead: int = 0,
+    ) -> None:
+        """Place packets in order, as many `push` calls would: packet i has the header
+        fields `ssrcs[i]`, `sequences[i]`, `timestamps[i]`, arrived at `arrivals[i]`, and
+        its `sizes[i]` samples follow the previous packet's in `pcm` (at this timeline's
+        rate). A packet of 0 samples is skipped. `rtp_clock_rate` and `lead` as `push`.
+        """
         rtp_rate = rtp_clock_rate or self.clock_rate
-        self.stats.packets += 1
-        first_sample_by_arrival = self.call_sample(arrival) - size
-        anchor = self._anchors.get(packet.ssrc)
-        if anchor is not None and anchor.rtp_rate != rtp_rate:
-            anchor = None  # the stream changed codec clock: place it afresh
-        if anchor is None:
-            anchor = self._new_anchor(packet, first_sample_by_arrival, arrival, rtp_rate)
-            timestamp = packet.timestamp
-        else:
-            timestamp = anchor.highest_timestamp + _signed_delta(
-                packet.timestamp, anchor.highest_timestamp, _TIMESTAMP_MODULUS
-            )
-            sequence_step = _signed_delta(
-                packet.sequence, anchor.highest_sequence, _SEQUENCE_MODULUS
-            )
-            placed = self._scaled(timestamp, rtp_rate) + anchor.offset
-            lateness = first_sample_by_arrival - placed
-            if lateness > self._jump_threshold and -_OLD_SEQUENCE_SPAN <= sequence_step <= 0:
-                # An old packet arriving very late, not a timestamp jump: drop it. The span
-                # is bounded so that a sender restarting its sequence lower re-anchors.
-                self.stats.late += 1
-                return
-            if lateness > self._jump_threshold or lateness < -self._reorder_window:
-                anchor = self._new_anchor(packet, first_sample_by_arrival, arrival, rtp_rate)
-                timestamp = packet.timestamp
+        rate = self.clock_rate
+        scale = rtp_rate != rate
+        call_start = self.call_start
+        stats = self.stats
+        anchors = self._anchors
+        committed = self._committed
+        jump = self._jump_threshold
+        reorder = self._reorder_window
+        early = self._early_tolerance
+        runs = self._runs
+        run: _Run | None = None  # the run being extended: the last one placed
+        run_first = run_stop = 0  # its samples in `pcm`
+        run_end = 0  # the position where it ends
+        bound = 0
+        last_ssrc: int | None = None  # the stream of the packet before, and its anchor
+        anchor: _Anchor | None = None
+        for size, arrival, ssrc, sequence, rtp_timestamp in zip(
+            sizes, arrivals, ssrcs, sequences, timestamps, strict=True
+        ):
+            first = bound
+            bound += size
+            if size == 0:
+                continue
+            stats.packets += 1
+            first_sample_by_arrival = round((arrival - call_start) * rate) - size
+            if ssrc != last_ssrc:
+                anchor = anchors.get(ssrc)
+                last_ssrc = ssrc
+            if anchor is not None and anchor.rtp_rate != rtp_rate:
+                anchor = None  # the stream changed codec clock: place it afresh
+            if anchor is None:
+                anchor = self._new_anchor(
+                    ssrc, rtp_timestamp, sequence, first_sample_by_arrival, arrival, rtp_rate
+                )
+                timestamp = rtp_timestamp
             else:
-                self._track_delay(anchor, lateness, arrival)
-                if timestamp > anchor.highest_timestamp:
-                    anchor.highest_timestamp = timestamp
-                if sequence_step > 0:
-                    anchor.highest_sequence = packet.sequence
+                highest = anchor.highest_timestamp
+                timestamp = highest + (
+                    (rtp_timestamp - highest + _HALF_TIMESTAMP) % _TIMESTAMP_MODULUS
+                    - _HALF_TIMESTAMP
+                )
+                sequence_step = (
+                    sequence - anchor.highest_sequence + _HALF_SEQUENCE
+                ) % _SEQUENCE_MODULUS - _HALF_SEQUENCE
+                scaled = timestamp * rate // rtp_rate if scale else timestamp
+                lateness = first_sample_by_arrival - scaled - anchor.offset
+                if lateness > jump and -_OLD_SEQUENCE_SPAN <= sequence_step <= 0:
+                    # An old packet arriving very late, not a timestamp jump: drop it. The
+                    # span is bounded so that a sender restarting its sequence lower
+                    # re-anchors.
+                    stats.late += 1
+                    continue
+                if lateness > jump or lateness < -reorder:
+                    anchor = self._new_anchor(
+                        ssrc, rtp_timestamp, sequence, first_sample_by_arrival, arrival, rtp_rate
+                    )
+                    timestamp = rtp_timestamp
+                else:
+                    if lateness >= 0 and arrival < anchor.window_end:
+                        # Within the drift window (most packets): `_track_delay`, inline.
+                        if lateness < anchor.window_min_lateness:
+                            anchor.window_min_lateness = lateness
+                    elif not -early <= lateness < 0:
+                        self._track_delay(anchor, lateness, arrival)
+                    if timestamp > highest:
+                        anchor.highest_timestamp = timestamp
+                    if sequence_step > 0:
+                        anchor.highest_sequence = sequence
 
-        position = self._scaled(timestamp, rtp_rate) - lead
-        if position + anchor.offset + size <= self._committed:
-            self.stats.late += 1
-            return
-        key = (anchor.serial, position)
-        if key in self._pending:
-            self.stats.duplicates += 1
-            return
-        self._pending[key] = _Pending(anchor, position, pcm)
-        self.stats.samples += size
-
-    def _scaled(self, timestamp: int, rtp_rate: int) -> int:
-        """An extended RTP timestamp in samples of this timeline's rate."""
-        if rtp_rate == self.clock_rate:
-            return timestamp
-        return timestamp * self.clock_rate // rtp_rate
+            position = (timestamp * rate // rtp_rate if scale else timestamp) - lead
+            if position + anchor.offset + size <= committed:
+                stats.late += 1
+                continue
+            pending = anchor.pending
+            if position in pending:
+                stats.duplicates += 1
+                continue
+            pending.add(position)
+            stats.samples += size
+            if (
+                run is not None
+                and run.anchor is anchor
+                and run_end == position
+                and run_stop == first
+            ):
+                run.starts.append(position)  # right after the last one placed, in time
+            else:  # and in `pcm`
+                if run is not None:
+                    run.pcm = pcm[run_first:run_stop]
+                run = _Run(anchor, [position], pcm)
+                runs.append(run)
+                run_first = first
+            run_end = position + size
+            run_stop = bound
+        if run is not None:
+            run.pcm = pcm[run_first:run_stop]
 
     def earliest_pending(self) -> int | None:
         """The call sample of the earliest audio not yet drained, or None if none is."""
-        starts = [item.timestamp + item.anchor.offset for item in self._pending.values()]
+        starts = [run.starts[0] + run.anchor.offset for run in self._runs]
         return min(starts) if starts else None
 
     def rebase(self, samples: int) -> None:
@@ -219,56 +330,77 @@ class LegTimeline:
             anchor.offset += samples
 
     def drain(self, up_to: int) -> Int16Array:
-        """Return call samples [committed, up_to) and advance `committed` to `up_to`."""
+        """Return call samples [committed, up_to) and advance `committed` to `up_to`.
+
+        A pending packet whose span now lies wholly before `committed` (its stream's
+        anchor moved earlier after it was placed) is dropped and counted as late."""
         start_of_block = self._committed
         if up_to <= start_of_block:
             return np.zeros(0, dtype=np.int16)
         block = np.zeros(up_to - start_of_block, dtype=np.int16)
-        kept: dict[tuple[int, int], _Pending] = {}
-        for key, item in self._pending.items():
-            start = item.timestamp + item.anchor.offset
-            end = start + len(item.pcm)
+        kept: list[_Run] = []
+        for run in self._runs:
+            anchor = run.anchor
+            offset = anchor.offset
+            starts = run.starts
+            start = starts[0] + offset
+            end = start + len(run.pcm)
             if end <= start_of_block:
-                self.stats.late += 1
+                self.stats.late += len(starts)
+                anchor.pending.difference_update(starts)
                 continue
             if start >= up_to:
-                kept[key] = item
+                kept.append(run)
                 continue
+            # Packets that end before the block: each one a late packet.
+            self.stats.late += max(0, bisect_right(starts, start_of_block - offset) - 1)
             copy_from = max(start, start_of_block)
             copy_to = min(end, up_to)
-            block[copy_from - start_of_block : copy_to - start_of_block] = item.pcm[
+            block[copy_from - start_of_block : copy_to - start_of_block] = run.pcm[
                 copy_from - start : copy_to - start
             ]
+            split = up_to - offset  # the first position not handed out
+            handed = bisect_left(starts, split)  # the packets that start before it
+            anchor.pending.difference_update(starts[:handed])
             if end > up_to:
-                split = up_to - start
-                rest = _Pending(item.anchor, item.timestamp + split, item.pcm[split:])
-                kept[(item.anchor.serial, rest.timestamp)] = rest
-        self._pending = kept
+                # The packet that straddles `up_to` stays as its remainder, known from
+                # now on by where the remainder starts.
+                rest = starts[handed:]
+                if not rest or rest[0] != split:
+                    rest.insert(0, split)
+                    anchor.pending.add(split)
+                kept.append(_Run(anchor, rest, run.pcm[split - starts[0] :]))
+        self._runs = kept
         self._committed = up_to
         return block
 
     def _new_anchor(
-        self, packet: RtpPacket, first_sample: int, arrival: float, rtp_rate: int
+        self,
+        ssrc: int,
+        timestamp: int,
+        sequence: int,
+        first_sample: int,
+        arrival: float,
+        rtp_rate: int,
     ) -> _Anchor:
+        scaled = (
+            timestamp * self.clock_rate // rtp_rate if rtp_rate != self.clock_rate else timestamp
+        )
         anchor = _Anchor(
-            serial=self._next_serial,
-            offset=first_sample - self._scaled(packet.timestamp, rtp_rate),
+            offset=first_sample - scaled,
             rtp_rate=rtp_rate,
-            highest_timestamp=packet.timestamp,
-            highest_sequence=packet.sequence,
-            window_min_lateness=0,
+            highest_timestamp=timestamp,
+            highest_sequence=sequence,
             window_end=arrival + self._drift_window_s,
         )
-        self._next_serial += 1
-        self._anchors[packet.ssrc] = anchor
+        self._anchors[ssrc] = anchor
         self.stats.anchors += 1
         return anchor
 
     def _track_delay(self, anchor: _Anchor, lateness: int, arrival: float) -> None:
-        if -self._early_tolerance <= lateness < 0:
-            # Scheduling noise of a sample or two: moving the stream for it would leave a
-            # seam (samples dropped or repeated) for a sub-millisecond gain in alignment.
-            return
+        """Follow the stream's delay (a lateness within the early tolerance never gets
+        here: moving the stream for scheduling noise of a sample or two would leave a
+        seam, samples dropped or repeated, for a sub-millisecond gain in alignment)."""
         if lateness < 0:
             # Less delayed than the anchor packet: the anchor itself came in late.
             anchor.offset += lateness

@@ -93,6 +93,30 @@ def _cause(exc: BaseException, fd: int | None) -> tuple[int | None, str]:
     return None, str(exc) or type(exc).__name__
 
 
+# libsndfile's own entry points, through soundfile's cffi handle: `SoundFile.write` seeks
+# five times around each write to keep its `frames` attribute current, which cost more
+# than the write itself at a recorder's 4 writes a second per call (bench/RESULTS.md,
+# "Per-packet cost"). The writer counts its frames itself.
+_LIBSNDFILE = getattr(soundfile, "_snd", None)
+_FFI = getattr(soundfile, "_ffi", None)
+
+
+def _write_frames(file: soundfile.SoundFile, frames: npt.NDArray[np.int16]) -> None:
+    """Append int16 frames to `file` with one libsndfile call (or `SoundFile.write` where
+    soundfile does not expose libsndfile); raises as `SoundFile.write` does."""
+    data = np.ascontiguousarray(frames, dtype=np.int16)
+    handle = getattr(file, "_file", None)
+    if _LIBSNDFILE is None or _FFI is None or handle is None:
+        file.write(data)
+        return
+    written = _LIBSNDFILE.sf_writef_short(handle, _FFI.from_buffer("short[]", data), len(data))
+    code = _LIBSNDFILE.sf_error(handle)
+    if code:
+        raise soundfile.LibsndfileError(code)
+    if written != len(data):
+        raise RuntimeError(f"libsndfile wrote {written} of {len(data)} frames")
+
+
 @dataclass(frozen=True)
 class RecordingSummary:
     """What the store records about a finished file; `partial` says why the file stops
@@ -224,7 +248,7 @@ class RecordingWriter:
             )
             raise self._failure
         try:
-            self._file.write(frames.astype(np.int16, copy=False))
+            _write_frames(self._file, frames)
             self._frames += len(frames)
             self._unflushed += len(frames)
         except (OSError, RuntimeError) as exc:
