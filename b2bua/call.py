@@ -747,6 +747,12 @@ class Call:
             for change in changes:
                 # Before the address: the leg's first packets must meet its keys.
                 self.media.set_crypto(change.leg, change.receive, change.send)
+                log.info(
+                    "call %s: leg %s media %s",
+                    self.call_id,
+                    change.leg,
+                    f"SRTP {change.send.suite}" if change.send is not None else "plain RTP",
+                )
         self.sdp[learn_from] = strip_crypto(body)
         if not offer and self._keeps_telephone_event(leg):
             # The phone keeps RFC 4733 for the feature code, whatever the far end answered.

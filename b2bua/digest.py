@@ -19,7 +19,10 @@ issue time is treated as expired (stale), so forgetting a count never re-opens a
 
 Nonces do not survive a restart: the HMAC secret is drawn per process, because replay
 safety needs the ``nc`` table, which is memory only. After a restart every phone gets a
-``stale=true`` challenge and carries on.
+``stale=true`` challenge and carries on. Nodes that share a store share the secret
+instead, and each accepted ``nc`` is also recorded in the store
+(`b2bua.services.AuthLedger`, `storage.auth`): a nonce one node issued is good on
+another, and a count one node accepted is a replay on every node.
 
 Only credentials that were right move the table, so wrong guesses cannot burn the counts
 of an honest client's nonce.
@@ -39,7 +42,7 @@ import secrets
 import struct
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from b2bua.message import SipRequest, SipResponse, SipUri, make_response
 from b2bua.peer import Peer
@@ -79,7 +82,9 @@ class AuthResult:
     whose count was forgotten): the caller should re-challenge with ``stale=True``.
     ``failed`` is true when credentials were presented and refused (wrong password,
     unknown user, foreign or replayed nonce, malformed header): what abuse limits count.
-    A request without credentials is neither.
+    A request without credentials is neither. An accepted result names the ``nonce``,
+    when it was ``issued`` and the count ``nc`` it used: nodes that share their nonces
+    (`b2bua.services.AuthLedger`) record them there too, so no node accepts them again.
     """
 
     ok: bool
@@ -87,6 +92,10 @@ class AuthResult:
     stale: bool
     reason: str
     failed: bool = False
+    # What an accepted answer used (not part of the outcome: left out of equality).
+    nonce: str | None = field(default=None, compare=False)
+    issued: float = field(default=0.0, compare=False)
+    nc: int = field(default=0, compare=False)
 
 
 CredentialLookup = Callable[[str], Credentials | None]
@@ -477,7 +486,7 @@ class DigestChallenger:
             return stale("nonce count forgotten")
         if counted == "replay":
             return deny(f"nonce count {nc:08x} replayed (not above the last one accepted)")
-        return AuthResult(True, username, False, "ok")
+        return AuthResult(True, username, False, "ok", nonce=nonce, issued=issued, nc=nc)
 
 
 def credentials_username(request: SipRequest, header: str) -> str | None:

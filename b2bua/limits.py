@@ -196,6 +196,28 @@ class AuthLimits:
         while len(self._trusted) > self._capacity:
             self._trusted.popitem(last=False)
 
+    # -- from other nodes (b2bua.services.AuthLedger) -----------------------------------
+
+    def impose(self, kind: str, key: str, until: float) -> None:
+        """Lock a source (by `source_key`) or a user until ``until``, as another node
+        decided; no `Lockout` is returned (the node that decided logged it)."""
+        table = self.sources if kind == "source" else self.users
+        counter = table.touch(key)
+        if until > counter.locked_until:
+            counter.failures.clear()
+            counter.locked_until = until
+            counter.refusals = 0
+
+    def trust(self, username: str, host: str, until: float) -> None:
+        """``username`` authenticated from ``host`` on another node: trusted until
+        ``until`` (if that is later than what this node knows)."""
+        pair = (username, source_key(host))
+        if until > self._trusted.get(pair, float("-inf")):
+            self._trusted[pair] = until
+            self._trusted.move_to_end(pair)
+            while len(self._trusted) > self._capacity:
+                self._trusted.popitem(last=False)
+
     def locked(self, kind: str, key: str, now: float) -> bool:
         """Whether a source (by `source_key`) or a user is locked out at ``now``."""
         table = self.sources if kind == "source" else self.users

@@ -7,10 +7,22 @@ callrec's own `a=crypto` toward it the key callrec *encrypts* with: a fresh rand
 key per leg, direction and suite, from `secrets` (RFC 4568 6.1: each side declares the
 key it sends with).
 
-Supported: AES_CM_128_HMAC_SHA1_80 and AES_CM_128_HMAC_SHA1_32 (`SUITES`), one inline key
-without MKI, no session parameters. An offer's attributes are tried in order and the
-first usable one is taken; the rest are skipped. An `RTP/SAVP` offer with none usable is
-refused with 488 (`SdesRefused`).
+Supported (`SUITES`, the default order of `[media] srtp_suites`): AEAD_AES_256_GCM and
+AEAD_AES_128_GCM (RFC 7714: a 256- or 128-bit key and a 96-bit salt, a 16-byte tag),
+AES_CM_128_HMAC_SHA1_80 and AES_CM_128_HMAC_SHA1_32 (RFC 4568: a 128-bit key, a 112-bit
+salt); one inline key, no session parameters. The AES-256 counter-mode suites of RFC 6188
+are not: libsrtp has them, but `pylibsrtp` 1.0 reaches its policies only through DTLS-SRTP
+profiles, which name no AES-256-CM one. Nor is an MKI: `pylibsrtp` cannot give libsrtp
+one, so an attribute with `|MKI:length` is never taken, and an offer left with nothing
+else is refused with a reason that says so.
+
+The suites a call uses are the configured ones (`suites`, strongest first). callrec
+*offers* them in that order, one attribute per suite, each under its own tag
+(`SUITE_TAGS`; RFC 4568 lists attributes in order of preference). It *answers* with
+the offerer's preference (the first attribute it can use, in the offer's order) among
+the configured suites; a suite left out of the config is never taken. An `RTP/SAVP`
+offer with none usable is refused with 488 (`SdesRefused`), saying for each attribute
+why.
 
 What callrec offers toward a leg (`OfferMode`): `PLAIN` (RTP/AVP, no crypto),
 `OPTIONAL` (RTP/AVP with crypto: SRTP if the answer has crypto, else plain, the usual
@@ -32,14 +44,15 @@ import binascii
 import enum
 import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from b2bua.sdp import SdpError, parse_sdp
 
 __all__ = [
-    "KEY_LENGTH",
+    "KEY_LENGTHS",
     "SUITES",
+    "SUITE_TAGS",
     "CryptoAttribute",
     "CryptoChange",
     "MasterKey",
@@ -47,16 +60,36 @@ __all__ = [
     "SdesError",
     "SdesRefused",
     "SrtpNegotiation",
+    "choose_crypto",
     "format_crypto",
     "parse_crypto",
     "select_crypto",
     "strip_crypto",
 ]
 
-# The suites callrec speaks, in the order it offers them; both take a 128-bit AES key
-# and a 112-bit salt (RFC 4568 6.2).
-SUITES = ("AES_CM_128_HMAC_SHA1_80", "AES_CM_128_HMAC_SHA1_32")
-KEY_LENGTH = 30  # master key (16) + master salt (14)
+# The suites callrec speaks, strongest first: the default order it offers them in.
+SUITES = (
+    "AEAD_AES_256_GCM",
+    "AEAD_AES_128_GCM",
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+)
+# The tag each suite is offered under, whatever the order: a tag names one suite across
+# re-offers and config changes (RFC 4568: a tag identifies an attribute; the order of
+# the lines is the preference).
+SUITE_TAGS = {
+    "AES_CM_128_HMAC_SHA1_80": 1,
+    "AES_CM_128_HMAC_SHA1_32": 2,
+    "AEAD_AES_128_GCM": 3,
+    "AEAD_AES_256_GCM": 4,
+}
+# The inline key's length per suite: master key + master salt.
+KEY_LENGTHS = {
+    "AEAD_AES_256_GCM": 32 + 12,  # RFC 7714
+    "AEAD_AES_128_GCM": 16 + 12,
+    "AES_CM_128_HMAC_SHA1_80": 16 + 14,  # RFC 4568 6.2
+    "AES_CM_128_HMAC_SHA1_32": 16 + 14,
+}
 _SECURE_PROTOS = {"RTP/SAVP": "RTP/AVP", "RTP/SAVPF": "RTP/AVPF"}
 _PLAIN_PROTOS = {plain: secure for secure, plain in _SECURE_PROTOS.items()}
 _TAG = re.compile(r"[0-9]{1,9}")
@@ -86,15 +119,16 @@ class MasterKey:
     material: bytes = field(repr=False)
 
     def __post_init__(self) -> None:
-        if self.suite not in SUITES:
+        if self.suite not in KEY_LENGTHS:
             raise SdesError(f"unsupported crypto suite {self.suite[:40]!r}")
-        if len(self.material) != KEY_LENGTH:
-            raise SdesError(f"a {self.suite} key is {KEY_LENGTH} bytes, not {len(self.material)}")
+        length = KEY_LENGTHS[self.suite]
+        if len(self.material) != length:
+            raise SdesError(f"a {self.suite} key is {length} bytes, not {len(self.material)}")
 
     @classmethod
     def generate(cls, suite: str) -> MasterKey:
         """A fresh random key for `suite` (from `secrets`)."""
-        return cls(suite, secrets.token_bytes(KEY_LENGTH))
+        return cls(suite, secrets.token_bytes(KEY_LENGTHS[suite]))
 
     def inline(self) -> str:
         """The key as it is written after `inline:` (base64)."""
@@ -115,12 +149,14 @@ class CryptoAttribute:
     @property
     def unsupported(self) -> str | None:
         """Why callrec cannot use this attribute, or None when it can."""
-        if self.suite not in SUITES:
+        if self.suite not in KEY_LENGTHS:
             return f"suite {self.suite[:40]} is not supported"
-        if len(self.keys) != 1 or self.mki:
-            return "more than one key or an MKI is not supported"
-        if len(self.keys[0]) != KEY_LENGTH:
-            return f"a {self.suite} key must be {KEY_LENGTH} bytes"
+        if self.mki:
+            return "an MKI is not supported (offer the key without |MKI:length)"
+        if len(self.keys) != 1:
+            return "more than one key is not supported"
+        if len(self.keys[0]) != KEY_LENGTHS[self.suite]:
+            return f"a {self.suite} key must be {KEY_LENGTHS[self.suite]} bytes"
         if self.session_params:
             return "session parameters are not supported"
         return None
@@ -182,17 +218,31 @@ def format_crypto(tag: int, key: MasterKey) -> str:
     return f"{tag} {key.suite} inline:{key.inline()}"
 
 
-def select_crypto(values: Iterable[str]) -> CryptoAttribute | None:
-    """The first usable attribute among `a=crypto` values, in order; malformed and
-    unsupported ones are skipped. None when none is usable."""
-    for value in values:
+def select_crypto(values: Iterable[str], suites: Sequence[str] = SUITES) -> CryptoAttribute | None:
+    """The first usable attribute among `a=crypto` values, in their order, whose suite
+    is one of `suites`; malformed and unsupported ones are skipped. None when none is."""
+    return choose_crypto(values, suites)[0]
+
+
+def choose_crypto(
+    values: Iterable[str], suites: Sequence[str] = SUITES
+) -> tuple[CryptoAttribute | None, list[str]]:
+    """`select_crypto`, with why each attribute before the chosen one was skipped
+    ("tag 1: ..."; never a key), for a refusal a person can act on."""
+    skipped: list[str] = []
+    for index, value in enumerate(values):
         try:
             attribute = parse_crypto(value)
-        except SdesError:
+        except SdesError as exc:
+            skipped.append(f"attribute {index + 1}: {exc}")
             continue
-        if attribute.unsupported is None:
-            return attribute
-    return None
+        reason = attribute.unsupported
+        if reason is None and attribute.suite not in suites:
+            reason = f"suite {attribute.suite} is not in [media] srtp_suites"
+        if reason is None:
+            return attribute, skipped
+        skipped.append(f"tag {attribute.tag}: {reason}")
+    return None, skipped
 
 
 def strip_crypto(body: bytes) -> bytes:
@@ -244,6 +294,7 @@ class OfferMode(enum.Enum):
     MANDATORY = "mandatory"  # RTP/SAVP with crypto
 
 
+_STRENGTH = [OfferMode.PLAIN, OfferMode.OPTIONAL, OfferMode.MANDATORY]
 TRUNK_MODES = {"off": OfferMode.PLAIN, "offer": OfferMode.OPTIONAL, "require": OfferMode.MANDATORY}
 
 
@@ -269,6 +320,9 @@ class _Offered:
 class _LegSdes:
     configured: OfferMode | None  # fixed by config (the trunk), None: follow the call
     required: bool
+    # A phone called over TLS: `configured` is the least it is offered, more when the
+    # other leg brought SRTP.
+    at_least: bool = False
     local: dict[str, MasterKey] = field(default_factory=dict, repr=False)
     offered_tags: dict[int, str] = field(default_factory=dict)  # our last offer to it
     offered_mode: OfferMode = OfferMode.PLAIN
@@ -276,6 +330,11 @@ class _LegSdes:
     negotiated: OfferMode | None = None
     receive: MasterKey | None = field(default=None, repr=False)
     send: MasterKey | None = field(default=None, repr=False)
+
+
+def _bounded(reason: str, limit: int = 300) -> str:
+    """A refusal reason short enough for a Warning header; it never holds a key."""
+    return reason if len(reason) <= limit else reason[: limit - 3] + "..."
 
 
 def _negotiated(proto: str) -> OfferMode:
@@ -309,7 +368,10 @@ class SrtpNegotiation:
     (and none of the sender's); `answer` also returns the key changes the relay must
     apply. They raise
     `SdesRefused` when the SDP must be refused. `trunk_leg` ("a" or "b", None for no
-    trunk) gets `trunk_mode` (`[trunk] srtp`); `new_key` makes keys (tests fix it).
+    trunk) gets `trunk_mode` (`[trunk] srtp`), the legs in `tls_legs` the mode given
+    there (phones callrec calls over TLS); `suites` are the ones callrec offers, in
+    that order, and the only ones it takes (`[media] srtp_suites`); `new_key` makes keys
+    (tests fix it).
     """
 
     def __init__(
@@ -317,13 +379,24 @@ class SrtpNegotiation:
         *,
         trunk_leg: str | None = None,
         trunk_mode: str = "off",
+        suites: Sequence[str] = SUITES,
         new_key: Callable[[str], MasterKey] = MasterKey.generate,
+        tls_legs: Mapping[str, str] | None = None,
     ) -> None:
-        mode = TRUNK_MODES[trunk_mode]
+        unknown = [suite for suite in suites if suite not in KEY_LENGTHS]
+        if unknown or not suites:
+            raise SdesError(f"SRTP suites must be some of {', '.join(SUITES)}")
+        self.suites = tuple(dict.fromkeys(suites))
+        # Fixed modes: the trunk's leg by `[trunk] srtp`; a phone leg callrec offers to
+        # over TLS by `[sip] tls_phone_srtp` (`tls_legs`: leg -> "off"/"offer"/"require").
+        fixed = {leg: mode for leg, mode in (tls_legs or {}).items() if leg != trunk_leg}
+        if trunk_leg is not None:
+            fixed[trunk_leg] = trunk_mode
         self.legs = {
             leg: _LegSdes(
-                configured=mode if leg == trunk_leg else None,
-                required=leg == trunk_leg and mode is OfferMode.MANDATORY,
+                configured=TRUNK_MODES[fixed[leg]] if leg in fixed else None,
+                required=leg in fixed and TRUNK_MODES[fixed[leg]] is OfferMode.MANDATORY,
+                at_least=leg != trunk_leg,
             )
             for leg in ("a", "b")
         }
@@ -367,13 +440,19 @@ class SrtpNegotiation:
             return OfferMode.MANDATORY
         if state.negotiated is not None and state.negotiated is not OfferMode.PLAIN:
             return state.negotiated
-        if state.configured is not None:
+        if state.configured is not None and not state.at_least:
             return state.configured
-        if state.negotiated is OfferMode.PLAIN:
+        if state.negotiated is OfferMode.PLAIN and state.configured is None:
             return OfferMode.PLAIN
         if from_chosen is None:
-            return OfferMode.PLAIN
-        return OfferMode.MANDATORY if from_proto in _SECURE_PROTOS else OfferMode.OPTIONAL
+            followed = OfferMode.PLAIN
+        elif from_proto in _SECURE_PROTOS:
+            followed = OfferMode.MANDATORY
+        else:
+            followed = OfferMode.OPTIONAL
+        if state.configured is None:
+            return followed
+        return max(followed, state.configured, key=_STRENGTH.index)
 
     def _write_offer(self, leg: str, body: bytes, index: int, proto: str, mode: OfferMode) -> bytes:
         state = self.legs[leg]
@@ -383,7 +462,8 @@ class SrtpNegotiation:
         if mode is OfferMode.PLAIN:
             return _rewrite(body, index, plain_proto, [])
         lines: list[str] = []
-        for tag, suite in enumerate(SUITES, start=1):
+        for suite in self.suites:
+            tag = SUITE_TAGS[suite]
             state.offered_tags[tag] = suite
             lines.append(format_crypto(tag, self._local(leg, suite)))
         if mode is OfferMode.MANDATORY:
@@ -405,10 +485,12 @@ class SrtpNegotiation:
     def _offered_key(self, from_leg: str, proto: str, values: list[str]) -> CryptoAttribute | None:
         """The crypto callrec takes from `from_leg`'s offer, None for plain;
         `SdesRefused` when it must refuse the offer."""
-        chosen = select_crypto(values) if values else None
+        chosen, skipped = choose_crypto(values, self.suites)
         if chosen is None and proto in _SECURE_PROTOS:
-            suites = ", ".join(SUITES)
-            raise SdesRefused(488, f"no supported SRTP crypto suite offered (supported: {suites})")
+            suites = ", ".join(self.suites)
+            why = f": {'; '.join(skipped)}" if skipped else ""
+            reason = f"no usable SRTP crypto offered (callrec takes {suites}){why}"
+            raise SdesRefused(488, _bounded(reason))
         if chosen is None and self.legs[from_leg].required:
             raise SdesRefused(488, "SRTP is required on this trunk ([trunk] srtp = require)")
         return chosen
@@ -423,9 +505,13 @@ class SrtpNegotiation:
                     attribute = parse_crypto(value)
                 except SdesError:
                     continue
-                suite = state.offered_tags.get(attribute.tag)
-                if suite == attribute.suite and attribute.unsupported is None:
-                    return attribute
+                if state.offered_tags.get(attribute.tag) != attribute.suite:
+                    continue
+                reason = attribute.unsupported
+                if reason is not None:
+                    # It took one of our offers, but will send with a key we cannot use.
+                    raise SdesRefused(488, _bounded(f"the SRTP answer is unusable: {reason}"))
+                return attribute
         if state.offered_mode is OfferMode.MANDATORY:
             if state.required:
                 raise SdesRefused(488, "the trunk answered without SRTP ([trunk] srtp = require)")

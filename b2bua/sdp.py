@@ -268,12 +268,25 @@ def keep_telephone_event(offer: bytes, answer: bytes) -> bytes:
     if not events:
         return answer
     payload_type = events[0]
-    if payload_type in answered.formats or int(payload_type) in answered.rtpmap:
+    if payload_type in answered.formats:
         return answer
+    mapped = answered.rtpmap.get(int(payload_type))
+    if mapped is not None and mapped[0].lower() != TELEPHONE_EVENT:
+        return answer
+    # An answer with a stray a=rtpmap for telephone-event on that payload type but not in
+    # its m= line (some trunks answer so) gets the type in the m= line, its lines kept.
+    present = {
+        (name, (value or "").split(" ")[0])
+        for name, value in answered.attributes
+        if name in ("rtpmap", "fmtp")
+    }
     added = [
         f"a={name}:{value}".encode()
         for name, value in offered.attributes
-        if name in ("rtpmap", "fmtp") and value is not None and value.split(" ")[0] == payload_type
+        if name in ("rtpmap", "fmtp")
+        and value is not None
+        and value.split(" ")[0] == payload_type
+        and (name, payload_type) not in present
     ]
     out: list[bytes] = []
     in_audio = False

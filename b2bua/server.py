@@ -53,6 +53,7 @@ from b2bua.registrar import Binding, Registrar, Remove, RemoveAll, Upsert
 from b2bua.registrar import parse_received as parse_received_peer
 from b2bua.sdes import SrtpNegotiation
 from b2bua.services import (
+    AuthLedger,
     CallObserver,
     Directory,
     MediaFactory,
@@ -62,6 +63,7 @@ from b2bua.services import (
     StoredBinding,
     Subscriber,
 )
+from b2bua.shared_auth import SharedAuth
 from b2bua.transaction import (
     RequestReceived,
     ResponseReceived,
@@ -100,6 +102,14 @@ class Route:
     callee_user: Subscriber | None = None
     domain: str | None = None
     recording: InternalCallRecording | None = None
+
+    def party_user_ids(self) -> tuple[int | None, int | None]:
+        """The users who are the caller and the callee (None: a number outside the
+        organisation), filed on the CDR: a user sees the calls they took part in, never
+        a call whose outside number merely equals their extension."""
+        if self.direction == INBOUND:
+            return None, self.owner.id
+        return self.owner.id, self.callee_user.id if self.callee_user is not None else None
 
 
 def fork_targets(
@@ -144,6 +154,7 @@ class B2bua:
         observer: CallObserver | None = None,
         *,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        auth_ledger: AuthLedger | None = None,
     ) -> None:
         self.config = config
         # Starts a background task in the owner's task group (`callrec serve`): call
@@ -167,6 +178,12 @@ class B2bua:
             max_failures=config.sip.auth_max_failures,
             window=config.sip.auth_failure_window,
             lockout=config.sip.auth_lockout,
+        )
+        # Nodes sharing a store share nonces and lock-outs (b2bua.shared_auth).
+        self.shared_auth = (
+            SharedAuth(auth_ledger, self.limits, nonce_lifetime=config.sip.nonce_lifetime)
+            if auth_ledger is not None
+            else None
         )
         self.registrar = Registrar(max_contacts=config.sip.max_contacts)
         trunk = config.trunk
@@ -212,6 +229,11 @@ class B2bua:
         from b2bua.transport import SipTransport, TcpLimits
 
         sip = self.config.sip
+        if self.shared_auth is not None:
+            # The nodes' common secret: a nonce one node issued is good on the others.
+            self._nonce_secret = await self.shared_auth.ledger.nonce_secret()
+            self.challengers = {}
+            self.challenger = self._challenger(sip.realm)
         limits = TcpLimits(
             max_connections=sip.tcp_max_connections,
             max_per_source=sip.tcp_max_per_source,
@@ -221,6 +243,7 @@ class B2bua:
         self.transport = SipTransport(
             self.host, self.port, self.on_data, limits, tls=tls_settings(sip)
         )
+        self.transport.on_unreachable = self._on_unreachable
         await self.transport.start()
         self.port = self.transport.port
         self.tls_port = self.transport.tls_port
@@ -365,8 +388,17 @@ class B2bua:
                 call.on_ack_timeout()
             return
         handler = self.handlers.pop(_client_key(request), None)
-        if handler is not None:
-            handler(None)
+        if handler is None:
+            return
+        if event.timer == "transport":
+            # RFC 3261 §8.1.3.1: a transport failure is treated as a 503.
+            handler(make_response(request, 503, "Service Unavailable"))
+            return
+        handler(None)
+
+    def _on_unreachable(self, peer: Peer) -> None:
+        """A connection to `peer` could not be opened: what waited for it fails now."""
+        self._process(self.transactions.transport_failed(peer, time.monotonic()))
 
     # ------------------------------------------------------------------ CallServices
     def send_request(self, request: SipRequest, peer: Peer, on_response: ResponseHandler) -> None:
@@ -622,6 +654,8 @@ class B2bua:
         # Usernames repeat across organisations: limits count each one per domain.
         username = f"{given}@{org.domain}" if given is not None else None
         credentials = await self._credentials_for(request, header, org)
+        if self.shared_auth is not None:
+            await self.shared_auth.before_check(peer.host, username)
         # From here to the failure count nothing awaits: guesses sent in a burst cannot
         # all pass the check before the first of them is counted.
         verdict = self.limits.check(peer.host, username, time.monotonic())
@@ -639,6 +673,11 @@ class B2bua:
             lambda name: credentials[1] if credentials and name == given else None,
             source=peer,
         )
+        if result.ok and self.shared_auth is not None and result.username is not None:
+            # A right answer only: guesses are counted before anything awaits.
+            result = await self.shared_auth.accept(
+                result, peer.host, f"{result.username}@{org.domain}"
+            )
         if not result.ok or credentials is None or result.username is None:
             self._challenge(
                 request, peer, status, result, known_user=credentials is not None, realm=org.domain
@@ -662,6 +701,8 @@ class B2bua:
             now = time.monotonic()
             user = f"{result.username}@{realm}" if known_user else None
             outcome = self.limits.failure(peer.host, user, now)
+            if self.shared_auth is not None:
+                self.spawn(self.shared_auth.count_failure(peer.host, user))
             if outcome.log:
                 log.warning(
                     "auth failed for %s from %s: %s",
@@ -820,7 +861,10 @@ class B2bua:
                 )
             call.internal_leg = "a" if direction == OUTBOUND else "b"
             call.srtp = SrtpNegotiation(
-                trunk_leg="b" if direction == OUTBOUND else "a", trunk_mode=trunk.srtp
+                trunk_leg="b" if direction == OUTBOUND else "a",
+                trunk_mode=trunk.srtp,
+                suites=self.config.media.srtp_suites,
+                tls_legs=self._tls_phone_legs(chosen.targets) if direction != OUTBOUND else None,
             )
             call.recording_mode = owner.recording_mode
         key = _setup_key(request)
@@ -850,9 +894,12 @@ class B2bua:
             call.media.close()
             self.call_ended(call)
             return
+        caller_user_id, callee_user_id = chosen.party_user_ids()
         self._create_cdr(
             call,
             owner.org_id,
+            caller_user_id=caller_user_id,
+            callee_user_id=callee_user_id,
             sip_call_id=call.call_id,
             direction=direction,
             caller_ext=caller.extension,
@@ -882,7 +929,22 @@ class B2bua:
         caller = route.owner
         call.identity = CallerIdentity(caller.extension, caller.name, route.domain or self.host)
         # No trunk on either leg: each phone gets SRTP if it offers it, plain RTP if not.
-        call.srtp = SrtpNegotiation(trunk_leg=None, trunk_mode=self.config.trunk.srtp)
+        call.srtp = SrtpNegotiation(
+            trunk_leg=None,
+            trunk_mode=self.config.trunk.srtp,
+            suites=self.config.media.srtp_suites,
+            tls_legs=self._tls_phone_legs(route.targets),
+        )
+
+    def _tls_phone_legs(self, targets: list[Target]) -> dict[str, str]:
+        """Leg B's SRTP mode when callrec calls phones over TLS (`[sip] tls_phone_srtp`):
+        "offer" when any device is on TLS (a plain one ignores the keys), "require" only
+        when every one is (a plain device could not answer RTP/SAVP)."""
+        mode = self.config.sip.tls_phone_srtp
+        on_tls = [target.peer.transport == "tls" for target in targets]
+        if mode == "off" or not any(on_tls):
+            return {}
+        return {"b": "require" if mode == "require" and all(on_tls) else "offer"}
 
     def _media_idle(self, call: Call) -> None:
         """No RTP either way for [media] hangup_after_silence: a BYE was probably lost."""

@@ -2,9 +2,9 @@
 
 `b2bua` never imports `media` or `storage`: the application (`callrec.app`) hands the
 `B2bua` a `Directory` (organisations, users, credentials, registrations, call detail
-records), a
-`MediaFactory` (one relay session per call) and a `CallObserver` (the recording
-orchestration). Each Protocol names only what the SIP side calls, so a new backend (for
+records), a `MediaFactory` (one relay session per call), a `CallObserver` (the
+recording orchestration) and, when nodes share a store, an `AuthLedger` (nonces and
+lock-outs). Each Protocol names only what the SIP side calls, so a new backend (for
 example PostgreSQL) only has to offer these methods.
 
 Errors: a `Directory` method may raise anything on a backend failure; the SIP side logs
@@ -134,6 +134,60 @@ class Directory(Protocol):
     async def create_call(self, org_id: int, **fields: Any) -> int: ...
 
     async def update_call(self, call_id: int, **fields: Any) -> None: ...
+
+
+class SharedLocks(Protocol):
+    """Until when (unix seconds; 0: not) a source and a user are locked out on any node,
+    and until when that user trusts that source (it authenticated from there)."""
+
+    @property
+    def source_until(self) -> float: ...
+    @property
+    def user_until(self) -> float: ...
+    @property
+    def trusted_until(self) -> float: ...
+
+
+class AuthLedger(Protocol):
+    """SIP authentication state shared by the nodes of one store (`storage.auth`): the
+    nonce secret, the accepted nonce counts, failures, lock-outs and trusted sources.
+    Without one (one node, SQLite) the SIP side keeps them in memory only. Times are
+    unix seconds; `source` is `b2bua.limits.source_key` of the address, `username` the
+    digest username with its domain. A method may raise on a backend failure: the SIP
+    side then decides with what it holds in memory."""
+
+    async def nonce_secret(self) -> bytes: ...
+
+    async def accept_nonce(
+        self,
+        nonce: str,
+        issued: float,
+        nc: int,
+        expires_before: float,
+        *,
+        username: str,
+        source: str,
+        trusted_until: float,
+    ) -> bool:
+        """Record an accepted count (and the user's trust of the source); False if a
+        node accepted that count or a higher one before: a replay."""
+        ...
+
+    async def lock_state(self, source: str, username: str | None, now: float) -> SharedLocks: ...
+
+    async def count_failure(
+        self,
+        source: str,
+        username: str | None,
+        now: float,
+        *,
+        window: float,
+        max_failures: int,
+        lockout: float,
+    ) -> Sequence[tuple[str, str, float]]:
+        """Count a failure on every node's behalf; the lock-outs it starts, as
+        (kind, key, until)."""
+        ...
 
 
 class MediaLeg(Protocol):

@@ -11,11 +11,19 @@
   own certificate when the peer asks for one.
 Both refuse TLS below 1.2. The config (`callrec.config`) has already checked the files,
 so building the contexts here does not fail on a config that loaded.
+
+`SSLKEYLOGFILE` in the environment makes both write their TLS secrets there (NSS key log
+format, which Wireshark reads to decrypt a capture), as Python's default contexts, curl
+and browsers do: a debugging aid, which tests use to read the SDES keys a phone sent
+over TLS. Whoever can read that file reads the calls' SIP, SRTP keys included: never
+set it in production.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
+import sys
 from dataclasses import dataclass
 
 from callrec.config import SipConfig
@@ -46,6 +54,10 @@ def server_context(sip: SipConfig) -> ssl.SSLContext:
     context.verify_mode = _VERIFY[sip.tls_client_certificates]
     if sip.tls_ca is not None:
         context.load_verify_locations(cafile=sip.tls_ca)
+    # ssl.create_default_context (the client's) reads SSLKEYLOGFILE; a bare context not.
+    key_log = os.environ.get("SSLKEYLOGFILE")
+    if key_log and not sys.flags.ignore_environment:
+        context.keylog_filename = key_log
     return context
 
 

@@ -100,8 +100,9 @@ class ResponseReceived:
 class TransactionTimeout:
     """A transaction gave up on ``request``.
 
-    ``timer`` says which: "B"/"F" (client: no final response, treat as 408), "H" (server: no
-    ACK for a non-2xx final) or "L" (server: no ACK for a 2xx; the TU should send BYE).
+    ``timer`` says which: "B"/"F" (client: no final response, treat as 408), "transport"
+    (client: the peer could not be reached, treat as 503), "H" (server: no ACK for a
+    non-2xx final) or "L" (server: no ACK for a 2xx; the TU should send BYE).
     """
 
     request: SipRequest
@@ -488,6 +489,21 @@ class TransactionLayer:
         if server is None:
             raise TransactionError(f"no server transaction for response {response.status}")
         return self._settle(server, server.send_response(response, now))
+
+    def transport_failed(self, peer: Peer, now: float) -> list[Event]:
+        """The transport could not reach ``peer`` (a TCP or TLS connection that failed to
+        open, its handshake or certificate refused): every client transaction towards it
+        that has had no response yet ends now (RFC 3261 §17.1.4) with
+        ``TransactionTimeout(timer="transport")``, which the TU treats as a 503
+        (§8.1.3.1), rather than waiting for Timer B or F."""
+        events: list[Event] = []
+        for client in list(self._clients.values()):
+            if client.peer != peer or client.state not in (State.CALLING, State.TRYING):
+                continue
+            client.terminate()
+            self._settle(client, [])
+            events.append(TransactionTimeout(client.request, timer="transport"))
+        return events
 
     def find_invite_server_transaction(self, cancel: SipRequest) -> SipRequest | None:
         """The INVITE that ``cancel`` cancels, while its server transaction lives.

@@ -290,6 +290,9 @@ class SipTransport:
         self._expired_log = RateLimitedLog()
         self._handshake_log = RateLimitedLog()
         self._no_tls_log = RateLimitedLog()
+        # Told when a connection to a peer could not be opened (the owner's transaction
+        # layer ends what was waiting for it).
+        self.on_unreachable: Callable[[Peer], None] | None = None
 
     async def start(self) -> None:
         """Bind UDP then TCP on the same port, then TLS on its own; ListenError names
@@ -554,6 +557,9 @@ class SipTransport:
                 self._outgoing[peer] = opened
         except (OSError, ssl.SSLError, TimeoutError) as exc:
             log.warning("%s connect to %s:%s failed: %s", kind, peer.host, peer.port, exc)
+            failed = True
+        else:
+            failed = False
         finally:
             self._pending_tcp.pop(peer, None)
             backlog = self._tcp_backlog.pop(peer, [])
@@ -561,6 +567,8 @@ class SipTransport:
             if connection is not None:
                 for data in backlog:
                     connection.send(data)
+        if failed and connection is None and self.on_unreachable is not None:
+            self.on_unreachable(peer)
 
     async def close(self) -> None:
         """Stop listening, end every task of the transport and close its connections."""

@@ -45,10 +45,17 @@ Recorded mode records every call (mono WAV, no announcement: a prompt would repl
 relayed packets); "samples written %" is the recordings' length against the calls' media
 time from the CDRs.
 
+``--cluster N`` runs the same load through Kamailio to N nodes (testkit/cluster.py: one
+PostgreSQL, one SeaweedFS S3 store, Kamailio on 127.0.0.10, nodes on 127.0.0.2 ...,
+one media worker each, recordings uploaded to the bucket), started fresh for each run.
+The measured tree is then every node, Kamailio, PostgreSQL and SeaweedFS; the nodes'
+RTP ranges lie one after the other in the relay range, which the counters count as one.
+
 Run from the repository root, as root (nftables)::
 
     python -m bench.calls --mode recorded --concurrency 100,200,300,400,500 --hold 30 --repeat 2
     python -m bench.calls --mode recorded --concurrency 20 --hold 5 --repeat 1   # smoke
+    python -m bench.calls --mode recorded --cluster 2 --concurrency 20 --hold 5 --repeat 1
 """
 
 from __future__ import annotations
@@ -74,10 +81,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from testkit.cluster import Cluster, cluster_missing
 from testkit.harness import SIPP_DIGEST_CONFIG, CallrecServer, free_port
 from testkit.rtp_counter import RtpCounter
 from testkit.sipp_runner import (
@@ -161,7 +169,9 @@ def relay_port_count(concurrency: int) -> int:
 
 def plan_ports(args: argparse.Namespace, concurrency: int) -> Ports:
     """Ports from --base-port (laid out from it), explicit options, or free ones."""
-    count = relay_port_count(concurrency)
+    # Through Kamailio (--cluster N) each node gets a whole level's range: the Call-ID
+    # hash need not spread the calls evenly.
+    count = relay_port_count(concurrency) * (getattr(args, "cluster", 0) or 1)
     base: int | None = args.base_port
     if base is not None:
         layout = Ports(base, base + 1, base + 2, base + 3, base + 4, base + 10, base + 20, 0)
@@ -597,9 +607,12 @@ def drive_load(
     sniffer: bool = False,
     trace_sip: bool = False,
     trunk_scenario: str = "uas_echo.xml",
+    remote: str | None = None,
 ) -> None:
-    """Run the held SIPp load against `ports.sip`, filling `figures` (everything ends)."""
+    """Run the held SIPp load against `ports.sip` (or `remote`, "host:port"), filling
+    `figures` (everything ends)."""
     plan = figures.plan
+    remote = remote or f"{LOOPBACK}:{ports.sip}"
     trunk_dir, phone_dir = sipp_work_dirs(root)
     scenario = bench_scenario(root, alaw_audio(root))
     relay = (ports.relay_first, ports.relay_last)
@@ -627,14 +640,14 @@ def drive_load(
                 work_dir=phone_dir,
                 timeout_s=plan.timeout_s,
                 ready_wait_s=0,
-                remote=f"{LOOPBACK}:{ports.sip}",
+                remote=remote,
                 local_port=ports.phone,
                 media_port=ports.phone_media,
                 callee=CALLEE,
                 caller=PHONE_EXTENSION,
                 user=PHONE_EXTENSION,
                 password=PHONE_PASSWORD,
-                extra=["-auth_uri", f"{CALLEE}@{LOOPBACK}:{ports.sip}"],
+                extra=["-auth_uri", f"{CALLEE}@{remote}"],
                 call_length_ms=round(plan.call_length_s * 1000),
                 calls=plan.concurrency,
                 rate=plan.setup_rate,
@@ -729,7 +742,21 @@ def callrec_server(root: Path, ports: Ports, mode: str) -> CallrecServer:
     return server
 
 
-def written_percent(server: CallrecServer, calls: int, timeout: float = 60.0) -> tuple[float, str]:
+class _Cli(Protocol):
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]: ...
+
+
+@dataclass(frozen=True)
+class _NodeCli:
+    """A cluster node's CLI as `written_percent` reads it (the store is shared)."""
+
+    cluster: Cluster
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(args, 0, self.cluster.nodes[0].cli(*args), "")
+
+
+def written_percent(server: _Cli, calls: int, timeout: float = 60.0) -> tuple[float, str]:
     """Recordings' length against the answered calls' media time, and a note if short."""
     deadline = time.monotonic() + timeout
     limit = str(calls + 10)
@@ -791,6 +818,62 @@ def run_callrec(
     if problems:
         figures.notes.append(f"{len(problems)} WARNING/ERROR lines in serve.log:")
         figures.notes.extend(f"    {line}" for line in problems[:5])
+    return figures
+
+
+def run_cluster(
+    plan: LevelPlan,
+    ports: Ports,
+    root: Path,
+    mode: str,
+    run: int,
+    nodes: int,
+    sniffer: bool,
+    trace_sip: bool = False,
+) -> RunFigures:
+    """One held run through Kamailio to `nodes` fresh nodes (testkit/cluster.py)."""
+    figures = RunFigures(
+        f"callrec {mode} x{nodes} via kamailio", plan.concurrency, run, load_average(), plan
+    )
+    relay_ports = (ports.relay_last - ports.relay_first + 1) // nodes
+    recording_mode = "always" if mode == "recorded" else "never"
+    cluster = Cluster(
+        root / "cluster",
+        size=nodes,
+        trunk_port=ports.trunk,
+        rtp_first=ports.relay_first,
+        rtp_ports=relay_ports,
+        node_extra='[recording]\nannouncement = "none"\n' if mode == "recorded" else "",
+        users=(
+            (PHONE_EXTENSION, "--name", "Bench Phone", "--password", PHONE_PASSWORD,
+             "--mode", recording_mode),
+        ),
+    )  # fmt: skip
+    try:
+        cluster.start()
+        assert cluster.proxy is not None
+        labels = cluster.processes()
+        drive_load(
+            figures,
+            ports,
+            root,
+            lambda: list(labels),
+            labels,
+            sniffer=sniffer,
+            trace_sip=trace_sip,
+            remote=cluster.proxy.address,
+        )
+        if mode == "recorded":
+            figures.written_percent, note = written_percent(_NodeCli(cluster), figures.successful)
+            if note:
+                figures.notes.append(note)
+    finally:
+        cluster.stop()
+    for index, node in enumerate(cluster.nodes, 1):
+        problems = [line for line in node.log().splitlines() if LOG_PROBLEM.search(line)]
+        if problems:
+            figures.notes.append(f"{len(problems)} WARNING/ERROR lines in node{index}'s log:")
+            figures.notes.extend(f"    {line}" for line in problems[:5])
     return figures
 
 
@@ -983,8 +1066,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_load_options(parser)
     parser.add_argument("--mode", choices=("plain", "recorded"), default="plain")
+    parser.add_argument(
+        "--cluster",
+        type=int,
+        default=0,
+        metavar="N",
+        help="through Kamailio to N nodes sharing PostgreSQL and S3 (testkit/cluster.py)",
+    )
     args = parser.parse_args(argv)
     check_options(parser, args)
+    if args.cluster:
+        missing = cluster_missing()
+        if missing is not None:
+            parser.exit(2, f"{parser.prog}: --cluster: {missing}\n")
+        if not 1 <= args.cluster <= 8:
+            parser.error("--cluster: 1 to 8 nodes")
+
+        def run_nodes(plan: LevelPlan, ports: Ports, root: Path, run: int) -> RunFigures:
+            return run_cluster(
+                plan, ports, root, args.mode, run, args.cluster, args.sniffer, args.trace_sip
+            )
+
+        title = f"callrec call path through Kamailio to {args.cluster} nodes, mode {args.mode}"
+        return run_levels(args, title, run_nodes)
 
     def run_one(plan: LevelPlan, ports: Ports, root: Path, run: int) -> RunFigures:
         return run_callrec(plan, ports, root, args.mode, run, args.sniffer, args.trace_sip)

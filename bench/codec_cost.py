@@ -104,19 +104,24 @@ def recording_cost(codec: str, pt: int, frames: list[bytes], file_rate: int) -> 
         return time.process_time() - began
 
 
-def call_minutes(minutes: float) -> None:
-    seconds = minutes * 60
+def call_frames(seconds: float) -> list[tuple[str, str, int, list[bytes], int]]:
+    """`seconds` of speech-like audio in 20 ms frames per codec: (label, codec, payload
+    type, frames, the file's rate), G.711 A-law first."""
     narrow = _speech_like(seconds, 8000)
     g711_frames = [
         g711.encode("PCMA", narrow[i : i + 160]).tobytes() for i in range(0, len(narrow), 160)
     ]
     g722_frames = _encode("g722", 16000, 320, _speech_like(seconds, 16000))
     opus_frames = _encode("libopus", 48000, 960, _speech_like(seconds, 48000))
-    rows = [
+    return [
         ("G.711 A-law, 8 kHz file", "PCMA", 8, g711_frames, 8000),
         ("G.722, 16 kHz file", "G722", 9, g722_frames, 16000),
         ("Opus 32 kbit/s, 16 kHz file", "OPUS", 111, opus_frames, 16000),
     ]
+
+
+def call_minutes(minutes: float) -> None:
+    rows = call_frames(minutes * 60)
     notice = load_announcement("default", "en")
     assert notice is not None
     print(f"{'recording, both legs':32} {'CPU s / call-minute':>20} {'notice encode ms':>17}")

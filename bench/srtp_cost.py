@@ -3,8 +3,8 @@
 What it times, each over `--packets` G.711 packets (20 ms, 172 bytes of RTP), best of
 `--repeat` runs:
 
-* libsrtp (pylibsrtp) alone: `protect` and `unprotect` of one packet, for
-  AES_CM_128_HMAC_SHA1_80 and _32;
+* libsrtp (pylibsrtp) alone: `protect` and `unprotect` of one packet, for each suite
+  callrec has (AEAD_AES_256_GCM, AEAD_AES_128_GCM, AES_CM_128_HMAC_SHA1_80 and _32);
 * the relay: `datagram_received` of a real `media.relay.MediaSession` for a latched
   source, forwarding to a sink transport (no system call, so what remains is the
   Python path callrec runs per packet), for plain to plain, SRTP in (decrypt) to plain,
@@ -16,6 +16,20 @@ packets/s each way, 6000 packets a minute through the relay.
 
 Run from the repository root (no network, no root):
     python -m bench.srtp_cost [--packets 20000] [--repeat 5]
+
+`--call-minutes N` measures instead the whole recorded call as a media worker runs it,
+in process CPU seconds per call-minute (`time.process_time`, so other load on the
+machine counts little): N minutes of a two-leg call, both legs sending 20 ms packets of
+speech-like audio in one codec (G.711 A-law, G.722, Opus 32 kbit/s), each packet
+through `datagram_received` of a real `MediaSession` (source check, SRTP decrypt, the
+forward with SRTP encrypt for the far leg, whose `sendto` is a sink) and its tap, a
+`media.recorder.Recorder` ticked every 250 ms of call time that decodes, mixes to stereo
+and writes a WAV to a temporary folder. Plain RTP on both legs against SRTP on both legs
+(each leg with its own keys, AES_CM_128_HMAC_SHA1_80 and AEAD_AES_256_GCM). Call time is
+a fake wall clock (the relay's `wall_clock`, replaced for the run) advancing 10 ms per
+packet, so the recorder sees a call in real time. Not counted: the system calls
+(`recvfrom`, `sendto`), the event loop, the fsync thread, the senders' encryption.
+    python -m bench.srtp_cost --call-minutes 2 [--repeat 3]
 """
 
 from __future__ import annotations
@@ -24,16 +38,23 @@ import argparse
 import asyncio
 import secrets
 import socket
+import statistics
 import struct
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pylibsrtp
 
+import media.relay
+from bench.codec_cost import call_frames
 from media.ports import PortAllocator
+from media.recorder import Recorder
 from media.relay import MediaSession, _RtpProtocol
-from media.srtp import SUITE_PROFILES, SrtpKey
+from media.srtp import KEY_LENGTHS, SUITE_PROFILES, SrtpKey
+from media.writer import RecordingWriter
 from testkit.sipp_runner import free_port
 
 PACKETS_PER_CALL_MINUTE = 2 * 50 * 60
@@ -82,7 +103,7 @@ def sendto_cost(packets: int, repeat: int) -> float:
 
 def libsrtp_costs(suite: str, packets: int, repeat: int) -> tuple[float, float]:
     """(protect, unprotect) µs per packet with libsrtp alone."""
-    key = secrets.token_bytes(30)
+    key = secrets.token_bytes(KEY_LENGTHS[suite])
     plain = [rtp(n) for n in range(packets)]
     protected: list[bytes] = []
 
@@ -165,7 +186,7 @@ async def main_async(packets: int, repeat: int) -> None:
     print()
     print("| per packet | µs |")
     print("|---|---|")
-    for suite in (SUITE_80, SUITE_32):
+    for suite in SUITE_PROFILES:
         protect_us, unprotect_us = libsrtp_costs(suite, packets, repeat)
         for name, cost in (("protect", protect_us), ("unprotect", unprotect_us)):
             print(f"| libsrtp {name}, {suite} | {cost:.2f} |")
@@ -194,11 +215,138 @@ async def main_async(packets: int, repeat: int) -> None:
         print(f"| {label} | {value * 1000:.1f} | x{value / plain:.2f} |")
 
 
+class _FakeWallClock:
+    """The relay's `wall_clock` during a recorded-call run: call time, set per packet."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def recorded_call_cpu(
+    codec: str, pt: int, frames: list[bytes], file_rate: int, suite: str | None
+) -> float:
+    """Process CPU seconds for one recorded call of `frames` per leg (see the module
+    docstring), SRTP on both legs under `suite`, or plain RTP when None."""
+    step = {"PCMA": 160, "G722": 160, "OPUS": 960}[codec]
+    start = 1_700_000_000.0
+    clock = _FakeWallClock(start)
+    first = free_port(even=True, span=4)
+    with tempfile.TemporaryDirectory() as folder:
+        writer = RecordingWriter(Path(folder) / "call.wav", 2, "wav", samplerate=file_rate)
+        recorder = Recorder(
+            writer, start_time=start, codecs={"a": {pt: codec}, "b": {pt: codec}}, label="bench"
+        )
+        relay = await MediaSession.create(
+            PortAllocator(first, first + 3), "127.0.0.1", silence_timeout=None, tap=recorder
+        )
+        real_clock = media.relay.wall_clock
+        try:
+            relay.set_remote("a", *PEER_A)
+            relay.set_remote("b", *PEER_B)
+            legs = relay._legs  # the bench drives the internals, as relay_cost does
+            sink = _Sink()
+            for name, peer in (("a", PEER_A), ("b", PEER_B)):
+                legs[name].rtp.transport = sink  # type: ignore[assignment]
+                legs[name].rtp.latch(peer)
+            arriving: dict[str, list[bytes]] = {}
+            for name, ssrc in (("a", 0x1111), ("b", 0x2222)):
+                plain = [
+                    struct.pack("!BBHII", 0x80, pt, n & 0xFFFF, n * step, ssrc) + payload
+                    for n, payload in enumerate(frames)
+                ]
+                if suite is None:
+                    arriving[name] = plain
+                    continue
+                phone_key = secrets.token_bytes(KEY_LENGTHS[suite])
+                relay.set_srtp(
+                    name,
+                    SrtpKey(suite, phone_key),
+                    SrtpKey(suite, secrets.token_bytes(KEY_LENGTHS[suite])),
+                )
+                sender = session(suite, phone_key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+                arriving[name] = [sender.protect(packet) for packet in plain]
+            receive_a = _RtpProtocol(relay, legs["a"].rtp).datagram_received
+            receive_b = _RtpProtocol(relay, legs["b"].rtp).datagram_received
+            media.relay.wall_clock = clock  # type: ignore[assignment]
+            next_tick = start + 0.25
+            began = time.process_time()
+            for index in range(len(frames)):
+                clock.now = start + (index + 1) * 0.02
+                receive_a(arriving["a"][index], PEER_A)
+                clock.now += 0.01
+                receive_b(arriving["b"][index], PEER_B)
+                if clock.now >= next_tick:
+                    recorder.tick(clock.now)
+                    next_tick += 0.25
+            recorder.close(clock.now + 0.02)
+            spent = time.process_time() - began
+        finally:
+            media.relay.wall_clock = real_clock
+            relay.close()
+        assert sink.sent == 2 * len(frames), (sink.sent, len(frames))
+        assert relay.stats("a").srtp_failed == 0 and relay.stats("b").srtp_failed == 0
+        assert (Path(folder) / "call.wav").stat().st_size > len(frames) * 0.02 * file_rate * 4 * 0.9
+        return spent
+
+
+async def call_minutes_async(minutes: float, repeat: int) -> None:
+    codecs = call_frames(minutes * 60)
+    suites: list[tuple[str, str | None]] = [
+        ("plain RTP", None),
+        ("SRTP AES_CM_128_HMAC_SHA1_80", SUITE_80),
+        ("SRTP AEAD_AES_256_GCM", "AEAD_AES_256_GCM"),
+    ]
+    # One run per codec first, not counted (the first call in a codec pays for warming
+    # its decoder's memory). Then round robin over the cells, `repeat` times, the
+    # columns in a rotating order: load that comes and goes on a shared machine touches
+    # every cell alike. The best run of each cell is kept.
+    for _, codec, pt, frames, rate in codecs:
+        await recorded_call_cpu(codec, pt, frames[: len(frames) // 4], rate, None)
+    runs: dict[tuple[int, int], list[float]] = {}
+    for round_number in range(repeat):
+        for row, (_, codec, pt, frames, rate) in enumerate(codecs):
+            for shift in range(len(suites)):
+                column = (round_number + shift) % len(suites)
+                spent = await recorded_call_cpu(codec, pt, frames, rate, suites[column][1])
+                runs.setdefault((row, column), []).append(spent / minutes)
+    print(f"recorded call, both legs, {minutes:g} min, {repeat} runs: CPU s per call-minute")
+    print()
+    print("| codec (file rate) | " + " | ".join(label for label, _ in suites) + " |")
+    print("|---|" + "---|" * len(suites))
+    baseline = min(runs[0, 0])
+    for row, (label, *_) in enumerate(codecs):
+        cells = []
+        for column in range(len(suites)):
+            best, median = min(runs[row, column]), statistics.median(runs[row, column])
+            cells.append(f"{best:.3f} / {median:.3f} (x{best / baseline:.1f})")
+        print(f"| {label} | " + " | ".join(cells) + " |")
+    print()
+    print("(best / median of the runs; xN: best against the best of plain G.711)")
+    print()
+    print(
+        "| SRTP on both legs adds, CPU s per call-minute (best minus best) | "
+        + " | ".join(label for label, _ in suites[1:])
+        + " |"
+    )
+    print("|---|" + "---|" * (len(suites) - 1))
+    for row, (label, *_) in enumerate(codecs):
+        plain = min(runs[row, 0])
+        deltas = [min(runs[row, column]) - plain for column in range(1, len(suites))]
+        print(f"| {label} | " + " | ".join(f"{delta:+.3f}" for delta in deltas) + " |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.srtp_cost")
     parser.add_argument("--packets", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--call-minutes", type=float, help="recorded-call CPU per call-minute")
     args = parser.parse_args(argv)
+    if args.call_minutes:
+        asyncio.run(call_minutes_async(args.call_minutes, args.repeat))
+        return 0
     asyncio.run(main_async(args.packets, args.repeat))
     return 0
 

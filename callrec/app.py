@@ -30,10 +30,11 @@ from callrec.recording.manager import RecordingManager
 from callrec.services.export import fail_interrupted_exports
 from callrec.services.retention import RetentionTask
 from callrec.workers import RemoteMedia, WorkerPool
+from media.writer import repair
 from portal.app import start_portal
 from portal.metrics import MetricsSource, SetupLatency
 from portal.services import PortalServices
-from storage.connection import redact_url
+from storage.connection import POSTGRESQL, redact_url
 from storage.database import Store
 from storage.errors import EmptyDatabase, StorageError
 from storage.files import RecordingFiles
@@ -98,8 +99,9 @@ async def open_store(config: Config, *, init: bool = False) -> Store:
 
 
 def raise_open_file_limit(config: Config) -> None:
-    """Take the hard RLIMIT_NOFILE: TCP connections, RTP ports, recordings and the
-    portal all need descriptors, and running out refuses calls."""
+    """Take the hard RLIMIT_NOFILE (the media workers inherit it): the SIP process needs
+    descriptors for its TCP connections and the portal, each media worker for its slice
+    of the RTP ports and its recordings, and running out refuses calls."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft < target:
@@ -108,15 +110,25 @@ def raise_open_file_limit(config: Config) -> None:
             soft = target
         except (OSError, ValueError) as exc:
             log.warning("cannot raise the open-file limit from %d: %s", soft, exc)
-    media = config.media
-    needed = config.sip.tcp_max_connections + (media.rtp_port_last - media.rtp_port_first + 1)
+    needed = open_files_needed(config)
     if soft < needed + 256:
         log.warning(
-            "the open-file limit %d is below tcp_max_connections plus the RTP ports (%d):"
-            " lower [sip] tcp_max_connections or raise the limit (ulimit -n)",
+            "the open-file limit %d is below what one process needs (%d: [sip]"
+            " tcp_max_connections, or a media worker's share of the RTP ports): lower"
+            " tcp_max_connections, add [media] workers or raise the limit (ulimit -n)",
             soft,
             needed,
         )
+
+
+def open_files_needed(config: Config) -> int:
+    """The most descriptors one callrec process needs, beyond a fixed 256: the SIP
+    process its TCP connections (RTP is in the workers), a worker its share of the RTP
+    ports (two per pair) and one recording file per call."""
+    media = config.media
+    ports = media.rtp_port_last - media.rtp_port_first + 1
+    per_worker = -(-ports // max(1, media.workers))
+    return max(config.sip.tcp_max_connections, per_worker + per_worker // 4)
 
 
 async def close_interrupted_calls(store: Store, storage_dir: Path) -> int:
@@ -133,6 +145,76 @@ async def close_interrupted_calls(store: Store, storage_dir: Path) -> int:
     for call in closed:
         log.warning("call %s was interrupted by a crash; closed as interrupted", call.sip_call_id)
     return len(closed)
+
+
+class NodeWatch:
+    """This node's heartbeat on a store nodes share, and the take-over of dead nodes'
+    calls (`storage.nodes`). `beat(now)` runs every `[cluster] node_timeout` / 3
+    seconds (`run_forever`). A node judges the others only once its own heartbeat has
+    been written without a failure for a whole timeout: after the store was down, every
+    heartbeat is old, and the live nodes must have had the time to write theirs."""
+
+    def __init__(self, store: Store, node: str, timeout: float) -> None:
+        self.store = store
+        self.node = node
+        self.timeout = timeout
+        self.healthy_since: float | None = None
+
+    async def beat(self, now: float) -> None:
+        try:
+            await self.store.heartbeat(self.node, now, starting=self.healthy_since is None)
+            if self.healthy_since is None:
+                self.healthy_since = now
+            if now - self.healthy_since < self.timeout:
+                return
+            dead = await self.store.take_over_dead_nodes(self.node, now, self.timeout)
+        except StorageError as exc:
+            if self.healthy_since is not None:
+                log.warning("cluster: cannot write this node's heartbeat: %s", exc)
+            self.healthy_since = None
+            return
+        for node in dead:
+            log.warning(
+                "cluster: node %s silent for %.0f s; closed its %d open call(s) as"
+                " interrupted and %d recording(s) as partial (their files wait on its disk)",
+                node.name,
+                now - node.last_seen,
+                len(node.calls),
+                node.recordings,
+            )
+
+    async def run_forever(self, interval: float) -> None:
+        """Beat every `interval` seconds (the first beat is the caller's, at start-up)."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.beat(time.time())
+
+
+async def seal_taken_over_recordings(store: Store, files: RecordingFiles, node: str) -> int:
+    """Repair and file the recordings of this node that another node closed as partial
+    while it was dead (`storage.nodes`): the files are here. Their upload follows, with
+    the other local recordings (`UploadQueue.queue_local_files`)."""
+    rows = await store.taken_over_recordings(node)
+    for row in rows:
+        try:
+            path = files.resolve(row.path)
+        except StorageError as exc:
+            log.error("recording %d (closed by another node) not repaired: %s", row.id, exc)
+            continue
+        result = await asyncio.to_thread(repair, path)
+        summary = result.summary
+        if summary is None:
+            log.error(
+                "recording %d (closed by another node) not repaired: %s",
+                row.id,
+                result.error or result.action,
+            )
+            continue
+        await store.seal_taken_over(
+            row.id, duration_s=summary.duration_s, sha256=summary.sha256, size=summary.bytes
+        )
+        log.warning("recording %d, closed by another node while this one was down, filed", row.id)
+    return len(rows)
 
 
 class _Shutdown(Exception):
@@ -186,6 +268,10 @@ async def serve(config: Config, *, init: bool = False) -> None:
     try:
         await close_interrupted_calls(store, config.storage.dir)
         async with background_tasks() as spawn:
+            if store.database.dialect == POSTGRESQL:
+                watch = NodeWatch(store, store.node, config.cluster.node_timeout)
+                await watch.beat(time.time())
+                spawn(watch.run_forever(config.cluster.heartbeat_interval))
             await _run(config, store, spawn)
     finally:
         await store.close()
@@ -211,7 +297,12 @@ async def _run_with_files(
     recordings = RecordingManager(config, store, spawn=spawn, files=files)
     media = WorkerPool.from_config(config, spawn=spawn)
     directory = CachedDirectory(store, spawn=spawn)  # users and credentials from memory
-    b2bua = B2bua(config, directory, media, recordings, spawn=spawn)
+    shared = store.database.dialect == POSTGRESQL  # nodes may share it
+    b2bua = B2bua(
+        config, directory, media, recordings, spawn=spawn, auth_ledger=store if shared else None
+    )
+    if shared and store.node is not None:
+        await seal_taken_over_recordings(store, files, store.node)
     media.on_lost = functools.partial(end_calls_of_lost_worker, b2bua)
     await recordings.refresh_settings()
     recovered = await recordings.recover()

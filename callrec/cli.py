@@ -7,10 +7,11 @@ for scripts but warns, since the command line is visible to every local user.
 `--json` prints the same records, in the same shape, as the REST API
 (`callrec.services.records`).
 
-Organisations: `callrec orgs add|list|set|usage` and `callrec dids add|list|remove`
-manage them (the operator's work); `--org SLUG` says which organisation a `users`,
-`settings`, `calls`, `recordings` or `admin` command is about. Without it the command
-acts on the only organisation there is, and is refused when there are several.
+Organisations: `callrec orgs add|list|set|remove|usage` (also spelt `callrec org`) and
+`callrec dids add|list|remove` manage them (the operator's work); `--org SLUG` says
+which organisation a `users`, `settings`, `calls`, `recordings` or `admin` command is
+about. Without it the command acts on the only organisation there is, and is refused
+when there are several.
 
 Users: `callrec users add` creates the same user the portal and the API create: an
 extension, a name, an e-mail, a mode (on demand unless `--mode`), a SIP password (from
@@ -79,6 +80,7 @@ from storage.audit import change_detail
 from storage.database import StorageError, Store
 from storage.errors import InvalidValue
 from storage.models import Did, OrgScope, format_timestamp
+from storage.organisations import OrgHoldings, remove_organisation
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -265,9 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         " always created)",
     )
 
-    orgs = commands.add_parser("orgs", help="organisations (operator)").add_subparsers(
-        dest="action", metavar="ACTION", required=True
-    )
+    orgs = commands.add_parser(
+        "orgs", aliases=["org"], help="organisations (operator)"
+    ).add_subparsers(dest="action", metavar="ACTION", required=True)
     orgs_add = with_config(orgs.add_parser("add", help="add an organisation"))
     orgs_add.add_argument("slug", metavar="SLUG")
     orgs_add.add_argument("--name", required=True)
@@ -286,6 +288,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     orgs_set.add_argument("--language")
     orgs_set.add_argument("--timezone")
+    orgs_remove = with_config(
+        orgs.add_parser(
+            "remove",
+            help="remove an organisation with its users, devices, numbers, settings, calls"
+            " and recordings (asks first)",
+        )
+    )
+    orgs_remove.add_argument("slug", metavar="SLUG")
+    orgs_remove.add_argument(
+        "--purge-recordings",
+        action="store_true",
+        help="also delete its recordings still under retention and their files (refused"
+        " without it while there are any)",
+    )
+    orgs_remove.add_argument(
+        "--yes", action="store_true", help="do not ask (for scripts; there is no undo)"
+    )
     orgs_usage = with_config(
         orgs.add_parser("usage", help="what each organisation used in a month (billing)")
     )
@@ -638,6 +657,8 @@ async def _orgs_command(args: argparse.Namespace, config: Config, out: TextIO) -
                 )
                 + "\n"
             )
+        elif args.action == "remove":
+            await _remove_organisation(store, config, args, out)
         elif args.action == "list":
             orgs = await store.list_organisations()
             if args.json:
@@ -675,6 +696,68 @@ async def _orgs_command(args: argparse.Namespace, config: Config, out: TextIO) -
             writer.writerows(usages)
 
     await _with_store(config, work)
+
+
+def _confirm_removal(slug: str, holdings: OrgHoldings, out: TextIO) -> None:
+    """Ask at the terminal, as a removal that cannot be undone should: the operator
+    types the organisation's slug. Without a terminal, --yes is the answer."""
+    out.write(
+        _(
+            "organisation {slug} holds {users} user(s), {devices} device(s), {dids} number"
+            " range(s), {calls} call(s) and {recordings} recording(s), {kept} of them still"
+            " under retention; all of it will be removed"
+        ).format(
+            slug=slug,
+            users=holdings.users,
+            devices=holdings.devices,
+            dids=holdings.dids,
+            calls=holdings.calls,
+            recordings=holdings.recordings,
+            kept=holdings.kept_recordings,
+        )
+        + "\n"
+    )
+    if not _stdin_is_terminal():
+        raise _UsageError(_("not removed: confirm with --yes (there is no terminal to ask)"))
+    out.flush()
+    answer = input(_("Type {slug} to remove it: ").format(slug=slug))
+    if answer.strip() != slug:
+        raise _UsageError(_("not removed: the answer was not {slug}").format(slug=slug))
+
+
+async def _remove_organisation(
+    store: Store, config: Config, args: argparse.Namespace, out: TextIO
+) -> None:
+    from storage.files import RecordingFiles
+    from storage.notices import NoticeFiles
+
+    scope = await store.org_scope(args.slug)
+    now = time.time()
+    holdings = await store.organisation_holdings(scope, now)
+    refusal = holdings.refusal(args.purge_recordings)
+    if refusal is not None:
+        raise refusal
+    if not args.yes:
+        _confirm_removal(scope.slug, holdings, out)
+    files = RecordingFiles.from_config(config.storage)  # the object store's too
+    try:
+        removed = await remove_organisation(
+            store,
+            files,
+            NoticeFiles(config.storage.dir),
+            scope,
+            now=now,
+            purge_recordings=args.purge_recordings,
+            actor=_cli_actor(),
+        )
+    finally:
+        await files.close()
+    out.write(
+        _("removed organisation {slug}: {users} user(s), {recordings} recording(s)").format(
+            slug=scope.slug, users=removed.users, recordings=removed.recordings
+        )
+        + "\n"
+    )
 
 
 async def _dids_command(args: argparse.Namespace, config: Config, out: TextIO) -> None:
@@ -1180,7 +1263,7 @@ def main(argv: list[str] | None = None) -> int:
             _MESSAGES.use(config.recording_settings.language)
         if args.command == "serve":
             _serve(config, init=args.init)
-        elif args.command == "orgs":
+        elif args.command in ("orgs", "org"):
             asyncio.run(_orgs_command(args, config, out))
         elif args.command == "dids":
             asyncio.run(_dids_command(args, config, out))

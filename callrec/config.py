@@ -40,6 +40,7 @@ from callrec.policy import (
 )
 
 __all__ = [
+    "ClusterConfig",
     "Config",
     "ConfigError",
     "HostPort",
@@ -68,6 +69,16 @@ class ConfigError(Exception):
 
 class _Invalid(Exception):
     """A value is wrong; the caller adds the section and key to the message."""
+
+
+# [media] srtp_suites: the SDES suites b2bua.sdes knows, strongest first (the default).
+# AES-GCM (RFC 7714) first, then the AES-CM suites of RFC 4568 every SRTP phone has.
+SRTP_SUITES = (
+    "AEAD_AES_256_GCM",
+    "AEAD_AES_128_GCM",
+    "AES_CM_128_HMAC_SHA1_80",
+    "AES_CM_128_HMAC_SHA1_32",
+)
 
 
 @dataclass(frozen=True)
@@ -120,6 +131,12 @@ class SipConfig:
     tls_ca: Path | None = None
     tls_client_certificates: str = "none"
     tls_handshake_timeout: float = 10.0
+    # SRTP toward a phone callrec calls over TLS (its registration's transport), when the
+    # other leg did not bring SRTP already: "offer" (RTP/AVP with a=crypto, so a phone
+    # without SRTP still answers plain), "require" (RTP/SAVP, when every device called is
+    # on TLS) or "off" (follow the other leg). Keys over TLS are protected; over UDP or
+    # TCP anyone on the path reads them, so callrec offers none there.
+    tls_phone_srtp: str = "offer"
     # SIP proxies in front of callrec (a Kamailio dispatcher, deploy/kamailio/): from
     # these addresses only, the `X-Callrec-Source` header names the phone's or the
     # trunk's own address, which digest nonces, lock-outs, registrations, trunk
@@ -188,6 +205,9 @@ class MediaConfig:
     # telephone-event (for the feature code); its other keys reach that far end as
     # nothing ("none"), in-band tones ("inband") or SIP INFO ("info").
     dtmf_interworking: str = "none"
+    # The SDES suites callrec offers on an SRTP leg, in this order, and the only ones it
+    # accepts (b2bua.sdes; the offerer's order decides among them when callrec answers).
+    srtp_suites: tuple[str, ...] = SRTP_SUITES
 
 
 @dataclass(frozen=True)
@@ -322,6 +342,20 @@ class ServerConfig:
     log_format: str = "text"
 
 
+@dataclass(frozen=True)
+class ClusterConfig:
+    """[cluster]: nodes sharing one store (PostgreSQL). Each writes its heartbeat every
+    `node_timeout` / 3 seconds; a node silent for `node_timeout` seconds is dead, and
+    another node closes its open calls as interrupted and their recordings as partial
+    (`storage.nodes`). Unused on a store of one node (SQLite)."""
+
+    node_timeout: float = 15.0
+
+    @property
+    def heartbeat_interval(self) -> float:
+        return self.node_timeout / 3
+
+
 def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The event loop `[server] loop` asks for: uvloop's for "uvloop", and for "auto"
     when it is installed; None (asyncio's own) otherwise. ConfigError if "uvloop" is
@@ -353,6 +387,7 @@ class Config:
     portal: PortalConfig
     smtp: SmtpConfig
     server: ServerConfig = ServerConfig()
+    cluster: ClusterConfig = ClusterConfig()
     source: Path | None = None
 
     @property
@@ -590,7 +625,11 @@ def _trunk_uri(value: object) -> _TrunkUri:
 
 
 def _digest_algorithms(value: object) -> tuple[str, ...]:
-    allowed = ("SHA-256", "MD5")
+    return _distinct_choices(value, ("SHA-256", "MD5"))
+
+
+def _distinct_choices(value: object, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """A non-empty list of distinct values from `allowed`, in the order given."""
     if (
         not isinstance(value, list)
         or not value
@@ -645,6 +684,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "tls_ca": (None, lambda v, base: _readable_file(v, base)),
         "tls_client_certificates": ("none", lambda v, _: _choice(v, TLS_CLIENT_CERTIFICATES)),
         "tls_handshake_timeout": (10.0, lambda v, _: _seconds(v, 0.1, 600, "seconds (0.1-600)")),
+        "tls_phone_srtp": ("offer", lambda v, _: _choice(v, TRUNK_SRTP_MODES)),
         "proxies": ([], lambda v, _: _proxies(v)),
     },
     "trunk": {
@@ -663,6 +703,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
         "latch_window": (3.0, lambda v, _: _seconds(v, 0.5, 30, "seconds between 0.5 and 30")),
         "workers": (None, lambda v, _: _integer(v, 1, MAX_MEDIA_WORKERS)),
         "dtmf_interworking": ("none", lambda v, _: _choice(v, DTMF_INTERWORKING_MODES)),
+        "srtp_suites": (list(SRTP_SUITES), lambda v, _: _distinct_choices(v, SRTP_SUITES)),
     },
     "recording": {
         "channels": ("mono", lambda v, _: _choice(v, CHANNELS)),
@@ -701,6 +742,9 @@ _SCHEMA: dict[str, dict[str, tuple[Any, _Parser]]] = {
     "server": {
         "loop": ("auto", lambda v, _: _choice(v, EVENT_LOOPS)),
         "log_format": ("text", lambda v, _: _choice(v, LOG_FORMATS)),
+    },
+    "cluster": {
+        "node_timeout": (15.0, lambda v, _: _seconds(v, 1, 3600, "seconds (a number 1-3600)")),
     },
     "smtp": {
         "host": ("127.0.0.1", lambda v, _: _host(_nonempty(v))),
@@ -835,6 +879,7 @@ def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Conf
             latch_window=values["media"]["latch_window"],
             workers=_media_workers(values["media"]["workers"], rtp_first, rtp_last),
             dtmf_interworking=values["media"]["dtmf_interworking"],
+            srtp_suites=values["media"]["srtp_suites"],
         ),
         recording=RecordingConfig(**values["recording"]),
         storage=StorageConfig(**values["storage"]),
@@ -842,6 +887,7 @@ def _parse(document: Mapping[str, Any], base: Path, source: Path | None) -> Conf
         portal=PortalConfig(**values["portal"]),
         smtp=SmtpConfig(**values["smtp"]),
         server=ServerConfig(**values["server"]),
+        cluster=ClusterConfig(**values["cluster"]),
         source=source,
     )
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.changes import DirectorySnapshot, DirectoryWatch, load_directory
+from storage.connection import POSTGRESQL
 from storage.database import Store
 from storage.models import Credentials, Device, Did, Organisation, User
 from storage.organisations import did_matches
@@ -242,7 +243,20 @@ class CachedDirectory:
         user = snapshot.users.get((org_id, extension))
         if user is None:
             return []
-        return [b for b in snapshot.bindings.get(user.id, ()) if b.expires_at > now]
+        found = [b for b in snapshot.bindings.get(user.id, ()) if b.expires_at > now]
+        if found or self.store.database.dialect != POSTGRESQL:
+            return found
+        # Nodes sharing the store: the phone may have registered through another node
+        # since the last poll; ask the store before answering 480.
+        org = next((o for o in snapshot.organisations.values() if o.id == org_id), None)
+        if org is None:
+            return []
+        return [
+            CachedBinding(
+                r.contact, r.received, r.call_id, r.cseq, r.expires_at, r.instance, r.updated_at
+            )
+            for r in await self.store.bindings(org.scope, extension, now)
+        ]
 
     # ------------------------------------------------------------------ registrations
     def _wrote(self) -> dict[int, list[CachedBinding]] | None:

@@ -2,7 +2,7 @@
 
 Two modes::
 
-    callrec phone dial TARGET --via HOST:PORT --as USER [--password P] [--transport udp|tcp]
+    callrec phone dial TARGET --via HOST:PORT --as USER [--password P] [--transport udp|tcp|tls]
         [--play FILE.wav] [--record-heard OUT.wav] [--digits "*1" [--dtmf-method
         rfc2833|inband|info] --at SECONDS [--at SECONDS ...]] [--hold-at S --resume-at S]
         [--hangup-after S | --cancel-after S] [--expect-status CODE] [--local-port N]
@@ -109,6 +109,7 @@ class PhoneOptions:
     timeout_s: float = DEFAULT_TIMEOUT_S
     codec: str = "pcmu"
     srtp: str = "off"  # SDES SRTP over plain SIP: off | optional | mandatory
+    tls_ca: Path | None = None  # --transport tls: the CA the server's certificate is checked with
     log_level: int = 0
 
     @property
@@ -125,7 +126,7 @@ class PhoneOptions:
         """``sip:user@via`` (``user`` None: the proxy itself), with the transport."""
         host, port = split_host_port(self.via)
         user_part = f"{user}@" if user else ""
-        suffix = ";transport=tcp" if self.transport == "tcp" else ""
+        suffix = f";transport={self.transport}" if self.transport != "udp" else ""
         return f"sip:{user_part}{host}:{port}{suffix}"
 
     def target_uri(self) -> str:
@@ -163,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--via", required=True, help="HOST:PORT of callrec (or a peer)")
         sub.add_argument("--as", dest="user", required=True, help="our user name")
         sub.add_argument("--password", help="digest password (answers 401/407)")
-        sub.add_argument("--transport", choices=("udp", "tcp"), default="udp")
+        sub.add_argument("--transport", choices=("udp", "tcp", "tls"), default="udp")
+        sub.add_argument("--tls-ca", type=Path, help="CA file the TLS server is verified with")
         sub.add_argument("--local-port", type=int, default=0, help="SIP port (0: any)")
         sub.add_argument("--rtp-port", type=int, default=0, help="first RTP port (0: any)")
         sub.add_argument("--play", type=Path, help="WAV looped into the call")
@@ -321,7 +323,15 @@ class Softphone:
         transport_config = pj.TransportConfig()
         transport_config.port = options.local_port
         transport_config.boundAddress = _bind_address(options.via_host)
-        kind = pj.PJSIP_TRANSPORT_TCP if options.transport == "tcp" else pj.PJSIP_TRANSPORT_UDP
+        kind = {
+            "udp": pj.PJSIP_TRANSPORT_UDP,
+            "tcp": pj.PJSIP_TRANSPORT_TCP,
+            "tls": pj.PJSIP_TRANSPORT_TLS,
+        }[options.transport]
+        if options.transport == "tls":
+            # A client: the server's certificate must chain to --tls-ca.
+            transport_config.tlsConfig.CaListFile = str(options.tls_ca or "")
+            transport_config.tlsConfig.verifyServer = True
         self.transport_id = self.endpoint.transportCreate(kind, transport_config)
         self.endpoint.libStart()
         self.endpoint.audDevManager().setNullDev()

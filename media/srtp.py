@@ -26,13 +26,23 @@ import pylibsrtp
 
 from media.rtp import MediaError
 
-__all__ = ["SRTP_FAILURES", "SUITE_PROFILES", "SrtpError", "SrtpKey", "SrtpLeg"]
+__all__ = ["KEY_LENGTHS", "SRTP_FAILURES", "SUITE_PROFILES", "SrtpError", "SrtpKey", "SrtpLeg"]
 
+# SDES suite name -> libsrtp profile. RFC 6188's AES_256_CM suites are missing: pylibsrtp
+# sets policies from DTLS-SRTP profiles only, and none is AES-256 counter mode.
 SUITE_PROFILES = {
+    "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
+    "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
     "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
     "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
 }
-KEY_LENGTH = 30
+# Master key + master salt, per suite.
+KEY_LENGTHS = {
+    "AEAD_AES_256_GCM": 32 + 12,
+    "AEAD_AES_128_GCM": 16 + 12,
+    "AES_CM_128_HMAC_SHA1_80": 16 + 14,
+    "AES_CM_128_HMAC_SHA1_32": 16 + 14,
+}
 # What protect/unprotect raise for a packet: libsrtp's failure, or a packet too long.
 SRTP_FAILURES: tuple[type[Exception], ...] = (pylibsrtp.Error, ValueError)
 
@@ -43,7 +53,7 @@ class SrtpError(MediaError):
 
 @dataclass(frozen=True)
 class SrtpKey:
-    """A master key and salt (30 bytes) for one suite; `material` is never shown."""
+    """A master key and salt (`KEY_LENGTHS`) for one suite; `material` is never shown."""
 
     suite: str
     material: bytes = field(repr=False)
@@ -51,8 +61,9 @@ class SrtpKey:
     def __post_init__(self) -> None:
         if self.suite not in SUITE_PROFILES:
             raise SrtpError(f"unsupported SRTP suite {self.suite[:40]!r}")
-        if len(self.material) != KEY_LENGTH:
-            raise SrtpError(f"an SRTP key is {KEY_LENGTH} bytes, not {len(self.material)}")
+        length = KEY_LENGTHS[self.suite]
+        if len(self.material) != length:
+            raise SrtpError(f"a {self.suite} key is {length} bytes, not {len(self.material)}")
 
     def same_as(self, other: SrtpKey | None) -> bool:
         return (

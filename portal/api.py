@@ -37,6 +37,8 @@ from portal.auth import ROLE_ADMIN, Identity, client_address
 from portal.context import (
     ApiError,
     PortalContext,
+    check_operator,
+    check_role,
     context_of,
     identity_of,
     org_of,
@@ -55,9 +57,11 @@ from portal.recording_settings import (
 )
 from storage.accounts import MIN_PORTAL_PASSWORD_LENGTH, generate_password
 from storage.audit import change_detail
+from storage.calls import CallQuery
 from storage.errors import StorageError
 from storage.models import (
     PLAYABLE_STATUSES,
+    CallRow,
     Device,
     OrgScope,
     Recording,
@@ -65,7 +69,6 @@ from storage.models import (
     User,
     format_timestamp,
 )
-from storage.portal_queries import CallQuery, CallRow
 from storage.recordings import RecordedSpan
 from storage.search import MAX_SEARCH_LENGTH, normalise_search
 
@@ -80,24 +83,23 @@ RETENTION_NOTE = "Changes to retention affect new recordings only."
 # -- access ----------------------------------------------------------------------------
 
 
-def require(request: web.Request, *, admin: bool = False) -> Identity:
-    """The asker, who must belong to an organisation (and be its admin if `admin`)."""
+def _asker(request: web.Request) -> Identity:
     identity = identity_of(request)
     if identity is None:
         raise ApiError(401, "log in or send an API bearer token")
-    org_of(identity)
-    if admin and not identity.is_admin:
-        raise ApiError(403, "this needs an administrator")
+    return identity
+
+
+def require(request: web.Request, *, admin: bool = False) -> Identity:
+    """The asker, who must belong to an organisation (and be its admin if `admin`)."""
+    identity = _asker(request)
+    check_role(identity, admin=admin)
     return identity
 
 
 def require_operator(request: web.Request) -> Identity:
-    identity = identity_of(request)
-    if identity is None:
-        raise ApiError(401, "log in or send an API bearer token")
-    if not identity.is_operator:
-        raise ApiError(403, "this needs a platform operator")
-    return identity
+    """The asker, who must be a platform operator."""
+    return check_operator(_asker(request))
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -504,16 +506,25 @@ async def change_portal_login(
         await context.store.clear_portal_password(org, extension)
         await context.audit(request, identity, "portal_password.remove", f"user:{extension}")
         return
-    await context.repository.set_portal_password(org, extension, password)
+    await context.store.set_portal_password(org, extension, password)
     await context.audit(request, identity, "portal_password.set", f"user:{extension}")
 
 
 async def remove_user(
-    context: PortalContext, request: web.Request, identity: Identity, extension: str
+    context: PortalContext,
+    request: web.Request,
+    identity: Identity,
+    extension: str,
+    *,
+    confirmed: bool,
 ) -> User:
-    """Delete a user with their devices and sessions (their calls and recordings stay)."""
+    """Delete a user with their devices and sessions (their calls and recordings stay).
+    An unknown user (or another organisation's) is a 404 before `confirmed` counts: the
+    page's confirmation box is checked only for a user who is there to remove."""
     org = org_of(identity)
     user = await known_user(context, org, extension)
+    if not confirmed:
+        raise ApiError(422, N_("Tick the box to confirm the removal."), "confirm")
     await context.store.remove_user(org, extension)
     await context.audit(request, identity, "user.remove", f"user:{extension}", user.name)
     return user
@@ -702,7 +713,8 @@ async def patch_user(request: web.Request) -> web.Response:
 async def delete_user(request: web.Request) -> web.Response:
     """Remove a user and their devices; their calls and recordings are kept."""
     identity = require(request, admin=True)
-    await remove_user(context_of(request), request, identity, request.match_info["extension"])
+    extension = request.match_info["extension"]
+    await remove_user(context_of(request), request, identity, extension, confirmed=True)
     return web.Response(status=204)
 
 
@@ -874,9 +886,7 @@ async def get_calls(request: web.Request) -> web.Response:
     call_query, paging = parse_call_filters(request.query, identity, zone)
     context = context_of(request)
     org = org_of(identity)
-    rows, total = await context.repository.calls_page(
-        org, call_query, paging.page_size, paging.offset
-    )
+    rows, total = await context.store.calls_page(org, call_query, paging.page_size, paging.offset)
     spans = await context.store.recorded_spans(org, [r for row in rows for r in row.recordings])
     return web.json_response(
         page_json([call_json(row, spans, zone) for row in rows], paging, total)
@@ -889,7 +899,7 @@ async def get_call(request: web.Request) -> web.Response:
     call_id = parse_id(request)
     context = context_of(request)
     org = org_of(identity)
-    row = await context.repository.get_call(org, call_id, identity.scope_ext)
+    row = await context.store.get_visible_call(org, call_id, identity.scope_ext)
     if row is None:
         raise ApiError(404, f"no call {call_id}")
     spans = await context.store.recorded_spans(org, row.recordings)
@@ -903,7 +913,7 @@ async def get_recordings(request: web.Request) -> web.Response:
     call_query, paging = parse_call_filters(request.query, identity, zone)
     context = context_of(request)
     org = org_of(identity)
-    listings, total = await context.repository.recordings_page(
+    listings, total = await context.store.recordings_page(
         org,
         since=call_query.since,
         until=call_query.until,
@@ -921,7 +931,7 @@ async def get_recordings(request: web.Request) -> web.Response:
 
 async def visible_recording(request: web.Request, identity: Identity) -> RecordingListing:
     recording_id = parse_id(request)
-    listing = await context_of(request).repository.get_recording(
+    listing = await context_of(request).store.get_visible_recording(
         org_of(identity), recording_id, identity.scope_ext
     )
     if listing is None:
@@ -1043,7 +1053,7 @@ async def get_export(request: web.Request) -> web.Response:
 @routes.get(f"{API}/tokens")
 async def get_tokens(request: web.Request) -> web.Response:
     identity = require(request, admin=True)
-    tokens = await context_of(request).repository.list_api_tokens(org_of(identity))
+    tokens = await context_of(request).store.list_api_tokens(org_of(identity))
     return web.json_response(
         {
             "items": [
@@ -1068,7 +1078,7 @@ async def post_token(request: web.Request) -> web.Response:
     assert name is not None
     if len(name) > 100:
         raise ApiError(422, "name must have 1 to 100 characters", "name")
-    token_id, token = await context.repository.create_api_token(
+    token_id, token = await context.store.create_api_token(
         org_of(identity), name, identity.actor, ROLE_ADMIN
     )
     await context.audit(request, identity, "token.create", f"token:{token_id}", name)
@@ -1080,7 +1090,7 @@ async def delete_token(request: web.Request) -> web.Response:
     identity = require(request, admin=True)
     context = context_of(request)
     token_id = parse_id(request)
-    if not await context.repository.revoke_api_token(org_of(identity), token_id):
+    if not await context.store.revoke_api_token(org_of(identity), token_id):
         raise ApiError(404, f"no active token {token_id}")
     await context.audit(request, identity, "token.revoke", f"token:{token_id}")
     return web.Response(status=204)
@@ -1096,5 +1106,5 @@ async def get_audit(request: web.Request) -> web.Response:
         page_size=_parse_int(request.query, "page_size", DEFAULT_PAGE_SIZE, 1, MAX_PAGE_SIZE),
     )
     entries = await context.store.list_audit(org, paging.page_size, paging.offset)
-    total = await context.repository.audit_total(org)
+    total = await context.store.audit_total(org)
     return web.json_response(page_json([audit_json(e) for e in entries], paging, total))

@@ -44,7 +44,7 @@ from portal.metrics import MetricsSource, metrics_route
 from portal.services import PortalServices
 from storage.database import Store
 from storage.errors import StorageError
-from storage.portal_queries import ApiToken, PortalRepository
+from storage.models import ApiToken
 
 log = logging.getLogger("callrec.portal")
 
@@ -127,7 +127,7 @@ async def identity_middleware(request: web.Request, handler: Handler) -> web.Str
     context = context_of(request)
     bearer = parse_bearer(request.headers.get("Authorization"))
     if bearer is not None:
-        token = await context.repository.verify_api_token(bearer)
+        token = await context.store.verify_api_token(bearer)
         if token is None:
             raise ApiError(401, "invalid or revoked API token")
         request[IDENTITY] = await _token_identity(context, token)
@@ -190,7 +190,6 @@ def build_app(
     )
     app[CONTEXT] = PortalContext(
         store=store,
-        repository=PortalRepository(store),
         services=services,
         sessions=SessionStore(store),
         throttle=LoginThrottle(),

@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 from aiohttp import web
 
-from callrec.services.presentation import Text
+from callrec.services.presentation import N_, Text
 from portal.auth import Identity, LoginThrottle, Session, SessionStore, client_address
 from portal.services import PortalServices
 from storage.database import Store
@@ -25,7 +25,6 @@ from storage.errors import (
     StorageUnavailable,
 )
 from storage.models import OrgScope, Recording
-from storage.portal_queries import PortalRepository
 
 # Seconds a client is asked to wait before retrying after a 503 (a lock, a full disk).
 RETRY_AFTER_S = 5
@@ -63,7 +62,6 @@ class PortalContext:
     """The store, services and in-memory state of one portal."""
 
     store: Store
-    repository: PortalRepository
     services: PortalServices
     sessions: SessionStore
     throttle: LoginThrottle
@@ -128,9 +126,31 @@ def org_of(identity: Identity) -> OrgScope:
     """The organisation whose data `identity` may see; an operator has none (403)."""
     if identity.org is None:
         raise ApiError(
-            403, "operators manage organisations; log in as an admin of one to see its data"
+            403,
+            N_("Operators manage organisations; log in as an admin of one to see its data."),
         )
     return identity.org
+
+
+# Who may use a route, checked the same way by the pages (`portal.pages.page_scope`,
+# `operator_page`) and the API (`portal.api.require`, `require_operator`); they differ
+# only in what an anonymous request gets (a redirect to the login page, or 401).
+
+
+def check_role(identity: Identity, *, admin: bool = False) -> OrgScope:
+    """The organisation an admin's or user's route works in: an operator has none
+    (403), and an `admin` route refuses a user (403)."""
+    org = org_of(identity)
+    if admin and not identity.is_admin:
+        raise ApiError(403, N_("This is for the organisation's administrators."))
+    return org
+
+
+def check_operator(identity: Identity) -> Identity:
+    """`identity`, if it is a platform operator's (403 otherwise)."""
+    if not identity.is_operator:
+        raise ApiError(403, N_("This is for platform operators."))
+    return identity
 
 
 def parse_id(request: web.Request, name: str = "id") -> int:

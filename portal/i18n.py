@@ -8,6 +8,9 @@ older than its .po or a marked message has no translation.
 Which language a page speaks is decided in one place, `presentation_for(request)`:
 - a logged-in user: their own language if they chose one, else the language in force;
 - an admin (or an API token): the language in force;
+- an operator, who belongs to no organisation: their own language if they chose one
+  (on the Organisations page), else the browser's `Accept-Language` if it names a
+  language callrec speaks, else the server's (the config's `[portal] language`);
 - nobody logged in yet (the login page, a mailed link): the browser's `Accept-Language`
   if it names a language callrec speaks, else the language in force.
 "The language in force" and the time zone are the asker's organisation's (its stored
@@ -61,7 +64,10 @@ async def presentation_for(request: web.Request) -> Presentation:
         else context.services.defaults
     )
     language: str | None = None
-    if identity is None:
+    if identity is not None and identity.is_operator and identity.via == "session":
+        operator = await context.store.get_admin(identity.name)
+        language = operator.language if operator is not None and operator.is_operator else None
+    if identity is None or (identity.is_operator and language is None):
         language = negotiate_language(request.headers.get("Accept-Language"))
     elif org is not None and identity.extension is not None and not identity.is_admin:
         user = await context.store.get_user(org, identity.extension)

@@ -44,6 +44,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         410: "Purged after its retention",
         416: "Range not satisfiable",
         422: "Validation error; `field` names the offending field",
+        503: "The store (or the object store) cannot be used now; try again",
     }
     return {str(s): _answer(words[s], _ERROR) for s in statuses}
 
@@ -707,6 +708,24 @@ def _operator_paths() -> dict[str, Any]:
                 "summary": "Change name, SIP domain, language or time zone (operator)",
                 _BODY: _body(_ORG),
                 "responses": {"200": _answer("Changed"), **_errors(401, 403, 404, 409, 422)},
+            },
+            "delete": {
+                "summary": "Remove the organisation with its users, devices, numbers,"
+                " settings, calls and recordings, files included; confirm=<slug> is"
+                " required; refused (409) while a call is in progress, and while a"
+                " recording is under retention unless purge_recordings=true (operator)",
+                "parameters": [
+                    _query("confirm", {"type": "string"}, "the organisation's slug, again"),
+                    _query(
+                        "purge_recordings",
+                        {"type": "boolean"},
+                        "delete recordings still under retention too",
+                    ),
+                ],
+                "responses": {
+                    "200": _answer("What was removed"),
+                    **_errors(401, 403, 404, 409, 422, 503),
+                },
             },
         },
         "/api/v1/orgs/{slug}/admins": {

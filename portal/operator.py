@@ -6,6 +6,11 @@ usage, never their calls, recordings or users; every route here refuses anyone e
 (403). The REST routes live under /api/v1/orgs and /api/v1/usage, the pages under
 /operator. Every change is audited in the platform's log (and, for an organisation's
 first admin, in that organisation's too).
+
+Removing an organisation (`/operator/orgs/{slug}/remove`) shows what it holds first and
+takes two explicit choices: the removal itself, and, while recordings are still under
+retention, that they are to be deleted (`storage.organisations.remove_organisation`
+says what goes and what is refused).
 """
 
 from __future__ import annotations
@@ -14,24 +19,29 @@ import csv
 import io
 import json
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
 
+from callrec.policy import LANGUAGES
 from callrec.services.export import parse_month
-from callrec.services.presentation import N_
+from callrec.services.presentation import LANGUAGE_NAMES, N_, Text
 from callrec.services.records import (
     USAGE_FIELDS,
     did_json,
     organisation_json,
     usage_json,
 )
-from portal.api import API, json_body, require_operator
+from portal.api import API, _parse_bool, json_body, require_operator
+from portal.auth import Identity, client_address
 from portal.context import ApiError, PortalContext, context_of
-from portal.pages import _presentation, checked_form, operator_page, render
+from portal.pages import _notice, _presentation, checked_form, operator_page, render
 from portal.recording_settings import load_settings
-from storage.errors import InvalidValue, NotFound, StorageError
+from storage.errors import Conflict, InvalidValue, NotFound, StorageError
 from storage.models import Organisation
+from storage.notices import NoticeFiles
+from storage.organisations import OrgHoldings, remove_organisation
 
 routes = web.RouteTableDef()
 
@@ -235,6 +245,23 @@ async def delete_org_did(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@routes.delete(f"{API}/orgs/{{slug}}")
+async def delete_org(request: web.Request) -> web.Response:
+    """Remove an organisation with everything it holds and answer what went. As the
+    page's box and the CLI's question, `confirm` must name the organisation (422
+    otherwise); 409 while one of its calls is in progress, and while a recording is
+    under retention unless `purge_recordings=true`
+    (storage.organisations.remove_organisation)."""
+    identity = require_operator(request)
+    context = context_of(request)
+    org = await _organisation(context, request.match_info["slug"])
+    purge = _parse_bool(request.query, "purge_recordings")
+    if request.query.get("confirm") != org.slug:
+        raise ApiError(422, N_("confirm with confirm={slug}", slug=org.slug), "confirm")
+    removed = await _remove(context, request, identity, org, purge_recordings=purge)
+    return web.json_response({"organisation": org.slug, "removed": asdict(removed)})
+
+
 @routes.get(f"{API}/usage")
 async def get_usage(request: web.Request) -> web.Response:
     """Every organisation's usage in `month` (default: this one), as JSON or, with
@@ -256,8 +283,9 @@ async def get_usage(request: web.Request) -> web.Response:
 
 @routes.get("/operator")
 async def get_operator(request: web.Request) -> web.Response:
-    operator_page(request)
+    identity = operator_page(request)
     context = context_of(request)
+    operator = await context.store.get_admin(identity.name)
     month = _month(request.query, context)
     usage = {row["organisation"]: row for row in await usage_rows(context, month)}
     return render(
@@ -268,7 +296,28 @@ async def get_operator(request: web.Request) -> web.Response:
         usage=usage,
         month=month,
         defaults=context.services.defaults,
+        languages=[(code, LANGUAGE_NAMES.get(code, code)) for code in LANGUAGES],
+        own_language=operator.language if operator is not None else None,
     )
+
+
+@routes.post("/operator/language")
+async def post_operator_language(request: web.Request) -> web.Response:
+    """The operator's own language for these pages ("": the browser's, else the
+    server's), audited in the platform's log."""
+    identity = operator_page(request)
+    context = context_of(request)
+    form = await checked_form(request)
+    value = form.get("language")
+    language = value.strip() or None if isinstance(value, str) else None
+    try:
+        await context.store.set_operator_language(identity.name, language)
+    except StorageError as error:
+        raise ApiError.from_storage(error) from error
+    await context.audit(
+        request, identity, "language.change", f"operator:{identity.name}", language or "browser"
+    )
+    raise web.HTTPSeeOther("/operator")
 
 
 @routes.post("/operator")
@@ -329,3 +378,80 @@ async def post_operator_org(request: web.Request) -> web.Response:
     else:
         await change_organisation(context, request, identity, org, data)
     raise web.HTTPSeeOther(f"/operator/orgs/{org.slug}")
+
+
+# Why a removal was refused, by the refusing field (`OrgHoldings.refusal`).
+_REFUSALS = {
+    "calls": N_("Calls of this organisation are in progress; remove it once they have ended."),
+    "purge_recordings": N_(
+        "This organisation has recordings still under retention. Tick the box to delete"
+        " them and their files, or export them first."
+    ),
+}
+
+
+async def _removal_page(
+    request: web.Request, org: Organisation, *, status: int = 200, error: Any = None
+) -> web.Response:
+    context = context_of(request)
+    holdings = await context.store.organisation_holdings(org.scope, context.now())
+    return render(
+        request,
+        "operator_org_remove.html",
+        status=status,
+        title=_presentation(request).gettext("Remove organisation"),
+        org=org,
+        holdings=holdings,
+        error=error,
+    )
+
+
+async def _remove(
+    context: PortalContext,
+    request: web.Request,
+    identity: Identity,
+    org: Organisation,
+    *,
+    purge_recordings: bool,
+) -> OrgHoldings:
+    """Remove `org` with its files, audited in the platform's log; what it held."""
+    return await remove_organisation(
+        context.store,
+        context.services.files,
+        NoticeFiles(context.services.storage_dir),
+        org.scope,
+        now=context.now(),
+        purge_recordings=purge_recordings,
+        actor=identity.actor,
+        address=client_address(request),
+    )
+
+
+@routes.get("/operator/orgs/{slug}/remove")
+async def get_operator_org_remove(request: web.Request) -> web.Response:
+    """What removing the organisation takes with it, and the two boxes to tick."""
+    operator_page(request)
+    org = await _organisation(context_of(request), request.match_info["slug"])
+    return await _removal_page(request, org)
+
+
+@routes.post("/operator/orgs/{slug}/remove")
+async def post_operator_org_remove(request: web.Request) -> web.Response:
+    """Remove the organisation once the operator ticked the removal box (and the
+    recordings box while it has recordings under retention); a refusal shows the page
+    again, saying why."""
+    identity = operator_page(request)
+    context = context_of(request)
+    org = await _organisation(context, request.match_info["slug"])
+    form = await checked_form(request)
+    if form.get("confirm") != "yes":
+        error = N_("Tick the box to confirm the removal.")
+        return await _removal_page(request, org, status=422, error=error)
+    try:
+        purge = form.get("purge_recordings") == "yes"
+        await _remove(context, request, identity, org, purge_recordings=purge)
+    except Conflict as refused:
+        refusal: Text | str = _REFUSALS.get(refused.field or "") or refused.message
+        return await _removal_page(request, org, status=409, error=refusal)
+    _notice(request, N_("Removed organisation {name} ({slug}).", name=org.name, slug=org.slug))
+    raise web.HTTPSeeOther("/operator")

@@ -74,6 +74,8 @@ from portal.auth import (
 from portal.context import (
     ApiError,
     PortalContext,
+    check_operator,
+    check_role,
     context_of,
     identity_of,
     org_of,
@@ -291,26 +293,18 @@ def _logged_in(request: web.Request) -> Identity:
 
 def page_identity(request: web.Request, *, admin: bool = False) -> Identity:
     """The logged-in admin or user of an organisation (an operator is refused: 403)."""
-    identity = _logged_in(request)
-    if identity.org is None:
-        raise ApiError(
-            403, N_("This page belongs to an organisation; operators use Organisations.")
-        )
-    if admin and not identity.is_admin:
-        raise ApiError(403, N_("This page is for administrators."))
-    return identity
+    return page_scope(request, admin=admin)[0]
 
 
 def page_scope(request: web.Request, *, admin: bool = False) -> tuple[Identity, OrgScope]:
-    identity = page_identity(request, admin=admin)
-    return identity, org_of(identity)
+    """The logged-in admin or user and their organisation (`check_role`)."""
+    identity = _logged_in(request)
+    return identity, check_role(identity, admin=admin)
 
 
 def operator_page(request: web.Request) -> Identity:
-    identity = _logged_in(request)
-    if not identity.is_operator:
-        raise ApiError(403, N_("This page is for operators."))
-    return identity
+    """The logged-in platform operator (`check_operator`)."""
+    return check_operator(_logged_in(request))
 
 
 async def checked_form(request: web.Request) -> MultiDictProxy[str | bytes | Any]:
@@ -488,7 +482,7 @@ async def _verify_login(context: PortalContext, name: str, password: str) -> Ide
         # The same argon2 work as a wrong password: timing does not tell what exists.
         await context.store.passwords.verify(None, password)
         return None
-    user = await context.repository.verify_user_password(org.scope, extension, password)
+    user = await context.store.verify_user_password(org.scope, extension, password)
     return user_identity(org.scope, user.extension, user.name) if user is not None else None
 
 
@@ -950,11 +944,8 @@ async def post_user_remove(request: web.Request) -> web.Response:
     context = context_of(request)
     form = await checked_form(request)
     extension = request.match_info["extension"]
-    # Another organisation's (or an unknown) user is a 404 before any form check.
-    await known_user(context, org_of(identity), extension)
-    if _text(form, "confirm") != "yes":
-        raise ApiError(422, N_("Tick the box to confirm the removal."), "confirm")
-    user = await remove_user(context, request, identity, extension)
+    confirmed = _text(form, "confirm") == "yes"
+    user = await remove_user(context, request, identity, extension, confirmed=confirmed)
     _notice(
         request,
         N_(
@@ -1059,9 +1050,7 @@ async def get_reports(request: web.Request) -> web.Response:
     except ApiError as exc:
         error = exc.text
         call_query, paging = parse_call_filters({}, identity, presentation)
-    rows, total = await context.repository.calls_page(
-        org, call_query, paging.page_size, paging.offset
-    )
+    rows, total = await context.store.calls_page(org, call_query, paging.page_size, paging.offset)
     spans = await context.store.recorded_spans(org, [r for row in rows for r in row.recordings])
     settings = await load_settings(context.store, context.services, org)
     pages = max(1, math.ceil(total / paging.page_size))
@@ -1183,7 +1172,7 @@ async def get_audit(request: web.Request) -> web.Response:
     context = context_of(request)
     text = request.query.get("page", "1")
     page = int(text) if text.isdigit() and 0 < int(text) < 1_000_000 else 1
-    total = await context.repository.audit_total(org)
+    total = await context.store.audit_total(org)
     pages = max(1, math.ceil(total / DEFAULT_PAGE_SIZE))
     entries = await context.store.list_audit(org, DEFAULT_PAGE_SIZE, (page - 1) * DEFAULT_PAGE_SIZE)
     prev_url, next_url = _page_links(request, page, pages)

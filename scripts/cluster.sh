@@ -3,25 +3,26 @@
 #   Kamailio (deploy/kamailio/kamailio.cfg)  udp 127.0.0.10:5060, the one SIP address
 #   callrec node i (1..N)                    127.0.0.<i+1>: SIP 5060, portal 8080,
 #                                            media on the same address, RTP 20000-20999
-#   PostgreSQL and the S3 store              from testkit (python -m testkit.postgres,
-#                                            python -m testkit.s3), when they are there
+#   PostgreSQL and the S3 store (SeaweedFS)  from testkit (python -m testkit.postgres,
+#                                            python -m testkit.s3): one database and one
+#                                            bucket that every node shares
 #
 #   scripts/cluster.sh up [N]    start (N nodes, default 2); prints the addresses
 #   scripts/cluster.sh down      stop everything it started, by the PIDs it wrote
 #   scripts/cluster.sh status    which of those PIDs still run
 #
 # Everything lives in $CALLREC_CLUSTER_DIR (default ./cluster-run): configs, logs, data,
-# and one <name>.pid per process. `down` kills only those PIDs. Needs
-# scripts/setup.sh --cluster (Kamailio; PostgreSQL and SeaweedFS when those helpers
-# are installed).
+# and one <name>.pid per process. `down` kills only those PIDs and stops the database
+# and the object store (their data stays in $CALLREC_CLUSTER_DIR for the next `up`).
+# Needs scripts/setup.sh --cluster (Kamailio, PostgreSQL, SeaweedFS).
 #
-# The testkit entry points it expects (each prints what the nodes need on stdout):
+# The testkit entry points it uses (each prints what the nodes need on stdout):
 #   python -m testkit.postgres up DIR    -> one line, the database URL (postgresql://...)
 #   python -m testkit.postgres down DIR
 #   python -m testkit.s3 up DIR          -> [storage] lines: objects = "s3://...",
 #                                           s3_endpoint = ..., s3_access_key = ...
 #   python -m testkit.s3 down DIR
-# Without them each node keeps its own SQLite file and local recordings.
+# Without them (an older testkit) each node keeps its own SQLite file and recordings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -135,7 +136,12 @@ EOF
   for i in $(seq 1 "$nodes"); do
     echo "node$i: sip 127.0.0.$((i + 1)):$SIP_PORT, portal http://127.0.0.$((i + 1)):$PORTAL_PORT"
   done
-  echo "add users on each node: venv/bin/callrec users add 100 --config $RUN/node1/callrec.toml"
+  if [ -n "$db_line" ]; then
+    echo "add users once (the nodes share the database):" \
+      "venv/bin/callrec users add 100 --config $RUN/node1/callrec.toml"
+  else
+    echo "add users on each node: venv/bin/callrec users add 100 --config $RUN/node1/callrec.toml"
+  fi
 }
 
 down() {

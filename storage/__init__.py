@@ -36,7 +36,6 @@ from storage.models import (
     User,
     format_timestamp,
 )
-from storage.portal_queries import PortalRepository
 
 __all__ = [
     "MIGRATIONS",
@@ -59,7 +58,6 @@ __all__ = [
     "OrgScope",
     "Organisation",
     "Passwords",
-    "PortalRepository",
     "Recording",
     "RecordingFiles",
     "RecordingListing",

@@ -35,7 +35,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from storage.connection import MAX_ROW_ID, Database
 from storage.errors import Conflict, InvalidValue, NotFound
 from storage.models import Admin, ApiToken, OrgScope
-from storage.organisations import existing_org
+from storage.organisations import existing_org, validate_language
 
 __all__ = [
     "DIGEST_ALGORITHMS",
@@ -59,7 +59,7 @@ MIN_PORTAL_PASSWORD_LENGTH = 8
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _ADMIN_NAME = re.compile(r"[A-Za-z0-9._@-]{1,64}")
 _TOKEN_COLUMNS = "id, name, actor, role, created_at, last_used_at, revoked_at, org_id"
-_ADMIN_COLUMNS = "id, name, email, created_at, org_id, role"
+_ADMIN_COLUMNS = "id, name, email, created_at, org_id, role, language"
 ROLE_ADMIN = "admin"
 ROLE_OPERATOR = "operator"
 
@@ -172,6 +172,7 @@ def _admin_from_row(row: sqlite3.Row) -> Admin:
         float(row["created_at"]),
         org_id=row["org_id"],
         role=str(row["role"]),
+        language=row["language"],
     )
 
 
@@ -244,6 +245,22 @@ class Accounts:
             )
         if not changed:
             raise NotFound(f"unknown admin {name!r}")
+
+    async def set_operator_language(self, name: str, language: str | None) -> Admin:
+        """An operator's own portal language (None: the browser's, else the server's).
+        InvalidValue("language") for a language callrec does not speak; NotFound for
+        an unknown operator (an organisation's admin reads the organisation's)."""
+        language = validate_language(language)
+        async with self.database.transaction() as session:
+            changed, _ = await session.execute(
+                "UPDATE admins SET language = ? WHERE name = ? AND role = ?",
+                (language, name, ROLE_OPERATOR),
+            )
+            if not changed:
+                raise NotFound(f"unknown operator {name!r}")
+            row = await session.one(f"SELECT {_ADMIN_COLUMNS} FROM admins WHERE name = ?", (name,))
+        assert row is not None
+        return _admin_from_row(row)
 
     async def verify_admin(self, name: str, password: str) -> Admin | None:
         """The admin if `password` is theirs, else None (unknown names cost the same

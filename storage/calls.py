@@ -2,7 +2,11 @@
 names so a record outlives the users it mentions, and the portal's pages of calls.
 
 A call belongs to the organisation of the user it was set up for (`org_id`, given when
-it is created and never changed); every read takes that organisation."""
+it is created and never changed); every read takes that organisation. It also names the
+users who took part (`caller_user_id`, `callee_user_id`, migration 12; None for a number
+outside the organisation, or once the user is removed): a user's own calls are found by
+those ids, never by comparing numbers, since an outside caller's number may equal an
+extension."""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ from storage.rows import (
 )
 from storage.search import search_condition
 
-__all__ = ["CALL_FIELDS", "CallQuery", "Calls", "own_call_condition"]
+__all__ = ["CALL_FIELDS", "CallQuery", "Calls", "own_call_condition", "party_condition"]
 
 _REQUIRED_CALL_FIELDS = ("sip_call_id", "direction", "started_at")
 _CALL_TIME_FIELDS = ("started_at", "answered_at", "ended_at")
@@ -38,8 +42,10 @@ _CALL_TIME_FIELDS = ("started_at", "answered_at", "ended_at")
 
 @dataclass(frozen=True)
 class CallQuery:
-    """Filters of the calls list; `scope_ext` limits it to one user's own calls;
-    `search` is a normalised text found in a party's name or number (`storage.search`)."""
+    """Filters of the calls list; `extension` is a party's number (outside numbers
+    too); `scope_ext` limits it to the calls the user with that extension took part in
+    (`own_call_condition`); `search` is a normalised text found in a party's name or
+    number (`storage.search`)."""
 
     since: float | None = None
     until: float | None = None
@@ -49,10 +55,21 @@ class CallQuery:
     search: str | None = None
 
 
-def own_call_condition(alias: str) -> str:
-    """SQL for "the extension (twice as parameter) took part in call `alias`": as its
-    caller or its callee, so both users of an internal call see it (and its recording,
-    whichever of them owns it)."""
+def own_call_condition(alias: str, org: OrgScope, extension: str) -> tuple[str, list[Any]]:
+    """SQL (and its parameters) for "`org`'s user with this extension took part in call
+    `alias`": as its caller or its callee by the user ids filed on the call, so both
+    users of an internal call see it (and its recording, whichever of them owns it), and
+    an outside number equal to the extension is not the user. No such user: no call."""
+    user = "(SELECT u.id FROM users u WHERE u.org_id = ? AND u.extension = ?)"
+    return (
+        f"({alias}.caller_user_id = {user} OR {alias}.callee_user_id = {user})",
+        [org.id, extension, org.id, extension],
+    )
+
+
+def party_condition(alias: str) -> str:
+    """SQL for "the number (twice as parameter) is a party of call `alias`": the
+    admin's filter by number, which matches outside numbers too."""
     return f"({alias}.caller_ext = ? OR {alias}.callee_ext = ?)"
 
 
@@ -110,20 +127,42 @@ class Calls:
     def __init__(self, database: Database) -> None:
         self.database = database
 
-    async def create_call(self, org_id: int, **fields: Any) -> int:
+    async def create_call(
+        self,
+        org_id: int,
+        *,
+        caller_user_id: int | None = None,
+        callee_user_id: int | None = None,
+        **fields: Any,
+    ) -> int:
         """Insert a call record of organisation `org_id` from CALL_FIELDS (sip_call_id,
-        direction and started_at required); returns its id."""
+        direction and started_at required), with the ids of the users who are its caller
+        and its callee (None: an outside number); returns its id. InvalidValue if a user
+        id is not one of the organisation's users."""
         missing = [name for name in _REQUIRED_CALL_FIELDS if fields.get(name) is None]
         if missing:
             raise InvalidValue(missing[0], f"missing call field(s): {', '.join(missing)}")
         if isinstance(org_id, bool) or not isinstance(org_id, int) or org_id <= 0:
             raise InvalidValue("org_id", f"invalid organisation id {org_id!r}")
         checked = _validate_call_fields(fields)
-        columns = ["org_id", "node", *checked]
-        values = [org_id, self.node, *checked.values()]
+        users = {"caller_user_id": caller_user_id, "callee_user_id": callee_user_id}
+        for name, user_id in users.items():
+            if user_id is not None and (
+                isinstance(user_id, bool) or not isinstance(user_id, int) or user_id <= 0
+            ):
+                raise InvalidValue(name, f"invalid user id {user_id!r}")
+        columns = ["org_id", "node", *users, *checked]
+        values = [org_id, self.node, *users.values(), *checked.values()]
         placeholders = ", ".join("?" for _ in columns)
         try:
             async with self.database.transaction() as session:
+                for name, user_id in users.items():
+                    if user_id is not None and not await session.one(
+                        "SELECT 1 FROM users WHERE id = ? AND org_id = ?", (user_id, org_id)
+                    ):
+                        raise InvalidValue(
+                            name, f"user id {user_id} is not of organisation {org_id}"
+                        )
                 _, call_id = await session.execute(
                     f"INSERT INTO calls ({', '.join(columns)}) VALUES ({placeholders})", values
                 )
@@ -206,7 +245,7 @@ class Calls:
         conditions.insert(0, "org_id = ?")
         params.insert(0, org.id)
         if extension is not None:
-            conditions.append("(caller_ext = ? OR callee_ext = ?)")
+            conditions.append(party_condition("calls"))
             params.extend((extension, extension))
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         async with self.database.read() as session:
@@ -227,10 +266,13 @@ class Calls:
         conditions, params = started_between("c.started_at", query.since, query.until)
         conditions.insert(0, "c.org_id = ?")
         params.insert(0, org.id)
-        for extension in (query.extension, query.scope_ext):
-            if extension is not None:
-                conditions.append(own_call_condition("c"))
-                params.extend((extension, extension))
+        if query.extension is not None:
+            conditions.append(party_condition("c"))
+            params.extend((query.extension, query.extension))
+        if query.scope_ext is not None:
+            condition, values = own_call_condition("c", org, query.scope_ext)
+            conditions.append(condition)
+            params.extend(values)
         if query.recorded_only:
             conditions.append("EXISTS (SELECT 1 FROM recordings r WHERE r.call_id = c.id)")
         if query.search:
@@ -269,8 +311,9 @@ class Calls:
         params: list[Any] = [call_id, org.id]
         scope = ""
         if scope_ext is not None:
-            scope = f" AND {own_call_condition('c')}"
-            params.extend((scope_ext, scope_ext))
+            condition, values = own_call_condition("c", org, scope_ext)
+            scope = f" AND {condition}"
+            params.extend(values)
         async with self.database.read() as session:
             row = await session.one(
                 f"SELECT {CALL_COLUMNS_C} FROM calls c WHERE c.id = ? AND c.org_id = ?{scope}",

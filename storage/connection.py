@@ -450,6 +450,64 @@ MIGRATIONS: tuple[tuple[str | PerDialect, ...], ...] = (
         "ALTER TABLE calls ADD COLUMN node TEXT",
         "CREATE INDEX calls_open_by_node ON calls (node) WHERE ended_at IS NULL",
     ),
+    # 11: what the nodes sharing one store (PostgreSQL) share besides the data: each
+    # node's heartbeat (`storage.nodes`: a node silent past `[cluster] node_timeout` has
+    # its open calls closed by another), and the SIP authentication state
+    # (`storage.auth`): the digest nonces' highest accepted `nc`, failure counts,
+    # lock-outs and the sources a user authenticated from.
+    (
+        """CREATE TABLE nodes (
+            name TEXT PRIMARY KEY,
+            started_at REAL NOT NULL,
+            last_seen REAL NOT NULL
+        )""",
+        """CREATE TABLE nonce_counts (
+            nonce TEXT PRIMARY KEY,
+            issued_at REAL NOT NULL,
+            nc INTEGER NOT NULL
+        )""",
+        "CREATE INDEX nonce_counts_issued ON nonce_counts (issued_at)",
+        """CREATE TABLE auth_failures (
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            at REAL NOT NULL
+        )""",
+        "CREATE INDEX auth_failures_key ON auth_failures (kind, key, at)",
+        """CREATE TABLE auth_locks (
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            locked_until REAL NOT NULL,
+            PRIMARY KEY (kind, key)
+        )""",
+        """CREATE TABLE auth_trust (
+            username TEXT NOT NULL,
+            source TEXT NOT NULL,
+            trusted_until REAL NOT NULL,
+            PRIMARY KEY (username, source)
+        )""",
+    ),
+    # 12: the users who took part in a call (`storage.calls.own_call_condition`): a user
+    # sees the calls filed with their id, never one whose outside number equals their
+    # extension. Older calls get them from the direction (the caller of a call out, the
+    # callee of a call in, both of an internal call) and the extension, as they were
+    # matched before; a user's removal leaves NULL (the CDR keeps the numbers and names).
+    # And an operator's own portal language (an operator has no organisation to take
+    # one from; NULL: the browser's, else the server's).
+    (
+        "ALTER TABLE calls ADD COLUMN caller_user_id INTEGER"
+        " REFERENCES users(id) ON DELETE SET NULL",
+        "ALTER TABLE calls ADD COLUMN callee_user_id INTEGER"
+        " REFERENCES users(id) ON DELETE SET NULL",
+        """UPDATE calls SET caller_user_id = (SELECT u.id FROM users u
+            WHERE u.org_id = calls.org_id AND u.extension = calls.caller_ext)
+        WHERE direction IN ('outbound', 'internal')""",
+        """UPDATE calls SET callee_user_id = (SELECT u.id FROM users u
+            WHERE u.org_id = calls.org_id AND u.extension = calls.callee_ext)
+        WHERE direction IN ('inbound', 'internal')""",
+        "CREATE INDEX calls_caller_user ON calls (caller_user_id)",
+        "CREATE INDEX calls_callee_user ON calls (callee_user_id)",
+        "ALTER TABLE admins ADD COLUMN language TEXT",
+    ),
 )
 
 # A migration statement may name this parameter: the configured SIP realm, the domain

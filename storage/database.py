@@ -4,7 +4,9 @@ The store is split by concept, one module each: `connection` (the SQLite file, i
 migrations, `read()` and `transaction()`), `organisations` (tenants, their numbers and
 usage), `users` (users, devices, credentials, portal logins), `registrations`, `calls`,
 `recordings`, `exports`, `accounts` (the one password hasher, admins, operators, API
-tokens), `audit`, `settings` and `sessions` (portal logins, kept across restarts).
+tokens), `audit`, `settings`, `sessions` (portal logins, kept across restarts), and for
+nodes sharing one store `nodes` (heartbeats, a dead node's calls) and `auth` (SIP
+nonces and lock-outs).
 `Store` inherits the methods of each, so `await Store.open(path)` gives one object with
 all of them. Every method that reads or changes an organisation's data takes the
 organisation (`OrgScope`, or an organisation id on the SIP and recording side); only the
@@ -25,6 +27,7 @@ from argon2 import PasswordHasher
 
 from storage.accounts import Accounts, Passwords
 from storage.audit import AuditLog
+from storage.auth import SharedAuth
 from storage.calls import CALL_FIELDS, Calls
 from storage.connection import MIGRATIONS, Database
 from storage.errors import EmptyDatabase, StorageError
@@ -38,6 +41,7 @@ from storage.models import (
     Registration,
     User,
 )
+from storage.nodes import Nodes
 from storage.organisations import Organisations
 from storage.recordings import Recordings
 from storage.registrations import Registrations
@@ -75,6 +79,8 @@ class Store(
     Settings,
     PortalSessions,
     Uploads,
+    Nodes,
+    SharedAuth,
 ):
     """The metadata store on one SQLite file; open it with `await Store.open(path)`."""
 

@@ -280,6 +280,8 @@ class Admin:
     # The organisation an admin administers; None for a platform operator.
     org_id: int | None = None
     role: str = "admin"
+    # An operator's own portal language (None: the browser's, else the server's).
+    language: str | None = None
 
     @property
     def is_operator(self) -> bool:

@@ -21,6 +21,7 @@ import json
 import os
 import re
 import tempfile
+from contextlib import suppress
 from dataclasses import asdict, dataclass
 from hashlib import sha256
 from pathlib import Path
@@ -107,6 +108,21 @@ class NoticeFiles:
         except InvalidValue:
             return None
         return path if path.is_file() else None
+
+    def remove_all(self, org_id: int) -> int:
+        """Delete every notice of `org_id` (the organisation is being removed) and its
+        folder; returns how many notices went."""
+        folder = self.folder(org_id)
+        if not folder.is_dir():
+            return 0
+        removed = 0
+        for entry in folder.iterdir():
+            if _FILE_NAME.fullmatch(entry.name) or entry.name.endswith(".tmp"):
+                entry.unlink(missing_ok=True)
+                removed += 1
+        with suppress(OSError):  # not empty: something that is not ours stays
+            folder.rmdir()
+        return removed
 
     def save(self, org_id: int, wav: bytes) -> str:
         """Write a converted notice (atomically) and return its file name; the notices

@@ -12,26 +12,53 @@ says so, to one extension). Ranges never overlap across the platform, so a numbe
 belongs to one organisation at most. A platform with a single organisation also takes
 a number that no DID names as one of its extensions (what callrec did before
 organisations existed).
+
+Removing an organisation (`remove_organisation`, the operator's) takes everything it
+owns with it, or refuses and changes nothing:
+- refused while one of its calls is in progress (its recording is still being written),
+  and while a recording of it is still under retention (`expires_at` after now) unless
+  the caller says `purge_recordings`: recordings are what the organisation pays to keep,
+  so they are never lost as a side effect;
+- otherwise the files go first, through their owners (`RecordingFiles.delete_recording`:
+  the local file and the object in the object store; the server-built export ZIPs; the
+  uploaded notices), then the rows in one transaction: users with their devices and
+  registrations, admins and API tokens, portal sessions, DIDs, settings, calls,
+  recordings and their toggles, exports and the organisation's own audit log. The
+  platform's log gets one `org.remove` entry saying what went. A file that cannot be
+  deleted (an object store that is down) stops the removal before any row goes: the
+  recordings whose files did go are marked purged, and a second try finishes the job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from callrec.policy import PolicyError, parse_language, parse_timezone
+from storage.audit import append_audit, change_detail
 from storage.connection import MAX_ROW_ID, Database, Session
-from storage.errors import Conflict, InvalidValue, NotFound
+from storage.errors import Conflict, InvalidValue, NotFound, StorageError, StorageUnavailable
+from storage.files import RecordingFiles
 from storage.models import Did, Organisation, OrgScope, Usage
+from storage.notices import NoticeFiles
+
+if TYPE_CHECKING:
+    from storage.database import Store
 
 __all__ = [
     "ORG_COLUMNS",
+    "OrgHoldings",
     "Organisations",
     "did_from_row",
     "did_matches",
     "org_from_row",
+    "remove_organisation",
     "validate_domain",
+    "validate_language",
     "validate_slug",
 ]
 
@@ -45,6 +72,10 @@ _DOMAIN = re.compile(
 _NUMBER = re.compile(r"\+?[0-9]{2,20}")
 _EXTENSION = re.compile(r"[0-9]{2,15}")
 _MAX_NAME_LENGTH = 200
+# A recording whose file has not been deleted (by the retention purge).
+_NOT_PURGED = "purged_at IS NULL AND status != 'purged'"
+# An organisation orders one export a month at most: this covers decades of them.
+_ALL_EXPORTS = 100_000
 
 
 def validate_slug(slug: object) -> str:
@@ -76,7 +107,8 @@ def _validate_name(name: object) -> str:
     return text
 
 
-def _validate_language(value: str | None) -> str | None:
+def validate_language(value: str | None) -> str | None:
+    """A language callrec speaks (None stays None); raises InvalidValue("language")."""
     if value is None:
         return None
     try:
@@ -142,6 +174,109 @@ async def existing_org(session: Session, org: OrgScope) -> Organisation:
     return org_from_row(row)
 
 
+@dataclass(frozen=True)
+class OrgHoldings:
+    """What an organisation holds, as its removal counts it. `recordings` are those not
+    purged (their files are somewhere), `kept_recordings` those of them still under
+    retention at the time asked; `open_calls` are calls in progress."""
+
+    users: int
+    devices: int
+    dids: int
+    admins: int
+    api_tokens: int
+    sessions: int
+    calls: int
+    open_calls: int
+    recordings: int
+    kept_recordings: int
+    exports: int
+
+    def refusal(self, purge_recordings: bool) -> Conflict | None:
+        """Why the organisation may not be removed now, None if it may."""
+        if self.open_calls:
+            return Conflict(
+                f"{self.open_calls} call(s) of the organisation are in progress;"
+                " remove it once they have ended",
+                "calls",
+            )
+        if self.kept_recordings and not purge_recordings:
+            return Conflict(
+                f"{self.kept_recordings} recording(s) of the organisation are still under"
+                " retention; export them first, and confirm that they are to be deleted",
+                "purge_recordings",
+            )
+        return None
+
+    def detail(self, files_deleted: int) -> str:
+        """The platform audit entry's account of what went."""
+        return (
+            change_detail(
+                users=self.users,
+                devices=self.devices,
+                dids=self.dids,
+                admins=self.admins,
+                api_tokens=self.api_tokens,
+                calls=self.calls,
+                recordings=self.recordings,
+                recordings_under_retention=self.kept_recordings,
+                recording_files_deleted=files_deleted,
+                exports=self.exports,
+            )
+            or "nothing but the organisation"
+        )
+
+
+# Each count names its organisation (and the time, where it matters) as parameters.
+_HOLDINGS: tuple[tuple[str, str], ...] = (
+    ("users", "SELECT COUNT(*) FROM users WHERE org_id = ?"),
+    ("devices", "SELECT COUNT(*) FROM devices WHERE org_id = ?"),
+    ("dids", "SELECT COUNT(*) FROM dids WHERE org_id = ?"),
+    ("admins", "SELECT COUNT(*) FROM admins WHERE org_id = ?"),
+    ("api_tokens", "SELECT COUNT(*) FROM api_tokens WHERE org_id = ? AND revoked_at IS NULL"),
+    ("sessions", "SELECT COUNT(*) FROM portal_sessions WHERE org_id = ? AND expires_at > ?"),
+    ("calls", "SELECT COUNT(*) FROM calls WHERE org_id = ?"),
+    ("open_calls", "SELECT COUNT(*) FROM calls WHERE org_id = ? AND ended_at IS NULL"),
+    ("recordings", f"SELECT COUNT(*) FROM recordings WHERE org_id = ? AND {_NOT_PURGED}"),
+    (
+        "kept_recordings",
+        f"SELECT COUNT(*) FROM recordings WHERE org_id = ? AND {_NOT_PURGED} AND expires_at > ?",
+    ),
+    ("exports", "SELECT COUNT(*) FROM exports WHERE org_id = ?"),
+)
+
+# The rows of an organisation, children before their parents (foreign keys are on).
+_REMOVAL_STATEMENTS = (
+    "DELETE FROM recording_toggles WHERE recording_id IN"
+    " (SELECT id FROM recordings WHERE org_id = ?)",
+    "DELETE FROM recordings WHERE org_id = ?",
+    "DELETE FROM calls WHERE org_id = ?",
+    "DELETE FROM exports WHERE org_id = ?",
+    "DELETE FROM portal_sessions WHERE org_id = ?",
+    "DELETE FROM api_tokens WHERE org_id = ?",
+    "DELETE FROM admins WHERE org_id = ?",
+    "DELETE FROM registrations WHERE user_id IN (SELECT id FROM users WHERE org_id = ?)",
+    "DELETE FROM devices WHERE org_id = ?",
+    "DELETE FROM users WHERE org_id = ?",
+    "DELETE FROM dids WHERE org_id = ?",
+    "DELETE FROM org_settings WHERE org_id = ?",
+    "DELETE FROM audit WHERE org_id = ?",
+    "DELETE FROM organisations WHERE id = ?",
+)
+
+
+async def _holdings(session: Session, org: OrgScope, now: float) -> OrgHoldings:
+    """What `org` holds at `now`; NotFound if it is gone."""
+    await existing_org(session, org)
+    select = ", ".join(f"({sql}) AS {name}" for name, sql in _HOLDINGS)
+    params: list[float] = []
+    for _, sql in _HOLDINGS:
+        params.extend([org.id, now][: sql.count("?")])
+    row = await session.one(f"SELECT {select}", params)
+    assert row is not None
+    return OrgHoldings(**{name: int(row[name]) for name, _ in _HOLDINGS})
+
+
 class Organisations:
     """Organisations, their DIDs and their usage."""
 
@@ -163,7 +298,7 @@ class Organisations:
         slug = validate_slug(slug)
         name = _validate_name(name)
         domain = validate_domain(domain)
-        language = _validate_language(language)
+        language = validate_language(language)
         timezone = _validate_timezone(timezone)
         created_at = time.time()
         async with self.database.transaction() as session:
@@ -199,7 +334,7 @@ class Organisations:
         if domain is not None:
             changes["domain"] = validate_domain(domain)
         if language is not None:
-            changes["language"] = _validate_language(language) or ""
+            changes["language"] = validate_language(language) or ""
         if timezone is not None:
             changes["timezone"] = _validate_timezone(timezone) or ""
         async with self.database.transaction() as session:
@@ -267,6 +402,77 @@ class Organisations:
                 "org", f"there are {len(orgs)} organisations ({names}): say which one"
             )
         return orgs[0].scope
+
+    # -- removal (see the module docstring and `remove_organisation`) --------------------
+
+    async def organisation_holdings(self, org: OrgScope, now: float) -> OrgHoldings:
+        """What `org` holds at `now`; NotFound if it is gone."""
+        async with self.database.read() as session:
+            return await _holdings(session, org, now)
+
+    async def organisation_recording_files(self, org: OrgScope) -> list[tuple[int, str]]:
+        """The id and path of each of `org`'s recordings whose file was not purged."""
+        async with self.database.read() as session:
+            rows = await session.all(
+                f"SELECT id, path FROM recordings WHERE org_id = ? AND {_NOT_PURGED} ORDER BY id",
+                (org.id,),
+            )
+        return [(int(row["id"]), str(row["path"])) for row in rows]
+
+    async def mark_recordings_gone(
+        self, org: OrgScope, recording_ids: list[int], at: float
+    ) -> None:
+        """Mark `org`'s recordings whose files a removal deleted as purged (a removal
+        that stopped half-way leaves no row naming a file that is gone)."""
+        async with self.database.transaction() as session:
+            for recording_id in recording_ids:
+                await session.execute(
+                    "UPDATE recordings SET status = 'purged', purged_at = ?"
+                    " WHERE id = ? AND org_id = ?",
+                    (at, recording_id, org.id),
+                )
+
+    async def delete_organisation(
+        self,
+        org: OrgScope,
+        *,
+        now: float,
+        purge_recordings: bool,
+        files_gone: set[int],
+        files_deleted: int,
+        actor: str,
+        address: str | None = None,
+    ) -> OrgHoldings:
+        """Delete `org` and every row it owns in one transaction, with one `org.remove`
+        entry in the platform's audit log; returns what it held. Refused (Conflict,
+        nothing changed) as `OrgHoldings.refusal` says, and when a recording other than
+        those in `files_gone` (whose files the caller deleted) still has a file."""
+        async with self.database.transaction() as session:
+            holdings = await _holdings(session, org, now)
+            refusal = holdings.refusal(purge_recordings)
+            if refusal is not None:
+                raise refusal
+            rows = await session.all(
+                f"SELECT id FROM recordings WHERE org_id = ? AND {_NOT_PURGED}", (org.id,)
+            )
+            if {int(row["id"]) for row in rows} - files_gone:
+                raise Conflict(
+                    "a recording of the organisation was filed meanwhile; try again",
+                    "purge_recordings",
+                )
+            for statement in _REMOVAL_STATEMENTS:
+                await session.execute(statement, (org.id,))
+            await append_audit(
+                session,
+                None,
+                actor,
+                "org.remove",
+                f"org:{org.slug}",
+                at=now,
+                address=address,
+                detail=holdings.detail(files_deleted),
+            )
+        return holdings
 
     # -- numbers from the trunk --------------------------------------------------------
 
@@ -362,3 +568,60 @@ class Organisations:
             bytes_stored=int(stored["b"]) if stored is not None else 0,
             retention_days=retention_days,
         )
+
+
+def _failure(exc: StorageError | OSError) -> str:
+    """Why a file could not be deleted, without a server path."""
+    if isinstance(exc, StorageError):
+        return exc.message
+    return exc.strerror or type(exc).__name__
+
+
+async def remove_organisation(
+    store: Store,
+    files: RecordingFiles,
+    notices: NoticeFiles,
+    org: OrgScope,
+    *,
+    now: float,
+    purge_recordings: bool,
+    actor: str,
+    address: str | None = None,
+) -> OrgHoldings:
+    """Remove `org` with everything it owns (see the module docstring): its recording
+    files (local and in the object store) and export ZIPs through `files`, its uploaded
+    notices through `notices`, then its rows. Returns what it held. Conflict (nothing
+    changed) while a call is in progress, or while a recording is under retention
+    unless `purge_recordings`; StorageUnavailable if a file cannot be deleted (the
+    organisation stays; the files that went are marked purged)."""
+    refusal = (await store.organisation_holdings(org, now)).refusal(purge_recordings)
+    if refusal is not None:
+        raise refusal
+    gone: list[int] = []
+    deleted = 0
+    for recording_id, path in await store.organisation_recording_files(org):
+        try:
+            deleted += await files.delete_recording(path)
+        except InvalidValue:
+            pass  # a path outside the recordings folder names no file of ours
+        except (StorageError, OSError) as exc:
+            await store.mark_recordings_gone(org, gone, now)
+            raise StorageUnavailable(
+                f"the file of recording {recording_id} could not be deleted"
+                f" ({_failure(exc)}); the organisation is kept, {len(gone)} recording"
+                " file(s) were deleted: try again"
+            ) from exc
+        gone.append(recording_id)
+    for job in await store.list_exports(org, limit=_ALL_EXPORTS):
+        await asyncio.to_thread(files.delete_export, job)
+    holdings = await store.delete_organisation(
+        org,
+        now=now,
+        purge_recordings=purge_recordings,
+        files_gone=set(gone),
+        files_deleted=deleted,
+        actor=actor,
+        address=address,
+    )
+    await asyncio.to_thread(notices.remove_all, org.id)
+    return holdings

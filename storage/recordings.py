@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from storage.audit import append_audit
-from storage.calls import own_call_condition
+from storage.calls import own_call_condition, party_condition
 from storage.connection import MAX_ROW_ID, Database, started_between
 from storage.errors import Conflict, InvalidValue, NotFound
 from storage.models import RECORDING_STATUSES, OrgScope, Recording, RecordingListing
@@ -69,20 +69,21 @@ def spans_from_toggles(
     return spans
 
 
-def _recording_scope(scope_ext: str | None) -> tuple[str, list[Any]]:
-    """SQL limiting recordings to those `scope_ext` owns or whose call they took part in."""
+def _recording_scope(org: OrgScope, scope_ext: str | None) -> tuple[str, list[Any]]:
+    """SQL limiting recordings to those of the calls `scope_ext`'s user took part in
+    (the owner of a recording is always one of its call's users)."""
     if scope_ext is None:
         return "", []
-    return (
-        f" AND (r.owner_ext = ? OR {own_call_condition('c')})",
-        [scope_ext, scope_ext, scope_ext],
-    )
+    condition, params = own_call_condition("c", org, scope_ext)
+    return f" AND {condition}", params
 
 
 class Recordings:
-    """Recording rows."""
+    """Recording rows. `node`: as `Calls.node` (the node whose recordings the start-up
+    repair looks at)."""
 
     database: Database
+    node: str | None = None
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -193,13 +194,25 @@ class Recordings:
 
     async def recordings_with_status(self, status: str) -> list[Recording]:
         """Recordings in one status, oldest first (e.g. `recording` after a crash), of
-        every organisation: the platform's start-up repair."""
+        every organisation: the platform's start-up repair. With a `node` (the store of
+        `callrec serve` on a store nodes share), only those of that node's calls and of
+        calls of no node: another node's recordings in progress are not this one's to
+        repair, and their files are not on its disk."""
+        node = self.node
         async with self.database.read() as session:
-            rows = await session.all(
-                f"SELECT {RECORDING_COLUMNS} FROM recordings WHERE status = ?"
-                " ORDER BY started_at, id",
-                (status,),
-            )
+            if node is None:
+                rows = await session.all(
+                    f"SELECT {RECORDING_COLUMNS} FROM recordings WHERE status = ?"
+                    " ORDER BY started_at, id",
+                    (status,),
+                )
+            else:
+                rows = await session.all(
+                    f"SELECT {RECORDING_COLUMNS_R} FROM recordings r JOIN calls c"
+                    " ON c.id = r.call_id WHERE r.status = ? AND (c.node = ? OR c.node IS NULL)"
+                    " ORDER BY r.started_at, r.id",
+                    (status, node),
+                )
         return [recording_from_row(row) for row in rows]
 
     async def list_recordings(
@@ -335,7 +348,7 @@ class Recordings:
         or not visible to `scope_ext`."""
         if not 0 < recording_id <= MAX_ROW_ID:
             return None
-        scope, params = _recording_scope(scope_ext)
+        scope, params = _recording_scope(org, scope_ext)
         async with self.database.read() as session:
             row = await session.one(
                 f"SELECT {RECORDING_COLUMNS_R}, {CALL_COLUMNS_ALIASED} FROM recordings r"
@@ -363,13 +376,13 @@ class Recordings:
         conditions.insert(0, "r.org_id = ?")
         params.insert(0, org.id)
         if extension is not None:
-            conditions.append(f"(r.owner_ext = ? OR {own_call_condition('c')})")
+            conditions.append(f"(r.owner_ext = ? OR {party_condition('c')})")
             params.extend((extension, extension, extension))
         if search:
             condition, values = search_condition("c", search, self.database.dialect)
             conditions.append(condition)
             params.extend(values)
-        scope, scope_params = _recording_scope(scope_ext)
+        scope, scope_params = _recording_scope(org, scope_ext)
         where = " WHERE " + " AND ".join(conditions) + scope
         params.extend(scope_params)
         async with self.database.read() as session:

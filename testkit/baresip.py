@@ -16,11 +16,16 @@ registers to HOST:PORT over TLS and completes a dialled `300` to
 with `sip_certificate` (certificate and key in one PEM) it also listens for TLS, on the
 `sip_listen` port plus one; `aufile` is an audio source only (16-bit PCM WAV), and a
 call ends when its file does, so the file played sets the length of a call; the
-`sndfile` filter writes what was decoded to `dump-*-dec.wav` in `snd_path`.
+`sndfile` filter writes what was decoded to `dump-*-dec.wav` in `snd_path`; an account's
+`;mediaenc=srtp-mand` (with `srtp.so` loaded) offers RTP/SAVP with SDES keys and
+refuses a call without them; `ctrl_tcp.so` takes commands while it runs, as netstrings
+of JSON (`{"command": "sndcode", "params": "*"}` keys `*` as RFC 4733 events on the
+call, then releases it).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -29,6 +34,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from testkit.sipp_runner import free_port
 from testkit.waiting import WaitTimeout, wait_until
 
 BARESIP = "baresip"
@@ -54,9 +60,11 @@ def account(
     transport: str = "udp",
     register: bool = True,
     answer: bool = True,
+    mediaenc: str | None = None,
 ) -> str:
     """One line of baresip's `accounts`: `user` at host:port over `transport` (baresip
-    1.0 cannot register a sips: account: "Function not implemented")."""
+    1.0 cannot register a sips: account: "Function not implemented"); `mediaenc`
+    "srtp" or "srtp-mand" needs `srtp.so` in `Baresip.modules`."""
     params = f";transport={transport}" if transport != "udp" else ""
     line = f"<sip:{user}@{host}:{port}{params}>"
     if password is not None:
@@ -64,6 +72,8 @@ def account(
     line += ";regint=600" if register else ";regint=0"
     if answer:
         line += ";answermode=auto"
+    if mediaenc is not None:
+        line += f";mediaenc={mediaenc}"
     return line
 
 
@@ -81,7 +91,10 @@ class Baresip:
     play: Path | None = None
     commands: list[str] = field(default_factory=list)  # -e commands at start, e.g. "/dial 300"
     time_limit_s: float = 30.0
+    modules: list[str] = field(default_factory=list)  # more, e.g. "srtp.so"
+    control: bool = False  # ctrl_tcp on a free port: `command()` while it runs
     process: subprocess.Popen[bytes] | None = None
+    control_port: int | None = None
 
     @property
     def config_dir(self) -> Path:
@@ -110,9 +123,14 @@ class Baresip:
             "module g711.so",
             "module aufile.so",
             "module sndfile.so",
+            *(f"module {name}" for name in self.modules),
             "module_tmp account.so",
             "module_app menu.so",
         ]
+        if self.control:
+            if self.control_port is None:
+                self.control_port = free_port(socket.SOCK_STREAM)
+            lines += ["module_app ctrl_tcp.so", f"ctrl_tcp_listen {host}:{self.control_port}"]
         if self.ca is not None:
             lines.append(f"sip_cafile {self.ca}")
         if self.certificate is not None:
@@ -185,6 +203,32 @@ class Baresip:
             self.wait()
         finally:
             self.stop()
+
+    def command(self, name: str, params: str = "", timeout: float = 5.0) -> dict[str, object]:
+        """Run a menu command (`name` without the slash) through ctrl_tcp; its response.
+        Raises AssertionError when baresip says it failed."""
+        assert self.control_port is not None, "start it with control=True"
+        host = self.listen.rpartition(":")[0]
+        request = json.dumps({"command": name, "params": params, "token": name}).encode()
+        with socket.create_connection((host, self.control_port), timeout=timeout) as sock:
+            sock.sendall(b"%d:%s," % (len(request), request))
+            buffer = b""
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    raise AssertionError(f"baresip closed ctrl_tcp before answering {name}")
+                buffer += data
+                while b":" in buffer:
+                    length_text, _, rest = buffer.partition(b":")
+                    length = int(length_text)
+                    if len(rest) < length + 1:
+                        break
+                    message = json.loads(rest[:length])
+                    buffer = rest[length + 1 :]
+                    if message.get("response"):
+                        if not message.get("ok"):
+                            raise AssertionError(f"baresip {name} {params}: {message}")
+                        return dict(message)
 
     def stop(self) -> None:
         """End the process by its PID: SIGTERM, then SIGKILL after 5 s."""

@@ -18,17 +18,25 @@ same port: the outage tests use both.
 
 `postgres_missing()` says why there is no server to run (None when there is one): the
 tests that need one skip with that reason; `scripts/setup.sh --cluster` installs it.
+
+`python -m testkit.postgres up DIR` starts one that outlives the command
+(scripts/cluster.sh) with a database `callrec`, keeps where it is in DIR/state.json and
+prints the database's URL; `up` again starts the same cluster again, and
+`python -m testkit.postgres down DIR` stops it (its data stays until `down --delete`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
+import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -267,3 +275,56 @@ def _alive(pid: int) -> bool:
 
 def _quoted(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
+
+
+_CLI_DATABASE = "callrec"
+
+
+def _main(argv: list[str]) -> int:
+    """`up DIR` / `down [--delete] DIR` (see the module docstring)."""
+    delete = "--delete" in argv
+    argv = [arg for arg in argv if arg != "--delete"]
+    if len(argv) != 2 or argv[0] not in ("up", "down"):
+        print("usage: python -m testkit.postgres up|down [--delete] DIR", file=sys.stderr)
+        return 2
+    root = Path(argv[1]).resolve()
+    state = root / "state.json"
+    try:
+        if argv[0] == "up":
+            root.mkdir(parents=True, exist_ok=True)
+            if state.exists():
+                saved = json.loads(state.read_text())
+                bin_dir = find_postgres_bin()
+                if bin_dir is None:
+                    raise PostgresError(postgres_missing() or "no PostgreSQL binaries")
+                cluster = PostgresCluster(bin_dir, Path(saved["data_dir"]), int(saved["port"]))
+                if cluster.pid() is None or not _alive(cluster.pid() or 0):
+                    cluster.start_again()
+            else:
+                cluster = PostgresCluster.start()
+                asyncio.run(cluster.create_database(_CLI_DATABASE))
+                state.write_text(
+                    json.dumps({"data_dir": str(cluster.data_dir), "port": cluster.port})
+                )
+            print(cluster.url(_CLI_DATABASE))
+            return 0
+        if not state.exists():
+            return 0
+        saved = json.loads(state.read_text())
+        bin_dir = find_postgres_bin()
+        if bin_dir is None:
+            raise PostgresError(postgres_missing() or "no PostgreSQL binaries")
+        cluster = PostgresCluster(bin_dir, Path(saved["data_dir"]), int(saved["port"]))
+        if delete:
+            cluster.destroy()
+            state.unlink()
+        else:
+            cluster.stop()
+        return 0
+    except PostgresError as exc:
+        print(f"testkit.postgres: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

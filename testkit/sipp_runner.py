@@ -109,7 +109,8 @@ def free_port(kind: int = socket.SOCK_DGRAM, *, even: bool = False, span: int = 
     ``kind`` is the socket the kernel is asked for a single port with. Media ports are
     asked ``even=True, span=4``: SIPp uses the port and port+2 for its echo and RTCP is
     expected on port+1. Ranges come from below the ephemeral range (see RANGE_LOW), and
-    one process never gets a range it was handed recently, bound or not.
+    one process gets a range it was handed recently, bound or not, only when its slice
+    has no other room.
     """
     if not even and span == 1:
         for _attempt in range(200):
@@ -121,16 +122,20 @@ def free_port(kind: int = socket.SOCK_DGRAM, *, even: bool = False, span: int = 
         raise RuntimeError("no free port on 127.0.0.1")
     low, high = _range_slice()
     chooser = random.Random()
-    for _attempt in range(400):
-        port = chooser.randrange(low, high - span)
-        if even and port % 2:
-            port += 1
-        if any(port < end and start < port + span for start, end in _handed_out):
-            continue
-        if all(_port_free(candidate) for candidate in range(port, port + span)):
-            _handed_out.append((port, port + span))
-            del _handed_out[:-64]
-            return port
+    # Ranges handed out earlier may not be bound yet (callrec binds its RTP ports per
+    # call): avoid them while the slice has room, forgetting the oldest when it has not.
+    for _round in range(8):
+        for _attempt in range(100):
+            port = chooser.randrange(low, high - span)
+            if even and port % 2:
+                port += 1
+            if any(port < end and start < port + span for start, end in _handed_out):
+                continue
+            if all(_port_free(candidate) for candidate in range(port, port + span)):
+                _handed_out.append((port, port + span))
+                del _handed_out[:-64]
+                return port
+        del _handed_out[: len(_handed_out) // 2 + 1]
     raise RuntimeError(f"no {span} free consecutive ports in {low}-{high} on 127.0.0.1")
 
 

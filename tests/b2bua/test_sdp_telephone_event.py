@@ -58,3 +58,17 @@ def test_bare_lf_answer_keeps_its_line_ends() -> None:
     out = keep_telephone_event(OFFER, answer)
     assert b"\r" not in out
     assert b"m=audio 5000 RTP/AVP 0 120\n" in out
+
+
+def test_a_stray_events_rtpmap_outside_the_m_line_gets_the_type_added_once() -> None:
+    # As testkit/sipp/uas_media_keys.xml answers: telephone-event mapped, not offered.
+    answer = ANSWER + b"a=rtpmap:120 telephone-event/8000\r\n"
+    out = keep_telephone_event(OFFER, answer)
+    assert b"m=audio 5000 RTP/AVP 0 120\r\n" in out
+    assert out.count(b"a=rtpmap:120 ") == 1 and out.count(b"a=fmtp:120 0-16") == 1
+    assert telephone_event_formats(parse_sdp(out).media[0]) == ["120"]
+
+
+def test_a_stray_rtpmap_of_another_codec_on_that_type_is_left_alone() -> None:
+    answer = ANSWER + b"a=rtpmap:120 opus/48000/2\r\n"
+    assert keep_telephone_event(OFFER, answer) == answer

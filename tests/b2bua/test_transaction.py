@@ -435,6 +435,32 @@ def test_reliable_client_invite_non_2xx_ends_at_once() -> None:
     assert len(layer) == 0  # Timer D = 0
 
 
+def test_a_peer_that_cannot_be_reached_ends_its_waiting_client_transactions_at_once() -> None:
+    layer = TransactionLayer()
+    tls_trunk = Peer("127.0.0.1", 5081, "tls")
+    invite = request(transport="TLS", branch="z9hG4bK-to-trunk")
+    options = request("OPTIONS", transport="TLS", branch="z9hG4bK-options")
+    answered = request(transport="TLS", branch="z9hG4bK-answered", call_id="call-2@test")
+    elsewhere = request(branch="z9hG4bK-elsewhere", call_id="call-3@test")
+    for message, peer in ((invite, tls_trunk), (options, tls_trunk), (answered, tls_trunk)):
+        layer.send_request(message, peer, 0.0)
+    layer.send_request(elsewhere, TRUNK, 0.0)
+    layer.receive(make_response(answered, 180, "Ringing", to_tag="t"), tls_trunk, 0.5)
+    events = layer.transport_failed(tls_trunk, 1.0)
+    assert events == [
+        TransactionTimeout(invite, timer="transport"),
+        TransactionTimeout(options, timer="transport"),
+    ]
+    assert len(layer) == 2  # the one with a provisional response and the other peer's
+    assert layer.transport_failed(tls_trunk, 2.0) == []
+    # Neither fires Timer B later.
+    assert all(
+        event.request is not invite
+        for _, event in run_clock(layer, 100.0)
+        if isinstance(event, TransactionTimeout)
+    )
+
+
 def test_reliable_client_non_invite_no_retransmission_and_k_is_zero() -> None:
     layer = TransactionLayer()
     options = request("OPTIONS", transport="TCP")

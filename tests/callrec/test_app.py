@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import pytest
 
-from callrec.app import background_tasks
+from callrec.app import background_tasks, open_files_needed
+from callrec.config import load_config
 
 
 async def test_a_failing_task_is_logged_once_and_its_siblings_go_on(
@@ -90,3 +92,18 @@ async def test_cancelling_the_owner_cancels_the_tasks() -> None:
     with pytest.raises(asyncio.CancelledError):
         await outer
     assert inner[0].cancelled()
+
+
+def test_open_files_needed_counts_a_workers_share_of_the_rtp_ports(tmp_path: Path) -> None:
+    def needed(body: str) -> int:
+        path = tmp_path / "callrec.toml"
+        path.write_text(body)
+        return open_files_needed(load_config(path))
+
+    ports = '[media]\nrtp_ports = "20000-29999"\n'
+    # Ten thousand ports: one worker holds them all, four a quarter each.
+    assert needed(ports + "workers = 1\n") == 10_000 + 2_500
+    assert needed(ports + "workers = 4\n") == 2_500 + 625
+    # A small range: the SIP process's TCP connections are the larger need.
+    small = '[sip]\ntcp_max_connections = 3000\n[media]\nrtp_ports = "20000-20099"\n'
+    assert needed(small + "workers = 2\n") == 3000

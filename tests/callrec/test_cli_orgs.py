@@ -113,3 +113,86 @@ def test_usage_is_per_organisation_and_month(
     assert code == 0 and set(rows) == {"acme", "default"}
     assert rows["acme"]["recording_users"] == "1" and rows["acme"]["recordings"] == "0"
     assert rows["default"]["recording_users"] == "0"
+
+
+def _acme_with_a_recording(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> Path:
+    """Organisation acme with a user and one recording still under retention."""
+    import time
+
+    from storage.database import Store
+    from storage.files import RecordingFiles
+
+    run(capsys, config_file, "orgs", "add", "acme", "--name", "Acme", "--domain", "acme.example")
+    run(capsys, config_file, "users", "add", "201", "--name", "Anna", "--org", "acme")
+    run(capsys, config_file, "dids", "add", "31201000", "--org", "acme")
+
+    async def file_one(store: Store) -> Path:
+        acme = await store.org_scope("acme")
+        user = await store.get_user(acme, "201")
+        assert user is not None
+        now = time.time()
+        call_id = await store.create_call(
+            acme.id, caller_user_id=user.id, sip_call_id="c@test", direction="outbound",
+            caller_ext="201", callee_ext="0612", started_at=now - 9, ended_at=now - 1,
+        )  # fmt: skip
+        new = RecordingFiles(tmp_path / "data").new_recording("wav", now)
+        new.absolute.parent.mkdir(parents=True, exist_ok=True)
+        new.absolute.write_bytes(b"RIFF....WAVE")
+        await store.create_recording(
+            call_id=call_id, path=new.relative, format="wav", channels=1, sample_rate=8000,
+            started_at=now - 8, retention_days=90, owner_ext="201",
+        )  # fmt: skip
+        return new.absolute
+
+    return in_store(tmp_path, file_one)
+
+
+def test_an_organisation_is_removed_only_when_confirmed_and_its_recordings_released(
+    capsys: pytest.CaptureFixture[str],
+    config_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    recording = _acme_with_a_recording(capsys, config_file, tmp_path)
+
+    # Not at a terminal, and not told --yes: nothing is removed.
+    monkeypatch.setattr("callrec.cli._stdin_is_terminal", lambda: False)
+    code, out, err = run(capsys, config_file, "org", "remove", "acme", "--purge-recordings")
+    assert code == 2 and "confirm with --yes" in err
+    assert "1 user(s)" in out and "1 recording(s), 1 of them still under retention" in out
+    # Under retention without --purge-recordings: refused before anything is asked.
+    code, _, err = run(capsys, config_file, "org", "remove", "acme", "--yes")
+    assert code == 1 and "still under retention" in err and "--purge" not in err
+    # At a terminal, a wrong answer removes nothing.
+    monkeypatch.setattr("callrec.cli._stdin_is_terminal", lambda: True)
+    monkeypatch.setattr("builtins.input", lambda prompt: "default")
+    code, _, err = run(capsys, config_file, "orgs", "remove", "acme", "--purge-recordings")
+    assert code == 2 and "the answer was not acme" in err
+    assert recording.is_file()
+    assert in_store(tmp_path, lambda s: s.get_organisation("acme")) is not None
+
+    # The slug typed back: removed, with the recording's file.
+    monkeypatch.setattr("builtins.input", lambda prompt: "acme")
+    code, out, err = run(capsys, config_file, "orgs", "remove", "acme", "--purge-recordings")
+    assert (code, err) == (0, "") and "removed organisation acme: 1 user(s), 1 recording(s)" in out
+    assert not recording.exists()
+    assert in_store(tmp_path, lambda s: s.get_organisation("acme")) is None
+    entries = in_store(tmp_path, lambda s: s.list_audit(None, 20))
+    (removal,) = [entry for entry in entries if entry.action == "org.remove"]
+    assert removal.actor.startswith("cli") and removal.object == "org:acme"
+    assert "recordings under retention 1" in (removal.detail or "")
+    code, out, _ = run(capsys, config_file, "orgs", "list", "--json")
+    assert [org["slug"] for org in json.loads(out)] == ["default"]
+    # An organisation that is not there.
+    code, _, err = run(capsys, config_file, "org", "remove", "acme", "--yes")
+    assert code == 1 and "unknown organisation 'acme'" in err
+
+
+def test_an_organisation_without_recordings_under_retention_goes_with_yes(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
+    run(capsys, config_file, "orgs", "add", "empty", "--name", "Empty", "--domain", "e.example")
+    code, out, err = run(capsys, config_file, "org", "remove", "empty", "--yes")
+    assert (code, err) == (0, "") and "removed organisation empty" in out

@@ -62,10 +62,11 @@ def srtp_trunk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CallrecServ
 
 
 @contextmanager
-def capture(path: Path) -> Iterator[None]:
-    """tshark on lo, UDP only, into a classic pcap; stopped by its PID."""
+def capture(path: Path, capture_filter: str = "udp") -> Iterator[None]:
+    """tshark on lo (UDP only, unless `capture_filter` says otherwise), into a classic
+    pcap; stopped by its PID."""
     process = subprocess.Popen(
-        ["tshark", "-i", "lo", "-f", "udp", "-F", "pcap", "-w", str(path)],
+        ["tshark", "-i", "lo", "-f", capture_filter, "-F", "pcap", "-w", str(path)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -250,6 +250,10 @@ def test_callrec_calls_a_trunk_over_tls_and_checks_its_certificate(
                 assert not result.ok
                 assert "certificate verify failed" in server.log()
                 assert re.search(INCOMING_CALL, trunk.output()) is None
+                # The transport failure is a 503 at once (RFC 3261 §8.1.3.1), not a
+                # 408 after Timer B's 32 s.
+                cdr = server.wait_for_calls(1)[0]
+                assert cdr["sip_status"] == 503, cdr
         finally:
             trunk.stop()
     finally:

@@ -1,5 +1,6 @@
-"""The relay with an SRTP leg, in process: SRTCP both ways, prompts encrypted toward an
-SRTP phone, re-keying, and what a failed packet does (and does not) count as."""
+"""The relay with an SRTP leg, in process: each suite with both legs on SRTP over real
+sockets, SRTCP both ways, prompts encrypted toward an SRTP phone, re-keying, and what a
+failed packet does (and does not) count as."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from media.ports import PortAllocator
 from media.relay import MediaSession
-from media.srtp import SrtpError, SrtpKey, SrtpLeg
+from media.srtp import KEY_LENGTHS, SUITE_PROFILES, SrtpError, SrtpKey, SrtpLeg
 from testkit.sipp_runner import free_port
 from tests.media.test_relay import RECEIVER_REPORT, RecordingTap, connected_phones, rtp
 from tests.media.udp_phones import close_endpoints  # noqa: F401  (autouse fixture)
@@ -21,11 +22,14 @@ SUITE = "AES_CM_128_HMAC_SHA1_80"
 
 
 class SrtpPhone:
-    """The libsrtp state of a phone on leg a: it sends with its key, hears callrec's."""
+    """The libsrtp state of a phone on an SRTP leg: it sends with its key, hears
+    callrec's. The test's libsrtp sessions are made here, apart from `media.srtp`."""
 
-    def __init__(self) -> None:
-        self.key, self.callrec_key = secrets.token_bytes(30), secrets.token_bytes(30)
-        profile = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    def __init__(self, suite: str = SUITE) -> None:
+        self.suite = suite
+        length = KEY_LENGTHS[suite]
+        self.key, self.callrec_key = secrets.token_bytes(length), secrets.token_bytes(length)
+        profile = SUITE_PROFILES[suite]
         self.sends = pylibsrtp.Session(
             pylibsrtp.Policy(self.key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND, srtp_profile=profile)
         )
@@ -36,7 +40,7 @@ class SrtpPhone:
         )
 
     def keys(self) -> tuple[SrtpKey, SrtpKey]:
-        return SrtpKey(SUITE, self.key), SrtpKey(SUITE, self.callrec_key)
+        return SrtpKey(self.suite, self.key), SrtpKey(self.suite, self.callrec_key)
 
 
 @pytest.fixture
@@ -47,6 +51,54 @@ async def session() -> AsyncIterator[MediaSession]:
     )
     yield created
     created.close()
+
+
+# Tag lengths: what each suite adds to an RTP and an RTCP packet (RFC 3711, RFC 7714).
+TRAILERS = {
+    "AEAD_AES_256_GCM": (16, 4 + 16),
+    "AEAD_AES_128_GCM": (16, 4 + 16),
+    "AES_CM_128_HMAC_SHA1_80": (10, 4 + 10),
+    "AES_CM_128_HMAC_SHA1_32": (4, 4 + 10),
+}
+
+
+@pytest.mark.parametrize("suite", sorted(SUITE_PROFILES))
+async def test_each_suite_relays_rtp_and_rtcp_between_two_srtp_legs(
+    session: MediaSession, suite: str
+) -> None:
+    """Both legs on `suite`, each with its own keys: what one phone sends reaches the
+    other decrypted by callrec and encrypted again under the other leg's key; the tap
+    gets the plaintext; a packet under another key is dropped and counted."""
+    assert set(TRAILERS) == set(SUITE_PROFILES)
+    caller, callee = await connected_phones(session)
+    phone_a, phone_b = SrtpPhone(suite), SrtpPhone(suite)
+    session.set_srtp("a", *phone_a.keys())
+    session.set_srtp("b", *phone_b.keys())
+    tap = RecordingTap()
+    session.tap = tap
+    rtp_trailer, rtcp_trailer = TRAILERS[suite]
+    for sequence in range(1, 4):
+        sent = phone_a.sends.protect(rtp(sequence))
+        assert len(sent) == len(rtp(sequence)) + rtp_trailer
+        caller.rtp.send(sent, session.local_port("a"))
+        arrived = await callee.rtp.receive_data()
+        assert arrived != sent and len(arrived) == len(sent)
+        assert phone_b.hears.unprotect(arrived) == rtp(sequence)
+        callee.rtp.send(phone_b.sends.protect(rtp(100 + sequence)), session.local_port("b"))
+        assert phone_a.hears.unprotect(await caller.rtp.receive_data()) == rtp(100 + sequence)
+    report = phone_a.sends.protect_rtcp(RECEIVER_REPORT)
+    assert len(report) == len(RECEIVER_REPORT) + rtcp_trailer
+    caller.rtcp.send(report, session.local_rtcp_port("a"))
+    assert phone_b.hears.unprotect_rtcp(await callee.rtcp.receive_data()) == RECEIVER_REPORT
+    # A phone under another key of the same suite: dropped, counted, never relayed.
+    stranger = SrtpPhone(suite)
+    caller.rtp.send(stranger.sends.protect(rtp(50)), session.local_port("a"))
+    caller.rtp.send(phone_a.sends.protect(rtp(4)), session.local_port("a"))
+    assert phone_b.hears.unprotect(await callee.rtp.receive_data()) == rtp(4)
+    assert session.stats("a").srtp_failed == 1
+    tapped = [(leg, kind, data) for leg, kind, data, _ in tap.packets if kind == "rtp"]
+    assert ("a", "rtp", rtp(1)) in tapped and ("b", "rtp", rtp(101)) in tapped
+    assert all(data[12:] == b"\xd5" * 160 for _, _, data in tapped)
 
 
 async def test_rtcp_is_srtcp_on_the_srtp_leg_both_ways(session: MediaSession) -> None:

@@ -19,7 +19,6 @@ from portal.app import PortalHandle, start_portal_at
 from portal.services import PortalServices
 from storage.database import Store
 from storage.models import OrgScope
-from storage.portal_queries import PortalRepository
 from tests.storage.orgs import ORG
 
 ADMIN = ("root", "admin-secret-1")
@@ -54,6 +53,16 @@ def write_wav(path: Path, seconds: float, frequency: float, *, subtype: str = "P
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+async def party_users(store: Store, caller: str, callee: str) -> dict[str, int | None]:
+    """The user ids a call between these numbers is filed with, as the B2BUA files
+    them: a party who is one of the organisation's users is that user."""
+    users = {number: await store.get_user(ORG, number) for number in (caller, callee)}
+    return {
+        "caller_user_id": user.id if (user := users[caller]) is not None else None,
+        "callee_user_id": user.id if (user := users[callee]) is not None else None,
+    }
+
+
 async def add_recorded_call(
     fixture: Fixture,
     key: str,
@@ -69,6 +78,7 @@ async def add_recorded_call(
     store = fixture.store
     call_id = await store.create_call(
         ORG.id,
+        **await party_users(store, caller[0], callee[0]),
         sip_call_id=f"{key}@test",
         direction="outbound",
         caller_ext=caller[0],
@@ -115,12 +125,11 @@ async def portal(tmp_path: Path) -> AsyncIterator[Fixture]:
     hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     store = await Store.open(storage_dir / "callrec.db", hasher=hasher)
     await store.add_admin(ORG, *ADMIN, email="root@example.org")
-    repository = PortalRepository(store)
     await store.add_user(ORG, "201", "Alice Archer", mode="always")
     await store.add_user(ORG, "202", "Bob Baker", mode="on-demand")
     await store.add_user(ORG, "203", "Carol Cole", mode="never")
     for extension, password in PASSWORDS.items():
-        await repository.set_portal_password(ORG, extension, password)
+        await store.set_portal_password(ORG, extension, password)
 
     fixture_box: list[Fixture] = []
 
@@ -163,6 +172,7 @@ async def portal(tmp_path: Path) -> AsyncIterator[Fixture]:
     # Bob calls Carol, not recorded.
     fixture.calls["bob-carol"] = await store.create_call(
         ORG.id,
+        **await party_users(store, "202", "203"),
         sip_call_id="bob-carol@test",
         direction="outbound",
         caller_ext="202",

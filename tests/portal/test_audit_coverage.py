@@ -31,6 +31,7 @@ class Change:
     json: dict[str, Any] | None = None
     form: dict[str, str] | None = None
     platform: bool = False
+    query: dict[str, str] | None = None
 
 
 # (method, route as the router names it) -> the change it makes. Paths are filled
@@ -107,6 +108,16 @@ CHANGES: dict[tuple[str, str], Change] = {
     ("POST", "/operator/orgs/{slug}"): Change(
         "org.change", form={"name": "Gamma 3"}, platform=True
     ),
+    ("POST", "/operator/language"): Change(
+        "language.change", form={"language": "nl"}, platform=True
+    ),
+    # Last: gamma goes, with its admin and numbers, then delta (_prepare).
+    ("DELETE", f"{API}/orgs/{{slug}}"): Change(
+        "org.remove", platform=True, query={"confirm": "gamma"}
+    ),
+    ("POST", "/operator/orgs/{slug}/remove"): Change(
+        "org.remove", form={"confirm": "yes"}, platform=True
+    ),
 }
 
 NOT_CHANGES = {
@@ -175,6 +186,8 @@ async def _prepare(portal: Fixture, route: str, extension: str, ids: dict[str, s
     if "/devices/{id}" in route:
         devices = await portal.store.list_devices(ORG, extension)
         ids["id"] = str(devices[-1].id)
+    elif route == "/operator/orgs/{slug}/remove":
+        ids["slug"] = "delta"  # gamma was removed through the API
     elif "/dids/{id}" in route:
         gamma = await portal.store.org_scope("gamma")
         ids["id"] = str((await portal.store.list_dids(OrgScope(gamma.id, gamma.slug)))[-1].id)
@@ -189,7 +202,7 @@ async def _call(client: Client, url: str, method: str, change: Change, extension
             return response.status
     request: Callable[..., Any] = getattr(client.session, method.lower())
     context: Awaitable[aiohttp.ClientResponse] = request(
-        url, json=change.json or {}, headers=client.headers
+        url, json=change.json or {}, headers=client.headers, params=change.query
     )
     async with context as response:  # type: ignore[attr-defined]
         return int(response.status)

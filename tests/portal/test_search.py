@@ -10,7 +10,7 @@ import re
 from typing import Any
 
 from storage.search import normalise_search, search_condition
-from tests.portal.conftest import BASE_TIME, Client, Fixture, login, new_session
+from tests.portal.conftest import BASE_TIME, Client, Fixture, login, new_session, party_users
 from tests.storage.orgs import ORG
 
 API = "/api/v1"
@@ -20,6 +20,8 @@ async def _add_call(fixture: Fixture, org_id: int, key: str, caller: tuple[str, 
                     callee: tuple[str, str], at: float) -> int:  # fmt: skip
     call_id = await fixture.store.create_call(
         org_id,
+        # Filed with the parties' user ids as the B2BUA files them (beta has no users).
+        **(await party_users(fixture.store, caller[0], callee[0]) if org_id == ORG.id else {}),
         sip_call_id=f"{key}@search",
         direction="outbound",
         caller_ext=caller[0],

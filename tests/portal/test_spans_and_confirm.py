@@ -8,7 +8,7 @@ import re
 from datetime import UTC, datetime
 
 from storage.recordings import RecordedSpan, spans_from_toggles
-from tests.portal.conftest import Client, Fixture, write_wav
+from tests.portal.conftest import Client, Fixture, party_users, write_wav
 from tests.storage.orgs import ORG
 
 API = "/api/v1"
@@ -33,6 +33,7 @@ async def _on_demand_call(portal: Fixture) -> tuple[int, int]:
     await store.set_org_setting(ORG, "timezone", "Europe/Amsterdam")
     call_id = await store.create_call(
         ORG.id,
+        **await party_users(store, "202", "0201234567"),
         sip_call_id="on-demand@spans",
         direction="outbound",
         caller_ext="202",

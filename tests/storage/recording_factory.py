@@ -55,8 +55,14 @@ async def file_recording(
     callee: tuple[str, str | None] = ("102", "Bob Jones"),
 ) -> FiledRecording:
     """File a call and its recording as callrec does: create, write the file, finish."""
+    # A party who is one of the organisation's users is filed as that user, as the B2BUA
+    # files them (storage.calls.own_call_condition).
+    caller_user = await store.get_user(ORG, caller[0]) if caller[0] else None
+    callee_user = await store.get_user(ORG, callee[0]) if callee[0] else None
     call_id = await store.create_call(
         ORG.id,
+        caller_user_id=caller_user.id if caller_user is not None else None,
+        callee_user_id=callee_user.id if callee_user is not None else None,
         sip_call_id=f"{uuid.uuid4()}@test",
         direction="outbound",
         caller_ext=caller[0],

@@ -50,6 +50,9 @@ async def test_refusals_are_typed(store: Store, tmp_path: Path) -> None:
 
 
 async def test_visibility_follows_ownership_and_participation(store: Store, tmp_path: Path) -> None:
+    # A user sees the calls filed with their user id (storage.calls.own_call_condition).
+    for extension, name in (("101", "Alice"), ("102", "Bob"), ("103", "Carol")):
+        await store.add_user(ORG, extension, name)
     mine = await file_recording(store, tmp_path, started_at=T0, caller=("101", "Alice"))
     theirs = await file_recording(
         store, tmp_path, started_at=T0 + 1, caller=("103", "Carol"), callee=("900", None)

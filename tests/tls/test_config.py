@@ -4,6 +4,7 @@ key; the digest default of one MD5 challenge; and the contexts `b2bua.tls` build
 
 from __future__ import annotations
 
+import contextlib
 import ssl
 from pathlib import Path
 
@@ -175,3 +176,37 @@ def test_a_sips_trunk_over_udp_is_refused(files: Path) -> None:
         "config error: [trunk] uri: a sips: URI goes over TLS, not udp,"
         " got 'sips:127.0.0.2;transport=udp'"
     )
+
+
+@pytest.mark.parametrize("logged", [True, False], ids=["SSLKEYLOGFILE", "unset"])
+def test_the_server_context_writes_a_key_log_only_when_asked(
+    files: Path, monkeypatch: pytest.MonkeyPatch, logged: bool
+) -> None:
+    """SSLKEYLOGFILE (a debugging aid, as in Python's default contexts) gets the secrets
+    of a handshake callrec answers; unset, nothing is written anywhere."""
+    key_log = files / "keys.log"
+    if logged:
+        monkeypatch.setenv("SSLKEYLOGFILE", str(key_log))
+    else:
+        monkeypatch.delenv("SSLKEYLOGFILE", raising=False)
+    config = load_config(
+        _write(files, '[sip]\nlisten_tls = "127.0.0.1:5071"\ntls_certificate = "both.pem"\n')
+    )
+    settings = tls_settings(config.sip)
+    assert settings is not None
+    client = ssl.create_default_context(cafile=str(files / "ca.pem"))
+    client.keylog_filename = None  # only the server's log counts here
+    server_in, server_out, client_in, client_out = (ssl.MemoryBIO() for _ in range(4))
+    server = settings.server.wrap_bio(server_in, server_out, server_side=True)
+    tls_client = client.wrap_bio(client_in, client_out, server_hostname="127.0.0.1")
+    for _ in range(10):  # a TLS 1.3 handshake takes two round trips
+        for end in (tls_client, server):
+            with contextlib.suppress(ssl.SSLWantReadError):
+                end.do_handshake()
+        server_in.write(client_out.read())
+        client_in.write(server_out.read())
+    assert tls_client.version() is not None and server.version() is not None
+    if logged:
+        assert "CLIENT_HANDSHAKE_TRAFFIC_SECRET" in key_log.read_text()
+    else:
+        assert not key_log.exists()
