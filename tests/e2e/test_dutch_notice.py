@@ -11,12 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import soundfile as sf
 
-from callrec_phone.phone import PhoneProcess
 from media.announce import load_announcement
-from testkit.audio import peak_correlation, tone_wav
-from testkit.harness import CallrecServer, free_port, make_server
+from testkit.audio import peak_correlation
+from testkit.harness import CallrecServer, make_server
+from tests.e2e.notice_heard import call_and_hear
 
 pytestmark = pytest.mark.e2e
 
@@ -39,35 +38,15 @@ def test_a_dutch_organisations_caller_hears_the_dutch_notice(
     # The two shipped notices are told apart by correlation at all.
     assert peak_correlation(dutch, english) < 0.3
 
-    talk = tone_wav(tmp_path / "talk.wav", 500.0, seconds=6.0, amplitude=0.03)
-    trunk_rtp = free_port(even=True, span=4)
-    trunk = PhoneProcess(
-        server.trunk_phone_args(
-            "--rtp-port", str(trunk_rtp), "--play", str(talk),
-            "--record-heard", str(tmp_path / "trunk-heard.wav"),
-        )
-    )  # fmt: skip
-    trunk.wait_for("started", 15)
-    phone = PhoneProcess(
-        server.dial_args(
-            "202", "pw-202", "--play", str(talk),
-            "--record-heard", str(tmp_path / "phone-heard.wav"), "--hangup-after", "5",
-        )
-    )  # fmt: skip
-    assert phone.wait(40).returncode == 0
-    assert trunk.wait(30).named("confirmed")
+    heard, recorded, call = call_and_hear(server, tmp_path)
 
     # What a pjsua2 phone heard passed its jitter buffer, which may drop the first
     # frames of a prompt that starts at the answer: a clipped notice still correlates
     # above 0.5 (tests/e2e/test_announcement.py), another notice stays below 0.3.
-    for side in ("phone", "trunk"):
-        heard, _ = sf.read(tmp_path / f"{side}-heard.wav", dtype="int16")
-        window = heard[: 8000 * 5]
+    for side, audio in heard.items():
+        window = audio[: 8000 * 5]
         assert peak_correlation(dutch, window) > 0.5, side
         assert peak_correlation(english, window) < 0.3, side
-    call = server.wait_for_calls(1)[0]
-    recording = server.wait_for_recording(call["id"])
-    recorded, _ = sf.read(server.data_dir / recording["path"], dtype="int16")
     assert peak_correlation(dutch, recorded[: 8000 * 5]) > 0.5
     assert peak_correlation(english, recorded[: 8000 * 5]) < 0.3
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from callrec_phone.phone import PhoneProcess
 from media.announce import load_announcement
-from testkit.audio import peak_correlation, tone_wav
-from testkit.harness import CallrecServer, free_port, make_server
+from testkit.audio import peak_correlation
+from testkit.harness import CallrecServer, make_server
 from testkit.waiting import wait_until
+from tests.e2e.notice_heard import call_and_hear
 from tests.portal.conftest import login, new_session
 
 pytestmark = pytest.mark.e2e
@@ -71,36 +71,16 @@ def test_the_uploaded_notice_is_what_callers_hear(server: CallrecServer, tmp_pat
         what="the server to take the uploaded notice",
     )
 
-    talk = tone_wav(tmp_path / "talk.wav", 500.0, seconds=6.0, amplitude=0.03)
-    trunk_rtp = free_port(even=True, span=4)
-    trunk = PhoneProcess(
-        server.trunk_phone_args(
-            "--rtp-port", str(trunk_rtp), "--play", str(talk),
-            "--record-heard", str(tmp_path / "trunk-heard.wav"),
-        )
-    )  # fmt: skip
-    trunk.wait_for("started", 15)
-    phone = PhoneProcess(
-        server.dial_args(
-            "202", "pw-202", "--play", str(talk),
-            "--record-heard", str(tmp_path / "phone-heard.wav"), "--hangup-after", "5",
-        )
-    )  # fmt: skip
-    assert phone.wait(40).returncode == 0
-    assert trunk.wait(30).named("confirmed")
+    heard, recorded, _ = call_and_hear(server, tmp_path)
 
     shipped = load_announcement("default", "en")
     assert shipped is not None
-    for side in ("phone", "trunk"):
-        heard, _ = sf.read(tmp_path / f"{side}-heard.wav", dtype="int16")
+    for side, audio in heard.items():
         # The uploaded notice, not the shipped one. What a pjsua2 phone heard passed its
         # jitter buffer, which may stretch or drop a frame under load: the whole sweep
         # then correlates 0.53-0.9 (0.53 seen once in a full run); the shipped notice
         # stays below 0.3, which is what tells the two apart.
-        assert peak_correlation(notice, heard[: 8000 * 4]) > 0.5, side
-        assert peak_correlation(shipped, heard[: 8000 * 4]) < 0.3, side
-    call = server.wait_for_calls(1)[0]
-    recording = server.wait_for_recording(call["id"])
-    recorded, _ = sf.read(server.data_dir / recording["path"], dtype="int16")
+        assert peak_correlation(notice, audio[: 8000 * 4]) > 0.5, side
+        assert peak_correlation(shipped, audio[: 8000 * 4]) < 0.3, side
     assert peak_correlation(notice, recorded[: 8000 * 4]) > 0.5
     assert peak_correlation(shipped, recorded[: 8000 * 4]) < 0.3
