@@ -23,9 +23,7 @@ Run from the repository root, as root (nftables)::
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import signal
 import socket
 import sqlite3
 import struct
@@ -48,6 +46,7 @@ from bench.calls import (
     run_levels,
 )
 from testkit.harness import sip_options
+from testkit.processes import stop_by_pid
 from testkit.sipp_runner import scenario_path
 
 CONFIG_TEMPLATE = Path(__file__).resolve().parent / "peer" / "kamailio.cfg"
@@ -189,13 +188,7 @@ class PeerStack:
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
-            if process.poll() is None:
-                os.kill(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    os.kill(process.pid, signal.SIGKILL)
-                    process.wait(timeout=5)
+            stop_by_pid(process)
 
     def log(self, name: str) -> str:
         path = self.root / f"{name}.log"

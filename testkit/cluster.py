@@ -31,6 +31,7 @@ from typing import Any
 
 from storage.uploads import node_name
 from testkit.postgres import PostgresCluster, postgres_missing
+from testkit.processes import stop_by_pid
 from testkit.s3 import SeaweedS3, weed_missing
 from testkit.sipp_runner import free_port
 from testkit.waiting import WaitTimeout, wait_until
@@ -87,17 +88,6 @@ def options_status(host: str, port: int, timeout: float = 0.5) -> str | None:
         except OSError:
             return None
     return data.split(b"\r\n", 1)[0].decode(errors="replace")
-
-
-def _stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    os.kill(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.kill(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
 
 
 @dataclass
@@ -216,7 +206,7 @@ class Node:
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_by_pid(self.process)
         self.process = None
 
     def log(self) -> str:
@@ -283,7 +273,7 @@ class Kamailio:
         wait_until(answering, timeout=timeout, what="kamailio up", interval=0.05)
 
     def stop(self) -> None:
-        _stop(self.process)
+        stop_by_pid(self.process)
         self.process = None
 
     def log(self) -> str:

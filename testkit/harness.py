@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from testkit.processes import stop_by_pid
 from testkit.sipp_runner import SippProcess, SippResult, run_sipp, start_sipp
 from testkit.sipp_runner import free_port as free_port
 from testkit.waiting import WaitTimeout, wait_until
@@ -378,13 +378,7 @@ class CallrecServer:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(timeout=5)
+        stop_by_pid(self.process)
         self.process = None
 
     def log(self) -> str:
