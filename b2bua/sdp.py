@@ -258,7 +258,8 @@ def keep_telephone_event(offer: bytes, answer: bytes) -> bytes:
     lines, is added to the answer's m= line, so the phone still sends its keys as events
     (callrec takes them for the feature code and does not forward them). Otherwise, or
     when the answer already uses that payload type for something else, the answer comes
-    back unchanged. Every other byte of the answer is kept. Raises SdpError.
+    back unchanged. Every other byte of the answer is kept, but for a=rtpmap and a=fmtp
+    lines of telephone-event on types its m= line does not list. Raises SdpError.
     """
     offered = _first_audio(parse_sdp(offer))
     answered = _first_audio(parse_sdp(answer))
@@ -275,6 +276,16 @@ def keep_telephone_event(offer: bytes, answer: bytes) -> bytes:
         return answer
     # An answer with a stray a=rtpmap for telephone-event on that payload type but not in
     # its m= line (some trunks answer so) gets the type in the m= line, its lines kept.
+    # Stray telephone-event lines of other types go: pjsua takes the first such a=rtpmap
+    # as the type to send events with, whatever the m= line says, and callrec would
+    # neither see those events nor keep them from the far end.
+    stray = {
+        str(mapped_type).encode()
+        for mapped_type, (name, _) in answered.rtpmap.items()
+        if name.lower() == TELEPHONE_EVENT
+        and str(mapped_type) not in answered.formats
+        and str(mapped_type) != payload_type
+    }
     present = {
         (name, (value or "").split(" ")[0])
         for name, value in answered.attributes
@@ -304,12 +315,22 @@ def keep_telephone_event(offer: bytes, answer: bytes) -> bytes:
             in_audio = not done and line.startswith(b"m=audio ") and _port(line) != 0
             if in_audio:
                 line += b" " + payload_type.encode()
+        elif in_audio and _attribute_type(line) in stray:
+            continue
         out.append(line + line_ending)
     if in_audio and not done:
         if out and not out[-1].endswith(b"\n"):
             out[-1] += ending
         out += [extra + ending for extra in added]
     return b"".join(out)
+
+
+def _attribute_type(line: bytes) -> bytes | None:
+    """The payload type an a=rtpmap or a=fmtp line is about, else None."""
+    for prefix in (b"a=rtpmap:", b"a=fmtp:"):
+        if line.startswith(prefix):
+            return line[len(prefix) :].split(b" ", 1)[0].strip()
+    return None
 
 
 def _port(m_line: bytes) -> int:

@@ -14,7 +14,9 @@ Facts of baresip 1.0 this relies on: an account `<sip:USER@HOST:PORT;transport=t
 registers to HOST:PORT over TLS and completes a dialled `300` to
 `sip:300@HOST:PORT;transport=tls`; `sip_cafile` is what it verifies servers with;
 with `sip_certificate` (certificate and key in one PEM) it also listens for TLS, on the
-`sip_listen` port plus one; `aufile` is an audio source only (16-bit PCM WAV), and a
+`sip_listen` port plus one; `aufile` is an audio source only (16-bit PCM WAV at the
+codec's rate and channels: 8 kHz mono for G.711, 48 kHz stereo for `opus/48000/2`;
+baresip's own resampler, `ausrc_srate`, is too coarse for a correlation check), and a
 call ends when its file does, so the file played sets the length of a call; the
 `sndfile` filter writes what was decoded to `dump-*-dec.wav` in `snd_path`; an account's
 `;mediaenc=srtp-mand` (with `srtp.so` loaded) offers RTP/SAVP with SDES keys and
@@ -44,6 +46,7 @@ REGISTERED = r"\{0/(UDP|TCP|TLS)/v4\} 200 OK \(\) \[\d+ binding"
 CALL_ESTABLISHED = r"[Cc]all established"
 INCOMING_CALL = r"[Ii]ncoming call|answering call"
 SESSION_CLOSED = r"session closed"
+CALL_TERMINATED = r"[Cc]all with .* terminated"
 
 
 def registered_over(transport: str) -> str:
@@ -61,10 +64,12 @@ def account(
     register: bool = True,
     answer: bool = True,
     mediaenc: str | None = None,
+    audio_codecs: str | None = None,
 ) -> str:
     """One line of baresip's `accounts`: `user` at host:port over `transport` (baresip
     1.0 cannot register a sips: account: "Function not implemented"); `mediaenc`
-    "srtp" or "srtp-mand" needs `srtp.so` in `Baresip.modules`."""
+    "srtp" or "srtp-mand" needs `srtp.so` in `Baresip.modules`; `audio_codecs` (e.g.
+    "opus/48000/2", with `opus.so` in `Baresip.modules`) is the only codecs it offers."""
     params = f";transport={transport}" if transport != "udp" else ""
     line = f"<sip:{user}@{host}:{port}{params}>"
     if password is not None:
@@ -74,6 +79,8 @@ def account(
         line += ";answermode=auto"
     if mediaenc is not None:
         line += f";mediaenc={mediaenc}"
+    if audio_codecs is not None:
+        line += f";audio_codecs={audio_codecs}"
     return line
 
 

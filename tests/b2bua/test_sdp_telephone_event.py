@@ -72,3 +72,12 @@ def test_a_stray_events_rtpmap_outside_the_m_line_gets_the_type_added_once() -> 
 def test_a_stray_rtpmap_of_another_codec_on_that_type_is_left_alone() -> None:
     answer = ANSWER + b"a=rtpmap:120 opus/48000/2\r\n"
     assert keep_telephone_event(OFFER, answer) == answer
+
+
+def test_a_stray_events_rtpmap_of_another_type_goes() -> None:
+    # As testkit/sipp/uas_media_keys.xml answers a G.722 offer with events on 120: pjsua
+    # would send its events on the stray 101, which callrec neither sees nor holds back.
+    answer = ANSWER + b"a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n"
+    out = keep_telephone_event(OFFER, answer)
+    assert b"101" not in out
+    assert out == keep_telephone_event(OFFER, ANSWER)

@@ -1,8 +1,9 @@
 """End-to-end, issue 14: softphones set to SIP over TLS and SDES-SRTP register and call
-through a real `callrec serve` (`[trunk] srtp = "offer"`), and the calls are recorded:
-baresip (`;transport=tls;mediaenc=srtp-mand`) to a trunk that is baresip with SRTP, and
-pjsua2 (the `callrec[phone]` wheel, pjsip 2.15; `callrec phone --transport tls --srtp
-mandatory`) to a SIPp trunk that answers plain RTP.
+through a real `callrec serve` (`[trunk] srtp = "offer"`), and the calls are recorded.
+The matrix: each phone, baresip (`;transport=tls;mediaenc=srtp-mand`) and pjsua2 (the
+`callrec[phone]` wheel, pjsip 2.15; `callrec phone --transport tls --srtp mandatory`),
+calls each trunk, one that answers plain RTP (SIPp, echoing) and one that takes SRTP
+(baresip with `mediaenc=srtp`, playing a chirp of its own).
 
 What the test checks, on a tshark capture of loopback:
 - the recording holds what the phone played (callrec decrypted it), and what the trunk
@@ -51,9 +52,9 @@ PASSWORD = "pw-tls-101"
 INLINE_KEY = re.compile(r"inline:([A-Za-z0-9+/=]{20,})")
 
 
-@pytest.fixture(scope="module")
-def callrec(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsCallrec]:  # noqa: F811
-    root = tmp_path_factory.mktemp("callrec-tls-srtp")
+def tls_srtp_server(root: Path, pki: Pki) -> TlsCallrec:  # noqa: F811
+    """`tls_server` (not started) offering SRTP to the trunk (`[trunk] srtp = "offer"`),
+    recording stereo (the phone on channel 0) without an announcement."""
     tls = tls_server(root, pki)
     server = tls.server
     text = server.config_path.read_text()
@@ -62,8 +63,15 @@ def callrec(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsC
     server.config_path.write_text(
         text + '[recording]\nannouncement = "none"\nchannels = "stereo"\n'
     )
+    return tls
+
+
+@pytest.fixture(scope="module")
+def callrec(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsCallrec]:  # noqa: F811
+    tls = tls_srtp_server(tmp_path_factory.mktemp("callrec-tls-srtp"), pki)
+    server = tls.server
     server.extra_env["CALLREC_LOG_LEVEL"] = "DEBUG"  # keys must not appear even there
-    server.extra_env["SSLKEYLOGFILE"] = str(root / "tls-keys.log")
+    server.extra_env["SSLKEYLOGFILE"] = str(server.root / "tls-keys.log")
     server.add_user("101", "Sam Secure", PASSWORD, "--mode", "always")
     yield from (tls for _ in server.serving())
 
@@ -219,98 +227,131 @@ def check_call(
     return keys
 
 
-def test_baresip_over_tls_with_srtp_to_an_srtp_trunk(
-    callrec: TlsCallrec,
-    pki: Pki,  # noqa: F811
-    tmp_path: Path,
-) -> None:
-    """baresip over TLS with SRTP mandatory calls a trunk that is baresip too, over UDP
-    with SRTP (`mediaenc=srtp`): callrec offers it keys of its own in the order of
-    `[media] srtp_suites`, and the trunk takes the first, AEAD_AES_256_GCM. Each side
-    hears the other's chirp through both legs' keys."""
-    server, tls_port = callrec.server, callrec.tls_port
-    before = len(server.calls())
-    source = chirp(tmp_path / "chirp.wav", seconds=3.0)
-    # The trunk plays a falling chirp, longer than the call (it would hang up at its end).
-    answer_audio = chirp(tmp_path / "answer.wav", 3000.0, 300.0, seconds=6.0)
+SRTP_ENABLED = r"srtp: .*SRTP is Enabled"
+
+
+@contextmanager
+def srtp_trunk(callrec: TlsCallrec, work: Path) -> Iterator[Baresip]:
+    """The trunk as baresip over UDP with SRTP (`mediaenc=srtp`), auto-answering and
+    playing a falling chirp longer than the call (it would hang up at its end)."""
+    chirp(work / "answer.wav", 3000.0, 300.0, seconds=6.0)
     trunk = Baresip(
-        tmp_path / "trunk",
+        work / "trunk",
         account=account(TRUNK_NUMBER, None, HOST, 5060, register=False, mediaenc="srtp"),
-        listen=f"{HOST}:{server.trunk_port}",
+        listen=f"{HOST}:{callrec.server.trunk_port}",
         modules=["srtp.so"],
-        play=tmp_path / "answer.wav",
+        play=work / "answer.wav",
         time_limit_s=12,
     )
+    try:
+        trunk.start()
+        trunk.wait_for("baresip is ready", timeout=10)
+        yield trunk
+        trunk.wait_for(SRTP_ENABLED, timeout=5)
+    finally:
+        trunk.stop()
+
+
+def baresip_call(callrec: TlsCallrec, pki: Pki, work: Path, before: int) -> Path:  # noqa: F811
+    """User 101 on baresip over TLS with SRTP mandatory calls the trunk, playing
+    `work/chirp.wav` (the call ends with it); what it heard."""
     phone = Baresip(
-        tmp_path / "phone",
-        account=account("101", PASSWORD, HOST, tls_port, transport="tls", mediaenc="srtp-mand"),
+        work / "phone",
+        account=account(
+            "101", PASSWORD, HOST, callrec.tls_port, transport="tls", mediaenc="srtp-mand"
+        ),
         ca=pki.ca,
         modules=["srtp.so"],
         commands=[f"/dial {TRUNK_NUMBER}"],
         time_limit_s=8,
-        play=tmp_path / "chirp.wav",
+        play=work / "chirp.wav",
     )
-    pcap = tmp_path / "lo.pcap"
-    with capturing(pcap, callrec, None):
-        try:
-            trunk.start()
-            trunk.wait_for("baresip is ready", timeout=10)
-            phone.start()
-            phone.wait_for(registered_over("tls"), timeout=10)
-            phone.wait_for(CALL_ESTABLISHED, timeout=10)
-            for side in (phone, trunk):
-                side.wait_for(r"srtp: .*SRTP is Enabled", timeout=5)
-            server.wait_for_calls(before + 1, timeout=20)
-        finally:
-            phone.stop()
-            trunk.stop()
-    check_call(callrec, before, source, pcap, None)
-    answer = trunk_answer(udp_packets(pcap), server.trunk_port)
-    assert re.search(rb"a=crypto:4 AEAD_AES_256_GCM inline:", answer), answer
-    assert heard_well(answer_audio, phone.heard()[-1])  # the trunk's chirp, both ways
-    assert heard_well(source, trunk.heard()[-1])  # and the phone's
+    try:
+        phone.start()
+        phone.wait_for(registered_over("tls"), timeout=10)
+        phone.wait_for(CALL_ESTABLISHED, timeout=10)
+        phone.wait_for(SRTP_ENABLED, timeout=5)
+        callrec.server.wait_for_calls(before + 1, timeout=20)
+    finally:
+        phone.stop()
+    return phone.heard()[-1]
 
 
-def test_pjsua2_over_tls_with_srtp_to_a_plain_trunk(
+def pjsua2_call(callrec: TlsCallrec, pki: Pki, work: Path, before: int) -> Path:  # noqa: F811
+    """User 101 on pjsua2 (`callrec phone --transport tls --srtp mandatory`) calls the
+    trunk, playing `work/chirp.wav`, and hangs up 2.5 s after the answer; what it heard."""
+    server = callrec.server
+    phone = PhoneProcess(
+        phone_dial_args(
+            f"{HOST}:{callrec.tls_port}",
+            "101",
+            "--password",
+            PASSWORD,
+            "--transport",
+            "tls",
+            "--tls-ca",
+            str(pki.ca),
+            "--srtp",
+            "mandatory",
+            "--play",
+            str(work / "chirp.wav"),
+            "--record-heard",
+            str(work / "heard.wav"),
+            "--hangup-after",
+            "2.5",
+            "--timeout",
+            "20",
+        )
+    )
+    result = phone.wait(30)
+    assert result.returncode == 0, result.stderr[-3000:] + server.log()[-3000:]
+    server.wait_for_calls(before + 1, timeout=20)
+    return work / "heard.wav"
+
+
+PHONES = {"baresip": baresip_call, "pjsua2": pjsua2_call}
+
+
+@pytest.mark.parametrize("trunk_kind", ["srtp-trunk", "plain-trunk"])
+@pytest.mark.parametrize("phone_kind", sorted(PHONES))
+def test_a_phone_over_tls_with_srtp_is_recorded(
     callrec: TlsCallrec,
     pki: Pki,  # noqa: F811
     tmp_path: Path,
+    phone_kind: str,
+    trunk_kind: str,
 ) -> None:
-    """pjsua2 (`callrec phone --transport tls --srtp mandatory`) calls a SIPp trunk that
-    answers callrec's offer (RTP/AVP with keys, `[trunk] srtp = "offer"`) plain: the
-    trunk leg is plain RTP, the control of the capture check."""
-    server, tls_port = callrec.server, callrec.tls_port
+    """The phone calls over TLS with SRTP mandatory. The SRTP trunk (baresip) is offered
+    keys of callrec's own in the order of `[media] srtp_suites` and takes the first,
+    AEAD_AES_256_GCM; each side hears the other's chirp through both legs' keys. The
+    plain trunk (SIPp) answers callrec's offer (RTP/AVP with keys) plain and echoes:
+    the phone hears its own chirp, and that trunk leg is the capture check's control."""
+    server = callrec.server
     before = len(server.calls())
     source = chirp(tmp_path / "chirp.wav", seconds=3.0)
-    trunk_media = free_port(even=True, span=4)
+    call = PHONES[phone_kind]
     pcap = tmp_path / "lo.pcap"
-    with capturing(pcap, callrec, trunk_media):
-        trunk = server.start_sipp_trunk(tmp_path / "uas", media_port=trunk_media, timeout_s=30)
-        phone = PhoneProcess(
-            phone_dial_args(
-                f"{HOST}:{tls_port}",
-                "101",
-                "--password",
-                PASSWORD,
-                "--transport",
-                "tls",
-                "--tls-ca",
-                str(pki.ca),
-                "--srtp",
-                "mandatory",
-                "--play",
-                str(tmp_path / "chirp.wav"),
-                "--record-heard",
-                str(tmp_path / "heard.wav"),
-                "--hangup-after",
-                "2.5",
-                "--timeout",
-                "20",
-            )
-        )
-        result = phone.wait(30)
-        assert result.returncode == 0, result.stderr[-3000:] + server.log()[-3000:]
-        assert trunk.wait().ok
-    keys = check_call(callrec, before, source, pcap, trunk_media)
-    assert len(keys) >= 3  # pjsua2 offers several suites, each with its key
-    assert heard_well(source, tmp_path / "heard.wav")  # the SIPp trunk echoes
+    if trunk_kind == "srtp-trunk":
+        with capturing(pcap, callrec, None), srtp_trunk(callrec, tmp_path) as trunk:
+            heard = call(callrec, pki, tmp_path, before)
+        keys = check_call(callrec, before, source, pcap, None)
+        answer = trunk_answer(udp_packets(pcap), server.trunk_port)
+        assert re.search(rb"a=crypto:4 AEAD_AES_256_GCM inline:", answer), answer
+        answer_audio, _ = sf.read(tmp_path / "answer.wav", dtype="int16")
+        assert heard_well(answer_audio, heard)  # the trunk's chirp reached the phone
+        assert heard_well(source, trunk.heard()[-1])  # and the phone's, the trunk
+    else:
+        trunk_media = free_port(even=True, span=4)
+        with capturing(pcap, callrec, trunk_media):
+            sipp = server.start_sipp_trunk(tmp_path / "uas", media_port=trunk_media, timeout_s=30)
+            try:
+                heard = call(callrec, pki, tmp_path, before)
+            except BaseException:
+                sipp.stop(grace_s=1.0)
+                raise
+            result = sipp.wait()
+            assert result.ok, result.summary()
+        keys = check_call(callrec, before, source, pcap, trunk_media)
+        assert heard_well(source, heard)  # the SIPp trunk echoes
+    if phone_kind == "pjsua2":
+        assert len(keys) >= 3  # pjsua2 offers several suites, each with its key

@@ -129,9 +129,12 @@ def recorded(server: CallrecServer, before: int) -> tuple[dict[str, object], npt
     return recording, np.asarray(audio)
 
 
-def wide_chirp(seconds: float, low: float = 300.0, high: float = 6500.0) -> npt.NDArray[np.int16]:
-    """A sweep into the upper band that only wideband carries (G.711 stops at 3.4 kHz)."""
-    t = np.arange(round(seconds * RATE)) / RATE
+def wide_chirp(
+    seconds: float, low: float = 300.0, high: float = 6500.0, rate: int = RATE
+) -> npt.NDArray[np.int16]:
+    """A sweep into the upper band that only wideband carries (G.711 stops at 3.4 kHz),
+    sampled at `rate`."""
+    t = np.arange(round(seconds * rate)) / rate
     phase = 2 * np.pi * (low * t + (high - low) * t * t / (2 * seconds))
     return (0.4 * 32767 * np.sin(phase)).astype(np.int16)
 
