@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -373,6 +374,31 @@ class _RtcpProtocol(_ChannelProtocol):
             channel.garbled += 1
             return
         _relay_rtcp(self, data, muxed=False)
+
+
+# The most datagrams `_drain` reads from one socket at close: two seconds of 20 ms audio.
+DRAIN_LIMIT = 100
+
+
+def _drain(transport: asyncio.BaseTransport) -> None:
+    """Hand `transport`'s protocol the datagrams waiting in its socket's buffer (at most
+    DRAIN_LIMIT), read from a duplicate of the socket without blocking."""
+    protocol = transport.get_protocol()
+    sock = transport.get_extra_info("socket")
+    if sock is None or not isinstance(protocol, asyncio.DatagramProtocol):
+        return
+    try:
+        reader = socket.socket(fileno=os.dup(sock.fileno()))
+    except OSError:
+        return
+    with reader:
+        reader.setblocking(False)
+        for _ in range(DRAIN_LIMIT):
+            try:
+                data, addr = reader.recvfrom(65535)
+            except OSError:  # BlockingIOError: nothing left
+                break
+            protocol.datagram_received(data, addr)
 
 
 def _allowed(channel: _Channel, addr: Address) -> bool:
@@ -830,9 +856,17 @@ class MediaSession:
         )
 
     def close(self) -> None:
-        """Close the sockets and give the ports back; safe to call more than once."""
+        """Close the sockets and give the ports back; safe to call more than once.
+
+        What already reached a socket and waits in its kernel buffer is relayed (and
+        tapped for the recording) first: a phone that hangs up right after its last
+        packet must not lose it because the BYE was read before that packet."""
         if self._closed:
             return
+        for leg in self._legs.values():
+            for channel in (leg.rtp, leg.rtcp):
+                if channel.transport is not None:
+                    _drain(channel.transport)
         self._closed = True
         foreign = self.foreign_packets
         if foreign:

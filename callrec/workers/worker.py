@@ -234,9 +234,9 @@ class MediaWorker:
         call = self.calls.pop(sid, None)
         if call is None:
             return
+        call.session.close()  # relays what still waits in its sockets first
         # The session's packet counters, summed into the pool's /metrics totals.
         legs = [call.session.stats(leg) for leg in ("a", "b")]
-        call.session.close()
         relayed = sum(stats.rtp_out + stats.rtcp_out for stats in legs)
         dropped = sum(stats.dropped + stats.srtp_failed for stats in legs)
         self.send(

@@ -99,10 +99,13 @@ def test_call_with_audio_reaches_far_end_and_is_recorded_in_cdr(
     assert trunk_result.ok, trunk_result.summary()
     # The far end (the trunk's media port) gets the phone's audio through the relay,
     # and the phone gets the trunk's echo back through it.
+    # Packets the sniffer itself could not take (its kernel drops, on a busy machine)
+    # are not the relay's.
+    missed = counter.kernel_drops
     at_trunk = counts.get(uas_media, 0)
     at_phone = counts.get(uac_media, 0)
-    assert at_trunk >= 0.999 * sent, (at_trunk, sent)
-    assert at_phone >= 0.999 * sent, (at_phone, sent)
+    assert at_trunk + missed >= 0.999 * sent, (at_trunk, sent, missed)
+    assert at_phone + missed >= 0.999 * sent, (at_phone, sent, missed)
     cdr = last_cdr(server, before + 1)
     assert cdr["direction"] == "outbound"
     assert cdr["caller"] == {"extension": "201", "name": "Alice Martin"}

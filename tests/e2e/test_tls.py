@@ -140,10 +140,11 @@ def tls_phone(
 
 
 def test_startup_lines_name_the_tls_listener(callrec: TlsCallrec) -> None:
-    log = callrec.server.log()
     expected = f"(udp, tcp, tls on {HOST}:{callrec.tls_port})"
-    assert f"callrec serving SIP on {callrec.server.sip_address} {expected}" in log
-    assert f"listening for SIP on {callrec.server.sip_address} {expected}" in log
+    serving = f"callrec serving SIP on {callrec.server.sip_address} {expected}"
+    # SIP answers (the harness's sign of life) before the portal is up and this line said.
+    wait_until(lambda: serving in callrec.server.log(), timeout=10, what="the serving line")
+    assert f"listening for SIP on {callrec.server.sip_address} {expected}" in callrec.server.log()
 
 
 def test_phone_over_tls_registers_and_calls_a_udp_trunk(

@@ -442,6 +442,25 @@ async def test_idle_is_not_reported_while_a_leg_is_on_hold(allocator: PortAlloca
         session.close()
 
 
+async def test_close_relays_and_taps_what_waits_in_the_socket_first(
+    allocator: PortAllocator,
+) -> None:
+    # The phone's last packets and its BYE: the close comes before the loop has read
+    # the packets from the relay's socket. They still reach the far end and the tap.
+    tap = RecordingTap()
+    session = await MediaSession.create(allocator, "127.0.0.1", tap=tap, silence_timeout=None)
+    caller, callee = await connected_phones(session)
+    caller.rtp.send(G711, session.local_port("a"))
+    assert await callee.rtp.receive_data() == G711  # latched
+    last = [rtp(sequence) for sequence in range(2, 7)]
+    for packet in last:
+        caller.rtp.send(packet, session.local_port("a"))
+    session.close()
+    assert [await callee.rtp.receive_data() for _ in last] == last
+    assert [data for leg, kind, data, _ in tap.packets] == [G711, *last]
+    assert session.stats("a").rtp_in == 6
+
+
 async def test_close_releases_ports_and_is_idempotent(allocator: PortAllocator) -> None:
     session = await MediaSession.create(allocator, "127.0.0.1", silence_timeout=None)
     ports = [session.local_port("a"), session.local_port("b")]
