@@ -21,20 +21,19 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from storage.uploads import node_name
+from testkit.harness import CALLREC, sip_options, start_serve
 from testkit.postgres import PostgresCluster, postgres_missing
 from testkit.processes import stop_by_pid
 from testkit.s3 import SeaweedS3, weed_missing
 from testkit.sipp_runner import free_port
-from testkit.waiting import WaitTimeout, wait_until
+from testkit.waiting import wait_until
 
 __all__ = [
     "CALLREC",
@@ -44,14 +43,12 @@ __all__ = [
     "Node",
     "cluster_missing",
     "kamailio_missing",
-    "options_status",
     "wait_log",
 ]
 
 REPO = Path(__file__).resolve().parents[1]
 KAMAILIO_CFG = REPO / "deploy" / "kamailio" / "kamailio.cfg"
 PROXY_HOST = "127.0.0.10"
-CALLREC = [sys.executable, "-m", "callrec.cli"]
 DATABASE = "callrec"
 
 
@@ -67,27 +64,6 @@ def kamailio_missing() -> str | None:
 def cluster_missing() -> str | None:
     """Why a whole cluster cannot run here (None when it can)."""
     return kamailio_missing() or postgres_missing() or weed_missing()
-
-
-def options_status(host: str, port: int, timeout: float = 0.5) -> str | None:
-    """The status line of an answer to one OPTIONS sent to host:port over UDP, or None."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        local = sock.getsockname()[1]
-        message = (
-            f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
-            f"Via: SIP/2.0/UDP 127.0.0.1:{local};branch=z9hG4bK{uuid.uuid4().hex}\r\n"
-            f"From: <sip:probe@127.0.0.1>;tag={uuid.uuid4().hex[:8]}\r\n"
-            f"To: <sip:{host}:{port}>\r\nCall-ID: {uuid.uuid4().hex}\r\n"
-            "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        ).encode()
-        sock.settimeout(timeout)
-        try:
-            sock.sendto(message, (host, port))
-            data = sock.recv(65535)
-        except OSError:
-            return None
-    return data.split(b"\r\n", 1)[0].decode(errors="replace")
 
 
 @dataclass
@@ -180,24 +156,9 @@ class Node:
 
     def start(self, timeout: float = 30.0) -> None:
         env = {**os.environ, "CALLREC_LOG_LEVEL": "INFO"}
-        with self.log_path.open("ab") as log:
-            self.process = subprocess.Popen(
-                [*CALLREC, "serve", "--config", str(self.config_path)],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        process = self.process
-
-        def answering() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"callrec serve exited early:\n{self.log()[-3000:]}")
-            return options_status(self.host, self.sip_port, 0.3) is not None
-
-        try:
-            wait_until(answering, timeout=timeout, what=f"node {self.host} up", interval=0.05)
-        except WaitTimeout as exc:
-            raise WaitTimeout(f"{exc}\n{self.log()[-3000:]}") from None
+        self.process = start_serve(
+            self.config_path, self.log_path, env, self.host, self.sip_port, timeout
+        )
 
     def kill(self) -> None:
         """kill -9, by PID."""
@@ -268,7 +229,7 @@ class Kamailio:
         def answering() -> bool:
             if process.poll() is not None:
                 raise AssertionError(f"kamailio exited:\n{self.log()}")
-            return options_status(self.host, self.port, 0.3) is not None
+            return sip_options(self.port, timeout=0.3, host=self.host) is not None
 
         wait_until(answering, timeout=timeout, what="kamailio up", interval=0.05)
 

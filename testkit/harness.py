@@ -31,8 +31,11 @@ SIPP_DIGEST_CONFIG = 'digest_algorithms = ["MD5", "SHA-256"]\n'
 TRUNK_NUMBER = "300"
 
 
-def sip_options(port: int, *, timeout: float = 1.0, transport: str = "udp") -> str | None:
-    """Send an OPTIONS to callrec and return the status line of the answer, or None.
+def sip_options(
+    port: int, *, timeout: float = 1.0, transport: str = "udp", host: str = HOST
+) -> str | None:
+    """Send an OPTIONS to `host`:`port` (callrec, or a proxy in front of it) and return
+    the status line of the answer, or None.
 
     Over UDP it is retransmitted as a UA would (RFC 3261 Timer E) until `timeout`.
     """
@@ -42,16 +45,16 @@ def sip_options(port: int, *, timeout: float = 1.0, transport: str = "udp") -> s
         try:
             if transport == "tcp":
                 sock.settimeout(timeout)
-                sock.connect((HOST, port))
+                sock.connect((host, port))
             else:
                 sock.bind((HOST, 0))
             local = sock.getsockname()[1]
             branch = "z9hG4bK" + uuid.uuid4().hex
             message = (
-                f"OPTIONS sip:{HOST}:{port} SIP/2.0\r\n"
+                f"OPTIONS sip:{host}:{port} SIP/2.0\r\n"
                 f"Via: SIP/2.0/{transport.upper()} {HOST}:{local};branch={branch}\r\n"
                 f"From: <sip:probe@{HOST}>;tag={uuid.uuid4().hex[:8]}\r\n"
-                f"To: <sip:{HOST}:{port}>\r\n"
+                f"To: <sip:{host}:{port}>\r\n"
                 f"Call-ID: {uuid.uuid4().hex}\r\n"
                 "CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
             ).encode()
@@ -61,7 +64,7 @@ def sip_options(port: int, *, timeout: float = 1.0, transport: str = "udp") -> s
             else:
                 interval = 0.25
                 while True:
-                    sock.sendto(message, (HOST, port))
+                    sock.sendto(message, (host, port))
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         return None
@@ -356,24 +359,9 @@ class CallrecServer:
     def start(self, timeout: float = 15.0) -> None:
         env = self.environment()
         env.setdefault("CALLREC_LOG_LEVEL", "INFO")
-        log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [*CALLREC, "serve", "--config", str(self.config_path)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
+        self.process = start_serve(
+            self.config_path, self.log_path, env, HOST, self.sip_port, timeout
         )
-        process = self.process
-
-        def answering() -> bool:
-            if process.poll() is not None:
-                raise AssertionError(f"callrec serve exited early:\n{self.log()}")
-            return sip_options(self.sip_port, timeout=0.3) is not None
-
-        try:
-            wait_until(answering, timeout=timeout, what="answer to OPTIONS", interval=0.05)
-        except WaitTimeout as exc:
-            raise WaitTimeout(f"callrec serve: {exc}\n{self.log()}") from None
 
     def stop(self) -> None:
         if self.process is None:
@@ -383,6 +371,42 @@ class CallrecServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def start_serve(
+    config_path: Path,
+    log_path: Path,
+    env: dict[str, str],
+    host: str,
+    sip_port: int,
+    timeout: float,
+) -> subprocess.Popen[bytes]:
+    """`callrec serve --config config_path`, its output appended to `log_path`, once it
+    answers an OPTIONS on `host`:`sip_port`; its log in the error when it exits or never
+    answers within `timeout`."""
+
+    def log() -> str:
+        return log_path.read_text(errors="replace")[-3000:] if log_path.exists() else ""
+
+    with log_path.open("ab") as out:
+        process = subprocess.Popen(
+            [*CALLREC, "serve", "--config", str(config_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+
+    def answering() -> bool:
+        if process.poll() is not None:
+            raise AssertionError(f"callrec serve on {host}:{sip_port} exited early:\n{log()}")
+        return sip_options(sip_port, timeout=0.3, host=host) is not None
+
+    try:
+        wait_until(answering, timeout=timeout, what=f"callrec serve on {host} up", interval=0.05)
+    except WaitTimeout as exc:
+        stop_by_pid(process)
+        raise WaitTimeout(f"callrec serve: {exc}\n{log()}") from None
+    return process
 
 
 def make_server(
